@@ -1,0 +1,1 @@
+"""tflint-grad rules: one file per rule, discovered by ``tflint_grad.registry``."""

@@ -1,0 +1,712 @@
+"""Per-file facts shared by all rules, built in ONE libcst traversal.
+
+No libcst metadata providers are used on the hot path (they cost ~7x a parse):
+parents, document order, import aliases and name bindings are recorded by a
+single visitor, and positions are computed lazily, only for files that have
+findings.
+
+Vocabulary:
+- *scope*: the nearest enclosing ``Module``, ``FunctionDef``, ``Lambda`` or ``ClassDef``.
+- *binding*: an assignment of a name (or of ``self.attr`` inside a class) to a value.
+- *canonical name*: an import-resolved dotted name rewritten by ``tfapi.canonical``
+  (``tf.layers.dense``, ``keras.layers.BatchNormalization``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Iterator, Sequence
+
+import libcst as cst
+from libcst.metadata import MetadataWrapper, PositionProvider
+
+from tflint_grad import tfapi
+
+ScopeNode = cst.CSTNode  # Module | FunctionDef | Lambda | ClassDef
+_SCOPES = (cst.Module, cst.FunctionDef, cst.Lambda, cst.ClassDef)
+
+
+@dataclass
+class Binding:
+    name: str
+    index: int  # document order of the binding statement
+    node: cst.CSTNode  # the statement (Assign, With, For, FunctionDef, ...)
+    value: cst.BaseExpression | None  # the bound expression, when known
+    kind: str  # assign | annassign | augassign | with | for | param | def | class | import | unpack
+    scope: ScopeNode
+
+
+@dataclass
+class TapeBlock:
+    with_node: cst.With
+    name: str | None
+    persistent: bool
+
+
+@dataclass
+class ModelInfo:
+    """What is statically known about a callable that a training step calls."""
+
+    kind: str  # "model" | "layer" | "unknown" | "other"
+    batch_norm: bool = False
+    dropout: bool = False
+    frozen: bool = False  # every BN is trainable=False / the model is frozen on purpose
+    description: str = ""
+    layers: list[str] = field(default_factory=list)  # class names of known layers, in order
+
+    @property
+    def training_sensitive(self) -> bool:
+        return self.batch_norm or self.dropout
+
+
+def dotted(expr: cst.BaseExpression | None) -> str | None:
+    """``a.b.c`` for a chain of Name/Attribute nodes, else None."""
+    parts: list[str] = []
+    while isinstance(expr, cst.Attribute):
+        parts.append(expr.attr.value)
+        expr = expr.value
+    if isinstance(expr, cst.Name):
+        parts.append(expr.value)
+        return ".".join(reversed(parts))
+    return None
+
+
+def get_arg(call: cst.Call, keyword: str | None, position: int | None = None) -> cst.Arg | None:
+    """The argument passed by keyword, or at 0-based ``position`` (positional only)."""
+    if keyword is not None:
+        for arg in call.args:
+            if arg.keyword is not None and arg.keyword.value == keyword:
+                return arg
+    if position is not None and position >= 0:
+        positional = [a for a in call.args if a.keyword is None and not a.star]
+        if position < len(positional):
+            return positional[position]
+    return None
+
+
+def has_keyword(call: cst.Call, keyword: str) -> bool:
+    return any(a.keyword is not None and a.keyword.value == keyword for a in call.args) or any(
+        a.star == "**" for a in call.args
+    )
+
+
+def number(expr: cst.BaseExpression | None) -> float | None:
+    """The value of a numeric literal (with unary minus), else None."""
+    if isinstance(expr, cst.UnaryOperation) and isinstance(expr.operator, cst.Minus):
+        v = number(expr.expression)
+        return -v if v is not None else None
+    if isinstance(expr, (cst.Integer, cst.Float)):
+        try:
+            return float(expr.evaluated_value)
+        except (ValueError, OverflowError):
+            return None
+    return None
+
+
+def string_value(expr: cst.BaseExpression | None) -> str | None:
+    if isinstance(expr, cst.SimpleString):
+        try:
+            v = expr.evaluated_value
+        except Exception:  # noqa: BLE001 - malformed literal
+            return None
+        return v if isinstance(v, str) else None
+    return None
+
+
+class _Collector(cst.CSTVisitor):
+    """The single traversal: order, parents, scopes, imports, bindings, tapes."""
+
+    def __init__(self, ctx: "FileContext") -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.stack: list[cst.CSTNode] = []
+        self.scopes: list[ScopeNode] = []
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        ctx = self.ctx
+        ctx.index[node] = len(ctx.nodes)
+        ctx.nodes.append(node)
+        if self.stack:
+            ctx.parents[node] = self.stack[-1]
+        self.stack.append(node)
+        if self.scopes:
+            ctx.scope_map[node] = self.scopes[-1]
+        t = type(node)
+        if t is cst.Assign:
+            self._assign(node)
+        elif t is cst.AnnAssign:
+            if node.value is not None:
+                self._bind_target(node.target, node.value, node, "annassign")
+        elif t is cst.AugAssign:
+            self._bind_target(node.target, None, node, "augassign")
+        elif t is cst.With:
+            self._with(node)
+        elif t is cst.For:
+            self._bind_target(node.target, node.iter, node, "for")
+        elif t is cst.Import or t is cst.ImportFrom:
+            self._import(node)
+        elif t is cst.FunctionDef:
+            self._bind_name(node.name.value, node, None, "def")
+            ctx.functions.setdefault(node.name.value, []).append(node)
+        elif t is cst.ClassDef:
+            self._bind_name(node.name.value, node, None, "class")
+            ctx.classes.setdefault(node.name.value, node)
+        elif t is cst.NamedExpr:
+            self._bind_target(node.target, node.value, node, "assign")
+        if t in _SCOPES:
+            self.scopes.append(node)
+            if t is cst.FunctionDef or t is cst.Lambda:
+                for p in _params(node.params):
+                    ctx.bindings.setdefault((node, p.name.value), []).append(
+                        Binding(p.name.value, ctx.index[node], p, p.default, "param", node)
+                    )
+        return True
+
+    def on_leave(self, original_node: cst.CSTNode) -> None:
+        self.ctx.end[original_node] = len(self.ctx.nodes)
+        self.stack.pop()
+        if type(original_node) in _SCOPES:
+            self.scopes.pop()
+
+    # -- bindings ---------------------------------------------------------------
+    def _bind_name(self, name: str, stmt: cst.CSTNode, value, kind: str) -> None:
+        scope = self.scopes[-1] if self.scopes else self.ctx.module
+        self.ctx.bindings.setdefault((scope, name), []).append(
+            Binding(name, self.ctx.index[stmt], stmt, value, kind, scope)
+        )
+
+    def _bind_target(self, target: cst.BaseExpression, value, stmt: cst.CSTNode, kind: str) -> None:
+        if isinstance(target, cst.Name):
+            self._bind_name(target.value, stmt, value, kind)
+        elif isinstance(target, cst.Attribute):
+            d = dotted(target)
+            if d and d.startswith("self."):
+                cls = self._enclosing_class()
+                if cls is not None:
+                    self.ctx.bindings.setdefault((cls, d), []).append(
+                        Binding(d, self.ctx.index[stmt], stmt, value, kind, cls)
+                    )
+            elif d:
+                self._bind_name(d, stmt, value, kind)
+        elif isinstance(target, (cst.Tuple, cst.List)):
+            elements = [e.value for e in target.elements]
+            values: Sequence[cst.BaseExpression | None]
+            if isinstance(value, (cst.Tuple, cst.List)) and len(value.elements) == len(elements):
+                values = [e.value for e in value.elements]
+                sub_kind = kind
+            else:
+                values = [value] * len(elements)
+                sub_kind = "unpack" if kind != "for" else "for"
+            for i, (el, v) in enumerate(zip(elements, values)):
+                if isinstance(el, cst.StarredElement):
+                    el = el.value
+                self._bind_target(el, v, stmt, sub_kind)
+                if sub_kind == "unpack":
+                    self.ctx.unpack_index[(stmt, i)] = el
+
+    def _enclosing_class(self) -> cst.ClassDef | None:
+        for s in reversed(self.scopes):
+            if isinstance(s, cst.ClassDef):
+                return s
+        return None
+
+    def _assign(self, node: cst.Assign) -> None:
+        for t in node.targets:
+            self._bind_target(t.target, node.value, node, "assign")
+
+    def _with(self, node: cst.With) -> None:
+        for item in node.items:
+            if item.asname is not None:
+                self._bind_target(item.asname.name, item.item, node, "with")
+        self.ctx._with_nodes.append(node)
+
+    def _import(self, node: cst.Import | cst.ImportFrom) -> None:
+        imports = self.ctx.imports
+        if isinstance(node, cst.Import):
+            for alias in node.names:
+                full = dotted(alias.name)
+                if full is None:
+                    continue
+                if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
+                    imports[alias.asname.name.value] = full
+                else:
+                    top = full.split(".")[0]
+                    imports[top] = top
+        else:
+            if node.relative or node.module is None:
+                return
+            base = dotted(node.module)
+            if base is None or isinstance(node.names, cst.ImportStar):
+                return
+            for alias in node.names:
+                name = dotted(alias.name)
+                if name is None:
+                    continue
+                local = name
+                if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
+                    local = alias.asname.name.value
+                imports[local] = f"{base}.{name}"
+
+
+def _params(params: cst.Parameters) -> list[cst.Param]:
+    out = list(params.posonly_params) + list(params.params) + list(params.kwonly_params)
+    if isinstance(params.star_arg, cst.Param):
+        out.append(params.star_arg)
+    if params.star_kwarg is not None:
+        out.append(params.star_kwarg)
+    return out
+
+
+_TF1_TEXT = re.compile(
+    r"compat\.v1|placeholder\(|Session\(|get_variable\(|variable_scope\(|disable_v2_behavior|"
+    r"disable_eager_execution|tf\.layers\.|tf\.contrib|tf\.train\.\w+Optimizer|GraphKeys|tf\.assign\("
+)
+
+
+class FileContext:
+    """Everything the rules may ask about one parsed file."""
+
+    def __init__(self, module: cst.Module, source: str, path: str) -> None:
+        self.module = module
+        self.source = source
+        self.path = path
+        self.nodes: list[cst.CSTNode] = []
+        self.index: dict[cst.CSTNode, int] = {}
+        self.end: dict[cst.CSTNode, int] = {}  # one past the last descendant's index
+        self.parents: dict[cst.CSTNode, cst.CSTNode] = {}
+        self.scope_map: dict[cst.CSTNode, ScopeNode] = {}
+        self.imports: dict[str, str] = {}
+        self.bindings: dict[tuple[ScopeNode, str], list[Binding]] = {}
+        self.unpack_index: dict[tuple[cst.CSTNode, int], cst.BaseExpression] = {}
+        self.functions: dict[str, list[cst.FunctionDef]] = {}
+        self.classes: dict[str, cst.ClassDef] = {}
+        self._with_nodes: list[cst.With] = []
+        self._qualname_cache: dict[cst.CSTNode, str | None] = {}
+        self._positions = None
+        module.visit(_Collector(self))
+
+    # -- structure ----------------------------------------------------------------
+    def parent(self, node: cst.CSTNode) -> cst.CSTNode | None:
+        return self.parents.get(node)
+
+    def ancestors(self, node: cst.CSTNode) -> Iterator[cst.CSTNode]:
+        p = self.parents.get(node)
+        while p is not None:
+            yield p
+            p = self.parents.get(p)
+
+    def scope_of(self, node: cst.CSTNode) -> ScopeNode:
+        return self.scope_map.get(node, self.module)
+
+    def statement_of(self, node: cst.CSTNode) -> cst.CSTNode:
+        """The innermost simple or compound statement that contains ``node``."""
+        cur: cst.CSTNode | None = node
+        while cur is not None and not isinstance(cur, (cst.BaseSmallStatement, cst.BaseCompoundStatement)):
+            cur = self.parents.get(cur)
+        return cur or node
+
+    def contains(self, outer: cst.CSTNode, inner: cst.CSTNode) -> bool:
+        return inner is outer or any(a is outer for a in self.ancestors(inner))
+
+    def descendants(self, node: cst.CSTNode) -> list[cst.CSTNode]:
+        """All nodes under ``node`` (inclusive), in document order."""
+        return self.nodes[self.index[node] : self.end[node]]
+
+    def calls_in(self, node: cst.CSTNode) -> Iterator[cst.Call]:
+        for n in self.descendants(node):
+            if type(n) is cst.Call:
+                yield n
+
+    # -- positions (lazy) ----------------------------------------------------------
+    def range(self, node: cst.CSTNode) -> tuple[int, int, int, int]:
+        """1-based (line, column, end_line, end_column) of a node; end is exclusive."""
+        if self._positions is None:
+            self._positions = MetadataWrapper(self.module, unsafe_skip_copy=True).resolve(PositionProvider)
+        r = self._positions[node]
+        return r.start.line, r.start.column + 1, r.end.line, r.end.column + 1
+
+    def line(self, node: cst.CSTNode) -> int:
+        return self.range(node)[0]
+
+    def code(self, node: cst.CSTNode) -> str:
+        return self.module.code_for_node(node)
+
+    # -- names --------------------------------------------------------------------
+    def qualname(self, expr: cst.CSTNode | None) -> str | None:
+        """Canonical dotted name of a Name/Attribute chain rooted in an import."""
+        if expr is None:
+            return None
+        if expr in self._qualname_cache:
+            return self._qualname_cache[expr]
+        self._qualname_cache[expr] = None  # guards against alias cycles
+        result = self._qualname(expr)
+        self._qualname_cache[expr] = result
+        return result
+
+    def _qualname(self, expr: cst.CSTNode) -> str | None:
+        if isinstance(expr, cst.Attribute):
+            base = self.qualname(expr.value)
+            return tfapi.canonical(f"{base}.{expr.attr.value}") if base else None
+        if isinstance(expr, cst.Name):
+            name = expr.value
+            b = self.binding(expr)
+            if b is not None and b.kind in ("assign", "annassign") and b.value is not None:
+                # `K = tf.keras.backend`, `Dense = tf.keras.layers.Dense`
+                if isinstance(b.value, (cst.Name, cst.Attribute)):
+                    return self.qualname(b.value)
+                return None
+            if b is not None and b.kind not in ("import",):
+                return None
+            full = self.imports.get(name)
+            if full is None:
+                return None
+            if full.split(".")[0] not in tfapi.roots():
+                return None
+            return tfapi.canonical(full)
+        return None
+
+    def call_name(self, call: cst.CSTNode) -> str | None:
+        return self.qualname(call.func) if isinstance(call, cst.Call) else None
+
+    def bindings_of(self, name: str, scope: ScopeNode) -> list[Binding]:
+        return self.bindings.get((scope, name), [])
+
+    def binding(self, expr: cst.BaseExpression, at: cst.CSTNode | None = None) -> Binding | None:
+        """The binding a Name (or ``self.attr``) refers to at ``at`` (default: the expression)."""
+        at = at if at is not None else expr
+        pos = self.index.get(at, len(self.nodes))
+        if isinstance(expr, cst.Attribute):
+            d = dotted(expr)
+            if not d or not d.startswith("self."):
+                return None
+            cls = next((a for a in self.ancestors(at) if isinstance(a, cst.ClassDef)), None)
+            if cls is None:
+                return None
+            found = self.bindings.get((cls, d), [])
+            # prefer the last binding before the use in the same method, else any (e.g. __init__)
+            method = next((a for a in self.ancestors(at) if isinstance(a, cst.FunctionDef)), None)
+            same = [b for b in found if b.index < pos and method is not None and self.contains(method, b.node)]
+            if same:
+                return same[-1]
+            return found[-1] if found else None
+        if not isinstance(expr, cst.Name):
+            return None
+        name = expr.value
+        scope: cst.CSTNode | None = self.scope_of(at)
+        first = True
+        while scope is not None:
+            found = self.bindings.get((scope, name))
+            if found and not (isinstance(scope, cst.ClassDef) and not first):
+                before = [b for b in found if b.index < pos or b.kind == "param"]
+                # bindings inside the statement that uses the name do not count (x = f(x))
+                before = [b for b in before if not self.contains(b.node, at) or b.kind in ("for", "with", "param")]
+                if before:
+                    return before[-1]
+                if not first or isinstance(scope, cst.Module):
+                    return found[-1]
+            if name in self.imports and isinstance(scope, cst.Module):
+                return Binding(name, -1, self.module, None, "import", self.module)
+            if isinstance(scope, cst.Module):
+                break
+            first = False
+            scope = self.scope_of(scope)
+        if name in self.imports:
+            return Binding(name, -1, self.module, None, "import", self.module)
+        return None
+
+    def value_of(self, expr: cst.BaseExpression | None, at: cst.CSTNode | None = None, depth: int = 6) -> cst.BaseExpression | None:
+        """Follow Name/self.attr bindings to the expression that produced the value."""
+        cur = expr
+        where = at
+        for _ in range(depth):
+            if not isinstance(cur, (cst.Name, cst.Attribute)):
+                return cur
+            b = self.binding(cur, where)
+            if b is None or b.value is None or b.kind not in ("assign", "annassign", "with"):
+                return cur
+            if self.qualname(cur) is not None:
+                return cur
+            where = b.node
+            cur = b.value
+        return cur
+
+    def references(self, name: str, scope: ScopeNode | None = None) -> list[cst.CSTNode]:
+        """Name nodes (or ``self.attr`` Attributes) that read ``name`` anywhere in the file."""
+        out: list[cst.CSTNode] = []
+        if name.startswith("self."):
+            attr = name[5:]
+            for n in self.nodes:
+                if type(n) is cst.Attribute and n.attr.value == attr and isinstance(n.value, cst.Name) and n.value.value == "self":
+                    out.append(n)
+            return out
+        for n in self.nodes:
+            if type(n) is cst.Name and n.value == name:
+                p = self.parents.get(n)
+                if isinstance(p, cst.Attribute) and p.attr is n:
+                    continue
+                if isinstance(p, cst.Arg) and p.keyword is n:
+                    continue
+                if isinstance(p, (cst.FunctionDef, cst.ClassDef, cst.Param)):
+                    continue
+                out.append(n)
+        return out
+
+    def is_store(self, node: cst.CSTNode) -> bool:
+        """Whether a Name/Attribute is an assignment target."""
+        cur = node
+        p = self.parents.get(cur)
+        while isinstance(p, (cst.Tuple, cst.List, cst.Element, cst.StarredElement)):
+            cur, p = p, self.parents.get(p)
+        if isinstance(p, cst.AssignTarget) and p.target is cur:
+            return True
+        if isinstance(p, (cst.AnnAssign, cst.AugAssign)) and p.target is cur:
+            return True
+        if isinstance(p, cst.AsName) or (isinstance(p, cst.For) and p.target is cur):
+            return True
+        return False
+
+    # -- TensorFlow facts ---------------------------------------------------------------
+    @cached_property
+    def is_tf1(self) -> bool:
+        """A TF1 graph-mode script (placeholders, sessions, tf.layers, compat.v1...)."""
+        return bool(_TF1_TEXT.search(self.source))
+
+    @cached_property
+    def tapes(self) -> list[TapeBlock]:
+        out: list[TapeBlock] = []
+        tape_names = tfapi.names("gradients", "tape")
+        for w in self._with_nodes:
+            for item in w.items:
+                expr = item.item
+                call = expr if isinstance(expr, cst.Call) else self.value_of(expr, w)
+                if not (isinstance(call, cst.Call) and self.call_name(call) in tape_names):
+                    continue
+                name = None
+                if item.asname is not None and isinstance(item.asname.name, cst.Name):
+                    name = item.asname.name.value
+                elif isinstance(expr, cst.Name):
+                    name = expr.value
+                persistent = False
+                arg = get_arg(call, "persistent", 0)
+                if arg is not None and not (isinstance(arg.value, cst.Name) and arg.value.value == "False"):
+                    persistent = True
+                out.append(TapeBlock(w, name, persistent))
+        return out
+
+    def enclosing_tape(self, node: cst.CSTNode) -> TapeBlock | None:
+        """The GradientTape ``with`` block whose body runs ``node`` (not via a nested def)."""
+        by_node = {id(t.with_node): t for t in self.tapes}
+        if not by_node:
+            return None
+        for a in self.ancestors(node):
+            if isinstance(a, (cst.FunctionDef, cst.Lambda, cst.ClassDef)):
+                return None
+            t = by_node.get(id(a))
+            if t is not None and not any(self.contains(i, node) for i in a.items):
+                return t
+        return None
+
+    def is_tape(self, expr: cst.BaseExpression, at: cst.CSTNode) -> bool:
+        """Whether ``expr`` is a GradientTape object (bound by ``with ... as`` or assignment)."""
+        if isinstance(expr, cst.Call):
+            return self.call_name(expr) in tfapi.names("gradients", "tape")
+        b = self.binding(expr, at)
+        if b is not None and b.value is not None:
+            v = b.value
+            return isinstance(v, cst.Call) and self.call_name(v) in tfapi.names("gradients", "tape")
+        name = dotted(expr)
+        return bool(name and "tape" in name.split(".")[-1].lower())
+
+    # -- models ---------------------------------------------------------------------
+    def model_info(self, callee: cst.BaseExpression, at: cst.CSTNode, _depth: int = 0) -> ModelInfo:
+        """Classify the object that ``callee(...)`` calls: a Keras model, a layer, unknown, other."""
+        return _ModelResolver(self).info(callee, at, _depth)
+
+
+_MODELISH = re.compile(
+    r"model|net|encoder|decoder|generator|discriminator|classifier|critic|actor|policy|backbone|"
+    r"network|mlp|cnn|rnn|resnet|vgg|unet|transformer|bert|head",
+    re.IGNORECASE,
+)
+
+
+def modelish_name(name: str | None) -> bool:
+    return bool(name and _MODELISH.search(name.split(".")[-1]))
+
+
+class _ModelResolver:
+    def __init__(self, ctx: FileContext) -> None:
+        self.ctx = ctx
+
+    def info(self, callee: cst.BaseExpression, at: cst.CSTNode, depth: int) -> ModelInfo:
+        ctx = self.ctx
+        if depth > 6:
+            return ModelInfo("unknown", description="too many indirections")
+        if isinstance(callee, cst.Call):
+            return self.from_constructor(callee, depth)
+        qn = ctx.qualname(callee)
+        if qn is not None:
+            # a TF/Keras API function or class used directly: not a model instance
+            return ModelInfo("other", description=qn)
+        b = ctx.binding(callee, at)
+        name = dotted(callee) or ctx.code(callee)
+        if b is None:
+            return ModelInfo("unknown", description=f"`{name}` is not defined in this file")
+        if b.kind == "param":
+            return ModelInfo("unknown", description=f"`{name}` is a function parameter")
+        if b.kind == "import":
+            return ModelInfo("unknown", description=f"`{name}` is imported from another module")
+        if b.kind in ("def",):
+            return ModelInfo("other", description=f"`{name}` is a function")
+        if b.kind == "class":
+            return ModelInfo("other", description=f"`{name}` is a class")
+        if b.value is None:
+            return ModelInfo("unknown", description=f"`{name}` is bound by {b.kind}")
+        info = self.info(b.value, b.node, depth + 1)
+        if info.kind in ("model", "layer") and self._frozen_by_assignment(name):
+            info.frozen = True
+        return info
+
+    def _frozen_by_assignment(self, name: str) -> bool:
+        """``name.trainable = False`` somewhere in the file (frozen fine-tuning)."""
+        for n in self.ctx.nodes:
+            if type(n) is cst.Assign and isinstance(n.value, cst.Name) and n.value.value == "False":
+                for t in n.targets:
+                    d = dotted(t.target)
+                    if d == f"{name}.trainable":
+                        return True
+        return False
+
+    def from_constructor(self, call: cst.Call, depth: int) -> ModelInfo:
+        ctx = self.ctx
+        qn = ctx.call_name(call)
+        if qn is not None:
+            last = qn.split(".")[-1]
+            if qn.startswith("keras.layers.") or qn.startswith("keras.Layer"):
+                info = ModelInfo("layer", description=f"a `{last}` layer", layers=[last])
+                self._classify_layer(call, last, info)
+                return info
+            if qn in tfapi.names("layers", "sequential_models"):
+                return self.sequential(call, depth)
+            if qn in tfapi.names("layers", "functional_models"):
+                return self.functional(call, depth)
+            if qn.startswith("keras.applications."):
+                has_bn = last not in tfapi.names("layers", "applications_without_bn")
+                return ModelInfo("model", batch_norm=has_bn, description=f"`{last}` from keras.applications")
+            if qn in tfapi.names("layers", "model_loaders"):
+                return ModelInfo("unknown", description="a model loaded from disk")
+            return ModelInfo("other", description=qn)
+        # a call of something defined in this file
+        func = call.func
+        if isinstance(func, cst.Name):
+            cls = ctx.classes.get(func.value)
+            b = ctx.binding(func, call)
+            if cls is not None and (b is None or b.kind == "class"):
+                return self.local_class(cls, depth)
+            if b is not None and b.kind == "def":
+                return self.local_function(b.node, depth)  # type: ignore[arg-type]
+        if isinstance(func, cst.Call):
+            # Model(...)(x) returns a tensor, not a model
+            return ModelInfo("other", description="result of calling a model")
+        return ModelInfo("unknown", description=f"`{ctx.code(func)}(...)` is not defined in this file")
+
+    def _classify_layer(self, call: cst.Call, cls_name: str, info: ModelInfo) -> None:
+        if cls_name in tfapi.names("layers", "batch_norm_classes"):
+            info.batch_norm = True
+            arg = get_arg(call, "trainable")
+            if arg is not None and isinstance(arg.value, cst.Name) and arg.value.value == "False":
+                info.frozen = True
+        elif cls_name in tfapi.names("layers", "dropout_classes"):
+            info.dropout = True
+
+    def _merge(self, info: ModelInfo, calls: list[cst.Call], depth: int) -> None:
+        bn_frozen: list[bool] = []
+        for c in calls:
+            sub = self.from_constructor(c, depth + 1) if not isinstance(c.func, cst.Call) else None
+            if sub is None or sub.kind == "other":
+                continue
+            info.layers.extend(sub.layers or ([sub.description] if sub.kind == "model" else []))
+            if sub.batch_norm:
+                info.batch_norm = True
+                bn_frozen.append(sub.frozen)
+            info.dropout = info.dropout or sub.dropout
+            if sub.kind == "unknown":
+                info.description += f"; contains {sub.description}"
+        if bn_frozen and all(bn_frozen) and not info.dropout:
+            info.frozen = True
+
+    def sequential(self, call: cst.Call, depth: int) -> ModelInfo:
+        info = ModelInfo("model", description="a `Sequential` model")
+        arg = get_arg(call, "layers", 0)
+        calls: list[cst.Call] = []
+        if arg is not None and isinstance(arg.value, (cst.List, cst.Tuple)):
+            for el in arg.value.elements:
+                v = self.ctx.value_of(el.value, call)
+                if isinstance(v, cst.Call):
+                    calls.append(v)
+        # model.add(...) on the bound name
+        stmt = self.ctx.statement_of(call)
+        if isinstance(stmt, cst.Assign) and len(stmt.targets) == 1:
+            name = dotted(stmt.targets[0].target)
+            if name:
+                for n in self.ctx.nodes:
+                    if type(n) is cst.Call and isinstance(n.func, cst.Attribute) and n.func.attr.value == "add" and dotted(n.func.value) == name and n.args:
+                        v = self.ctx.value_of(n.args[0].value, n)
+                        if isinstance(v, cst.Call):
+                            calls.append(v)
+        self._merge(info, calls, depth)
+        return info
+
+    def functional(self, call: cst.Call, depth: int) -> ModelInfo:
+        """``keras.Model(inputs, outputs)``: the layers constructed in the same scope."""
+        scope = self.ctx.scope_of(call)
+        info = ModelInfo("model", description="a functional `Model`")
+        calls = []
+        for n in self.ctx.calls_in(scope):
+            if n is call:
+                continue
+            qn = self.ctx.call_name(n)
+            if qn and (qn.startswith("keras.layers.") or qn.startswith("keras.applications.")):
+                calls.append(n)
+            elif qn is None and isinstance(n.func, cst.Name) and n.func.value in self.ctx.classes:
+                calls.append(n)
+        self._merge(info, calls, depth)
+        return info
+
+    def local_class(self, cls: cst.ClassDef, depth: int) -> ModelInfo:
+        bases = [self.ctx.qualname(b.value) for b in cls.bases]
+        is_keras = any(b and b.startswith("keras.") for b in bases)
+        local_bases = [self.ctx.classes.get(b.value.value) for b in cls.bases if isinstance(b.value, cst.Name)]
+        info = ModelInfo("model" if is_keras or any(local_bases) else "other", description=f"class `{cls.name.value}`")
+        calls = []
+        for n in self.ctx.calls_in(cls):
+            qn = self.ctx.call_name(n)
+            if qn and (qn.startswith("keras.layers.") or qn.startswith("keras.applications.") or qn in tfapi.names("layers", "model_constructors")):
+                calls.append(n)
+            elif qn is None and isinstance(n.func, cst.Name) and n.func.value in self.ctx.classes and n.func.value != cls.name.value:
+                calls.append(n)
+        for lb in local_bases:
+            if lb is not None and lb is not cls:
+                sub = self.local_class(lb, depth + 1)
+                info.batch_norm |= sub.batch_norm
+                info.dropout |= sub.dropout
+        self._merge(info, calls, depth)
+        if info.kind == "other" and info.training_sensitive:
+            info.kind = "model"
+        return info
+
+    def local_function(self, fn: cst.FunctionDef, depth: int) -> ModelInfo:
+        """A model built by a helper function: follow its ``return``."""
+        for n in self.ctx.descendants(fn):
+            if type(n) is cst.Return and n.value is not None:
+                if self.ctx.scope_of(n) is not fn:
+                    continue
+                v = self.ctx.value_of(n.value, n)
+                if isinstance(v, cst.Call):
+                    info = self.from_constructor(v, depth + 1)
+                    if info.kind != "other":
+                        info.description += f" built by `{fn.name.value}()`"
+                        return info
+        return ModelInfo("other", description=f"function `{fn.name.value}`")

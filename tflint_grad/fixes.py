@@ -1,0 +1,109 @@
+"""Applying fixes: non-overlapping edits, re-lint, repeat (bounded), never break code.
+
+A fixed text is accepted only if it still parses; applying fixes to already fixed
+code changes nothing (idempotence is tested).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+import libcst as cst
+
+from tflint_grad.finding import Edit, Finding
+from tflint_grad.settings import Settings
+from tflint_grad.sourcefile import SourceFile
+
+MAX_PASSES = 6
+
+
+@dataclass
+class FixResult:
+    text: str
+    applied: int  # number of fixes applied
+    remaining: list[Finding]  # findings left after the last pass
+
+
+def _offsets(text: str) -> list[int]:
+    starts = [0]
+    for i, ch in enumerate(text):
+        if ch == "\n":
+            starts.append(i + 1)
+    return starts
+
+
+def apply_edits(text: str, edits: list[Edit]) -> str:
+    starts = _offsets(text)
+
+    def off(line: int, col: int) -> int:
+        if line - 1 >= len(starts):
+            return len(text)
+        return min(starts[line - 1] + col - 1, len(text))
+
+    spans = sorted(((off(e.line, e.column), off(e.end_line, e.end_column), e.content) for e in edits), reverse=True)
+    out = text
+    last_start = len(text) + 1
+    for start, end, content in spans:
+        if end > last_start:  # overlapping: keep the later one, the next pass redoes this
+            continue
+        out = out[:start] + content + out[end:]
+        last_start = start
+    return out
+
+
+def choose(findings: list[Finding], unsafe: bool, codes: set[str] | None = None) -> list[Finding]:
+    return [
+        f for f in findings
+        if f.fix is not None and (unsafe or f.fix.applicability == "safe") and (codes is None or f.code in codes)
+    ]
+
+
+def fix_text(text: str, path: str, settings: Settings | None = None, *, unsafe: bool = False, codes: set[str] | None = None) -> FixResult:
+    """Apply fixes until none is left (at most ``MAX_PASSES`` re-lints)."""
+    from tflint_grad.engine import lint_file
+
+    applied = 0
+    current = text
+    findings = lint_file(SourceFile(path, current), settings).findings
+    for _ in range(MAX_PASSES):
+        todo = choose(findings, unsafe, codes)
+        if not todo:
+            break
+        # one fix per finding; edits of overlapping fixes are deferred to the next pass
+        edits: list[Edit] = []
+        taken: list[tuple[int, int]] = []
+        count = 0
+        for f in todo:
+            assert f.fix is not None
+            span = (min(e.line for e in f.fix.edits), max(e.end_line for e in f.fix.edits))
+            if any(not (span[1] < a or span[0] > b) for a, b in taken) and any(_overlap(e, x) for e in f.fix.edits for x in edits):
+                continue
+            edits.extend(f.fix.edits)
+            taken.append(span)
+            count += 1
+        candidate = apply_edits(current, edits)
+        if candidate == current or not parses(candidate):
+            break
+        current = candidate
+        applied += count
+        findings = lint_file(SourceFile(path, current), settings).findings
+    return FixResult(current, applied, findings)
+
+
+def _overlap(a: Edit, b: Edit) -> bool:
+    return not ((a.end_line, a.end_column) <= (b.line, b.column) or (b.end_line, b.end_column) <= (a.line, a.column))
+
+
+def parses(text: str) -> bool:
+    try:
+        cst.parse_module(text)
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def unified_diff(before: str, after: str, path: str) -> str:
+    return "".join(
+        difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True), f"a/{path}", f"b/{path}")
+    )

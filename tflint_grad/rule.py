@@ -1,0 +1,140 @@
+"""The base class every rule file subclasses, and the example types its tests run.
+
+A rule reads like its documentation (Fixit's style): the class docstring has the
+sections *What it does*, *Why is this bad*, *Example* and *Use instead*; ``VALID``
+and ``INVALID`` hold examples that ``tests/test_rule_examples.py`` runs; ``visit_<Node>``
+methods inspect libcst nodes with the shared :class:`~tflint_grad.analysis.FileContext`;
+``confirm`` is the oracle that turns tracing events into a verdict.
+"""
+
+from __future__ import annotations
+
+import inspect
+import textwrap
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+import libcst as cst
+
+from tflint_grad.finding import Edit, Fix, Severity
+
+if TYPE_CHECKING:
+    from tflint_grad.analysis import FileContext
+    from tflint_grad.tracer.report import TraceResult
+
+
+@dataclass(frozen=True)
+class Valid:
+    """Code the rule must not flag."""
+
+    code: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """Code the rule must flag.
+
+    ``line``: the 1-based line of the (first) finding; ``message``: a substring of its
+    message; ``fixed``: the whole code after applying the rule's fixes (safe and unsafe).
+    """
+
+    code: str
+    line: int | None = None
+    message: str | None = None
+    fixed: str | None = None
+    count: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an oracle concluded from a trace."""
+
+    verdict: str  # confirmed | refuted | inconclusive
+    evidence: str
+
+
+@dataclass
+class Report:
+    node: cst.CSTNode
+    message: str
+    fix: Fix | None
+    severity: Severity | None
+    data: dict[str, Any]
+
+
+class Rule:
+    code: ClassVar[str] = ""
+    name: ClassVar[str] = ""
+    severity: ClassVar[Severity] = "warning"
+    # Cheap pre-filter: the rule runs only on files whose text contains one of these.
+    requires: ClassVar[tuple[str, ...]] = ()
+    # Per-rule options settable in [tool.tflint-grad.rules.TFGxxx], with their defaults.
+    options: ClassVar[dict[str, Any]] = {}
+    # Trace-only rules have no static visitor: they are produced by --confirm.
+    trace_only: ClassVar[bool] = False
+    VALID: ClassVar[list[Valid | str]] = []
+    INVALID: ClassVar[list[Invalid]] = []
+
+    def __init__(self, ctx: "FileContext", options: dict[str, Any] | None = None) -> None:
+        self.ctx = ctx
+        self.opts = {**type(self).options, **(options or {})}
+        self.reports: list[Report] = []
+
+    # -- reporting ------------------------------------------------------------------
+    def report(
+        self,
+        node: cst.CSTNode,
+        message: str,
+        *,
+        fix: Fix | None = None,
+        severity: Severity | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        self.reports.append(Report(node, message, fix, severity, data or {}))
+
+    def replace(self, node: cst.CSTNode, new: cst.CSTNode | str, message: str, applicability: str = "safe") -> Fix:
+        """A fix that replaces ``node``'s source text with ``new`` (a node or code)."""
+        text = new if isinstance(new, str) else self.ctx.module.code_for_node(new)
+        line, col, end_line, end_col = self.ctx.range(node)
+        return Fix(message, (Edit(line, col, end_line, end_col, text),), applicability)  # type: ignore[arg-type]
+
+    def finish(self) -> None:
+        """Called once after every node has been visited (whole-file checks)."""
+
+    # -- confirmation ---------------------------------------------------------------
+    @classmethod
+    def confirm(cls, finding: Any, trace: "TraceResult") -> Outcome | None:
+        """Map trace events to a verdict. None: this rule has no oracle."""
+        return None
+
+    # -- documentation --------------------------------------------------------------
+    @classmethod
+    def docs(cls) -> str:
+        return inspect.cleandoc(cls.__doc__ or "")
+
+    @classmethod
+    def summary(cls) -> str:
+        return cls.docs().split("\n", 1)[0].strip()
+
+    @classmethod
+    def fixable(cls) -> bool:
+        return any(i.fixed is not None for i in cls.INVALID)
+
+    @classmethod
+    def visitors(cls) -> dict[type, str]:
+        out: dict[type, str] = {}
+        for attr in dir(cls):
+            if attr.startswith("visit_"):
+                node_type = getattr(cst, attr[len("visit_"):], None)
+                if isinstance(node_type, type):
+                    out[node_type] = attr
+        return out
+
+
+def dedent(code: str) -> str:
+    return textwrap.dedent(code).lstrip("\n")
+
+
+Handler = Callable[[cst.CSTNode], None]

@@ -1,0 +1,66 @@
+"""Resolved settings the engine runs with (the CLI and config loading build these)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from tflint_grad.registry import all_rules
+
+
+class SelectionError(ValueError):
+    pass
+
+
+def expand(selectors: Iterable[str], *, what: str = "selector") -> set[str]:
+    """Expand codes, prefixes (``TFG2``) and ``ALL`` to rule codes; unknown ones raise."""
+    codes = [r.code for r in all_rules()]
+    out: set[str] = set()
+    for raw in selectors:
+        sel = raw.strip().upper()
+        if not sel:
+            continue
+        if sel == "ALL":
+            out.update(codes)
+            continue
+        matched = [c for c in codes if c.startswith(sel)]
+        if not matched:
+            from tflint_grad.registry import lookup
+
+            rule = lookup(raw.strip())
+            if rule is None:
+                raise SelectionError(f"unknown rule {what} {raw.strip()!r} (valid: ALL, a prefix such as TFG2, or one of {', '.join(codes)})")
+            matched = [rule.code]
+        out.update(matched)
+    return out
+
+
+@dataclass
+class Settings:
+    enabled: frozenset[str]
+    rule_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    per_file_ignores: list[tuple[Any, frozenset[str]]] = field(default_factory=list)  # (pathspec, codes)
+
+    @classmethod
+    def default(cls) -> "Settings":
+        return cls(frozenset(r.code for r in all_rules()))
+
+    @classmethod
+    def from_selection(
+        cls,
+        select: Iterable[str] | None = None,
+        ignore: Iterable[str] = (),
+        extend_select: Iterable[str] = (),
+        rule_options: dict[str, dict[str, Any]] | None = None,
+    ) -> "Settings":
+        enabled = expand(select if select is not None else ["ALL"])
+        enabled |= expand(extend_select)
+        enabled -= expand(ignore)
+        return cls(frozenset(enabled), rule_options or {})
+
+    def enabled_for(self, path: str) -> frozenset[str]:
+        enabled = self.enabled
+        for spec, codes in self.per_file_ignores:
+            if spec.match_file(path):
+                enabled = enabled - codes
+        return enabled
