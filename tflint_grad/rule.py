@@ -109,6 +109,11 @@ class Rule:
         """Map trace events to a verdict. None: this rule has no oracle."""
         return None
 
+    @classmethod
+    def discover(cls, trace: "TraceResult") -> list[tuple[int, str, str]]:
+        """Trace-only rules: findings to create from a trace, as (line, message, evidence)."""
+        return []
+
     # -- documentation --------------------------------------------------------------
     @classmethod
     def docs(cls) -> str:

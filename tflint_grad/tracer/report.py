@@ -11,7 +11,43 @@ The harness writes one JSON object::
      "events": [{"kind": str, "line": int, ...}, ...],
      "tf_version": str, "keras": str, "duration": float}
 
-Event kinds and their fields are documented in ``harness.py``.
+Every event has ``kind``, ``line`` (1-based line in the USER SCRIPT: the innermost
+frame of the script on the call stack when recorded, or from ``op.traceback`` for
+graph ops) and ``step`` (training steps counted so far). Kinds:
+
+- ``gradient_call``: one per gradient call site (first execution; ``count`` = times it ran).
+  ``api``: "tape.gradient" | "tf.gradients" | "compute_gradients" | "minimize";
+  ``variables``: [{"name", "trainable": bool, "shape": [int], "grad": "none"|"zero"|"ok", "norm": float|None}]
+  in the order passed; ``blocked``: [{"variable", "op", "op_type", "line"}] for None/zero
+  gradients whose path to the target is cut by an op (Cast to int, ArgMax, Round, Sign,
+  StopGradient...); ``disconnected``: [variable names with no path to the target at all].
+- ``apply_gradients``: ``variables``: [names], ``none``: [names whose gradient was None].
+- ``layer_call``: a Keras BatchNormalization/Dropout layer ran. ``line`` is the script line
+  of the OUTERMOST script frame (the ``model(x)`` call in the training loop); ``layer``,
+  ``class``, ``training``: true | false | null (the value the layer resolved),
+  ``in_tape``: bool (a GradientTape was recording).
+- ``moving_stats``: one per BatchNormalization layer at the end of the run; ``layer``,
+  ``line`` (where the layer was created), ``before``/``after``: {"moving_mean": [first values],
+  "moving_variance": [...]}, ``changed``: bool.
+- ``initializer``: a weight got its initial value. ``variable``, ``shape``, ``fan_in``,
+  ``std`` (measured), ``init`` (initializer class).
+- ``layer_grad_norms``: at initialization on one traced batch, for the gradient call at
+  ``line``: ``norms``: [{"variable", "norm"}] for weight variables (ndim >= 2) in creation
+  order; ``counterfactual``: the same with those weights re-drawn fan-in scaled (He for
+  ReLU, Glorot otherwise); ``first_ratio``: counterfactual first-layer norm / actual.
+- ``optimizer_created``: ``class``.
+- ``clip_none``: a per-tensor clip call received None (it raises); ``function``.
+- ``assign_op``: TF1 graph: an assign op created by the script; ``op``, ``target``,
+  ``ran``: bool (an ancestor of anything the script fetched), ``moving``: bool.
+- ``update_ops``: TF1 graph, one per train op: ``train_op``, ``update_ops``: [names],
+  ``ancestors``: bool (every update op is an ancestor of the train op),
+  ``fetched_together``: bool (fetched in the same Session.run).
+- ``update_ops_collected``: ``size`` (UPDATE_OPS size when get_collection ran at ``line``),
+  ``size_at_first_step``.
+- ``nonfinite``: first NaN/Inf: ``op``, ``op_type``, ``where``: "loss"|"gradient"|"forward".
+- ``log_input``: a Log op at ``line`` whose input comes from ``input_op_type`` (Softmax,
+  Sigmoid...), ``clipped``: bool.
+- ``logits_input``: a loss with logits at ``line`` whose logits come from ``input_op_type``.
 """
 
 from __future__ import annotations
