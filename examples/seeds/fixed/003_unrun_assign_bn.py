@@ -1,4 +1,4 @@
-"""Seed 003, fixed: the training-mode output runs under tf.control_dependencies on the train_mean/train_var assign ops, so the population statistics are updated."""
+"""Seed 003, fixed: the train_mean/train_var assign ops are created inside the training branch and the training-mode output runs under tf.control_dependencies on them, so the population statistics are updated in training mode only."""
 import numpy as np
 import tensorflow as tf
 
@@ -16,11 +16,11 @@ class batch_norm:
         self.pop_mean = tf.Variable(tf.random_uniform([size],0.,0.)) #used when in testing mode
         self.pop_var = tf.Variable(tf.random_uniform([size],1.,1.))  #used when in testing mode
         self.batch_mean, self.batch_var = tf.nn.moments(inputs,[0])
-        self.train_mean = tf.assign(self.pop_mean,self.pop_mean * decay + self.batch_mean * (1 - decay))
-        self.train_var = tf.assign(self.pop_var,self.pop_var * decay + self.batch_var * (1 - decay))
 
         def training():
-            with tf.control_dependencies([self.train_mean, self.train_var]):
+            train_mean = tf.assign(self.pop_mean,self.pop_mean * decay + self.batch_mean * (1 - decay))
+            train_var = tf.assign(self.pop_var,self.pop_var * decay + self.batch_var * (1 - decay))
+            with tf.control_dependencies([train_mean, train_var]):
                 return (inputs - self.batch_mean) / tf.sqrt(self.batch_var + 0.0000001) * self.scale + self.beta
 
         def testing():
