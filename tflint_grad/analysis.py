@@ -467,6 +467,30 @@ class FileContext:
             return True
         return False
 
+    # -- per-file indexes for model_info (built once, on first use) -------------------
+    @cached_property
+    def _false_assigned(self) -> set[str]:
+        """Dotted targets assigned the literal ``False`` (``base.trainable = False``)."""
+        out: set[str] = set()
+        for n in self.nodes:
+            if type(n) is cst.Assign and isinstance(n.value, cst.Name) and n.value.value == "False":
+                for t in n.targets:
+                    d = dotted(t.target)
+                    if d:
+                        out.add(d)
+        return out
+
+    @cached_property
+    def _add_calls(self) -> dict[str, list[cst.Call]]:
+        """``X.add(...)`` calls by the dotted receiver ``X`` (Sequential.add)."""
+        out: dict[str, list[cst.Call]] = {}
+        for n in self.nodes:
+            if type(n) is cst.Call and isinstance(n.func, cst.Attribute) and n.func.attr.value == "add":
+                d = dotted(n.func.value)
+                if d:
+                    out.setdefault(d, []).append(n)
+        return out
+
     # -- TensorFlow facts ---------------------------------------------------------------
     @cached_property
     def is_tf1(self) -> bool:
@@ -536,6 +560,146 @@ def modelish_name(name: str | None) -> bool:
     return bool(name and _MODELISH.search(name.split(".")[-1]))
 
 
+def model_attribute_owners(ctx: FileContext, scope: ScopeNode) -> set[str]:
+    """Dotted names whose variable lists (``.trainable_variables``, ``.variables``,
+    ``.trainable_weights``...) are read directly in ``scope``: evidence that they are Keras
+    models or layers. Rules should cache the result per scope."""
+    attrs = (
+        tfapi.names("gradients", "all_variable_attrs")
+        | tfapi.names("gradients", "trainable_attrs")
+        | tfapi.names("gradients", "non_trainable_attrs")
+    )
+    out: set[str] = set()
+    for n in ctx.descendants(scope):
+        if type(n) is cst.Attribute and n.attr.value in attrs and ctx.scope_of(n) is scope:
+            d = dotted(n.value)
+            if d:
+                out.add(d)
+    return out
+
+
+def tf1_batch_norm_training(ctx: FileContext, call: cst.CSTNode) -> bool | None:
+    """For a TF1 functional batch norm (table ``layers.tf1_batch_norm``): whether it runs in
+    training mode AND adds its moving-average updates to UPDATE_OPS. A literal ``False``
+    (or the default ``training=False`` of ``tf.layers.batch_normalization``) is not training
+    mode; any non-literal value (a placeholder, ``**kwargs``) counts as training;
+    ``updates_collections=None`` runs the updates in place. None: not a TF1 batch norm."""
+    if not isinstance(call, cst.Call):
+        return None
+    qn = ctx.call_name(call)
+    if qn is None:
+        return None
+    for name, keyword, default, bypass in tfapi.table("layers", "tf1_batch_norm"):
+        if qn != name:
+            continue
+        if bypass:
+            arg = get_arg(call, bypass)
+            if arg is not None and isinstance(arg.value, cst.Name) and arg.value.value == "None":
+                return False
+        arg = get_arg(call, keyword)
+        if arg is None:
+            return bool(default) or any(a.star == "**" for a in call.args)
+        v = arg.value
+        if isinstance(v, cst.Name) and v.value in ("True", "False"):
+            return v.value == "True"
+        return True
+    return None
+
+
+def is_update_ops_collection(ctx: FileContext, call: cst.CSTNode) -> bool:
+    """``get_collection(GraphKeys.UPDATE_OPS[, scope])`` (any alias, a graph's method, or the
+    ``"update_ops"`` string key)."""
+    if not isinstance(call, cst.Call):
+        return False
+    if ctx.call_name(call) not in tfapi.names("gradients", "get_collection"):
+        func = call.func
+        last = func.attr.value if isinstance(func, cst.Attribute) else func.value if isinstance(func, cst.Name) else None
+        if last not in ("get_collection", "get_collection_ref"):
+            return False
+    arg = get_arg(call, "key", 0)
+    if arg is None:
+        return False
+    key = arg.value
+    if ctx.qualname(key) in tfapi.names("graph", "update_ops_key"):
+        return True
+    if string_value(key) == tfapi.table("graph", "update_ops_string"):
+        return True
+    d = dotted(key)
+    return bool(d and d.split(".")[-1] == "UPDATE_OPS")
+
+
+def mentions_update_ops(ctx: FileContext, node: cst.CSTNode, depth: int = 3) -> bool:
+    """Whether ``node`` contains the UPDATE_OPS collection, directly or through a name (or
+    ``self.attr``) bound to it (``update_ops = tf.get_collection(tf.GraphKeys.UPDATE_OPS)``)."""
+    for n in ctx.descendants(node):
+        t = type(n)
+        if t is cst.Call:
+            if is_update_ops_collection(ctx, n):
+                return True
+        elif depth > 0 and (t is cst.Name or t is cst.Attribute):
+            p = ctx.parents.get(n)
+            if isinstance(p, cst.Attribute) and p.attr is n:
+                continue
+            if t is cst.Attribute and not (isinstance(n.value, cst.Name) and n.value.value == "self"):
+                continue
+            if ctx.is_store(n):
+                continue
+            b = ctx.binding(n)
+            if b is not None and b.value is not None and b.kind in ("assign", "annassign", "for", "unpack"):
+                if b.value in ctx.index and not ctx.contains(b.value, n) and mentions_update_ops(ctx, b.value, depth - 1):
+                    return True
+    return False
+
+
+def dependency_names(ctx: FileContext, expr: cst.CSTNode, budget: int = 4000) -> set[str]:
+    """Names (and ``self.attr``) that flow into ``expr`` through the file's assignments.
+
+    Follows each name to the binding visible where it is read (``x = f(x)`` reads the
+    previous ``x``; ``x += y`` also reads the earlier bindings), transitively, and into the
+    body of a local function or class that is read (``loss = net(x)`` reaches the
+    variables ``net`` uses). Over-approximates; stops after ``budget`` visited nodes.
+    """
+    out: set[str] = set()
+    seen: set[int] = set()
+    todo: list[cst.CSTNode] = [expr]
+    while todo and budget > 0:
+        node = todo.pop()
+        if id(node) in seen or node not in ctx.index:
+            continue
+        seen.add(id(node))
+        for n in ctx.descendants(node):
+            budget -= 1
+            if budget <= 0:
+                break
+            t = type(n)
+            if t is cst.Name:
+                p = ctx.parents.get(n)
+                if (isinstance(p, cst.Attribute) and p.attr is n) or (isinstance(p, cst.Arg) and p.keyword is n):
+                    continue
+                out.add(n.value)
+            elif t is cst.Attribute:
+                d = dotted(n)
+                if not d or not d.startswith("self.") or d.count(".") != 1:
+                    continue
+                out.add(d)
+            else:
+                continue
+            b = ctx.binding(n)
+            if b is None or b.kind in ("import", "param") and b.value is None:
+                continue
+            if b.kind in ("def", "class"):
+                todo.append(b.node)
+                continue
+            if b.value is not None:
+                todo.append(b.value)
+            if b.kind == "augassign":
+                todo.append(b.node.value)  # type: ignore[attr-defined]
+                for earlier in ctx.bindings_of(b.name, b.scope):
+                    if earlier.index < b.index and earlier.value is not None:
+                        todo.append(earlier.value)
+    return out
+
+
 class _ModelResolver:
     def __init__(self, ctx: FileContext) -> None:
         self.ctx = ctx
@@ -555,6 +719,10 @@ class _ModelResolver:
         if b is None:
             return ModelInfo("unknown", description=f"`{name}` is not defined in this file")
         if b.kind == "param":
+            if name == "self":  # `self(x)` in a method: the enclosing class
+                cls = next((a for a in ctx.ancestors(at) if isinstance(a, cst.ClassDef)), None)
+                if cls is not None:
+                    return self.local_class(cls, depth + 1)
             return ModelInfo("unknown", description=f"`{name}` is a function parameter")
         if b.kind == "import":
             return ModelInfo("unknown", description=f"`{name}` is imported from another module")
@@ -571,13 +739,7 @@ class _ModelResolver:
 
     def _frozen_by_assignment(self, name: str) -> bool:
         """``name.trainable = False`` somewhere in the file (frozen fine-tuning)."""
-        for n in self.ctx.nodes:
-            if type(n) is cst.Assign and isinstance(n.value, cst.Name) and n.value.value == "False":
-                for t in n.targets:
-                    d = dotted(t.target)
-                    if d == f"{name}.trainable":
-                        return True
-        return False
+        return f"{name}.trainable" in self.ctx._false_assigned
 
     def from_constructor(self, call: cst.Call, depth: int) -> ModelInfo:
         ctx = self.ctx
@@ -627,6 +789,13 @@ class _ModelResolver:
             sub = self.from_constructor(c, depth + 1) if not isinstance(c.func, cst.Call) else None
             if sub is None or sub.kind == "other":
                 continue
+            if sub.batch_norm and not sub.frozen:
+                # `base = MobileNetV2(...)`; `base.trainable = False`; Sequential([base, ...])
+                stmt = self.ctx.statement_of(c)
+                if isinstance(stmt, cst.Assign) and stmt.value is c and len(stmt.targets) == 1:
+                    target = dotted(stmt.targets[0].target)
+                    if target and self._frozen_by_assignment(target):
+                        sub.frozen = True
             info.layers.extend(sub.layers or ([sub.description] if sub.kind == "model" else []))
             if sub.batch_norm:
                 info.batch_norm = True
@@ -651,8 +820,8 @@ class _ModelResolver:
         if isinstance(stmt, cst.Assign) and len(stmt.targets) == 1:
             name = dotted(stmt.targets[0].target)
             if name:
-                for n in self.ctx.nodes:
-                    if type(n) is cst.Call and isinstance(n.func, cst.Attribute) and n.func.attr.value == "add" and dotted(n.func.value) == name and n.args:
+                for n in self.ctx._add_calls.get(name, ()):
+                    if n.args:
                         v = self.ctx.value_of(n.args[0].value, n)
                         if isinstance(v, cst.Call):
                             calls.append(v)
@@ -664,8 +833,12 @@ class _ModelResolver:
         scope = self.ctx.scope_of(call)
         info = ModelInfo("model", description="a functional `Model`")
         calls = []
+        stop = self.ctx.end.get(call, len(self.ctx.nodes))
         for n in self.ctx.calls_in(scope):
             if n is call:
+                continue
+            # only layers built before the model (or in its arguments), in this scope itself
+            if self.ctx.index[n] >= stop or self.ctx.scope_of(n) is not scope:
                 continue
             qn = self.ctx.call_name(n)
             if qn and (qn.startswith("keras.layers.") or qn.startswith("keras.applications.")):

@@ -1,0 +1,777 @@
+"""Where a tensor comes from: shared by the NaN/Inf and loss-input rules (TFG401-403, TFG502-503).
+
+Not a rule (the registry skips modules whose name starts with ``_``).
+
+:class:`Flow` answers "what produced this expression?" for the handful of expressions a
+rule asks about (the argument of ``tf.log``, the ``logits=`` of a loss, the output of the
+model passed to ``compile``). It follows, within a small budget:
+
+- names bound by assignment (``y_conv = tf.nn.softmax(logits)``), ``self.attr`` bindings;
+- pass-through ops (``tf.reshape``, ``tf.nn.dropout``), ``x @ W + b`` and ``1 - p``;
+- functional TF1 layers (``tf.layers.dense(h, 10)``), Keras layers called inline or bound to
+  a name, the last layer of a ``Sequential`` (list and ``.add``), the ``outputs`` of a
+  functional ``Model``, a subclassed model's ``call`` return, a helper that builds a model;
+- ONE level of local functions: a call's ``return`` value, a parameter's arguments at the
+  function's call sites (and ``y_pred`` of a function given to ``compile(loss=...)``).
+
+Everything unknown is ``Source("unknown")``; nothing here raises on odd code.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from functools import lru_cache
+
+import libcst as cst
+
+from tflint_grad import tfapi
+from tflint_grad.analysis import Binding, FileContext, dotted, get_arg, number, string_value
+
+PROB = ("softmax", "sigmoid")
+MAX_DEPTH = 12
+MAX_HOPS = 1  # local-function parameters / returns followed
+MAX_CALL_SITES = 8
+
+
+@dataclass(frozen=True)
+class Source:
+    """What produced a value.
+
+    ``kind``: softmax | sigmoid (probabilities), activation (relu, tanh...: neither logits nor
+    probabilities), logits (a linear layer with no activation, ``x @ W + b``), safe (clipped
+    or offset by an epsilon), unknown.
+    """
+
+    kind: str
+    node: cst.CSTNode | None = None  # the op call / layer constructor that decided the kind
+    activation: str | None = None
+    pre: cst.BaseExpression | None = None  # input of an inline activation call (its logits)
+    act_arg: cst.Arg | None = None  # the `activation=` argument of the deciding layer
+    layer: cst.Call | None = None  # the deciding layer's constructor (default activations)
+    complement: bool = False  # 1 - p
+    direct: bool = True  # the expression itself is the deciding call (no name / model hop)
+    # how the value was reached, outermost first: ("`y_conv`", node), ("the last layer of `model`", node)
+    via: tuple[tuple[str, cst.CSTNode | None], ...] = ()
+
+    @property
+    def prob(self) -> bool:
+        return self.kind in PROB
+
+    def hop(self, via: str, node: cst.CSTNode | None) -> "Source":
+        if self.kind == "unknown":
+            return self
+        return replace(self, direct=False, via=((via, node),) + self.via[:3])
+
+    def via_text(self) -> str:
+        return " ".join(t for t, _ in self.via)
+
+
+UNKNOWN = Source("unknown")
+
+
+@lru_cache(maxsize=None)
+def _table_dict(section: str, key: str) -> dict[str, tuple]:
+    return {row[0]: tuple(row[1:]) for row in tfapi.table(section, key)}
+
+
+@lru_cache(maxsize=1)
+def _eps_name() -> re.Pattern[str]:
+    return re.compile(tfapi.table("numerics", "epsilon_name_pattern"), re.IGNORECASE)
+
+
+def names(section: str, key: str) -> frozenset[str]:
+    return tfapi.names(section, key)
+
+
+def first_input(call: cst.Call) -> cst.BaseExpression | None:
+    arg = get_arg(call, None, 0)
+    if arg is None:
+        for kw in ("logits", "x", "features", "input", "inputs", "tensor", "a"):
+            arg = get_arg(call, kw)
+            if arg is not None:
+                break
+    return arg.value if arg is not None else None
+
+
+def literal_bool(expr: cst.BaseExpression | None) -> bool | None:
+    if isinstance(expr, cst.Name) and expr.value in ("True", "False"):
+        return expr.value == "True"
+    return None
+
+
+def short(ctx: FileContext, node: cst.CSTNode, limit: int = 60) -> str:
+    text = " ".join(ctx.code(node).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def loop_ancestors(ctx: FileContext, node: cst.CSTNode, stop: cst.CSTNode | None = None) -> list[cst.CSTNode]:
+    """For/While statements whose BODY runs ``node``, innermost first, up to ``stop``/a def."""
+    out: list[cst.CSTNode] = []
+    child = node
+    for a in ctx.ancestors(node):
+        if a is stop or isinstance(a, (cst.FunctionDef, cst.Lambda, cst.ClassDef)):
+            break
+        if isinstance(a, (cst.For, cst.While)) and child is a.body:
+            out.append(a)
+        child = a
+    return out
+
+
+def tf_alias(ctx: FileContext) -> str | None:
+    """The local name of the TensorFlow module (``tf``), for fixes that write TF calls."""
+    best = None
+    for local, full in ctx.imports.items():
+        if "." in local:
+            continue
+        if full in ("tensorflow", "tensorflow.compat.v1", "tensorflow.compat.v2"):
+            if local == "tf":
+                return local
+            best = best or local
+    return best
+
+
+def keras_alias(ctx: FileContext) -> str | None:
+    """A prefix that reaches Keras (``keras``, ``tf.keras``) for fixes that write Keras names."""
+    for local, full in ctx.imports.items():
+        if "." not in local and full in ("keras", "tensorflow.keras", "tf_keras"):
+            return local
+    tf = tf_alias(ctx)
+    return f"{tf}.keras" if tf else None
+
+
+class Flow:
+    def __init__(self, ctx: FileContext) -> None:
+        self.ctx = ctx
+        self._calls_by_name: dict[str, list[cst.Call]] | None = None
+        self._memo: dict[tuple[int, int], Source] = {}
+
+    # -- public ---------------------------------------------------------------------------
+    def source(self, expr: cst.BaseExpression | None, at: cst.CSTNode | None = None) -> Source:
+        if expr is None:
+            return UNKNOWN
+        try:
+            return self._source(expr, at if at is not None else expr, 0, 0)
+        except RecursionError:
+            return UNKNOWN
+
+    def model_output(self, model: cst.BaseExpression, at: cst.CSTNode) -> Source:
+        """The last layer's kind of the model object ``model`` (a name bound to a model)."""
+        try:
+            return self._object(model, at, None, 0, 0)
+        except RecursionError:
+            return UNKNOWN
+
+    def is_eps(self, expr: cst.BaseExpression, at: cst.CSTNode, depth: int = 0) -> bool:
+        """A positive constant offset: ``1e-8``, ``eps``, ``K.epsilon()``, ``np.finfo(...).eps``."""
+        ctx = self.ctx
+        v = number(expr)
+        if v is not None:
+            return v > 0
+        if isinstance(expr, cst.Call):
+            return ctx.call_name(expr) in names("numerics", "epsilon_calls")
+        if isinstance(expr, (cst.Name, cst.Attribute)):
+            last = expr.value if isinstance(expr, cst.Name) else expr.attr.value
+            if isinstance(expr, cst.Attribute) and last in names("numerics", "epsilon_attrs"):
+                return True
+            if _eps_name().search(last):
+                return True
+            if depth < 3:
+                b = ctx.binding(expr, at)
+                if b is not None and b.value is not None and b.kind in ("assign", "annassign"):
+                    return self.is_eps(b.value, b.node, depth + 1)
+        if isinstance(expr, cst.BinaryOperation) and isinstance(expr.operator, (cst.Multiply, cst.Divide, cst.Add)):
+            return self.is_eps(expr.left, at, depth + 1) and self.is_eps(expr.right, at, depth + 1)
+        return False
+
+    def calls_named(self, name: str) -> list[cst.Call]:
+        """Calls ``name(...)`` or ``obj.name(...)`` anywhere in the file (built once)."""
+        if self._calls_by_name is None:
+            table: dict[str, list[cst.Call]] = {}
+            for n in self.ctx.nodes:
+                if type(n) is cst.Call:
+                    f = n.func
+                    key = f.value if isinstance(f, cst.Name) else f.attr.value if isinstance(f, cst.Attribute) else None
+                    if key is not None:
+                        table.setdefault(key, []).append(n)
+            self._calls_by_name = table
+        return self._calls_by_name.get(name, [])
+
+    def portable(self, expr: cst.BaseExpression, src_at: cst.CSTNode, dst_at: cst.CSTNode) -> bool:
+        """Whether ``expr`` (evaluated at ``src_at``) may be copied to ``dst_at`` unchanged:
+        only names bound the same way at both places, and deterministic ops that create no
+        variables."""
+        ctx = self.ctx
+        pure = names("losses", "pure_ops")
+        for n in ctx.descendants(expr):
+            t = type(n)
+            if t is cst.Call:
+                if ctx.call_name(n) not in pure:
+                    return False
+            elif t is cst.Name:
+                p = ctx.parent(n)
+                if isinstance(p, cst.Attribute) and p.attr is n:
+                    continue
+                if isinstance(p, cst.Arg) and p.keyword is n:
+                    continue
+                b1 = ctx.binding(n, src_at)
+                b2 = ctx.binding(n, dst_at)
+                if (b1 is None) != (b2 is None) or (b1 is not None and _key(b1) != _key(b2)):  # type: ignore[arg-type]
+                    return False
+            elif t in (cst.Lambda, cst.Await, cst.Yield, cst.NamedExpr, cst.ListComp, cst.GeneratorExp, cst.DictComp, cst.SetComp):
+                return False
+        return True
+
+    # -- internals ---------------------------------------------------------------------------
+    def _source(self, expr: cst.BaseExpression, at: cst.CSTNode, depth: int, hops: int) -> Source:
+        if depth > MAX_DEPTH:
+            return UNKNOWN
+        key = (id(expr), hops)
+        if key in self._memo:
+            return self._memo[key]
+        self._memo[key] = UNKNOWN  # cycle guard
+        result = self._compute(expr, at, depth, hops)
+        self._memo[key] = result
+        return result
+
+    def _compute(self, expr: cst.BaseExpression, at: cst.CSTNode, depth: int, hops: int) -> Source:
+        ctx = self.ctx
+        t = type(expr)
+        if t is cst.Name or t is cst.Attribute:
+            if t is cst.Name and expr.value in ("None", "True", "False"):
+                return UNKNOWN
+            if ctx.qualname(expr) is not None:
+                return UNKNOWN  # an API object, not a tensor
+            b = ctx.binding(expr, at)
+            if b is None or b.value is None and b.kind != "param":
+                return UNKNOWN
+            label = f"`{dotted(expr) or short(ctx, expr)}`"
+            if b.kind in ("assign", "annassign"):
+                return self._source(b.value, b.node, depth + 1, hops).hop(label, b.node)
+            if b.kind == "param" and hops < MAX_HOPS:
+                return self._param(b, depth + 1, hops + 1)
+            return UNKNOWN
+        if t is cst.Call:
+            return self._call(expr, at, depth, hops)
+        if t is cst.BinaryOperation:
+            return self._binop(expr, at, depth, hops)
+        if t is cst.Subscript:
+            return self._source(expr.value, at, depth + 1, hops)
+        return UNKNOWN
+
+    def _binop(self, expr: cst.BinaryOperation, at: cst.CSTNode, depth: int, hops: int) -> Source:
+        op = type(expr.operator)
+        if op is cst.Add:
+            if self.is_eps(expr.left, at) or self.is_eps(expr.right, at):
+                return Source("safe", expr)
+            left = self._source(expr.left, at, depth + 1, hops)
+            right = self._source(expr.right, at, depth + 1, hops)
+            if "logits" in (left.kind, right.kind) and not (left.prob or right.prob or "activation" in (left.kind, right.kind)):
+                return Source("logits", expr)
+            return UNKNOWN
+        if op is cst.MatrixMultiply:
+            return Source("logits", expr)
+        if op is cst.Subtract:
+            if number(expr.left) == 1.0:
+                s = self._source(expr.right, at, depth + 1, hops)
+                if s.prob:
+                    return replace(s, complement=True, direct=False)
+            return UNKNOWN
+        if op in (cst.Multiply, cst.Divide):
+            left = self._source(expr.left, at, depth + 1, hops)
+            right = self._source(expr.right, at, depth + 1, hops) if op is cst.Multiply else UNKNOWN
+            for a, b in ((left, right), (right, left)):
+                if a.prob and not b.prob and b.kind != "safe":
+                    return replace(a, direct=False)
+                if a.kind == "logits" and b.kind == "unknown":
+                    return Source("logits", expr)
+            return UNKNOWN
+        return UNKNOWN
+
+    def _call(self, call: cst.Call, at: cst.CSTNode, depth: int, hops: int) -> Source:
+        ctx = self.ctx
+        qn = ctx.call_name(call)
+        if qn is not None:
+            if qn in names("losses", "softmax"):
+                return Source("softmax", call, "softmax", pre=first_input(call))
+            if qn in names("losses", "sigmoid"):
+                return Source("sigmoid", call, "sigmoid", pre=first_input(call))
+            if qn in names("losses", "activations"):
+                return Source("activation", call, qn.rsplit(".", 1)[-1], pre=first_input(call))
+            if qn in names("numerics", "clip"):
+                return Source("safe", call)
+            if qn in names("losses", "passthrough_ops"):
+                return self._source(first_input(call), call, depth + 1, hops) if first_input(call) is not None else UNKNOWN
+            if qn in names("losses", "select_ops"):
+                x = first_input(call)
+                s = self._source(x, call, depth + 1, hops) if x is not None else UNKNOWN
+                return replace(s, direct=False) if s.prob else UNKNOWN
+            if qn in names("losses", "linear_ops"):
+                return Source("logits", call)
+            row = _table_dict("losses", "activation_layers").get(qn)
+            if row is not None and qn.rsplit(".", 1)[-1][:1].islower():
+                return self._with_activation(call, row)  # functional TF1 layer: returns a tensor
+            return UNKNOWN  # another API call, or a layer/model constructor (not a tensor)
+        func = call.func
+        if isinstance(func, (cst.Name, cst.Attribute)):
+            b = ctx.binding(func, call)
+            if b is not None and b.kind == "def" and isinstance(b.node, cst.FunctionDef):
+                if hops >= MAX_HOPS:
+                    return UNKNOWN
+                return self._returns(b.node, depth + 1, hops + 1).hop(f"the return value of `{b.node.name.value}()`", call)
+        return self._object(func, call, call, depth + 1, hops)
+
+    def _object(self, obj: cst.BaseExpression, at: cst.CSTNode, use: cst.Call | None, depth: int, hops: int) -> Source:
+        """The output of calling the object ``obj`` (a layer or model) at ``use``."""
+        ctx = self.ctx
+        if depth > MAX_DEPTH:
+            return UNKNOWN
+        label = None
+        ctor: cst.BaseExpression | None = obj
+        where = at
+        for _ in range(6):
+            if isinstance(ctor, (cst.Name, cst.Attribute)) and ctx.qualname(ctor) is None:
+                b = ctx.binding(ctor, where)
+                if b is not None and b.kind == "param" and hops < MAX_HOPS:
+                    return self._param(b, depth + 1, hops + 1, use=use or False)
+                if b is None or b.value is None or b.kind not in ("assign", "annassign"):
+                    return UNKNOWN
+                label = label or f"`{dotted(ctor) or short(ctx, ctor)}`"
+                ctor, where = b.value, b.node
+                continue
+            break
+        if not isinstance(ctor, cst.Call):
+            return UNKNOWN
+        s = self._constructed(ctor, use, depth + 1, hops)
+        if s.kind != "unknown" and label is not None:
+            s = s.hop(label if s.layer is None or s.layer is ctor else f"the last layer of {label}", at)
+        return s
+
+    def _constructed(self, ctor: cst.Call, use: cst.Call | None, depth: int, hops: int) -> Source:
+        """Output kind of the layer/model that ``ctor`` constructs, when called (at ``use``)."""
+        ctx = self.ctx
+        if depth > MAX_DEPTH:
+            return UNKNOWN
+        qn = ctx.call_name(ctor)
+        if qn is not None:
+            if qn in names("layers", "sequential_models"):
+                return self._sequential(ctor, depth + 1, hops)
+            if qn in names("layers", "functional_models"):
+                out = get_arg(ctor, "outputs", 1)
+                if out is None:
+                    return UNKNOWN
+                v = out.value
+                if isinstance(v, (cst.List, cst.Tuple)):
+                    if len(v.elements) != 1:
+                        return UNKNOWN
+                    v = v.elements[0].value
+                return self._source(v, ctor, depth + 1, hops)
+            if qn.startswith("keras.applications."):
+                inc = get_arg(ctor, "include_top", 0)
+                if inc is not None and literal_bool(inc.value) is not True:
+                    return UNKNOWN
+                kw, default = tfapi.table("losses", "application_activation")
+                arg = get_arg(ctor, kw)
+                return self._kind_from_activation(arg.value if arg else None, default, ctor, arg, ctor)
+            layer = self._layer(ctor, qn)
+            if layer is None:  # pass-through layer: the output is its input's
+                x = first_input(use) if use is not None else None
+                return self._source(x, use, depth + 1, hops) if x is not None else UNKNOWN
+            return layer
+        func = ctor.func
+        if isinstance(func, cst.Name):
+            b = ctx.binding(func, ctor)
+            if b is not None and b.kind == "class" and isinstance(b.node, cst.ClassDef):
+                return self._class_output(b.node, depth + 1, hops)
+            if b is not None and b.kind == "def" and isinstance(b.node, cst.FunctionDef):
+                # a helper that builds the model: follow its return to a constructor
+                rets = self._return_values(b.node)
+                if len(rets) == 1:
+                    ret, expr = rets[0]
+                    v = ctx.value_of(expr, ret)
+                    if isinstance(v, cst.Call):
+                        return self._constructed(v, use, depth + 1, hops)
+        return UNKNOWN
+
+    def _layer(self, ctor: cst.Call, qn: str) -> Source | None:
+        """A layer constructor's output kind; None for pass-through layers."""
+        row = _table_dict("losses", "activation_layers").get(qn)
+        if row is not None:
+            return self._with_activation(ctor, row)
+        only = _table_dict("losses", "activation_only_layers").get(qn)
+        if only is not None:
+            act = only[0]
+            if act == "":
+                arg = get_arg(ctor, "activation", 0)
+                return self._kind_from_activation(arg.value if arg else None, None, ctor, None, ctor)
+            return Source(self._kind_of(act), ctor, act, layer=ctor)
+        last = qn.rsplit(".", 1)[-1]
+        if qn.startswith("keras.layers.") and (
+            last in names("losses", "passthrough_layers")
+            or last in names("layers", "dropout_classes")
+            or last in names("layers", "batch_norm_classes")
+        ):
+            return None
+        return UNKNOWN
+
+    def _with_activation(self, call: cst.Call, row: tuple) -> Source:
+        keyword, position, default = row
+        arg = get_arg(call, keyword, position if position >= 0 else None)
+        if arg is None and any(a.star == "**" for a in call.args):
+            return UNKNOWN
+        return self._kind_from_activation(arg.value if arg is not None else None, default, call, arg, call)
+
+    def _kind_from_activation(self, value, default, at, arg, layer) -> Source:
+        name = self._activation_name(value, at) if value is not None else default
+        if name is None:
+            return UNKNOWN
+        kind = self._kind_of(name)
+        if kind == "unknown":
+            return UNKNOWN
+        return Source(kind, layer, name, act_arg=arg, layer=layer)
+
+    def _activation_name(self, value: cst.BaseExpression, at: cst.CSTNode) -> str | None:
+        ctx = self.ctx
+        v = ctx.value_of(value, at) if isinstance(value, cst.Name) and value.value != "None" else value
+        if isinstance(v, cst.Name) and v.value == "None":
+            return "linear"
+        s = string_value(v)
+        if s is not None:
+            return s.lower()
+        qn = ctx.qualname(v) if isinstance(v, (cst.Name, cst.Attribute)) else None
+        if qn is None:
+            return None
+        if qn in names("losses", "softmax"):
+            return "softmax"
+        if qn in names("losses", "sigmoid"):
+            return "sigmoid"
+        if qn in names("losses", "activations"):
+            return qn.rsplit(".", 1)[-1]
+        return None
+
+    @staticmethod
+    def _kind_of(name: str) -> str:
+        if name in names("losses", "softmax_strings"):
+            return "softmax"
+        if name in names("losses", "sigmoid_strings"):
+            return "sigmoid"
+        if name in names("losses", "linear_strings"):
+            return "logits"
+        if name in names("losses", "activation_strings") or name in {"prelu", "tanh"}:
+            return "activation"
+        return "unknown"
+
+    def _sequential(self, ctor: cst.Call, depth: int, hops: int) -> Source:
+        ctx = self.ctx
+        layers: list[cst.BaseExpression] = []
+        arg = get_arg(ctor, "layers", 0)
+        if arg is not None:
+            if not isinstance(arg.value, (cst.List, cst.Tuple)):
+                return UNKNOWN
+            for el in arg.value.elements:
+                if isinstance(el, cst.StarredElement):
+                    return UNKNOWN
+                layers.append(ctx.value_of(el.value, ctor))
+        stmt = ctx.statement_of(ctor)
+        if isinstance(stmt, cst.Assign) and len(stmt.targets) == 1:
+            name = dotted(stmt.targets[0].target)
+            if name:
+                start = ctx.index.get(ctor, 0)
+                for c in self.calls_named("add"):
+                    if not isinstance(c.func, cst.Attribute) or not c.args:
+                        continue
+                    if ctx.index.get(c, 0) > start and dotted(c.func.value) == name:
+                        if ctx.scope_of(c) is ctx.scope_of(ctor) or name.startswith("self."):
+                            layers.append(ctx.value_of(c.args[0].value, c))
+        for layer in reversed(layers):
+            if not isinstance(layer, cst.Call):
+                return UNKNOWN
+            qn = ctx.call_name(layer)
+            if qn is None:
+                return UNKNOWN
+            if qn in names("layers", "sequential_models"):
+                return self._sequential(layer, depth + 1, hops)
+            s = self._layer(layer, qn)
+            if s is None:
+                continue
+            return s
+        return UNKNOWN
+
+    def _class_output(self, cls: cst.ClassDef, depth: int, hops: int) -> Source:
+        for stmt in cls.body.body:
+            if isinstance(stmt, cst.FunctionDef) and stmt.name.value == "call":
+                return self._returns(stmt, depth + 1, hops)
+        return UNKNOWN
+
+    def _return_values(self, fn: cst.FunctionDef) -> list[tuple[cst.Return, cst.BaseExpression]]:
+        out = []
+        for n in self.ctx.descendants(fn):
+            if type(n) is cst.Return and n.value is not None and self.ctx.scope_of(n) is fn:
+                out.append((n, n.value))
+        return out
+
+    def _returns(self, fn: cst.FunctionDef, depth: int, hops: int) -> Source:
+        rets = self._return_values(fn)
+        if not rets or len(rets) > 4:
+            return UNKNOWN
+        found = [self._source(v, r, depth + 1, hops) for r, v in rets]
+        kinds = {s.kind for s in found}
+        if len(kinds) != 1:
+            return UNKNOWN  # e.g. returns logits when training, softmax otherwise
+        return replace(found[0], direct=False)
+
+    def _param(self, b: Binding, depth: int, hops: int, use: cst.Call | None | bool = None) -> Source:
+        """A parameter of a local function: the arguments passed at its call sites. With
+        ``use`` (not None) the parameter is a layer/model object called at ``use``."""
+        ctx = self.ctx
+        fn = b.scope
+        if not isinstance(fn, cst.FunctionDef) or not isinstance(b.node, cst.Param):
+            return UNKNOWN
+        params = list(fn.params.posonly_params) + list(fn.params.params)
+        idx = next((i for i, p in enumerate(params) if p is b.node), None)
+        kwonly = any(p is b.node for p in fn.params.kwonly_params)
+        if idx is None and not kwonly:
+            return UNKNOWN
+        is_method = isinstance(ctx.scope_of(fn), cst.ClassDef)
+        if is_method and idx is not None:
+            idx -= 1
+            if idx < 0:
+                return UNKNOWN
+        fname = fn.name.value
+        found: list[Source] = []
+        for site in self.calls_named(fname)[:MAX_CALL_SITES * 4]:
+            if len(found) >= MAX_CALL_SITES:
+                break
+            func = site.func
+            if isinstance(func, cst.Name):
+                fb = ctx.binding(func, site)
+                if fb is None or fb.node is not fn:
+                    continue
+            elif not (is_method and isinstance(func, cst.Attribute)):
+                continue
+            arg = get_arg(site, b.name, idx)
+            if arg is None or arg.star:
+                continue
+            if use is None:
+                s = self._source(arg.value, site, depth + 1, hops)
+            else:
+                s = self._object(arg.value, site, use or None, depth + 1, hops)
+            found.append(s.hop(f"the argument `{short(ctx, arg.value, 40)}` of `{fname}()`", site))
+        # a Keras custom loss: `model.compile(loss=fn)` passes the model's output as y_pred
+        if idx == 1 and not is_method and use is None:
+            for ref in ctx.references(fname):
+                arg = ctx.parent(ref)
+                call = ctx.parent(arg) if isinstance(arg, cst.Arg) else None
+                if not isinstance(call, cst.Call) or not isinstance(call.func, cst.Attribute):
+                    continue
+                method, kw, pos = tfapi.table("losses", "compile_method")
+                if call.func.attr.value != method or get_arg(call, kw, pos) is not arg:
+                    continue
+                s = self._object(call.func.value, call, None, depth + 1, hops)
+                found.append(s.hop(f"y_pred of `{fname}` in `{short(ctx, call.func, 30)}`", call))
+        for want in (PROB, ("activation",), ("logits",)):
+            for s in found:
+                if s.kind in want:
+                    return s
+        return UNKNOWN
+
+
+def _key(b: Binding) -> tuple:
+    return (b.index, b.kind, b.name, id(b.scope))
+
+
+# -- loss call sites (TFG402, TFG503) --------------------------------------------------------
+
+
+@dataclass
+class LossSite:
+    call: cst.Call  # the loss call, or `model.compile(...)`
+    report: cst.CSTNode  # where the finding goes
+    api: str  # how the message names the loss
+    expects: str  # "logits" | "probabilities"
+    pred: Source
+    pred_expr: cst.BaseExpression | None  # the argument holding the prediction (None for compile)
+    from_logits: cst.Arg | None = None  # the `from_logits=` argument as written
+    owner: cst.Call | None = None  # the Keras call/constructor that owns `from_logits`
+    owner_position: int = -1  # position of from_logits in `owner`
+    string: cst.BaseExpression | None = None  # `loss="..."` in compile
+    keras_class: str | None = None
+    model: cst.BaseExpression | None = None  # the compiled model
+
+
+def _keras_loss(ctx: FileContext, qn: str | None) -> tuple[str, tuple] | None:
+    """("class"|"function", row) for a Keras cross-entropy class or function name."""
+    if not qn or "." not in qn:
+        return None
+    module, last = qn.rsplit(".", 1)
+    if module in names("losses", "keras_class_modules"):
+        row = _table_dict("losses", "keras_classes").get(last)
+        if row is not None:
+            return "class", row
+    if module in names("losses", "keras_function_modules"):
+        row = _table_dict("losses", "keras_functions").get(last)
+        if row is not None:
+            return "function", row
+    return None
+
+
+def _from_logits(call: cst.Call, position: int) -> tuple[cst.Arg | None, bool | None]:
+    """The from_logits argument and its literal value (False when absent; None: not literal)."""
+    kw = tfapi.table("losses", "from_logits_keyword")
+    arg = get_arg(call, kw, position if position >= 0 else None)
+    if arg is None:
+        if any(a.star == "**" for a in call.args):
+            return None, None
+        return None, False
+    return arg, literal_bool(arg.value)
+
+
+def loss_site(flow: Flow, call: cst.Call) -> LossSite | None:
+    """Describe ``call`` if it computes a cross-entropy whose prediction kind is checkable."""
+    ctx = flow.ctx
+    qn = ctx.call_name(call)
+    if qn is not None:
+        row = _table_dict("losses", "with_logits").get(qn)
+        if row is not None:
+            arg = get_arg(call, row[0], row[1])
+            if arg is None or arg.star:
+                return None
+            return LossSite(call, call, f"`{qn}`", "logits", flow.source(arg.value, call), arg.value)
+        k = _keras_loss(ctx, qn)
+        if k is not None and k[0] == "function":
+            pos, fl_pos = k[1]
+            arg = _y_pred(call, pos)
+            if arg is None:
+                return None
+            fl_arg, value = _from_logits(call, fl_pos)
+            if value is None:
+                return None
+            api = f"`{qn.rsplit('.', 1)[-1]}`" + (" with `from_logits=True`" if value else "")
+            return LossSite(call, call, api, "logits" if value else "probabilities", flow.source(arg.value, call), arg.value,
+                            fl_arg, call, fl_pos)
+        return None
+    func = call.func
+    if isinstance(func, cst.Attribute):
+        method, kw, pos = tfapi.table("losses", "compile_method")
+        if func.attr.value == method:
+            return _compile_site(flow, call, get_arg(call, kw, pos))
+    # a Keras loss object: `loss_fn(y, pred)` or `CategoricalCrossentropy(...)(y, pred)`
+    ctor = func if isinstance(func, cst.Call) else ctx.value_of(func, call) if isinstance(func, (cst.Name, cst.Attribute)) else None
+    if not isinstance(ctor, cst.Call):
+        return None
+    k = _keras_loss(ctx, ctx.call_name(ctor))
+    if k is None or k[0] != "class":
+        return None
+    arg = _y_pred(call, 1)
+    if arg is None:
+        return None
+    fl_pos = k[1][0]
+    fl_arg, value = _from_logits(ctor, fl_pos)
+    if value is None:
+        return None
+    cls = ctx.call_name(ctor).rsplit(".", 1)[-1]  # type: ignore[union-attr]
+    api = f"`{cls}({'from_logits=True' if value else ''})`"
+    return LossSite(call, call, api, "logits" if value else "probabilities", flow.source(arg.value, call), arg.value,
+                    fl_arg, ctor, fl_pos)
+
+
+def _y_pred(call: cst.Call, position: int) -> cst.Arg | None:
+    for kw in tfapi.table("losses", "y_pred_keywords"):
+        arg = get_arg(call, kw)
+        if arg is not None:
+            return arg
+    arg = get_arg(call, None, position)
+    return None if arg is None or arg.star else arg
+
+
+def _compile_site(flow: Flow, call: cst.Call, loss: cst.Arg | None) -> LossSite | None:
+    ctx = flow.ctx
+    if loss is None or loss.star:
+        return None
+    model = call.func.value  # type: ignore[attr-defined]
+    value = loss.value
+    s = string_value(value)
+    if s is not None:
+        cls = dict(tfapi.table("losses", "compile_strings")).get(s)
+        if cls is None:
+            return None
+        pred = flow.model_output(model, call)
+        return LossSite(call, value, f"`loss='{s}'`", "probabilities", pred, None, string=value, keras_class=cls, model=model)
+    ctor = value if isinstance(value, cst.Call) else ctx.value_of(value, call) if isinstance(value, (cst.Name, cst.Attribute)) else None
+    qn = ctx.qualname(value) if isinstance(value, (cst.Name, cst.Attribute)) else None
+    k = _keras_loss(ctx, qn)
+    if k is not None and k[0] == "function":
+        pred = flow.model_output(model, call)
+        return LossSite(call, value, f"`loss={short(ctx, value)}`", "probabilities", pred, None, model=model)
+    if not isinstance(ctor, cst.Call):
+        return None
+    k = _keras_loss(ctx, ctx.call_name(ctor))
+    if k is None or k[0] != "class":
+        return None
+    fl_arg, fl = _from_logits(ctor, k[1][0])
+    if fl is None:
+        return None
+    pred = flow.model_output(model, call)
+    cls = ctx.call_name(ctor).rsplit(".", 1)[-1]  # type: ignore[union-attr]
+    api = f"`{cls}({'from_logits=True' if fl else ''})`"
+    return LossSite(call, value, api, "logits" if fl else "probabilities", pred, None, fl_arg, ctor, k[1][0], model=model)
+
+
+def fit_lines(ctx: FileContext, site: LossSite) -> list[int]:
+    """Lines of ``model.fit(...)``-like calls of a compiled model (where Keras builds the loss)."""
+    if site.model is None:
+        return []
+    name = dotted(site.model)
+    if not name:
+        return []
+    methods = names("losses", "fit_methods")
+    out = []
+    for n in ctx.nodes:
+        if type(n) is cst.Call and isinstance(n.func, cst.Attribute) and n.func.attr.value in methods and dotted(n.func.value) == name:
+            out.append(ctx.line(n))
+    return sorted(set(out))[:10]
+
+
+def origin(ctx: FileContext, s: Source) -> str:
+    """``the `Dense(10, activation='softmax')` layer (line 5)`` / ```tf.nn.softmax` (line 12)``."""
+    parts = []
+    if s.node is not None:
+        if s.layer is not None:
+            parts.append(f"`{short(ctx, s.layer)}` (line {ctx.line(s.layer)})")
+        elif isinstance(s.node, cst.Call):
+            parts.append(f"`{short(ctx, s.node.func, 50)}` (line {ctx.line(s.node)})")
+        else:
+            parts.append(f"`{short(ctx, s.node)}` (line {ctx.line(s.node)})")
+    if s.via:
+        hops = [f"{text} (line {ctx.line(node)})" if node is not None else text for text, node in s.via]
+        parts.append("reached through " + " ← ".join(hops))
+    return ", ".join(parts)
+
+
+def replace_arg_value(rule, call: cst.Call, arg: cst.Arg, new_value: str, title: str):
+    return rule.replace(arg.value, new_value, title, "unsafe")
+
+
+def set_keyword(rule, call: cst.Call, keyword: str, value: str, title: str, position: int = -1):
+    """A fix that sets ``keyword=value`` in ``call`` (replacing it, or appending it)."""
+    ctx = rule.ctx
+    arg = get_arg(call, keyword, position if position >= 0 else None)
+    if arg is not None:
+        return rule.replace(arg.value, value, title, "unsafe")
+    if any(a.star for a in call.args):
+        return None
+    new_arg = cst.Arg(
+        value=cst.parse_expression(value),
+        keyword=cst.Name(keyword),
+        equal=cst.AssignEqual(whitespace_before=cst.SimpleWhitespace(""), whitespace_after=cst.SimpleWhitespace("")),
+    )
+    args = list(call.args)
+    if args:
+        last = args[-1]
+        if isinstance(last.comma, cst.Comma):
+            new_arg = new_arg.with_changes(comma=last.comma)
+            args[-1] = last.with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
+        else:
+            args[-1] = last.with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
+    args.append(new_arg)
+    return rule.replace(call, ctx.module.code_for_node(call.with_changes(args=args)), title, "unsafe")

@@ -1,0 +1,332 @@
+from __future__ import annotations
+
+import libcst as cst
+
+from tflint_grad import tfapi
+from tflint_grad.rule import Invalid, Outcome, Rule, Valid
+from tflint_grad.rules._numerics import Flow, LossSite, fit_lines, keras_alias, literal_bool, loss_site, origin, set_keyword, short
+
+
+class SoftmaxLogitsMismatch(Rule):
+    """Probabilities passed as logits, or logits passed as probabilities, to a cross-entropy.
+
+    ## What it does
+    Flags a cross-entropy whose prediction has the wrong kind:
+    - a softmax/sigmoid output passed to a `*_with_logits` loss
+      (`tf.nn.softmax_cross_entropy_with_logits[_v2]`, `sparse_...`, `sigmoid_...`,
+      TF1 `tf.losses.softmax_cross_entropy`...) or to a Keras loss with `from_logits=True`;
+    - raw logits (a last `Dense`/`tf.layers.dense` with no activation, `x @ W + b`) passed to
+      a Keras cross-entropy with `from_logits=False` (the default): `loss_fn(y, model(x))`,
+      `keras.losses.categorical_crossentropy(y, logits)`, and `model.compile(loss=...)` with a
+      string (`'sparse_categorical_crossentropy'`), a loss object or a loss function, when the
+      compiled model's last layer is known (`Sequential` list or `.add`, functional `Model`,
+      subclassed `call`, a helper that builds the model).
+
+    ## Why is this bad?
+    A `*_with_logits` loss applies softmax (or sigmoid) itself: feeding it probabilities
+    applies it twice. The doubly squashed outputs lie in a narrow band, gradients shrink and
+    training stalls at a high loss. The other way round, Keras treats raw logits as
+    probabilities: it clips them to [1e-7, 1 - 1e-7] (or renormalizes them), the gradient
+    of every clipped logit is zero, and the model trains on a wrong objective or not at all.
+    Both run without an error. (Keras 3's TensorFlow backend recovers the logits of a
+    softmax/sigmoid computed inside a graph, e.g. during `fit`, and only warns; eager
+    training loops, tf.keras 2 and TF1 code apply the activation twice.)
+
+    ## Example
+    ```python
+    model = keras.Sequential([keras.layers.Dense(64, activation="relu"), keras.layers.Dense(10)])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    ```
+
+    Use instead:
+    ```python
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    ```
+    and for probabilities fed to a logits loss, pass the logits from before the softmax.
+
+    ## Fix safety
+    Unsafe (it changes what is trained). Probabilities given as logits: when the softmax is
+    written in the loss call, or bound to a name whose logits expression can be copied to the
+    loss, the softmax is dropped (`logits=z`); otherwise, for a Keras loss, `from_logits=True`
+    becomes `from_logits=False`. Logits given as probabilities: `from_logits=True` is set on the
+    Keras loss (a `compile` string becomes the loss class with `from_logits=True`).
+
+    ## Confirmation
+    `--confirm` reads the `logits_input` events of the loss (at its line, or at the
+    `model.fit` lines for a compiled loss). Probabilities as logits: `confirmed` when the
+    traced logits input comes from a `Softmax`/`Sigmoid` op, `refuted` when it comes from a
+    linear op (`MatMul`, `BiasAdd`, `Add`). Logits as probabilities (also `log_input` events):
+    `confirmed` when the prediction comes from a linear op, `refuted` when from a
+    `Softmax`/`Sigmoid`.
+    """
+
+    code = "TFG402"
+    name = "softmax-logits-mismatch"
+    severity = "warning"
+    requires = ("_logits", "rossentropy", "cross_entropy")
+
+    VALID = [
+        # logits to a *_with_logits loss
+        Valid("""
+            import tensorflow as tf
+            logits = tf.matmul(h, W) + b
+            y_conv = tf.nn.softmax(logits)
+            loss = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=y_, logits=logits))
+        """),
+        # raw logits with from_logits=True; probabilities with from_logits=False
+        Valid("""
+            from tensorflow import keras
+            model = keras.Sequential([keras.layers.Dense(64, activation="relu"), keras.layers.Dense(10)])
+            model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        """),
+        Valid("""
+            from tensorflow import keras
+            model = keras.Sequential()
+            model.add(keras.layers.Dense(64, activation="relu"))
+            model.add(keras.layers.Dense(10, activation="softmax"))
+            model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        """),
+        Valid("""
+            import tensorflow as tf
+            inputs = tf.keras.Input((8,))
+            outputs = tf.keras.layers.Dense(1, activation="sigmoid")(inputs)
+            model = tf.keras.Model(inputs, outputs)
+            model.compile(loss=tf.keras.losses.BinaryCrossentropy(), optimizer="sgd")
+        """),
+        # a Softmax layer after the last Dense; Dropout after a softmax Dense
+        Valid("""
+            from tensorflow import keras
+            model = keras.Sequential([keras.layers.Dense(10), keras.layers.Softmax()])
+            model.compile(loss="categorical_crossentropy")
+            model2 = keras.Sequential([keras.layers.Dense(10, activation="softmax"), keras.layers.Dropout(0.1)])
+            model2.compile(loss="categorical_crossentropy")
+        """),
+        # unknown content (a custom layer, a model loaded from disk), non-literal from_logits
+        Valid("""
+            from tensorflow import keras
+            model = keras.Sequential([keras.layers.Dense(10), MyHead()])
+            model.compile(loss="sparse_categorical_crossentropy")
+            loaded = keras.models.load_model("m.keras")
+            loaded.compile(loss="sparse_categorical_crossentropy")
+            loss_fn = keras.losses.CategoricalCrossentropy(from_logits=use_logits)
+            loss = loss_fn(y, keras.layers.Dense(10)(h))
+        """),
+        # probabilities to a probability loss
+        Valid("""
+            import tensorflow as tf
+            probs = tf.nn.softmax(logits)
+            loss = tf.keras.losses.categorical_crossentropy(y, probs)
+        """),
+    ]
+    INVALID = [
+        # TF1: softmax output given as logits; fix: the logits expression
+        Invalid(
+            """
+            import tensorflow as tf
+            y = tf.nn.softmax(tf.matmul(x, W) + b)
+            cross_entropy = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=y_, logits=y))
+            """,
+            line=3,
+            message="expects logits",
+            fixed="""
+            import tensorflow as tf
+            y = tf.nn.softmax(tf.matmul(x, W) + b)
+            cross_entropy = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=y_, logits=tf.matmul(x, W) + b))
+            """,
+        ),
+        # inline softmax: dropped
+        Invalid(
+            """
+            import tensorflow as tf
+            loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=tf.nn.softmax(z))
+            """,
+            line=2,
+            fixed="""
+            import tensorflow as tf
+            loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=z)
+            """,
+        ),
+        # compile with a string after a last Dense with no activation
+        Invalid(
+            """
+            from tensorflow import keras
+            model = keras.Sequential([keras.layers.Flatten(), keras.layers.Dense(128, activation="relu"), keras.layers.Dense(10)])
+            model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+            """,
+            line=3,
+            message="raw logits",
+            fixed="""
+            from tensorflow import keras
+            model = keras.Sequential([keras.layers.Flatten(), keras.layers.Dense(128, activation="relu"), keras.layers.Dense(10)])
+            model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+            """,
+        ),
+        # custom loop: softmax model, loss object with from_logits=True
+        Invalid(
+            """
+            import tensorflow as tf
+            model = tf.keras.Sequential([tf.keras.layers.Dense(32, activation="relu"), tf.keras.layers.Dense(10, activation="softmax")])
+            loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+            with tf.GradientTape() as tape:
+                loss = loss_fn(y, model(x, training=True))
+            """,
+            line=5,
+            message="softmax",
+            fixed="""
+            import tensorflow as tf
+            model = tf.keras.Sequential([tf.keras.layers.Dense(32, activation="relu"), tf.keras.layers.Dense(10, activation="softmax")])
+            loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=False)
+            with tf.GradientTape() as tape:
+                loss = loss_fn(y, model(x, training=True))
+            """,
+        ),
+        # functional model with a Dense(1) head and a default BinaryCrossentropy object
+        Invalid(
+            """
+            import tensorflow as tf
+            inputs = tf.keras.Input((8,))
+            x = tf.keras.layers.Dense(16, activation="relu")(inputs)
+            outputs = tf.keras.layers.Dense(1)(x)
+            model = tf.keras.Model(inputs=inputs, outputs=outputs)
+            model.compile(optimizer="adam", loss=tf.keras.losses.BinaryCrossentropy())
+            """,
+            line=6,
+            fixed="""
+            import tensorflow as tf
+            inputs = tf.keras.Input((8,))
+            x = tf.keras.layers.Dense(16, activation="relu")(inputs)
+            outputs = tf.keras.layers.Dense(1)(x)
+            model = tf.keras.Model(inputs=inputs, outputs=outputs)
+            model.compile(optimizer="adam", loss=tf.keras.losses.BinaryCrossentropy(from_logits=True))
+            """,
+        ),
+        # TF1 tf.losses with a softmax layer output (no fix: the logits are inside the layer)
+        Invalid(
+            """
+            import tensorflow as tf
+            probs = tf.layers.dense(h, 10, activation=tf.nn.softmax)
+            loss = tf.losses.softmax_cross_entropy(onehot_labels, probs)
+            """,
+            line=3,
+        ),
+        # a Keras loss function with the default from_logits=False on raw logits
+        Invalid(
+            """
+            import tensorflow as tf
+            logits = tf.keras.layers.Dense(10)(h)
+            loss = tf.reduce_mean(tf.keras.losses.categorical_crossentropy(y, logits))
+            """,
+            line=3,
+            fixed="""
+            import tensorflow as tf
+            logits = tf.keras.layers.Dense(10)(h)
+            loss = tf.reduce_mean(tf.keras.losses.categorical_crossentropy(y, logits, from_logits=True))
+            """,
+        ),
+        # a helper computing the loss, its logits parameter fed a sigmoid (one level)
+        Invalid(
+            """
+            import tensorflow as tf
+            def bce(logits, labels):
+                return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))
+            d_real = tf.sigmoid(tf.matmul(h, W) + b)
+            d_loss = bce(d_real, tf.ones_like(d_real))
+            """,
+            line=3,
+            message="bce()",
+        ),
+    ]
+
+    def __init__(self, ctx, options=None) -> None:
+        super().__init__(ctx, options)
+        self.flow = Flow(ctx)
+
+    # -- static ---------------------------------------------------------------------
+    def visit_Call(self, node: cst.Call) -> None:
+        site = loss_site(self.flow, node)
+        if site is None:
+            return
+        s = site.pred
+        ctx = self.ctx
+        pred = f"`{short(ctx, site.pred_expr, 40)}`" if site.pred_expr is not None else f"the output of `{short(ctx, site.model, 30)}`" if site.model is not None else "the prediction"
+        if site.expects == "logits" and s.prob:
+            mode = "probs_as_logits"
+            keras = site.owner is not None
+            message = (
+                f"{site.api} expects logits, but {pred} is a {s.kind} output ({origin(ctx, s)}): the loss applies "
+                f"{s.kind} again, so the outputs are squashed twice, the gradients shrink and training stalls; pass the "
+                f"logits from before the {s.kind}" + (" (or set `from_logits=False`)" if keras else "")
+            )
+            fix = self._fix_probs_as_logits(site)
+        elif site.expects == "probabilities" and s.kind == "logits":
+            mode = "logits_as_probs"
+            act = "sigmoid" if "inary" in site.api else "softmax"
+            message = (
+                f"{site.api} expects probabilities (`from_logits=False` is the default), but {pred} is raw logits "
+                f"({origin(ctx, s)}, no activation): Keras clips them to [1e-7, 1 - 1e-7] as if they were probabilities, "
+                f"so clipped logits get no gradient and the model trains on the wrong loss; use `from_logits=True` "
+                f"(or end the model with a {act} activation)"
+            )
+            fix = self._fix_logits_as_probs(site)
+        else:
+            return
+        lines = [ctx.line(site.report)] + fit_lines(ctx, site)
+        self.report(
+            site.report,
+            message,
+            fix=fix,
+            data={
+                "mode": mode,
+                "producer": s.kind,
+                "producer_line": ctx.line(s.node) if s.node is not None else None,
+                "event_lines": sorted(set(lines)),
+            },
+        )
+
+    def _fix_probs_as_logits(self, site: LossSite):
+        ctx = self.ctx
+        s = site.pred
+        if (
+            site.pred_expr is not None and s.pre is not None and isinstance(s.node, cst.Call)
+            and len(s.node.args) == 1 and not s.complement
+            and (s.node is site.pred_expr or self.flow.portable(s.pre, s.node, site.call))
+        ):
+            return self.replace(site.pred_expr, ctx.code(s.pre).strip(), f"Pass the logits from before the {s.kind}", "unsafe")
+        if site.from_logits is not None and literal_bool(site.from_logits.value) is True:
+            return self.replace(site.from_logits.value, "False", "Set `from_logits=False`", "unsafe")
+        return None
+
+    def _fix_logits_as_probs(self, site: LossSite):
+        if site.string is not None and site.keras_class:
+            prefix = keras_alias(self.ctx)
+            if prefix is None:
+                return None
+            return self.replace(site.string, f"{prefix}.losses.{site.keras_class}(from_logits=True)", "Use the loss with `from_logits=True`", "unsafe")
+        if site.owner is not None:
+            return set_keyword(self, site.owner, tfapi.table("losses", "from_logits_keyword"), "True", "Set `from_logits=True`", site.owner_position)
+        return None
+
+    # -- confirmation -------------------------------------------------------------------
+    @classmethod
+    def confirm(cls, finding, trace) -> Outcome | None:
+        probs = tfapi.names("losses", "probability_op_types")
+        linear = tfapi.names("losses", "linear_op_types")
+        lines = set(range(finding.line, finding.end_line + 1)) | set(finding.data.get("event_lines") or ())
+        mode = finding.data.get("mode")
+        kinds = ("logits_input", "log_input") if mode == "logits_as_probs" else ("logits_input",)
+        events = [e for e in trace.events if e.get("kind") in kinds and e.get("line") in lines]
+        for e in events:
+            t = e.get("input_op_type")
+            if mode == "probs_as_logits":
+                if t in probs:
+                    where = finding.data.get("producer_line")
+                    at = f" (line {where})" if where else ""
+                    return Outcome("confirmed", f"the logits input of the loss at line {e.get('line')} comes from {t}{at}: the activation is applied twice")
+                if t in linear:
+                    return Outcome("refuted", f"the logits input of the loss at line {e.get('line')} comes from {t}, not from a softmax/sigmoid")
+            else:
+                if t in linear:
+                    return Outcome("confirmed", f"the loss at line {e.get('line')} receives raw logits from {t} and treats them as probabilities")
+                if t in probs:
+                    return Outcome("refuted", f"the loss at line {e.get('line')} receives probabilities from {t}")
+        return None

@@ -1,0 +1,274 @@
+from __future__ import annotations
+
+import libcst as cst
+
+from tflint_grad import tfapi
+from tflint_grad.analysis import get_arg, number, string_value
+from tflint_grad.rule import Invalid, Outcome, Rule, Valid
+from tflint_grad.rules._numerics import Flow, first_input, short
+
+_MAX = 5
+
+
+class SqrtAtZero(Rule):
+    """`sqrt` (or a Euclidean `norm`) of a distance that can be exactly zero, with no epsilon.
+
+    ## What it does
+    Flags `tf.sqrt` / `tf.math.sqrt` / `K.sqrt` / `keras.ops.sqrt` of a sum (or mean) of
+    squared differences (`tf.reduce_sum(tf.square(a - b), axis=1)`, `(a - b) ** 2`,
+    `tf.math.squared_difference(a, b)`, `dx ** 2 + dy ** 2`), written inline or bound to a name,
+    and the Euclidean `tf.norm` / `tf.linalg.norm` of a difference (`tf.norm(a - b, axis=1)`):
+    the Euclidean distance of contrastive, triplet and siamese losses, and RMSE losses.
+
+    ## Why is this bad?
+    The derivative of `sqrt(x)` is `1 / (2 sqrt(x))`, infinite at `x = 0`. The distance is
+    exactly zero whenever the two inputs coincide: a positive pair made of the same image,
+    two embeddings that collapsed, a perfect prediction. The chain rule then multiplies `Inf`
+    by the zero gradient of the squared difference: `0 * Inf = NaN`, and the NaN reaches every
+    weight through the next optimizer step. The loss value itself looks fine (sqrt(0) = 0).
+
+    ## Example
+    ```python
+    distance = tf.sqrt(tf.reduce_sum(tf.square(emb_a - emb_b), axis=1))
+    ```
+
+    Use instead:
+    ```python
+    distance = tf.sqrt(tf.maximum(tf.reduce_sum(tf.square(emb_a - emb_b), axis=1), 1e-12))
+    ```
+    (or `tf.sqrt(d2 + 1e-12)`).
+
+    ## Fix safety
+    `sqrt(x)` becomes `sqrt(maximum(x, 1e-12))`, with `maximum` taken from the same module as
+    `sqrt` (`tf.maximum`, `tf.math.maximum`, `K.maximum`). Unsafe: distances below 1e-6 are
+    rounded up, and their gradient becomes 0 instead of NaN. `norm` calls get no fix.
+
+    ## Confirmation
+    `--confirm` looks for the first NaN/Inf (`nonfinite` event) produced by a `Sqrt` op (or
+    its gradient) or at the flagged line during the traced steps: `confirmed`, with the step.
+    No verdict otherwise: identical pairs may simply not occur in the few traced steps.
+    """
+
+    code = "TFG403"
+    name = "sqrt-at-zero"
+    severity = "warning"
+    requires = ("sqrt", "norm")
+
+    VALID = [
+        # an epsilon inside the sqrt
+        Valid("""
+            import tensorflow as tf
+            d = tf.sqrt(tf.reduce_sum(tf.square(a - b), axis=1) + 1e-8)
+            eps = 1e-6
+            d2 = tf.reduce_sum(tf.square(a - b), axis=1)
+            d3 = tf.sqrt(d2 + eps)
+        """),
+        # tf.maximum(x, eps) / K.maximum(x, K.epsilon()) before the sqrt (the Keras siamese example)
+        Valid("""
+            import tensorflow as tf
+            from tensorflow.keras import backend as K
+            def euclidean_distance(vects):
+                x, y = vects
+                sum_square = K.sum(K.square(x - y), axis=1, keepdims=True)
+                return K.sqrt(K.maximum(sum_square, K.epsilon()))
+            dist = tf.sqrt(tf.maximum(tf.reduce_sum(tf.square(a - b), 1), 1e-12))
+        """),
+        # the norm of a single tensor (weights, gradients), not of a difference
+        Valid("""
+            import tensorflow as tf
+            w_norm = tf.sqrt(tf.reduce_sum(tf.square(w)))
+            g_norm = tf.norm(grad)
+            l1 = tf.norm(a - b, ord=1)
+            std = tf.sqrt(var)
+        """),
+    ]
+    INVALID = [
+        Invalid(
+            """
+            import tensorflow as tf
+            distance = tf.sqrt(tf.reduce_sum(tf.square(emb_a - emb_b), axis=1))
+            """,
+            line=2,
+            message="of squared differences",
+            fixed="""
+            import tensorflow as tf
+            distance = tf.sqrt(tf.maximum(tf.reduce_sum(tf.square(emb_a - emb_b), axis=1), 1e-12))
+            """,
+        ),
+        Invalid(
+            """
+            from tensorflow.keras import backend as K
+            def euclidean_distance(vects):
+                x, y = vects
+                return K.sqrt(K.sum(K.square(x - y), axis=1, keepdims=True))
+            """,
+            line=4,
+            fixed="""
+            from tensorflow.keras import backend as K
+            def euclidean_distance(vects):
+                x, y = vects
+                return K.sqrt(K.maximum(K.sum(K.square(x - y), axis=1, keepdims=True), 1e-12))
+            """,
+        ),
+        # through names: squared_difference, then sqrt
+        Invalid(
+            """
+            import tensorflow as tf
+            d2 = tf.reduce_sum(tf.math.squared_difference(anchor, positive), axis=-1)
+            pos_dist = tf.math.sqrt(d2)
+            """,
+            line=3,
+            fixed="""
+            import tensorflow as tf
+            d2 = tf.reduce_sum(tf.math.squared_difference(anchor, positive), axis=-1)
+            pos_dist = tf.math.sqrt(tf.math.maximum(d2, 1e-12))
+            """,
+        ),
+        # RMSE loss
+        Invalid(
+            """
+            import tensorflow as tf
+            loss = tf.sqrt(tf.reduce_mean((y - pred) ** 2))
+            """,
+            line=2,
+        ),
+        # Euclidean norm of a difference
+        Invalid(
+            """
+            import tensorflow as tf
+            diff = left - right
+            dist = tf.norm(diff, axis=1)
+            """,
+            line=3,
+            message="norm",
+        ),
+    ]
+
+    def __init__(self, ctx, options=None) -> None:
+        super().__init__(ctx, options)
+        self.flow = Flow(ctx)
+
+    # -- static ---------------------------------------------------------------------
+    def visit_Call(self, node: cst.Call) -> None:
+        ctx = self.ctx
+        qn = ctx.call_name(node)
+        if qn in tfapi.names("numerics", "sqrt"):
+            x = first_input(node)
+            if x is None or not self._radicand(x, node, 0):
+                return
+            self.report(
+                node,
+                f"`{short(ctx, node)}` takes the square root of a sum (or mean) of squared differences with no epsilon: when "
+                "the two inputs coincide the sum is exactly 0, the derivative of sqrt at 0 is infinite and "
+                "0 * Inf = NaN flows into every weight; use `sqrt(maximum(x, 1e-12))` or add a small epsilon",
+                fix=self._fix(node, x),
+            )
+        elif qn in tfapi.names("numerics", "norm"):
+            x = first_input(node)
+            if x is None or not self._euclidean(node) or not self._difference(x, node, 0):
+                return
+            self.report(
+                node,
+                f"`{short(ctx, node)}` is the Euclidean norm of a difference with no epsilon: at a zero difference its "
+                "gradient is 0/0 = NaN; compute `sqrt(maximum(reduce_sum(square(d), axis), 1e-12))` instead",
+            )
+
+    def _euclidean(self, call: cst.Call) -> bool:
+        arg = get_arg(call, tfapi.table("numerics", "norm_ord_keyword"), 1)
+        if arg is None:
+            return True
+        v = arg.value
+        if isinstance(v, cst.Name) and v.value == "None":
+            return True
+        s = string_value(v)
+        if s is not None:
+            return s in tfapi.names("numerics", "euclidean_ords")
+        return number(v) == 2.0
+
+    def _follow(self, expr: cst.BaseExpression, at: cst.CSTNode) -> tuple[cst.BaseExpression, cst.CSTNode] | None:
+        if isinstance(expr, cst.Name):
+            b = self.ctx.binding(expr, at)
+            if b is None or b.value is None or b.kind not in ("assign", "annassign"):
+                return None
+            return b.value, b.node
+        return expr, at
+
+    def _difference(self, expr: cst.BaseExpression, at: cst.CSTNode, depth: int) -> bool:
+        if depth > _MAX:
+            return False
+        if isinstance(expr, cst.Name):
+            nxt = self._follow(expr, at)
+            return nxt is not None and self._difference(nxt[0], nxt[1], depth + 1)
+        if isinstance(expr, cst.BinaryOperation):
+            return isinstance(expr.operator, cst.Subtract)
+        if isinstance(expr, cst.Call):
+            return self.ctx.call_name(expr) in tfapi.names("numerics", "subtract")
+        return False
+
+    def _squared_difference(self, expr: cst.BaseExpression, at: cst.CSTNode, depth: int) -> bool:
+        ctx = self.ctx
+        if isinstance(expr, cst.Call):
+            qn = ctx.call_name(expr)
+            if qn in tfapi.names("numerics", "squared_difference"):
+                return True
+            x = first_input(expr)
+            if x is None:
+                return False
+            if qn in tfapi.names("numerics", "square"):
+                return self._difference(x, expr, depth + 1)
+            if qn in tfapi.names("numerics", "power"):
+                e = get_arg(expr, None, 1)
+                return e is not None and number(e.value) == 2.0 and self._difference(x, expr, depth + 1)
+            return False
+        if isinstance(expr, cst.BinaryOperation):
+            if isinstance(expr.operator, cst.Power):
+                return number(expr.right) == 2.0 and self._difference(expr.left, at, depth + 1)
+            if isinstance(expr.operator, cst.Multiply):
+                return ctx.code(expr.left).strip() == ctx.code(expr.right).strip() and self._difference(expr.left, at, depth + 1)
+        return False
+
+    def _radicand(self, expr: cst.BaseExpression, at: cst.CSTNode, depth: int) -> bool:
+        """A sum/mean of squared differences with no epsilon or clipping on the way."""
+        ctx = self.ctx
+        if depth > _MAX:
+            return False
+        if isinstance(expr, cst.Name):
+            nxt = self._follow(expr, at)
+            return nxt is not None and self._radicand(nxt[0], nxt[1], depth + 1)
+        if self._squared_difference(expr, at, depth):
+            return True
+        if isinstance(expr, cst.Call):
+            qn = ctx.call_name(expr)
+            if qn in tfapi.names("numerics", "reductions"):
+                x = first_input(expr)
+                return x is not None and self._radicand(x, expr, depth + 1)
+            return False
+        if isinstance(expr, cst.BinaryOperation) and isinstance(expr.operator, cst.Add):
+            if self.flow.is_eps(expr.left, at) or self.flow.is_eps(expr.right, at):
+                return False
+            return self._radicand(expr.left, at, depth + 1) and self._radicand(expr.right, at, depth + 1)
+        return False
+
+    def _fix(self, call: cst.Call, x: cst.BaseExpression):
+        func = call.func
+        if not isinstance(func, cst.Attribute) or len(call.args) != 1:
+            return None
+        name, floor = tfapi.table("numerics", "sqrt_fix")
+        prefix = self.ctx.code(func.value).strip()
+        return self.replace(x, f"{prefix}.{name}({self.ctx.code(x).strip()}, {floor})", "Keep the radicand away from 0", "unsafe")
+
+    # -- confirmation -------------------------------------------------------------------
+    @classmethod
+    def confirm(cls, finding, trace) -> Outcome | None:
+        ops = tfapi.names("numerics", "sqrt_op_types")
+        for e in trace.events_of("nonfinite"):
+            at_line = finding.line <= (e.get("line") or -1) <= finding.end_line
+            if e.get("op_type") in ops or at_line:
+                where = e.get("where") or "a tensor"
+                value = e.get("value") or "NaN/Inf"
+                return Outcome(
+                    "confirmed",
+                    f"{where} became {value} at step {e.get('step')} ({e.get('op_type') or e.get('op')}, line {e.get('line')}): "
+                    "the square root received 0",
+                )
+        return None

@@ -1,0 +1,585 @@
+"""``--confirm``: trace files in sandboxed TensorFlow subprocesses and give findings verdicts.
+
+Parent side: this module never imports TensorFlow (``tests/test_tracer_sandbox.py`` checks).
+
+``confirm(results, options)`` picks the files to trace (those with findings other than TFG000;
+with ``confirm_all`` every TensorFlow script that parsed), traces each in its own child
+(``sandbox.run`` + ``harness``), ``options.jobs`` at a time, and then, per finding:
+
+- its line (``finding.data["source_line"]``, the line in the traced text) never ran, or the trace
+  failed before it → ``inconclusive`` with the reason ("script stopped at line 12:
+  FileNotFoundError: data.csv (No such file or directory)", "flagged line 57 not reached within 5
+  training steps", "timed out after 120 s", "memory limit of 4096 MB exceeded", "TensorFlow not
+  installed");
+- otherwise the rule's oracle ``confirm(finding, trace)`` decides; ``None`` → ``inconclusive``
+  ("the trace recorded no evidence for this rule").
+
+Trace-only rules (``rule.trace_only``) add ``confirmed`` findings from ``rule.discover(trace)``.
+
+Traces are cached under ``options.cache_dir`` keyed by the traced bytes, the names/sizes/mtimes
+of the files next to the script, the options that change a trace (steps, args), the
+TensorFlow/Keras versions (package metadata, no import) and a fingerprint of the tracer's source.
+Only deterministic outcomes are cached (finished, stopped, error), never timeouts or crashes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from tflint_grad.finding import Finding
+from tflint_grad.tracer import sandbox
+from tflint_grad.tracer.report import TraceResult
+
+CACHE_VERSION = 1
+MAX_RESULT_BYTES = 64 * 1024 * 1024
+MAX_SIBLINGS = 2000
+CACHEABLE = ("finished", "stopped", "error")
+TF_DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu", "tensorflow-intel", "tensorflow-macos", "tensorflow-aarch64",
+                    "tf-nightly", "tf-nightly-cpu", "intel-tensorflow")
+
+
+def default_cache_dir() -> str:
+    env = os.environ.get("TFLINT_GRAD_CACHE_DIR")
+    if env:
+        return env
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "tflint-grad")
+
+
+@dataclass
+class TraceOptions:
+    steps: int = 5
+    timeout: float = 120.0
+    memory_mb: int = 4096
+    args: tuple[str, ...] = ()
+    jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
+    cache: bool = True
+    cache_dir: str = field(default_factory=default_cache_dir)
+    confirm_all: bool = False
+    python: str = sys.executable
+
+
+# -- the TensorFlow the child will import -----------------------------------------------------------
+
+_INFO_SNIPPET = r"""
+import importlib.metadata as m, importlib.util as u, json, sys
+def v(names):
+    for n in names:
+        try:
+            return m.version(n)
+        except Exception:
+            pass
+    return None
+print(json.dumps({"tensorflow": v(%r) if u.find_spec("tensorflow") else None,
+                  "keras": v(["keras"]), "tf_keras": v(["tf-keras", "tf_keras"]),
+                  "python": "%%d.%%d.%%d" %% sys.version_info[:3]}))
+""" % (TF_DISTRIBUTIONS,)
+
+
+def _metadata_version(names: Iterable[str]) -> str | None:
+    import importlib.metadata as md
+
+    for n in names:
+        try:
+            return md.version(n)
+        except md.PackageNotFoundError:
+            continue
+        except Exception:  # noqa: BLE001
+            continue
+    return None
+
+
+@functools.lru_cache(maxsize=8)
+def tensorflow_info(python: str) -> dict[str, Any]:
+    """Versions of TF/Keras for ``python`` without importing TensorFlow; ``tensorflow`` None = absent."""
+    same = False
+    try:
+        same = os.path.realpath(python) == os.path.realpath(sys.executable)
+    except OSError:
+        pass
+    if same:
+        import importlib.util
+
+        has_tf = importlib.util.find_spec("tensorflow") is not None
+        return {
+            "tensorflow": (_metadata_version(TF_DISTRIBUTIONS) or "unknown") if has_tf else None,
+            "keras": _metadata_version(["keras"]),
+            "tf_keras": _metadata_version(["tf-keras", "tf_keras"]),
+            "python": "%d.%d.%d" % sys.version_info[:3],
+        }
+    try:
+        r = subprocess.run([python, "-c", _INFO_SNIPPET], capture_output=True, text=True, timeout=60,
+                           stdin=subprocess.DEVNULL)
+        info = json.loads(r.stdout.strip().splitlines()[-1])
+        if not isinstance(info, dict):
+            raise ValueError("not a dict")
+        return info
+    except Exception as e:  # noqa: BLE001
+        return {"tensorflow": None, "error": f"{python}: {type(e).__name__}: {e}"}
+
+
+@functools.lru_cache(maxsize=1)
+def tracer_fingerprint() -> str:
+    """Hash of the tracer's own source (harness, shims, probes...): edits invalidate the cache."""
+    h = hashlib.sha256(f"cache-v{CACHE_VERSION}".encode())
+    folder = os.path.dirname(os.path.abspath(__file__))
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".py"):
+            try:
+                with open(os.path.join(folder, name), "rb") as fh:
+                    h.update(name.encode() + b"\0" + fh.read())
+            except OSError:
+                pass
+    return h.hexdigest()
+
+
+# -- one trace ------------------------------------------------------------------------------------
+
+
+@dataclass
+class TraceJob:
+    path: str  # as reported
+    name: str  # file name of the traced copy
+    data: bytes  # the exact bytes to run
+    origin_dir: str | None  # the script's folder (siblings are linked into the trace folder)
+    notebook: bool = False
+
+
+def _siblings_fingerprint(origin_dir: str | None, skip: str) -> list:
+    if not origin_dir:
+        return []
+    out = []
+    try:
+        with os.scandir(origin_dir) as it:
+            for i, entry in enumerate(sorted(it, key=lambda e: e.name)):
+                if i >= MAX_SIBLINGS:
+                    break
+                if entry.name == skip or entry.name.startswith("."):
+                    continue
+                try:
+                    st = entry.stat()
+                    out.append([entry.name, st.st_size, int(st.st_mtime)])
+                except OSError:
+                    out.append([entry.name])
+    except OSError:
+        pass
+    return out
+
+
+def cache_key(job: TraceJob, options: TraceOptions, info: dict[str, Any]) -> str:
+    payload = {
+        "data": hashlib.sha256(job.data).hexdigest(),
+        "name": job.name,
+        "siblings": _siblings_fingerprint(job.origin_dir, os.path.basename(job.path)),
+        "steps": options.steps,
+        "args": list(options.args),
+        "tf": info,
+        "python": os.path.realpath(options.python) if options.python else None,
+        "tracer": tracer_fingerprint(),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _cache_path(options: TraceOptions, key: str) -> str:
+    return os.path.join(options.cache_dir, "traces", key[:2], key + ".json")
+
+
+def _cache_load(options: TraceOptions, key: str) -> tuple[TraceResult, list[str]] | None:
+    try:
+        with open(_cache_path(options, key), encoding="utf-8") as fh:
+            d = json.load(fh)
+        return TraceResult.from_dict(d["trace"]), list(d.get("warnings") or [])
+    except Exception:  # noqa: BLE001 - a broken entry is a miss
+        return None
+
+
+def _cache_store(options: TraceOptions, key: str, trace: TraceResult, warnings: list[str]) -> None:
+    path = _cache_path(options, key)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump({"trace": trace.to_dict(), "warnings": warnings}, fh)
+        os.replace(tmp, path)
+    except Exception:  # noqa: BLE001 - the cache is optional
+        pass
+
+
+def _safe_name(name: str, notebook: bool) -> str:
+    base = os.path.basename(name) or "script.py"
+    if notebook:
+        base = os.path.splitext(base)[0] + ".py"
+    base = re.sub(r"[^\w.\-]", "_", base)
+    if not base.endswith(".py"):
+        base += ".py"
+    if base.startswith("."):
+        base = "_" + base
+    return base
+
+
+def _link_siblings(origin_dir: str | None, workdir: str, skip: set[str]) -> None:
+    """Symlink the script's neighbours (data files, modules) into the trace folder: reads work,
+    writes through the links resolve outside the folder and are refused."""
+    if not origin_dir:
+        return
+    try:
+        with os.scandir(origin_dir) as it:
+            entries = sorted(it, key=lambda e: e.name)[:MAX_SIBLINGS]
+    except OSError:
+        return
+    for entry in entries:
+        if entry.name in skip or entry.name.startswith("."):
+            continue
+        try:
+            os.symlink(entry.path, os.path.join(workdir, entry.name))
+        except OSError:
+            pass
+
+
+def _load_result(path: str) -> tuple[dict[str, Any] | None, str | None]:
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return None, None  # no result file
+    if size > MAX_RESULT_BYTES:
+        return None, f"{size} bytes, over the {MAX_RESULT_BYTES // 2**20} MB limit"
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError) as e:
+        return None, f"{type(e).__name__}: {e}"
+    if not isinstance(data, dict) or not isinstance(data.get("status"), str):
+        return None, "not a trace result object"
+    if not isinstance(data.get("executed_lines", []), list) or not isinstance(data.get("events", []), list):
+        return None, "malformed fields"
+    return data, None
+
+
+def _package_root() -> str:
+    import tflint_grad
+
+    return os.path.dirname(os.path.dirname(os.path.abspath(tflint_grad.__file__)))
+
+
+def run_trace(job: TraceJob, options: TraceOptions, *, jobs: int = 1) -> tuple[TraceResult, list[str]]:
+    """Trace one script in a fresh sandbox. Never raises."""
+    try:
+        return _run_trace(job, options, jobs)
+    except Exception as e:  # noqa: BLE001 - the lint run must survive anything
+        return TraceResult("crashed", reason=f"the tracer failed: {type(e).__name__}: {e}", step_limit=options.steps), [
+            f"{job.path}: the tracer failed: {type(e).__name__}: {e}"]
+
+
+def _run_trace(job: TraceJob, options: TraceOptions, jobs: int) -> tuple[TraceResult, list[str]]:
+    warnings: list[str] = []
+    text = job.data.decode("utf-8", "replace")
+    mode = sandbox.detect_tf_mode(text)
+    root = tempfile.mkdtemp(prefix="tflint-grad-trace-")
+    try:
+        root = os.path.realpath(root)
+        work = os.path.join(root, "work")
+        os.makedirs(os.path.join(work, ".tmp"))
+        script = os.path.join(work, job.name)
+        with open(script, "wb") as fh:
+            fh.write(job.data)
+        _link_siblings(job.origin_dir, work, {job.name, os.path.basename(job.path)})
+        out = os.path.join(root, "result.json")
+        cmd = [*sandbox.netns_prefix(), options.python, "-P", "-m", "tflint_grad.tracer.harness",
+               "--script", script, "--out", out, "--steps", str(int(options.steps)),
+               "--memory-mb", str(int(options.memory_mb)), "--workdir", work]
+        if job.origin_dir:
+            cmd += ["--origin-dir", job.origin_dir]
+        if mode.tf1:
+            cmd.append("--tf1")
+        if mode.alias_v1:
+            cmd.append("--alias-v1")
+        if mode.legacy_keras:
+            cmd.append("--legacy-keras")
+        cmd += ["--", *map(str, options.args)]
+        threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
+        env = sandbox.child_env(work, legacy_keras=mode.legacy_keras, threads=threads, extra_pythonpath=_package_root())
+        limits = sandbox.Limits(timeout=float(options.timeout), memory_mb=int(options.memory_mb))
+        outcome = sandbox.run(cmd, cwd=work, env=env, limits=limits)
+        data, garbled = _load_result(out)
+        trace = _interpret(job, script, options, limits, outcome, data, garbled, warnings)
+        return trace, warnings
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _interpret(job: TraceJob, script: str, options: TraceOptions, limits: sandbox.Limits, outcome: sandbox.Outcome,
+               data: dict[str, Any] | None, garbled: str | None, warnings: list[str]) -> TraceResult:
+    timeout_reason = f"timed out after {options.timeout:g} s"
+    memory_reason = f"memory limit of {options.memory_mb} MB exceeded"
+    stderr_hint = sandbox.last_line(outcome.stderr)
+
+    def failed(status: str, reason: str) -> TraceResult:
+        return TraceResult(status, reason=reason, step_limit=options.steps, duration=round(outcome.duration, 3))
+
+    if outcome.launch_error:
+        warnings.append(f"{job.path}: could not start the tracer: {outcome.launch_error}")
+        return failed("crashed", f"could not start the tracer: {outcome.launch_error}")
+    if data is not None:
+        trace = TraceResult.from_dict(data)
+        if trace.status == "timeout":
+            trace.reason = timeout_reason
+        for w in data.get("warnings") or ():
+            if isinstance(w, str):
+                warnings.append(w if w.startswith("tracer:") else f"tracer: {w}")
+        if trace.status == "crashed":
+            warnings.append(f"{job.path}: {trace.reason}")
+        elif trace.status == "unavailable":
+            warnings.append(f"{job.path}: {trace.reason}")
+        return trace
+    if outcome.killed_for == "memory":
+        return failed("memory", memory_reason)
+    if outcome.killed_for == "timeout":
+        return failed("timeout", timeout_reason)
+    if outcome.killed_for == "startup":
+        return failed("timeout", f"TensorFlow did not finish starting within {limits.startup_timeout:g} s")
+    rc = outcome.returncode
+    if rc is not None and rc < 0:
+        sig = -rc
+        name = sandbox.signal_name(sig)
+        if name == "SIGKILL":
+            return failed("killed", "the traced process was killed (SIGKILL; out of memory?)")
+        line = sandbox.crash_line(outcome.stderr, script)
+        where = f" at line {line}" if line is not None else ""
+        reason = f"the traced process crashed ({name}){where}"
+        warnings.append(f"{job.path}: {reason}" + (f": {stderr_hint}" if stderr_hint else ""))
+        trace = failed("crashed", reason)
+        trace.error_line = line
+        return trace
+    if garbled:
+        warnings.append(f"{job.path}: the tracer's result was unreadable ({garbled})")
+        return failed("crashed", f"the tracer's result was unreadable ({garbled})")
+    reason = f"the script exited abruptly (exit code {rc}) before the trace was written"
+    if stderr_hint:
+        reason += f"; last output: {stderr_hint}"
+    return failed("crashed", reason)
+
+
+# -- confirm ---------------------------------------------------------------------------------------
+
+
+def _source_of(result: Any):
+    src = getattr(result, "source", None)
+    if src is not None:
+        return src
+    try:
+        from tflint_grad.sourcefile import load
+
+        with open(result.path, "rb") as fh:
+            return load(result.path, fh.read())
+    except OSError:
+        return None
+
+
+def _job_for(result: Any, src: Any) -> TraceJob | None:
+    if src is None or src.problem is not None:
+        return None
+    path = result.path
+    notebook = bool(src.is_notebook)
+    if notebook:
+        data = src.text.encode("utf-8")
+    else:
+        data = src.raw or src.text.encode("utf-8")
+    origin = os.path.dirname(os.path.abspath(path)) if os.path.exists(path) else None
+    return TraceJob(path=path, name=_safe_name(path, notebook), data=data, origin_dir=origin, notebook=notebook)
+
+
+def _wants_trace(result: Any, src: Any, options: TraceOptions) -> bool:
+    if any(f.code == "TFG000" for f in result.findings):
+        return False  # not analyzable (Python 2, bad encoding...): it cannot run either
+    if any(f.code != "TFG000" for f in result.findings):
+        return True
+    if options.confirm_all and src is not None and src.problem is None:
+        from tflint_grad.engine import is_tf_source
+
+        return is_tf_source(src.text)
+    return False
+
+
+def _display_line(src: Any, line: int) -> str:
+    if src is not None and src.is_notebook:
+        cell, cell_line = src.locate(line)
+        if cell is not None:
+            return f"cell {cell + 1}, line {cell_line}"
+    return f"line {line}"
+
+
+_LINE_REF = re.compile(r"\bline (\d+)\b")
+
+
+def _map_reason(src: Any, reason: str | None) -> str | None:
+    if reason is None or src is None or not src.is_notebook:
+        return reason
+    return _LINE_REF.sub(lambda m: _display_line(src, int(m.group(1))), reason)
+
+
+def _not_reached(trace: TraceResult, src: Any, line: int) -> str:
+    where = _display_line(src, line)
+    if trace.status == "stopped":
+        return f"flagged {where} not reached within {trace.steps} training steps"
+    if trace.status == "finished":
+        if trace.reason:  # "script called sys.exit(0) at line 12"
+            return f"flagged {where} never ran: {_map_reason(src, trace.reason)}"
+        ran = f" after {trace.steps} training steps" if trace.steps else ""
+        return f"flagged {where} never ran (the script finished{ran} without reaching it)"
+    return _map_reason(src, trace.reason) or f"the trace ended ({trace.status}) before flagged {where} ran"
+
+
+def _give_verdicts(result: Any, src: Any, trace: TraceResult, warnings: list[str]) -> None:
+    from tflint_grad.registry import by_code
+
+    rules = by_code()
+    for f in result.findings:
+        if f.code == "TFG000" or f.verdict != "unconfirmed":
+            continue
+        line = f.data.get("source_line", f.line) if isinstance(f.data, dict) else f.line
+        if not trace.executed(line):
+            f.verdict, f.evidence = "inconclusive", _not_reached(trace, src, line)
+            continue
+        rule = rules.get(f.code)
+        outcome = None
+        if rule is not None:
+            try:
+                outcome = rule.confirm(f, trace)
+            except Exception as e:  # noqa: BLE001 - a broken oracle must not end the run
+                warnings.append(f"{f.code} oracle failed on {result.path}: {type(e).__name__}: {e}")
+                f.verdict, f.evidence = "inconclusive", f"the {f.code} oracle failed: {type(e).__name__}: {e}"
+                continue
+        if outcome is None or getattr(outcome, "verdict", None) not in ("confirmed", "refuted", "inconclusive"):
+            evidence = "the trace recorded no evidence for this rule"
+            if not trace.ran and trace.reason:
+                evidence += f" ({_map_reason(src, trace.reason)})"
+            f.verdict, f.evidence = "inconclusive", evidence
+        else:
+            f.verdict, f.evidence = outcome.verdict, outcome.evidence
+
+
+def _discover(result: Any, src: Any, trace: TraceResult, settings: Any, warnings: list[str]) -> None:
+    from tflint_grad.engine import _file_noqa, _line_noqa
+    from tflint_grad.registry import all_rules
+
+    rules = [r for r in all_rules() if r.trace_only]
+    if not rules or not trace.events:
+        return
+    enabled = settings.enabled_for(result.path) if settings is not None else None
+    text = src.text if src is not None else ""
+    lines = text.splitlines()
+    file_noqa = _file_noqa(text)
+    noqa = _line_noqa(text)
+    existing = {(f.code, f.data.get("source_line", f.line) if isinstance(f.data, dict) else f.line) for f in result.findings}
+    for rule in rules:
+        if enabled is not None and rule.code not in enabled:
+            continue
+        if file_noqa is not None and (not file_noqa or rule.code in file_noqa):
+            continue
+        try:
+            found = rule.discover(trace) or []
+        except Exception as e:  # noqa: BLE001
+            warnings.append(f"{rule.code} discovery failed on {result.path}: {type(e).__name__}: {e}")
+            continue
+        for item in found:
+            try:
+                line, message, evidence = item
+                line = int(line)
+            except (TypeError, ValueError):
+                continue
+            codes = noqa.get(line)
+            if (rule.code, line) in existing or (codes is not None and (not codes or rule.code in codes)):
+                continue
+            existing.add((rule.code, line))
+            cell, cell_line = src.locate(line) if src is not None else (None, line)
+            text_line = lines[line - 1] if 0 < line <= len(lines) else ""
+            result.findings.append(Finding(
+                code=rule.code, name=rule.name, path=result.path, line=max(cell_line, 1), column=1,
+                end_line=max(cell_line, 1), end_column=max(len(text_line), 1) + 1, message=message,
+                severity=rule.severity, verdict="confirmed", evidence=evidence, cell=cell,
+                data={"source_line": line},
+            ))
+    result.findings.sort(key=Finding.sort_key)
+
+
+def _unavailable_reason(info: dict[str, Any]) -> str:
+    if info.get("error"):
+        return f"TensorFlow not available ({info['error']})"
+    return "TensorFlow not installed"
+
+
+def confirm(results: list[Any], options: TraceOptions | None = None, *, settings: Any = None,
+            traces: dict[str, TraceResult] | None = None) -> list[str]:
+    """Trace the files of ``results`` and set each finding's verdict; returns warnings.
+
+    ``settings`` (optional) filters trace-only rules per file; ``traces``, when a dict is
+    given, receives the TraceResult of every traced path.
+    """
+    options = options or TraceOptions()
+    if not isinstance(options.args, tuple):
+        options = dataclasses.replace(options, args=tuple(options.args or ()))
+    warnings: list[str] = []
+    selected: list[tuple[Any, Any, TraceJob]] = []
+    for result in results:
+        src = _source_of(result)
+        if not _wants_trace(result, src, options):
+            continue
+        job = _job_for(result, src)
+        if job is not None:
+            selected.append((result, src, job))
+    if not selected:
+        return warnings
+    info = tensorflow_info(options.python or sys.executable)
+    if not info.get("tensorflow"):
+        reason = _unavailable_reason(info)
+        for result, src, _ in selected:
+            for f in result.findings:
+                if f.code != "TFG000" and f.verdict == "unconfirmed":
+                    f.verdict, f.evidence = "inconclusive", reason
+        return [f"--confirm: {reason}; findings left inconclusive"]
+
+    jobs = max(1, min(int(options.jobs or 1), len(selected)))
+    lock = threading.Lock()
+
+    def work(item: tuple[Any, Any, TraceJob]) -> tuple[TraceResult, list[str]]:
+        _, _, job = item
+        key = cache_key(job, options, info) if options.cache else None
+        if key is not None:
+            hit = _cache_load(options, key)
+            if hit is not None:
+                return hit
+        trace, warns = run_trace(job, options, jobs=jobs)
+        if key is not None and trace.status in CACHEABLE:
+            with lock:
+                _cache_store(options, key, trace, warns)
+        return trace, warns
+
+    if jobs == 1:
+        outcomes = [work(item) for item in selected]
+    else:
+        with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="tflint-grad-trace") as pool:
+            outcomes = list(pool.map(work, selected))
+
+    for (result, src, job), (trace, warns) in zip(selected, outcomes):
+        warnings.extend(warns)
+        if traces is not None:
+            traces[result.path] = trace
+        try:
+            _give_verdicts(result, src, trace, warnings)
+            _discover(result, src, trace, settings, warnings)
+        except Exception as e:  # noqa: BLE001
+            warnings.append(f"{result.path}: could not apply the trace: {type(e).__name__}: {e}")
+    return list(dict.fromkeys(warnings))

@@ -1,0 +1,469 @@
+"""Running one traced script in a contained child process (parent side, TF-free).
+
+What contains a trace, and who enforces it:
+
+==========================  ===================================================================
+wall clock                  parent. The clock starts when the harness signals (pipe) that it is
+                            about to run the user's code, so a slow ``import tensorflow`` on a
+                            busy machine does not eat the budget (TF's import has its own
+                            ``STARTUP_TIMEOUT``). At the limit the parent sends SIGUSR2 (the
+                            harness turns it into an exception, so the partial trace is written),
+                            waits ``GRACE`` seconds, then SIGKILLs the whole process group.
+memory                      two layers. Kernel: the harness sets ``RLIMIT_DATA`` (private
+                            writable memory: heap, anonymous mmaps, thread stacks) to the limit,
+                            so ``bytearray(8 << 30)`` fails at once with MemoryError and the
+                            script's line is reported. Parent: a watchdog sums the RSS of every
+                            process of the trace's session every ``POLL`` s and SIGKILLs the
+                            group above the limit (shared memory, file mappings, children).
+                            ``RLIMIT_AS`` is NOT used: TF reserves virtual memory in proportion
+                            to the thread count (measured: VmPeak 2.2 GB for a tiny Keras fit on
+                            2 cores, 3.2 GB with 64+64 TF threads, while RSS stays ~580 MB), so
+                            an address-space limit breaks TF on big machines for no reason.
+processes                   the child is a session leader (``start_new_session``); after it
+                            ends, for any reason, every process of its session, of its process
+                            group, and every descendant the watchdog saw is SIGKILLed. In the
+                            child, the harness refuses process creation (audit hooks).
+network                     if ``unshare --net`` works (root, or an unprivileged user
+                            namespace), the child runs in an empty network namespace; in any
+                            case the harness refuses socket connect/bind/DNS (audit hooks).
+files                       the script runs in a fresh temporary folder (cwd, ``HOME``,
+                            ``TMPDIR``); writes outside it are refused by audit hooks (Python
+                            file APIs and ``tf.io.gfile``). ``RLIMIT_FSIZE`` caps one file.
+output                      stdout/stderr go to pipes the parent drains, keeping the first and
+                            last ``OUTPUT_KEEP`` bytes of each: a script printing gigabytes
+                            costs neither memory nor disk.
+==========================  ===================================================================
+
+The Python-level guards (audit hooks, patched APIs) stop what ordinary training scripts do by
+accident (saving checkpoints to absolute paths, downloading datasets, spawning tensorboard);
+they are not a security boundary against code written to escape (ctypes can do anything).
+The kernel-enforced parts (namespace, limits, process-group kill) hold regardless.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+
+POLL = 0.2  # seconds between watchdog checks
+GRACE = 5.0  # seconds between SIGUSR2 (write what you have) and SIGKILL
+STARTUP_TIMEOUT = 300.0  # python start + import tensorflow + harness setup, before the script runs
+OUTPUT_KEEP = 32 * 1024  # bytes kept from the start and from the end of stdout and of stderr
+FILE_SIZE_LIMIT_MB = 1024  # RLIMIT_FSIZE for the traced process (one file)
+READY_ENV = "TFLINT_GRAD_READY_FD"
+TIMEOUT_SIGNAL = signal.SIGUSR2
+
+# -- TF1 detection (shared with the harness; text only) -----------------------------------------
+
+# Names only the TF1 API has on the ``tf`` module: the script needs ``sys.modules["tensorflow"]``
+# aliased to ``tf.compat.v1`` (+ disable_v2_behavior) to run at all.
+_TF1_ONLY = re.compile(
+    r"\btf\.(?:placeholder|placeholder_with_default|Session|InteractiveSession|get_variable|"
+    r"variable_scope|get_variable_scope|layers\.|contrib\b|global_variables_initializer|"
+    r"initialize_all_variables|local_variables_initializer|set_random_seed|GraphKeys|"
+    r"get_collection|add_to_collection|trainable_variables\(|global_variables\(|"
+    r"train\.(?:GradientDescent|Momentum|Adam|RMSProp|Adagrad|Adadelta|Ftrl|ProximalAdagrad)Optimizer|"
+    r"train\.Saver|train\.MonitoredTrainingSession|random_normal\b|truncated_normal\b|random_uniform\b|"
+    r"to_float|to_int32|to_int64|nn\.rnn_cell|nn\.dynamic_rnn|summary\.FileWriter|summary\.merge_all|"
+    r"squared_difference|assign\(|assign_add\(|assign_sub\(|log\(|reset_default_graph|"
+    r"glorot_uniform_initializer|glorot_normal_initializer|uniform_unit_scaling_initializer|"
+    r"app\.run|flags\.|losses\.get_regularization_loss|div\(|mod\(|arg_max|arg_min|"
+    r"sparse_tensor_to_dense|py_func|Print\()"
+)
+_CONTRIB_IMPORT = re.compile(r"^\s*(?:from|import)\s+tensorflow\.contrib\b", re.M)
+# The script switches to graph mode itself (compat.v1): it only needs the legacy Keras.
+_SELF_V1 = re.compile(r"compat\.v1\b[\s\S]*?\b(?:disable_v2_behavior|disable_eager_execution)\b"
+                      r"|import\s+tensorflow\.compat\.v1\b|from\s+tensorflow\.compat\s+import\s+v1\b")
+_LEGACY_HINT = re.compile(r"\bimport\s+tf_keras\b|\bfrom\s+tf_keras\b|compat\.v1\.layers\b|compat\.v1\.nn\.rnn_cell\b")
+
+
+@dataclass(frozen=True)
+class TFMode:
+    tf1: bool  # run as a TF1 graph script: legacy Keras, and the aliasing below
+    alias_v1: bool  # sys.modules["tensorflow"] = tf.compat.v1 (+ disable_v2_behavior) before the script
+    legacy_keras: bool  # TF_USE_LEGACY_KERAS=1 (tf.keras = tf_keras, Keras 2)
+
+
+def detect_tf_mode(text: str) -> TFMode:
+    """How to run the script, from its text (NOTES-TF 7: alias only scripts written for TF1)."""
+    alias = bool(_TF1_ONLY.search(text) or _CONTRIB_IMPORT.search(text))
+    self_v1 = bool(_SELF_V1.search(text))
+    legacy = alias or self_v1 or bool(_LEGACY_HINT.search(text))
+    return TFMode(tf1=alias or self_v1, alias_v1=alias, legacy_keras=legacy)
+
+
+# -- network namespace -----------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def netns_prefix() -> tuple[str, ...]:
+    """Command prefix that runs a program in an empty network namespace, or () if impossible."""
+    if os.environ.get("TFLINT_GRAD_NO_NETNS"):
+        return ()
+    exe = shutil.which("unshare")
+    if not exe:
+        return ()
+    for prefix in ((exe, "--net", "--"), (exe, "--net", "--map-root-user", "--")):
+        try:
+            r = subprocess.run([*prefix, "true"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if r.returncode == 0:
+            return prefix
+    return ()
+
+
+# -- environment -----------------------------------------------------------------------------------
+
+_PASS_ENV = ("PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_NUMERIC", "TZ", "LD_LIBRARY_PATH",
+             "SYSTEMROOT", "TERM")
+
+
+def child_env(workdir: str, *, legacy_keras: bool, threads: int, extra_pythonpath: str | None = None) -> dict[str, str]:
+    """A small, explicit environment (no credentials or proxies of the caller leak through)."""
+    env = {k: os.environ[k] for k in _PASS_ENV if k in os.environ}
+    env.update({
+        "HOME": workdir,
+        "TMPDIR": os.path.join(workdir, ".tmp"),
+        "XDG_CACHE_HOME": os.path.join(workdir, ".cache"),
+        "XDG_CONFIG_HOME": os.path.join(workdir, ".config"),
+        "MPLCONFIGDIR": os.path.join(workdir, ".config", "matplotlib"),
+        "MPLBACKEND": "Agg",
+        "KERAS_BACKEND": "tensorflow",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "CUDA_VISIBLE_DEVICES": "",
+        "PYTHONHASHSEED": "0",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONIOENCODING": "utf-8",
+        "PYTHONWARNINGS": "ignore::DeprecationWarning",
+        "TF_NUM_INTRAOP_THREADS": str(max(1, threads)),
+        "TF_NUM_INTEROP_THREADS": str(max(1, min(2, threads))),
+        "OMP_NUM_THREADS": str(max(1, threads)),
+        "OPENBLAS_NUM_THREADS": str(max(1, threads)),
+        "MKL_NUM_THREADS": str(max(1, threads)),
+    })
+    if legacy_keras:
+        env["TF_USE_LEGACY_KERAS"] = "1"
+    if extra_pythonpath:
+        env["PYTHONPATH"] = extra_pythonpath
+    return env
+
+
+# -- /proc -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProcInfo:
+    pid: int
+    ppid: int
+    pgrp: int
+    sid: int
+    state: str
+    start: int  # start time in clock ticks (guards against pid reuse)
+    rss: int  # bytes
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def proc_table() -> dict[int, ProcInfo]:
+    out: dict[int, ProcInfo] = {}
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return out
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                data = fh.read()
+        except OSError:
+            continue
+        try:
+            rest = data[data.rindex(b")") + 2:].split()
+            out[int(name)] = ProcInfo(int(name), int(rest[1]), int(rest[2]), int(rest[3]), rest[0].decode(),
+                                      int(rest[19]), int(rest[21]) * _PAGE)
+        except (ValueError, IndexError):
+            continue
+    return out
+
+
+def _tree(table: dict[int, ProcInfo], root: int) -> list[ProcInfo]:
+    """Processes of ``root``'s session or process group, and its descendants."""
+    members = {p.pid for p in table.values() if p.sid == root or p.pgrp == root or p.pid == root}
+    children: dict[int, list[int]] = {}
+    for p in table.values():
+        children.setdefault(p.ppid, []).append(p.pid)
+    stack = list(members)
+    while stack:
+        for c in children.get(stack.pop(), ()):
+            if c not in members:
+                members.add(c)
+                stack.append(c)
+    return [table[p] for p in members if p in table]
+
+
+def kill_tree(root: int, known: dict[int, int] | None = None) -> int:
+    """SIGKILL the process group/session of ``root``, its descendants and ``known`` {pid: start}.
+
+    Returns how many live processes (not zombies) were signalled, ``root`` excluded.
+    """
+    try:
+        os.killpg(root, signal.SIGKILL)
+    except OSError:
+        pass
+    killed = 0
+    for _ in range(3):  # a process may fork while we look: look again
+        table = proc_table()
+        victims = {p.pid: p for p in _tree(table, root)}
+        for pid, start in (known or {}).items():
+            p = table.get(pid)
+            if p is not None and p.start == start:
+                victims[pid] = p
+        victims = {pid: p for pid, p in victims.items() if p.state not in ("Z", "X") and pid != os.getpid()}
+        if not victims:
+            break
+        for pid in victims:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                if pid != root:
+                    killed += 1
+            except OSError:
+                pass
+        time.sleep(0.05)
+    return killed
+
+
+# -- output capture --------------------------------------------------------------------------
+
+
+class CappedBuffer:
+    """Keeps the first and the last ``keep`` bytes written to it."""
+
+    def __init__(self, keep: int = OUTPUT_KEEP) -> None:
+        self.keep = keep
+        self.head = bytearray()
+        self.tail: deque[bytes] = deque()
+        self.tail_size = 0
+        self.total = 0
+
+    def write(self, data: bytes) -> None:
+        self.total += len(data)
+        room = self.keep - len(self.head)
+        if room > 0:
+            self.head += data[:room]
+            data = data[room:]
+        if not data:
+            return
+        self.tail.append(data)
+        self.tail_size += len(data)
+        while self.tail and self.tail_size - len(self.tail[0]) >= self.keep:
+            self.tail_size -= len(self.tail.popleft())
+
+    def text(self) -> str:
+        tail = b"".join(self.tail)[-self.keep:]
+        omitted = self.total - len(self.head) - len(tail)
+        mid = f"\n[... {omitted} bytes omitted ...]\n".encode() if omitted > 0 else b""
+        return (bytes(self.head) + mid + tail).decode("utf-8", "replace")
+
+
+# -- running ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    returncode: int | None = None
+    launch_error: str | None = None
+    killed_for: str | None = None  # "timeout" | "startup" | "memory"
+    ready: bool = False  # the harness reached the user's code
+    duration: float = 0.0
+    run_duration: float = 0.0  # since ready
+    peak_rss_mb: float = 0.0
+    strays: int = 0  # processes still alive after the child ended (killed)
+    stdout: str = ""
+    stderr: str = ""
+    stdout_bytes: int = 0
+    stderr_bytes: int = 0
+    pid: int | None = None
+
+
+@dataclass
+class Limits:
+    timeout: float = 120.0
+    memory_mb: int = 4096
+    startup_timeout: float = STARTUP_TIMEOUT
+    grace: float = GRACE
+    output_keep: int = OUTPUT_KEEP
+
+
+def run(cmd: list[str], *, cwd: str, env: dict[str, str], limits: Limits, ready_pipe: bool = True) -> Outcome:
+    """Run ``cmd`` contained; never raises for anything the child does."""
+    out = Outcome()
+    t0 = time.monotonic()
+    ready_r = ready_w = None
+    env = dict(env)
+    if ready_pipe:
+        ready_r, ready_w = os.pipe()
+        env[READY_ENV] = str(ready_w)
+    try:
+        proc = subprocess.Popen(
+            cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            start_new_session=True, close_fds=True, pass_fds=(ready_w,) if ready_w is not None else (),
+        )
+    except (OSError, ValueError, subprocess.SubprocessError) as e:
+        for fd in (ready_r, ready_w):
+            if fd is not None:
+                os.close(fd)
+        out.launch_error = f"{type(e).__name__}: {e}"
+        return out
+    if ready_w is not None:
+        os.close(ready_w)
+    out.pid = proc.pid
+    bufs = {proc.stdout.fileno(): CappedBuffer(limits.output_keep), proc.stderr.fileno(): CappedBuffer(limits.output_keep)}
+    open_fds = set(bufs)
+    if ready_r is not None:
+        open_fds.add(ready_r)
+    else:
+        out.ready = True
+    known: dict[int, int] = {}
+    limit_bytes = limits.memory_mb * 1024 * 1024
+    ready_at = t0 if out.ready else None
+    term_sent_at: float | None = None
+    next_poll = 0.0
+    try:
+        while True:
+            now = time.monotonic()
+            if proc.poll() is not None:
+                break
+            # watchdog
+            if now >= next_poll:
+                next_poll = now + POLL
+                table = proc_table()
+                members = [p for p in _tree(table, proc.pid) if p.state not in ("Z", "X")]
+                for p in members:
+                    known.setdefault(p.pid, p.start)
+                rss = sum(p.rss for p in members)
+                out.peak_rss_mb = max(out.peak_rss_mb, rss / 2**20)
+                if rss > limit_bytes:
+                    out.killed_for = "memory"
+                    kill_tree(proc.pid, known)
+            if out.killed_for is None:
+                if ready_at is None and now - t0 > limits.startup_timeout:
+                    out.killed_for = "startup"
+                    kill_tree(proc.pid, known)
+                elif ready_at is not None and term_sent_at is None and now - ready_at > limits.timeout:
+                    out.killed_for = "timeout"
+                    term_sent_at = now
+                    try:
+                        os.kill(proc.pid, TIMEOUT_SIGNAL)
+                    except OSError:
+                        pass
+            if term_sent_at is not None and now - term_sent_at > limits.grace:
+                kill_tree(proc.pid, known)
+                term_sent_at = float("inf")
+            wait = max(0.0, min(POLL, next_poll - time.monotonic()))
+            if not open_fds:
+                time.sleep(wait)
+                continue
+            try:
+                readable, _, _ = select.select(list(open_fds), [], [], wait)
+            except InterruptedError:
+                continue
+            for fd in readable:
+                try:
+                    data = os.read(fd, 65536)
+                except OSError:
+                    data = b""
+                if fd == ready_r:
+                    if data and ready_at is None:
+                        ready_at = time.monotonic()
+                        out.ready = True
+                    if not data:
+                        open_fds.discard(fd)
+                    continue
+                if data:
+                    bufs[fd].write(data)
+                else:
+                    open_fds.discard(fd)
+    finally:
+        if proc.poll() is None:
+            kill_tree(proc.pid, known)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL not delivered?
+            pass
+        out.returncode = proc.returncode
+        # everything left in the session dies with the child (a daemonized grandchild, ...)
+        out.strays = kill_tree(proc.pid, known)
+        # drain what is left in the pipes (bounded: a surviving writer cannot keep us here)
+        deadline = time.monotonic() + 2.0
+        pipes = [fd for fd in bufs if fd in open_fds]
+        while pipes and time.monotonic() < deadline:
+            readable, _, _ = select.select(pipes, [], [], 0.1)
+            for fd in readable:
+                try:
+                    data = os.read(fd, 65536)
+                except OSError:
+                    data = b""
+                if data:
+                    bufs[fd].write(data)
+                else:
+                    pipes.remove(fd)
+        for f in (proc.stdout, proc.stderr):
+            try:
+                f.close()
+            except OSError:
+                pass
+        if ready_r is not None:
+            try:
+                os.close(ready_r)
+            except OSError:
+                pass
+    end = time.monotonic()
+    out.duration = end - t0
+    out.run_duration = end - ready_at if ready_at is not None else 0.0
+    buf_out, buf_err = list(bufs.values())  # insertion order: stdout, stderr
+    out.stdout, out.stderr = buf_out.text(), buf_err.text()
+    out.stdout_bytes, out.stderr_bytes = buf_out.total, buf_err.total
+    return out
+
+
+def signal_name(code: int) -> str:
+    try:
+        return signal.Signals(code).name
+    except ValueError:
+        return f"signal {code}"
+
+
+_FAULT_FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+)')
+
+
+def crash_line(stderr: str, script: str) -> int | None:
+    """Innermost line of ``script`` in a faulthandler dump (``File "...", line N in f``)."""
+    if "Fatal Python error" not in stderr and "most recent call first" not in stderr:
+        return None
+    block = stderr[stderr.rfind("Fatal Python error"):] if "Fatal Python error" in stderr else stderr
+    for m in _FAULT_FRAME.finditer(block):  # faulthandler prints the most recent call first
+        if os.path.realpath(m.group("file")) == os.path.realpath(script):
+            return int(m.group("line"))
+    return None
+
+
+def last_line(text: str, limit: int = 200) -> str:
+    for line in reversed(text.strip().splitlines()):
+        line = line.strip()
+        if line and not line.startswith("[... "):
+            return line if len(line) <= limit else line[: limit - 3] + "..."
+    return ""
+
