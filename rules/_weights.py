@@ -28,7 +28,7 @@ from typing import Any
 import libcst as cst
 
 from tflint_grad import tfapi
-from tflint_grad.analysis import FileContext, dependency_names, dotted, get_arg, number, string_value
+from tflint_grad.analysis import FileContext, dependencies, dotted, get_arg, number, string_value
 
 _LOOPS = (cst.For, cst.While, cst.CompFor, cst.ListComp, cst.GeneratorExp, cst.SetComp, cst.DictComp)
 _SCOPES = (cst.Module, cst.FunctionDef, cst.Lambda, cst.ClassDef)
@@ -36,7 +36,7 @@ _BIAS = re.compile(r"(^|_)(b|bias|biases)\d*($|_)|bias")
 _NORM = re.compile(r"(^|_)(gamma|beta|scale|offset|moving_mean|moving_variance|moving_var|pop_mean|pop_var|running_mean|running_var|bn|norm)\d*($|_)")
 _EMB = re.compile(r"emb|lookup|vocab")
 _MAX_SITES = 64
-_MAX_USES = 2000
+_MAX_USES = 500
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ class InitSource:
 class WeightUse:
     call: cst.Call  # the weight-creating call
     sites: tuple[cst.Call, ...]  # helper call sites, innermost first (empty: the call itself)
-    kind: str  # "variable" | "layer"
+    kind: str  # "variable" | "add_weight" | "layer"
     keyword: str | None  # the initializer keyword used
     role: str  # "weight" | "bias" | "norm" | "embedding"
     name: str
@@ -93,11 +93,13 @@ class WeightUse:
     shape: tuple[int | None, ...] | None
     fan_in: int | None
     fan_out: int | None
+    width: int | None  # number of units (last dimension), when known
     stack: cst.CSTNode
     order: tuple[int, int]
     repeated: bool
-    outs: frozenset[str]
-    inputs: tuple[cst.CSTNode, ...]
+    outs: frozenset[str]  # names carrying its output (or the weight itself)
+    out_stmt: int | None  # id() of the statement binding them
+    inputs: tuple[cst.CSTNode, ...]  # expressions it is applied to
 
     @property
     def site(self) -> cst.CSTNode:
@@ -121,6 +123,7 @@ class _Spec:
     shape: cst.BaseExpression | None
     name: cst.BaseExpression | None
     fan_in: cst.BaseExpression | None = None
+    units: cst.BaseExpression | None = None
 
 
 # -- tables ---------------------------------------------------------------------------------
@@ -148,6 +151,10 @@ def _tables() -> dict[str, Any]:
         "embedding_lookups": frozenset(t.get("embedding_lookups", [])),
         "embedding_classes": frozenset(t.get("embedding_classes", [])),
         "input_size_keywords": tuple(t.get("input_size_keywords", [])),
+        "units_keywords": tuple(t.get("units_keywords", [])),
+        "fan_in_layers": {r[0]: (r[1], r[2]) for r in t.get("fan_in_layers", [])},
+        "width_preserving_layers": frozenset(t.get("width_preserving_layers", [])),
+        "width_preserving_ops": frozenset(t.get("width_preserving_ops", [])),
         "weight_layer_classes": frozenset(lay["weight_layer_classes"]),
         "tf1_layer_functions": frozenset(lay["tf1_layer_functions"]),
         "sequential_models": frozenset(lay["sequential_models"]),
@@ -167,7 +174,7 @@ class WeightIndex:
         self._by_method: dict[str, list[cst.Call]] | None = None
         self._reads: dict[str, list[cst.CSTNode]] | None = None
         self._helper: dict[int, bool] = {}
-        self._deps: dict[int, frozenset[str]] = {}
+        self._deps: dict[int, frozenset[int]] = {}
         self._embedding_names: set[str] | None = None
         self.uses: list[WeightUse] = self._collect()
 
@@ -288,7 +295,7 @@ class WeightIndex:
 
     @staticmethod
     def _dim(v: float | None) -> int | None:
-        if v is None or v < 0 or v != int(v) or v > 1e12:
+        if v is None or not math.isfinite(v) or v < 0 or v > 1e12 or v != int(v):
             return None
         return int(v)
 
@@ -413,7 +420,7 @@ class WeightIndex:
             if isinstance(f, cst.Attribute) and f.attr.value in t["weight_methods"]:
                 if _is_false(self._arg_value(call, "trainable")):
                     return None
-                return _Spec("variable", self._arg_value(call, "initializer"), "initializer",
+                return _Spec("add_weight", self._arg_value(call, "initializer"), "initializer",
                              self._arg_value(call, "shape"), self._arg_value(call, "name"))
             return None
         if qn in t["weight_variables"]:
@@ -440,7 +447,14 @@ class WeightIndex:
                 if arg is not None:
                     fan_in = arg.value
                     break
-            return _Spec("layer", init, keyword, None, get_arg(call, "name").value if get_arg(call, "name") else None, fan_in)
+            units = None
+            for i, kw in enumerate(t["units_keywords"]):
+                arg = get_arg(call, kw, (0 if is_keras else 1) if i == 0 else None)
+                if arg is not None:
+                    units = arg.value
+                    break
+            name = get_arg(call, "name")
+            return _Spec("layer", init, keyword, None, name.value if name else None, fan_in, units)
         return None
 
     @staticmethod
@@ -630,11 +644,11 @@ class WeightIndex:
         if spec.kind == "layer" and not sites:
             p = ctx.parent(call)
             if isinstance(p, cst.Call) and p.func is call:  # Dense(64)(x)
-                return frozenset(self._targets(p)), tuple(a.value for a in p.args)
-            if self.t["tf1_layer_functions"] and ctx.call_name(call) in self.t["tf1_layer_functions"]:
+                return self._out(p), tuple(a.value for a in p.args)
+            if ctx.call_name(call) in self.t["tf1_layer_functions"]:
                 arg = get_arg(call, "inputs", 0)
-                return frozenset(self._targets(call)), ((arg.value,) if arg is not None else ())
-        outs = frozenset(self._targets(outer))
+                return self._out(call), ((arg.value,) if arg is not None else ())
+        outs, stmt = self._out(outer)
         if sites:
             inputs.extend(a.value for a in outer.args)
         stmt_of_outer = ctx.statement_of(outer)
@@ -643,7 +657,11 @@ class WeightIndex:
                 if ctx.contains(stmt_of_outer, ref) or ctx.is_store(ref):
                     continue
                 inputs.extend(self._applied_to(ref))
-        return outs, tuple(inputs)
+        return (outs, stmt), tuple(inputs)
+
+    def _out(self, node: cst.CSTNode) -> tuple[frozenset[str], int | None]:
+        names = frozenset(self._targets(node))
+        return names, (id(self.ctx.parent(node)) if names else None)
 
     def _applied_to(self, ref: cst.CSTNode) -> list[cst.CSTNode]:
         """What a weight (or layer object) read at ``ref`` is applied to: the other operands
@@ -673,23 +691,33 @@ class WeightIndex:
             return []
         return []
 
-    def deps(self, use: WeightUse) -> frozenset[str]:
-        out: set[str] = set()
+    def deps(self, use: WeightUse) -> frozenset[int]:
+        """Binding statements (ids) whose values flow into what ``use`` is applied to."""
+        out: set[int] = set()
         for node in use.inputs:
             key = id(node)
             got = self._deps.get(key)
             if got is None:
-                got = frozenset(dependency_names(self.ctx, node))
+                got = frozenset(dependencies(self.ctx, node, budget=2500)[1])
                 self._deps[key] = got
             out |= got
         return frozenset(out)
 
     def feeds(self, u: WeightUse, v: WeightUse) -> bool:
-        """Whether layer ``u``'s output (or weight) flows into layer ``v``."""
+        """Whether layer ``u``'s output (or weight) flows into layer ``v``: through the
+        file's assignments when both are named, else by order in the same scope or
+        ``Sequential`` list (between two layers or two variables; never between the
+        weights of one ``add_weight`` layer)."""
         if u is v:
             return False
-        if u.outs and v.inputs:
-            return bool(u.outs & self.deps(v))
+        if u.out_stmt is not None and v.inputs:
+            return u.out_stmt in self.deps(v)
+        if (u.out_stmt is not None and u.inputs) or (v.out_stmt is not None and v.inputs):
+            return False  # one side's data flow is known and does not connect them
+        if (u.kind == "add_weight" and not u.sites) or (v.kind == "add_weight" and not v.sites):
+            return False  # the weights of one custom layer are not a stack
+        if (u.kind == "layer") != (v.kind == "layer"):
+            return False  # a TF1 variable and a Keras layer: different models, unless data flow says so
         return u.stack is v.stack and u.order < v.order
 
     # -- collection -------------------------------------------------------------------------------
@@ -704,9 +732,94 @@ class WeightIndex:
                 continue
             for sites, env in self._expand(node):
                 uses.append(self._use(node, spec, sites, env))
-                if len(uses) >= _MAX_USES:
-                    return uses
+            if len(uses) >= _MAX_USES:
+                break
+        self._infer_fan_in(uses)
         return uses
+
+    # -- fan-in of layers from the layer feeding them ------------------------------------------
+    def _infer_fan_in(self, uses: list[WeightUse]) -> None:
+        """``Dense(10)`` fed by ``Dense(256)`` (through a Sequential list, a functional or TF1
+        chain, and width-preserving layers such as Dropout or ReLU) has fan-in 256; a
+        ``Conv2D(64, 3)`` fed by 32 channels has fan-in 3 * 3 * 32."""
+        ctx, layers = self.ctx, self.t["fan_in_layers"]
+        direct = [u for u in uses if u.kind == "layer" and not u.sites]
+        if len(direct) < 2:
+            return
+        by_call = {id(u.call): u for u in direct}
+        by_stmt = {u.out_stmt: u for u in direct if u.out_stmt is not None}
+        for u in direct:
+            if u.fan_in is not None:
+                continue
+            spec = layers.get(ctx.call_name(u.call) or "")
+            if spec is None:
+                continue
+            width = self._input_width(u, by_call, by_stmt)
+            if not width:
+                continue
+            dims, kpos = spec
+            area = 1
+            if dims:
+                arg = get_arg(u.call, "kernel_size", kpos)
+                k = self.shape(arg.value, None) if arg is not None else None
+                if k is not None and len(k) == 1:
+                    k = k * dims
+                if k is None or len(k) != dims or any(not d for d in k):
+                    continue
+                area = math.prod(k)  # type: ignore[arg-type]
+            u.fan_in = width * area
+
+    def _preserving(self, call: cst.CSTNode) -> bool:
+        qn = self.ctx.call_name(call) or ""
+        return qn.startswith("keras.layers.") and qn.rsplit(".", 1)[-1] in self.t["width_preserving_layers"]
+
+    def _input_width(self, u: WeightUse, by_call: dict[int, WeightUse], by_stmt: dict[int, WeightUse]) -> int | None:
+        ctx = self.ctx
+        if isinstance(u.stack, cst.Call):  # a Sequential list: the previous weight layer
+            el = ctx.parent(u.call)
+            lst = ctx.parent(el)
+            if not isinstance(lst, (cst.List, cst.Tuple)):
+                return None
+            elements = list(lst.elements)
+            i = next((j for j, e in enumerate(elements) if e is el), 0)
+            for prev in reversed(elements[:i]):
+                pu = by_call.get(id(prev.value))
+                if pu is not None:
+                    return pu.width
+                if not (isinstance(prev.value, cst.Call) and self._preserving(prev.value)):
+                    return None
+            return None
+        p = ctx.parent(u.call)
+        if isinstance(p, cst.Call) and p.func is u.call:  # Dense(10)(x)
+            arg = get_arg(p, "inputs", 0)
+        elif ctx.call_name(u.call) in self.t["tf1_layer_functions"]:  # tf.layers.dense(x, 10)
+            arg = get_arg(u.call, "inputs", 0)
+        else:
+            return None
+        expr = arg.value if arg is not None else None
+        for _ in range(8):
+            if isinstance(expr, cst.Name):
+                b = ctx.binding(expr)
+                if b is None or b.kind not in ("assign", "annassign") or b.value is None:
+                    return None
+                pu = by_stmt.get(id(b.node))
+                if pu is not None:
+                    return pu.width
+                expr = b.value
+                continue
+            if not isinstance(expr, cst.Call):
+                return None
+            pu = by_call.get(id(expr)) or (by_call.get(id(expr.func)) if isinstance(expr.func, cst.Call) else None)
+            if pu is not None:
+                return pu.width
+            if isinstance(expr.func, cst.Call) and self._preserving(expr.func):  # Dropout(0.5)(x)
+                arg = get_arg(expr, "inputs", 0)
+            elif ctx.call_name(expr) in self.t["width_preserving_ops"]:  # tf.nn.relu(x)
+                arg = get_arg(expr, None, 0)
+            else:
+                return None
+            expr = arg.value if arg is not None else None
+        return None
 
     def _use(self, call: cst.Call, spec: _Spec, sites: tuple[cst.Call, ...], env: Env | None) -> WeightUse:
         ctx = self.ctx
@@ -726,9 +839,13 @@ class WeightIndex:
             size = self.shape(spec.fan_in, env)
             if size is not None and len(size) == 1:
                 fan_in = size[0]
+        width = shape[-1] if shape else None
+        if spec.units is not None:
+            units = self.shape(spec.units, env)
+            width = units[0] if units is not None and len(units) == 1 else None
         site = sites[-1] if sites else call
         stack = (self._sequential_of(call) if not sites else None) or ctx.scope_of(site)
-        outs, inputs = self._dataflow(call, spec, sites)
+        (outs, out_stmt), inputs = self._dataflow(call, spec, sites)
         inner = self._names(call, spec, ())
         display = inner[-1] if inner else ""
         if sites:
@@ -740,9 +857,9 @@ class WeightIndex:
                 display = outer[-1]
         return WeightUse(
             call=call, sites=sites, kind=spec.kind, keyword=spec.keyword, role=role, name=display,
-            source=source, shape=shape, fan_in=fan_in or None, fan_out=fan_out or None, stack=stack,
+            source=source, shape=shape, fan_in=fan_in or None, fan_out=fan_out or None, width=width, stack=stack,
             order=(ctx.index[site], ctx.index[call]), repeated=self._repeated((call,) + sites),
-            outs=outs, inputs=inputs,
+            outs=outs, out_stmt=out_stmt, inputs=inputs,
         )
 
 

@@ -32,7 +32,8 @@ class GradientVarListMismatch(Rule):
 
     ## What it does
     Pairs each `grads = tape.gradient(loss, A)` / `grads = tf.gradients(loss, A)` with the
-    `opt.apply_gradients(zip(grads, B))` of the same function (or module) and flags it
+    `opt.apply_gradients(zip(grads, B))` (or Keras 3 `opt.apply(grads, B)`) of the same
+    function (or module) and flags it
     when `A` and `B` are different lists: `model.variables` vs `model.trainable_variables`,
     the variables of two different models, two different global collections, or two
     different literal lists. Names bound once are followed to their value; clipping
@@ -67,7 +68,7 @@ class GradientVarListMismatch(Rule):
     code = "TFG102"
     name = "gradient-var-list-mismatch"
     severity = "error"
-    requires = ("apply_gradients",)
+    requires = ("apply_gradients", ".apply(")
 
     VALID = [
         # the same expression
@@ -135,6 +136,17 @@ class GradientVarListMismatch(Rule):
                 d_grads = d_tape.gradient(d_loss, discriminator.trainable_variables)
                 g_opt.apply_gradients(zip(g_grads, generator.trainable_variables))
                 d_opt.apply_gradients(zip(d_grads, discriminator.trainable_variables))
+        """),
+        # Keras 3 optimizer.apply with the same list; an unrelated `.apply`
+        Valid("""
+            import keras
+            import tensorflow as tf
+            def train_step(model, opt, x, y, df):
+                with tf.GradientTape() as tape:
+                    loss = keras.losses.mean_squared_error(y, model(x, training=True))
+                grads = tape.gradient(loss, model.trainable_variables)
+                opt.apply(grads, model.trainable_variables)
+                df.apply(len, 1)
         """),
         # gradient and apply in different functions: not paired
         Valid("""
@@ -222,6 +234,20 @@ class GradientVarListMismatch(Rule):
             """,
             line=7,
         ),
+        # Keras 3 optimizer.apply with another model's variables
+        Invalid(
+            """
+            import keras
+            import tensorflow as tf
+            def train_step(encoder, decoder, opt, x):
+                with tf.GradientTape() as tape:
+                    loss = keras.ops.mean(keras.ops.square(decoder(encoder(x)) - x))
+                grads = tape.gradient(loss, encoder.trainable_variables)
+                opt.apply(grads, decoder.trainable_variables)
+            """,
+            line=7,
+            message="`decoder.trainable_variables`",
+        ),
         # global variables vs trainable variables
         Invalid(
             """
@@ -237,15 +263,26 @@ class GradientVarListMismatch(Rule):
     # -- static ---------------------------------------------------------------------
     def visit_Call(self, node: cst.Call) -> None:
         func = node.func
-        if not (isinstance(func, cst.Attribute) and func.attr.value == "apply_gradients"):
+        if not isinstance(func, cst.Attribute):
             return
-        arg = get_arg(node, "grads_and_vars", 0)
-        if arg is None:
+        method = func.attr.value
+        if method == "apply_gradients":
+            arg = get_arg(node, "grads_and_vars", 0)
+            if arg is None:
+                return
+            zipped = self._zip_of(arg.value, node)
+            if zipped is None:
+                return
+            grads_expr, vars_expr, zip_at = zipped
+        elif method == "apply":
+            # Keras 3: optimizer.apply(grads, trainable_variables)
+            grads_arg = get_arg(node, "grads", 0)
+            vars_arg = get_arg(node, "trainable_variables", 1)
+            if grads_arg is None or vars_arg is None:
+                return
+            grads_expr, vars_expr, zip_at = grads_arg.value, vars_arg.value, node
+        else:
             return
-        zipped = self._zip_of(arg.value, node)
-        if zipped is None:
-            return
-        grads_expr, vars_expr, zip_at = zipped
         origin = self._grads_origin(grads_expr, zip_at, 0)
         if origin is None:
             return

@@ -7,6 +7,16 @@ from tflint_grad.rule import Invalid, Outcome, Rule, Valid
 
 # Expressions that run TensorFlow ops (a Python subscript or name does not).
 _COMPUTATION = (cst.Call, cst.BinaryOperation, cst.UnaryOperation)
+# Container accessors: `outputs.get("loss")` reads a tensor computed elsewhere.
+_ACCESSORS = frozenset({"get", "pop", "setdefault", "__getitem__"})
+
+
+def _computes(expr: cst.BaseExpression) -> bool:
+    if not isinstance(expr, _COMPUTATION):
+        return False
+    if isinstance(expr, cst.Call) and isinstance(expr.func, cst.Attribute) and expr.func.attr.value in _ACCESSORS:
+        return False
+    return True
 
 
 class LossOutsideTape(Rule):
@@ -61,6 +71,15 @@ class LossOutsideTape(Rule):
                 loss = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(y, logits))
             grads = tape.gradient(loss, model.trainable_variables)
             opt.apply_gradients(zip(grads, model.trainable_variables))
+        """),
+        # a loss read back from a dict of outputs computed inside the block
+        Valid("""
+            import tensorflow as tf
+            with tf.GradientTape() as tape:
+                outputs = {"loss": tf.reduce_mean(model(x)), "aux": 0.0}
+            loss = outputs.get("loss")
+            grads = tape.gradient(outputs.get("loss"), model.trainable_variables)
+            grads = tape.gradient(loss, model.trainable_variables)
         """),
         # a persistent tape re-entered around the computation
         Valid("""
@@ -226,7 +245,7 @@ class LossOutsideTape(Rule):
             return
         target = arg.value
         tape_name = func.value.value
-        if isinstance(target, _COMPUTATION):
+        if _computes(target):
             if any(self._in_body(b, node) for b in blocks):
                 return
             block = self._nearest(blocks, node)
@@ -259,7 +278,7 @@ class LossOutsideTape(Rule):
         value = b.value
         if isinstance(value, (cst.Name, cst.Attribute)):
             return self._outside_computation(value, stmt, scope, blocks, depth + 1)
-        if isinstance(value, _COMPUTATION):
+        if _computes(value):
             return b, value
         return None
 
@@ -277,12 +296,14 @@ class LossOutsideTape(Rule):
         call_line = ctx.line(call)
         with_line = ctx.line(block.with_node)
         head = f"`with ... as {tape_name}:` block (line {with_line})"
+        where_node = call if inline else binding.node
+        after = ctx.index.get(where_node, 0) > ctx.index.get(block.with_node, 0)
+        when = f"after the {head} ended" if after else f"before the {head} started"
         if inline:
-            where = f"is computed inline in `{tape_name}.gradient(...)`, after the {head} ended"
+            where = f"is computed inline in `{tape_name}.gradient(...)`, {when}"
             what = "the target"
         else:
-            after = ctx.index.get(binding.node, 0) > ctx.index.get(block.with_node, 0)
-            where = f"is computed {'after the ' + head + ' ended' if after else 'before the ' + head + ' started'}"
+            where = f"is computed {when}"
             what = f"the target `{binding.name}` of `{tape_name}.gradient` (line {call_line})"
         self.report(
             node,

@@ -78,6 +78,9 @@ _PASS_BUILTINS = {"sum", "max", "min", "abs", "list", "tuple", "zip", "map", "so
 _META_ATTRS = {"shape", "dtype", "ndim", "name", "device", "graph", "op"}
 _MAX_CALL_DEPTH = 4
 _BUDGET = 6000
+# Nested flow() calls (expression nesting + assignment hops); ~5 Python frames each, so
+# this stays well under the default recursion limit of 1000.
+_MAX_DEPTH = 120
 
 
 class NonDifferentiableOp(Rule):
@@ -476,15 +479,15 @@ class NonDifferentiableOp(Rule):
 
     @staticmethod
     def _op_types(block: Block) -> list[str]:
-        name = block.name.strip("`")
         if block.name.startswith("comparison"):
             return [t for sym, t in _COMPARE.values() if sym in block.name]
-        last = re.split(r"[.(]", name.replace("tf.cast", "cast"))
-        for part in last:
-            if part in _OP_TYPES:
-                return _OP_TYPES[part]
         if "`//" in block.name:
             return ["FloorDiv"]
+        if block.leaves:
+            return [".numpy()"]  # the tracer's name for a value leaving TensorFlow eagerly
+        for part in re.split(r"[.(`\s]", block.name):
+            if part in _OP_TYPES:
+                return _OP_TYPES[part]
         return []
 
     # -- shared caches used by the analyzer ---------------------------------------------
@@ -529,8 +532,8 @@ class NonDifferentiableOp(Rule):
         if not calls:
             return None
         ev = calls[0]
-        variables = ev.get("variables", [])
-        blocked = ev.get("blocked") or []
+        variables = [v for v in (ev.get("variables") or []) if isinstance(v, dict)]
+        blocked = [b for b in (ev.get("blocked") or []) if isinstance(b, dict)]
         op_line = data.get("op_line", data.get("source_line", finding.line))
         types = set(data.get("op_types") or [])
         match = [b for b in blocked if b.get("line") == op_line] or [b for b in blocked if b.get("op_type") in types]
@@ -569,6 +572,7 @@ class _Analyzer:
         self.bodies = bodies
         self.memo: dict[int, Flow] = {}
         self.budget = _BUDGET
+        self.depth = 0
 
     # env: tuple of frames, innermost last; a frame is ("comp", {name: Flow}) or
     # ("call", FunctionDef, {param: Flow}).
@@ -576,8 +580,15 @@ class _Analyzer:
         if node is None:
             return _NONE_F
         self.budget -= 1
-        if self.budget <= 0:
-            return _UNKNOWN_F
+        if self.budget <= 0 or self.depth >= _MAX_DEPTH:
+            return _UNKNOWN_F  # too big or too deep to analyze: assume nothing
+        self.depth += 1
+        try:
+            return self._flow_memo(node, env)
+        finally:
+            self.depth -= 1
+
+    def _flow_memo(self, node: cst.CSTNode, env: tuple) -> Flow:
         if not env:
             key = id(node)
             got = self.memo.get(key)
@@ -790,7 +801,7 @@ class _Analyzer:
         if isinstance(func, cst.Attribute):
             method = func.attr.value
             obj = func.value
-            if method in tfapi.names("ops", "leave_graph_methods") and not node.args or method in ("eval",):
+            if method in tfapi.names("ops", "leave_graph_methods") and (not node.args or method == "eval"):
                 return self._block(node, f"`.{method}()`", self.flow(obj, env), leaves=True)
             if method in tfapi.names("ops", "variable_methods"):
                 return _DIFF_F

@@ -71,12 +71,15 @@ class DisconnectedVariables(Rule):
 
     @classmethod
     def _analyze(cls, ev: dict) -> tuple[int, str, str] | None:
-        disconnected = [str(n) for n in (ev.get("disconnected") or [])]
+        raw_disc = ev.get("disconnected")
+        disconnected = [str(n) for n in raw_disc] if isinstance(raw_disc, list) else []
         if not disconnected:
             return None
-        variables = ev.get("variables") or []
-        trainable = {str(v.get("name")): v.get("trainable", True) for v in variables if isinstance(v, dict)}
-        blocked = [b for b in (ev.get("blocked") or []) if isinstance(b, dict)]
+        raw = ev.get("variables")
+        variables = [v for v in raw if isinstance(v, dict)] if isinstance(raw, list) else []
+        trainable = {str(v.get("name")): v.get("trainable", True) for v in variables}
+        raw_blocked = ev.get("blocked")
+        blocked = [b for b in raw_blocked if isinstance(b, dict)] if isinstance(raw_blocked, list) else []
         blocked_names = {str(b.get("variable")) for b in blocked}
         names = [n for n in disconnected if trainable.get(n, True) and n not in blocked_names]
         if not names:
@@ -87,11 +90,19 @@ class DisconnectedVariables(Rule):
         line = ev.get("line")
         if not isinstance(line, int):
             return None
-        message = (
-            f"{len(names)} of {total} variable(s) passed to `{api}` have no path to the target, so their "
-            f"gradients are None: {_names(names)}; nothing computed from them reaches the target (a layer "
-            "whose output is unused, or another part of the model): remove them from the list or use their output"
-        )
+        n_trainable = sum(1 for v in variables if v.get("trainable", True)) or total
+        if len(names) >= n_trainable:
+            message = (
+                f"none of the {len(names)} trainable variable(s) passed to `{api}` has a path to the target, so "
+                f"every gradient is None ({_names(names)}): the target does not depend on them, or it was "
+                "computed where the tape did not record it (see TFG103); check what is differentiated"
+            )
+        else:
+            message = (
+                f"{len(names)} of {total} variable(s) passed to `{api}` have no path to the target, so their "
+                f"gradients are None: {_names(names)}; nothing computed from them reaches the target (a layer "
+                "whose output is unused, or another part of the model): remove them from the list or use their output"
+            )
         evidence = f"no path from the target to {_names(names)} ({len(names)} of {total} variables)"
         if non_trainable:
             evidence += f"; {len(non_trainable)} non-trainable variable(s) without a path are left to TFG101"

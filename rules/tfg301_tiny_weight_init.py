@@ -23,10 +23,13 @@ class TinyWeightInit(Rule):
     the weights it initializes (`tf.get_variable(initializer=...)`, `tf.Variable(...)`,
     `Dense(kernel_initializer=...)`, `tf.layers.dense`, `add_weight`).
 
-    With the kernel shape known (literals, or names bound to literals), a weight is tiny
-    when `stddev * sqrt(fan_in) < threshold`; with an unknown fan-in (a Keras layer, a shape
-    computed at run time) when `stddev <= max-unknown-scale`. For a uniform draw the
-    standard deviation is `(maxval - minval) / sqrt(12)`.
+    With the fan-in known, a weight is tiny when `stddev * sqrt(fan_in) < threshold`; with
+    an unknown fan-in (the first Keras layer, a shape computed at run time) when
+    `stddev <= max-unknown-scale`. The fan-in comes from a literal kernel shape (or names
+    bound to literals, or a helper's arguments), `input_dim=` / `input_shape=(n,)`, or the
+    width of the layer feeding a Dense/Conv layer (`Dense(10)` after `Dense(256)`, through
+    Dropout, BatchNormalization, activations and pooling). For a uniform draw the standard
+    deviation is `(maxval - minval) / sqrt(12)`.
 
     It reports only when at least two tiny weight layers are stacked: one feeds the other
     (followed through the file's assignments, or by order in the same function or
@@ -174,6 +177,23 @@ class TinyWeightInit(Rule):
             W2 = tf.Variable(tf.random_normal([256, 256], stddev=0.01))
             W3 = tf.Variable(tf.random_normal([256, 10], stddev=0.01))
         """),
+        # Keras layers: the fan-in comes from the layer feeding them (512 and 64 channels, 3x3 kernel),
+        # so N(0, 0.01) is within the threshold; only the first layer's fan-in is unknown.
+        Valid("""
+            import tensorflow as tf
+            from tensorflow.keras import layers, initializers
+            init = initializers.RandomNormal(stddev=0.01)
+            model = tf.keras.Sequential([
+                layers.Dense(512, activation='relu', kernel_initializer=init),
+                layers.Dropout(0.5),
+                layers.Dense(256, activation='relu', kernel_initializer=init),
+                layers.Dense(10, kernel_initializer=init),
+            ])
+            features = layers.Input(shape=(None, None, 64))
+            shared = layers.Conv2D(512, 3, padding='same', activation='relu', kernel_initializer=init)(features)
+            cls = layers.Conv2D(9, (1, 1), kernel_initializer=init)(shared)
+            reg = layers.Conv2D(36, 1, kernel_initializer=init)(shared)
+        """),
         # Fan-in scaled NumPy draws, and He-scaled Keras layers.
         Valid("""
             import numpy as np
@@ -245,7 +265,7 @@ class TinyWeightInit(Rule):
             ])
             """,
             line=2,
-            message="fan-in unknown",
+            message="fan-in 128",
             fixed="""
             import tensorflow as tf
             init = tf.keras.initializers.GlorotUniform()
@@ -325,6 +345,7 @@ class TinyWeightInit(Rule):
             model.add(keras.layers.Dense(10))
             """,
             line=5,
+            message="fan-in unknown",
             fixed="""
             from tensorflow import keras
             model = keras.Sequential()

@@ -23,7 +23,7 @@ class ConstantWeightInit(Rule):
     batch-norm `gamma`/`beta` and other normalization parameters, embeddings, the output
     layer (the last weight layer: zero-initializing it is a common, harmless choice),
     single-layer models (softmax regression's `W = tf.Variable(tf.zeros([784, 10]))`),
-    non-trainable variables, recurrent kernels (`recurrent_initializer`: the input kernel
+    layers of a single unit (`Dense(1)`: no symmetry to break), non-trainable variables, recurrent kernels (`recurrent_initializer`: the input kernel
     already makes the units differ), and `tf.constant_initializer(array)` (pretrained
     weights).
 
@@ -105,6 +105,14 @@ class ConstantWeightInit(Rule):
             W1 = tf.Variable(tf.random.normal([784, 256], stddev=0.05))
             W2 = tf.Variable(tf.zeros([256, 10]))
             logits = tf.matmul(tf.nn.relu(tf.matmul(x, W1)), W2)
+        """),
+        # Layers of a single unit have no symmetry to break.
+        Valid("""
+            import tensorflow as tf
+            model = tf.keras.Sequential([tf.keras.layers.Dense(1, kernel_initializer='ones', use_bias=False) for _ in range(3)])
+            w1 = tf.Variable(tf.ones([8, 1]))
+            w2 = tf.Variable(tf.random.normal([1, 4]))
+            y = tf.matmul(tf.matmul(x, w1), w2)
         """),
         # Seed 003's hand-written batch norm: constant 1-D scale/offset and population statistics.
         Valid("""
@@ -224,8 +232,8 @@ class ConstantWeightInit(Rule):
         groups: dict[int, list[tuple[WeightUse, WeightUse | None]]] = {}
         for u in weights:
             src = u.source
-            if src is None or src.kind != "constant" or u.keyword in exempt:
-                continue
+            if src is None or src.kind != "constant" or u.keyword in exempt or u.width == 1:
+                continue  # a single unit has no symmetry to break
             fed = next((v for v in weights if idx.feeds(u, v)), None)
             if fed is None and not u.repeated:
                 continue

@@ -278,8 +278,8 @@ class ClipNoneGradient(Rule):
         fix = self._fix(node, t, binder, target)
         self.report(
             node,
-            f"`{clip}` is applied to every gradient of {origin} without a `{gname} is not None` guard: {why}, "
-            f"and `{clip}` raises on None; skip None gradients (`... if {gname} is not None`) "
+            f"`{clip}` is applied to every gradient of {origin} without a `{gname} is not None` guard, but {why}: "
+            f"`{clip}` raises on None; skip None gradients (`... if {gname} is not None`) "
             f"or clip with `tf.clip_by_global_norm`, which accepts None",
             fix=fix,
             data={"call_line": ctx.line(node), "grad_line": ctx.line(grad_call) if grad_call is not None else None,
@@ -466,7 +466,7 @@ class ClipNoneGradient(Rule):
         if isinstance(expr, cst.BinaryOperation) and isinstance(expr.operator, cst.Add):
             left, right = self._elements(expr.left, at), self._elements(expr.right, at)
             return left + right if left is not None and right is not None else None
-        if not isinstance(expr, (cst.List, cst.Tuple)) or not expr.elements:
+        if not isinstance(expr, (cst.List, cst.Tuple)):
             return None
         out = []
         for el in expr.elements:

@@ -174,18 +174,23 @@ async def test_change_is_debounced(client: LanguageClient, tmp_path: Path):
     seen: list[types.PublishDiagnosticsParams] = []
     loop = asyncio.get_running_loop()
 
-    def record(params):
-        loop.call_soon_threadsafe(seen.append, params)
+    def listen() -> None:  # a notification future resolves once: re-arm it on every publish
+        client.protocol.wait_for_notification(types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS, callback=record)
 
-    client.protocol.wait_for_notification(types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS, callback=record)
-    # keystrokes 50 ms apart: one lint, of the last version, 0.3 s after the last one
+    def record(params) -> None:
+        seen.append(params)
+        listen()
+
+    listen()
+    # a burst of keystrokes: one lint, of the last version, after the 0.3 s pause
     for version in range(2, 7):
         _change(client, uri, version, SRC + "#" * version + "\n")
+    deadline = loop.time() + 15
+    while not seen and loop.time() < deadline:
         await asyncio.sleep(0.05)
-    assert seen == []
-    await asyncio.sleep(1.5)
-    assert len(seen) == 1
-    assert seen[0].version == 6
+    await asyncio.sleep(1.0)  # nothing else comes
+    assert [p.version for p in seen] == [6]
+    assert [d.code for d in seen[0].diagnostics] == ["TFG101"]
 
 
 async def test_save_relints(client: LanguageClient, tmp_path: Path):
@@ -209,6 +214,16 @@ async def test_quick_fix_applies_rule_fix(client: LanguageClient, tmp_path: Path
     assert "TFG101" in fix.title
     after = _apply(SRC, _edits(fix, uri))
     assert after == SRC.replace("loss, model.variables", "loss, model.trainable_variables")
+
+
+async def test_code_action_with_stale_diagnostic_uses_current_text(client: LanguageClient, tmp_path: Path):
+    uri = _uri(tmp_path)
+    diag = (await _open(client, uri, SRC)).diagnostics[0]
+    edited = SRC.replace("grads = tape", "gradients_now = tape")  # same line, the column moves right
+    _change(client, uri, 2, edited)  # code action before the debounced re-lint: `diag` is stale
+    actions = await _actions(client, uri, diag)
+    fix = [a for a in actions if a.is_preferred][0]
+    assert _apply(edited, _edits(fix, uri)) == edited.replace("model.variables", "model.trainable_variables")
 
 
 async def test_noqa_action_appends_and_merges(client: LanguageClient, tmp_path: Path):
@@ -385,3 +400,29 @@ async def test_confirm_is_off_by_default(client: LanguageClient, tmp_path: Path)
     assert [d.code for d in params.diagnostics] == ["TFG101"]
     await asyncio.sleep(0.5)
     assert not any("--confirm" in m.message for m in client.log_messages)
+
+
+@pytest_lsp.fixture(
+    config=ClientServerConfig(server_command=[sys.executable, "-m", "tflint_grad.lsp"], server_env=_env()),
+)
+async def utf8_client(lsp_client: LanguageClient):
+    await lsp_client.initialize_session(types.InitializeParams(capabilities=types.ClientCapabilities(
+        general=types.GeneralClientCapabilities(position_encodings=[types.PositionEncodingKind.Utf8]),
+        workspace=types.WorkspaceClientCapabilities(
+            workspace_edit=types.WorkspaceEditClientCapabilities(document_changes=True)
+        ),
+    )))
+    yield
+    await lsp_client.shutdown_session()
+
+
+async def test_utf8_client_and_versioned_edits(utf8_client: LanguageClient, tmp_path: Path):
+    uri = _uri(tmp_path)
+    prefix = 'tag = "\U0001F600é"; grads = tape.gradient(loss, '
+    text = SRC.replace("grads = tape.gradient(loss, ", prefix)
+    diag = (await _open(utf8_client, uri, text)).diagnostics[0]
+    assert diag.range.start.character == len(prefix.encode("utf-8"))  # the negotiated encoding: bytes
+    fix = [a for a in await _actions(utf8_client, uri, diag) if a.is_preferred][0]
+    assert fix.edit is not None and fix.edit.changes is None
+    (change,) = fix.edit.document_changes
+    assert (change.text_document.uri, change.text_document.version) == (uri, 1)

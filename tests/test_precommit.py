@@ -8,6 +8,7 @@ temporary git repo first (the shared checkout's git state is never touched).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -74,7 +75,8 @@ def hook_repo(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def pre_commit_home(tmp_path_factory) -> Path:
-    # one hook environment for the module: both hooks come from the same repo and rev
+    # keeps pre-commit away from the user's cache (try-repo installs into a fresh
+    # temporary store on every run anyway: about 15 s each on an idle machine)
     return tmp_path_factory.mktemp("pre-commit-home")
 
 
@@ -98,12 +100,23 @@ def try_repo(hook_repo: Path, home: Path, project: Path, hook: str, *args: str) 
     )
 
 
+def _notebook(code: str) -> str:
+    cells = [
+        {"cell_type": "markdown", "metadata": {}, "source": ["# training\n"]},
+        {"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [], "source": code.splitlines(True)},
+    ]
+    return json.dumps({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5})
+
+
 def test_hook_fails_on_flagged_file_and_passes_on_clean_one(hook_repo, pre_commit_home, project):
+    (project / "flagged.ipynb").write_text(_notebook(FLAGGED))  # types_or: [python, jupyter]
+    _git(project, "add", "flagged.ipynb")
     proc = try_repo(hook_repo, pre_commit_home, project, "tflint-grad", "--all-files")
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out
     assert "TFG101" in out
     assert "flagged.py:6:" in out
+    assert "flagged.ipynb:cell 2:6:" in out
     assert "clean.py:" not in out
     assert (project / "flagged.py").read_text() == FLAGGED  # the check hook never writes
 

@@ -659,7 +659,15 @@ def dependency_names(ctx: FileContext, expr: cst.CSTNode, budget: int = 4000) ->
     body of a local function or class that is read (``loss = net(x)`` reaches the
     variables ``net`` uses). Over-approximates; stops after ``budget`` visited nodes.
     """
+    return dependencies(ctx, expr, budget)[0]
+
+
+def dependencies(ctx: FileContext, expr: cst.CSTNode, budget: int = 4000) -> tuple[set[str], set[int]]:
+    """``dependency_names`` plus the ``id()`` of every binding statement reached (the
+    ``Assign``/``FunctionDef``... node of each :class:`Binding` followed): scope-exact,
+    unlike names that several functions may reuse."""
     out: set[str] = set()
+    reached: set[int] = set()
     seen: set[int] = set()
     todo: list[cst.CSTNode] = [expr]
     while todo and budget > 0:
@@ -687,6 +695,7 @@ def dependency_names(ctx: FileContext, expr: cst.CSTNode, budget: int = 4000) ->
             b = ctx.binding(n)
             if b is None or b.kind in ("import", "param") and b.value is None:
                 continue
+            reached.add(id(b.node))
             if b.kind in ("def", "class"):
                 todo.append(b.node)
                 continue
@@ -696,8 +705,9 @@ def dependency_names(ctx: FileContext, expr: cst.CSTNode, budget: int = 4000) ->
                 todo.append(b.node.value)  # type: ignore[attr-defined]
                 for earlier in ctx.bindings_of(b.name, b.scope):
                     if earlier.index < b.index and earlier.value is not None:
+                        reached.add(id(earlier.node))
                         todo.append(earlier.value)
-    return out
+    return out, reached
 
 
 class _ModelResolver:

@@ -17,11 +17,15 @@ domain (Cast to int, ArgMax, comparisons...) or whose gradient is None/zero by d
 (StopGradient, Round, Floor, Sign...) is the blocker.
 """
 
+# Graph facts are best effort: an attribute that cannot be read is skipped.
+# ruff: noqa: BLE001, S110, S112
+
 from __future__ import annotations
 
 import os
 from collections import deque
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 # Ops whose registered gradient is None (or that are not differentiable at all).
 NONE_GRAD_OPS = frozenset({
@@ -315,6 +319,12 @@ def feeding_type(view: Any, node: Any, skip: frozenset = PASS_THROUGH, depth: in
             clipped = True
             cur = nxt
             continue
+        if nt in ("RealDiv", "Div"):
+            # x / reduce_sum(x): Keras' renormalisation of "probabilities" before the log
+            ins = [p for p, _d in view.in_edges(nxt) if p is not None]
+            if len(ins) == 2 and view.op_type(ins[1]) == "Sum":
+                cur = nxt
+                continue
         if nt in ("Add", "AddV2", "BiasAdd"):
             # x + eps: one side is a constant
             ins = [p for p, _d in view.in_edges(nxt) if p is not None]

@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import faulthandler
+import functools
 import json
 import os
 import resource
@@ -50,7 +51,8 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 HARNESS_VERSION = 1
 REASON_LIMIT = 300
@@ -70,7 +72,7 @@ class TraceTimeout(BaseException):
 def set_limits(memory_mb: int) -> None:
     def lower(res: int, value: int) -> None:
         try:
-            soft, hard = resource.getrlimit(res)
+            _, hard = resource.getrlimit(res)
             value = value if hard == resource.RLIM_INFINITY else min(value, hard)
             resource.setrlimit(res, (value, hard if hard != resource.RLIM_INFINITY else value))
         except (ValueError, OSError):
@@ -135,40 +137,70 @@ class Guard:
             self.refused.append(message)
         raise PermissionError(message)
 
-    def hook(self, event: str, args: tuple) -> None:
-        if self.bypass:
-            return
-        if event == "open":
-            path, mode, flags = (tuple(args) + (None, None, None))[:3]
-            writing = (isinstance(flags, int) and flags & _WRITE_FLAGS) or (isinstance(mode, str) and any(c in mode for c in "wax+"))
-            if writing:
-                self.check_write(path)
-        elif event in self.NETWORK:
-            self._refuse(NETWORK_MESSAGE)
-        elif event in self.PROCESS:
-            self._refuse(f"starting processes is disabled while tracing ({event})")
-        elif event == "os.rename":
+    def _open(self, args: tuple) -> None:
+        path, mode, flags = (tuple(args) + (None, None, None))[:3]
+        if (isinstance(flags, int) and flags & _WRITE_FLAGS) or (isinstance(mode, str) and any(c in mode for c in "wax+")):
+            self.check_write(path)
+
+    def _network(self, args: tuple) -> None:
+        self._refuse(NETWORK_MESSAGE)
+
+    def _rename(self, args: tuple) -> None:
+        self.check_write(args[0])
+        self.check_write(args[1])
+
+    def _one_path(self, args: tuple) -> None:
+        if args:
             self.check_write(args[0])
+
+    def _dst_path(self, args: tuple) -> None:
+        if len(args) > 1:
             self.check_write(args[1])
-        elif event in self.ONE_PATH:
-            if args:
-                self.check_write(args[0])
-        elif event in self.DST_PATH:
-            if len(args) > 1:
-                self.check_write(args[1])
-        elif event == "sqlite3.connect":
-            if args and args[0] not in (":memory:", "", b":memory:"):
-                self.check_write(args[0])
-        elif event == "os.kill":
-            if args and args[0] not in (0, os.getpid()):
-                self._refuse("signalling other processes is disabled while tracing")
-        elif event == "os.killpg":
-            if args and args[0] != os.getpgrp():
-                self._refuse("signalling other processes is disabled while tracing")
+
+    def _sqlite(self, args: tuple) -> None:
+        if args and args[0] not in (":memory:", "", b":memory:"):
+            self.check_write(args[0])
+
+    def _kill(self, args: tuple) -> None:
+        if args and args[0] not in (0, os.getpid()):
+            self._refuse("signalling other processes is disabled while tracing")
+
+    def _killpg(self, args: tuple) -> None:
+        if args and args[0] != os.getpgrp():
+            self._refuse("signalling other processes is disabled while tracing")
+
+    def _handlers(self) -> dict[str, Callable[[tuple], None]]:
+        table: dict[str, Callable[[tuple], None]] = {
+            "open": self._open, "os.rename": self._rename, "sqlite3.connect": self._sqlite,
+            "os.kill": self._kill, "os.killpg": self._killpg,
+        }
+        for event in self.NETWORK:
+            table[event] = self._network
+        for event in self.PROCESS:
+            table[event] = functools.partial(self._process, event)
+        for event in self.ONE_PATH:
+            table[event] = self._one_path
+        for event in self.DST_PATH:
+            table[event] = self._dst_path
+        return table
+
+    def _process(self, event: str, args: tuple) -> None:
+        self._refuse(f"starting processes is disabled while tracing ({event})")
+
+    def make_hook(self) -> Callable[[str, tuple], None]:
+        get = self._handlers().get
+        guard = self
+
+        def hook(event: str, args: tuple) -> None:  # called for every audit event: keep it cheap
+            handler = get(event)
+            if handler is not None and not guard.bypass:
+                handler(args)
+
+        return hook
 
     def install(self) -> None:
         if not self.installed:
-            sys.addaudithook(self.hook)
+            sys.addaudithook(self.make_hook())
             self.installed = True
 
     @contextlib.contextmanager
@@ -213,18 +245,25 @@ class LineTracer:
             self._mapped[filename] = tracer
         return tracer
 
-    def global_trace(self, frame, event, arg):
-        filename = frame.f_code.co_filename
-        if filename == self.script:
-            self.lines.add(frame.f_lineno)
-            return self._local
-        if filename in self.line_maps:
-            return self._mapped_tracer(filename)
-        return None
+    def make_global_trace(self) -> Callable:
+        script, line_maps, local, mapped = self.script, self.line_maps, self._local, self._mapped_tracer
+
+        def global_trace(frame, event, arg):  # called for every Python call: keep it cheap
+            filename = frame.f_code.co_filename
+            if filename == script:
+                return local  # the "call" line itself (0 for a module) is not a statement that ran
+            if filename in line_maps:
+                return mapped(filename)
+            return None
+
+        return global_trace
 
     def start(self) -> None:
-        threading.settrace(self.global_trace)
-        sys.settrace(self.global_trace)
+        if os.environ.get("TFLINT_GRAD_NO_LINES"):  # debugging knob
+            return
+        trace = self.make_global_trace()
+        threading.settrace(trace)
+        sys.settrace(trace)
 
     def stop(self) -> None:
         sys.settrace(None)
@@ -624,7 +663,7 @@ class Harness:
         self.result: dict[str, Any] = {
             "status": "crashed", "reason": None, "error_line": None, "steps": 0, "step_limit": args.steps,
             "executed_lines": [], "events": [], "tf_version": None, "keras": None, "duration": 0.0,
-            "harness": HARNESS_VERSION, "warnings": [], "notes": [],
+            "harness": HARNESS_VERSION, "warnings": [], "notes": [], "timings": {},
         }
         self.guard = Guard(args.workdir or os.path.dirname(self.script))
         self.line_maps: dict[str, dict[int, int]] = {}
@@ -675,6 +714,9 @@ class Harness:
             os.environ["TF_USE_LEGACY_KERAS"] = "1"
         try:
             import tensorflow as tf
+        except MemoryError:
+            self.result.update(status="memory", reason=f"memory limit of {self.args.memory_mb} MB exceeded while importing TensorFlow")
+            return None
         except BaseException as e:  # noqa: BLE001
             self.result.update(status="unavailable", reason=f"TensorFlow could not be imported: {_describe(e)}")
             return None
@@ -697,7 +739,7 @@ class Harness:
     def setup(self, tf: Any) -> Any:
         v1 = None
         try:
-            import tensorflow.compat.v1 as v1  # noqa: F811
+            import tensorflow.compat.v1 as v1
         except Exception as e:  # noqa: BLE001
             self.warn(f"tracer: tf.compat.v1 unavailable: {_describe(e)}")
         if self.args.alias_v1 and v1 is not None:
@@ -713,6 +755,8 @@ class Harness:
         self.recorder = make_recorder(self.script, self.line_maps, counter_ref)
         self.recorder.step_limit = self.args.steps
         try:
+            if os.environ.get("TFLINT_GRAD_NO_PROBES"):  # debugging knob
+                raise ImportError("disabled by TFLINT_GRAD_NO_PROBES")
             from tflint_grad.tracer import probes
         except ImportError as e:
             self.warn(f"tracer: the probes are not available ({_describe(e)}): only whether flagged lines ran is checked")
@@ -842,23 +886,33 @@ class Harness:
         except (OSError, ValueError):
             pass
 
+    def _lap(self, what: str) -> None:
+        now = time.monotonic()
+        self.result["timings"][what] = round(now - self._last, 3)
+        self._last = now
+
     def main(self) -> int:
         set_limits(self.args.memory_mb)
         faulthandler.enable(file=sys.stderr, all_threads=True)
+        self._last = self.t0
         tf = self.import_tensorflow()
+        self._lap("import")
         if tf is None:
             self.write()
             return 0
         try:
             self.setup(tf)
             self.patch_exit()
+            self._lap("setup")
         except BaseException as e:  # noqa: BLE001 - a harness bug: say so
             self.result.update(status="crashed", reason=f"the tracer failed to start: {_describe(e)}")
             self.warn(f"tracer: setup failed: {traceback.format_exc(limit=-4)}")
             self.write()
             return 0
         self.run_script()
+        self._lap("script")
         self.finalize()
+        self._lap("finalize")
         self.write()
         return 0
 
@@ -907,6 +961,6 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     # Run from the importable module, so probes importing it see the same StopRun class.
-    from tflint_grad.tracer import harness as _harness
+    from tflint_grad.tracer import harness as _harness  # noqa: PLW0406
 
     _harness.main()

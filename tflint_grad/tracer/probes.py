@@ -19,6 +19,10 @@ Rules every probe follows:
   eager); later calls only bump ``count`` and run cheap finiteness checks.
 """
 
+# Every probe body is wrapped in a blind ``except Exception``: by design (a probe failure must
+# never change the script's behaviour; TFLINT_GRAD_PROBE_DEBUG=1 prints them).
+# ruff: noqa: BLE001, S110
+
 from __future__ import annotations
 
 import importlib
@@ -29,8 +33,9 @@ import sys
 import threading
 import traceback
 import weakref
+from collections.abc import Callable
 from contextlib import contextmanager
-from typing import Any, Callable
+from typing import Any
 
 from tflint_grad.tracer import graph as G
 
@@ -41,7 +46,7 @@ _FIRST_VALUES = 8
 _MAX_LIST_EVENTS = 60
 _STAT_SAMPLE = 200_000
 
-_state: "_Probes | None" = None
+_state: _Probes | None = None
 
 
 def install(rec: Any, tf: Any, *, tf1: bool, steps: int) -> None:
@@ -117,7 +122,7 @@ def _same_face(new: Any, orig: Any, attr: str = "") -> Any:
         if not name.isidentifier():
             name = "wrapper"
         src = f"def {name}({', '.join(params)}):\n    return _tflint_impl({', '.join(args)})\n"
-        exec(compile(src, f"<tflint-grad probe {name}>", "exec"), ns)
+        exec(compile(src, f"<tflint-grad probe {name}>", "exec"), ns)  # noqa: S102 - a generated signature, no user input
         face = ns[name]
     except Exception:
         face = new
@@ -133,7 +138,7 @@ def _same_face(new: Any, orig: Any, attr: str = "") -> Any:
 
 def _short(name: Any) -> str:
     s = name.decode() if isinstance(name, bytes) else str(name)
-    return s[:-2] if s.endswith(":0") else s
+    return s.removesuffix(":0")
 
 
 def _shape(x: Any) -> list:
@@ -167,7 +172,7 @@ class _PostImportFinder(importlib.abc.MetaPathFinder):
         self.hooks = hooks
         self._busy: set[str] = set()
 
-    def find_spec(self, name, path=None, target=None):  # noqa: D401
+    def find_spec(self, name, path=None, target=None):
         if name not in self.hooks or name in self._busy:
             return None
         self._busy.add(name)
@@ -240,7 +245,7 @@ class _Probes:
         # TF1 graph state
         self.train_ops: dict[Any, dict] = {}  # op -> {"line", "api"}
         self.fetch_sets: dict[Any, set] = {}  # graph -> {frozenset(ops)}
-        self.graphs: "weakref.WeakSet" = weakref.WeakSet()
+        self.graphs: weakref.WeakSet = weakref.WeakSet()
         self.first_step_done: set = set()  # graph ids
         self.snap_before: dict[str, Any] = {}  # "graphid:varname" -> values
         self.snap_after: dict[str, Any] = {}
@@ -251,7 +256,7 @@ class _Probes:
         self.sessions: list = []
         # Keras layers
         self.bn_layers: list = []  # (layer, line, before)
-        self.layer_lines: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+        self.layer_lines: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         # eager capture
         self.capture: dict | None = None
         self.captures_done = 0
@@ -289,7 +294,7 @@ class _Probes:
             f = f.f_back
         return found
 
-    def view(self) -> "G.TFGraphView":
+    def view(self) -> G.TFGraphView:
         return G.TFGraphView(self.script, getattr(self.rec, "line_maps", None))
 
     def caller_is_script(self, depth: int = 2) -> bool:
@@ -376,7 +381,7 @@ class _Probes:
     def _patch_functions(self, replacements: dict[int, tuple[Any, Any]], attr_names: set[str]) -> None:
         """Replace module-level references to functions (tf.gradients etc.) in every TF module."""
         for mname, mod in list(sys.modules.items()):
-            if mod is None or not (mname.startswith("tensorflow") or mname.startswith("tf_keras") or mname.startswith("keras")):
+            if mod is None or not mname.startswith(("tensorflow", "tf_keras", "keras")):
                 continue
             try:
                 d = vars(mod)
@@ -427,14 +432,13 @@ class _Probes:
                 return True
         except Exception:
             pass
-        return hasattr(v, "_value") and hasattr(getattr(v, "_value"), "handle")
+        return hasattr(v, "_value") and hasattr(v._value, "handle")
 
     def trainable(self, v: Any) -> bool:
         try:
             t = v.trainable
-            if isinstance(t, bool):
-                if not t or not self.tf1:
-                    return t
+            if isinstance(t, bool) and (not t or not self.tf1):
+                return t
         except Exception:
             t = None
         try:  # TF1: membership in the collection decides
@@ -509,8 +513,6 @@ class _Probes:
             def gradient(tape, target, sources, *args, **kwargs):
                 if P.busy() or P.in_api():
                     result = orig(tape, target, sources, *args, **kwargs)
-                    if P.in_api() and not P.busy():
-                        P.local.stash = ("tape.gradient", target, sources, result, tape)
                     return result
                 line = P.line()
                 try:
@@ -524,6 +526,8 @@ class _Probes:
                     P._on_gradient("tape.gradient", line, target, sources, result, tape=tape)
                 except Exception:
                     _debug("tape.gradient probe")
+                if not getattr(tape, "_persistent", False) and getattr(tape, "_tflint_capture", None) is not None:
+                    tape._tflint_capture = None  # the recorded tensors are not needed any more
                 return result
             return gradient
 
@@ -561,12 +565,12 @@ class _Probes:
     def _op_callback(self, op_type, inputs, attrs, outputs, op_name=None, graph=None):
         cap = self.capture
         if cap is None or graph is not None or self.busy():
-            return None
+            return
         try:
             recs = cap["records"]
             if len(recs) >= _MAX_CAPTURE_OPS:
                 cap["overflow"] = True
-                return None
+                return
             ins = list(inputs or ())
             outs = list(outputs or ())
             recs.append({
@@ -582,7 +586,7 @@ class _Probes:
             })
         except Exception:
             _debug("op callback")
-        return None
+        return
 
     def _record_numpy(self, t: Any) -> None:
         """The script itself converted a recorded tensor to NumPy (the value leaves TensorFlow)."""
@@ -601,7 +605,6 @@ class _Probes:
     # ===================================================================================
     def _on_gradient(self, api: str, line: int | None, target: Any, sources: Any, result: Any,
                      *, tape: Any = None, pairs: bool = False) -> None:
-        tf = self.tf
         from tensorflow.python.util import nest
 
         key = (api, line)
@@ -1068,8 +1071,6 @@ class _Probes:
             def gradients(ys, xs, *args, **kwargs):
                 if P.busy() or P.in_api():
                     result = orig(ys, xs, *args, **kwargs)
-                    if P.in_api() and not P.busy():
-                        P.local.stash = (api, ys, xs, result, None)
                     return result
                 line = P.line()
                 with P._api():

@@ -37,7 +37,8 @@ import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from tflint_grad.finding import Finding
 from tflint_grad.tracer import sandbox
@@ -122,7 +123,7 @@ def tensorflow_info(python: str) -> dict[str, Any]:
         }
     try:
         r = subprocess.run([python, "-c", _INFO_SNIPPET], capture_output=True, text=True, timeout=60,
-                           stdin=subprocess.DEVNULL)
+                           stdin=subprocess.DEVNULL, check=False)
         info = json.loads(r.stdout.strip().splitlines()[-1])
         if not isinstance(info, dict):
             raise ValueError("not a dict")
@@ -551,6 +552,7 @@ def confirm(results: list[Any], options: TraceOptions | None = None, *, settings
                     f.verdict, f.evidence = "inconclusive", reason
         return [f"--confirm: {reason}; findings left inconclusive"]
 
+    sandbox.netns_prefix()  # probe once, before the workers start
     jobs = max(1, min(int(options.jobs or 1), len(selected)))
     lock = threading.Lock()
 

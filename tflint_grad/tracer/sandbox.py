@@ -49,7 +49,6 @@ import select
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -66,8 +65,8 @@ TIMEOUT_SIGNAL = signal.SIGUSR2
 
 # Names only the TF1 API has on the ``tf`` module: the script needs ``sys.modules["tensorflow"]``
 # aliased to ``tf.compat.v1`` (+ disable_v2_behavior) to run at all.
-_TF1_ONLY = re.compile(
-    r"\btf\.(?:placeholder|placeholder_with_default|Session|InteractiveSession|get_variable|"
+_TF1_NAMES = (
+    r"(?:placeholder|placeholder_with_default|Session|InteractiveSession|get_variable|"
     r"variable_scope|get_variable_scope|layers\.|contrib\b|global_variables_initializer|"
     r"initialize_all_variables|local_variables_initializer|set_random_seed|GraphKeys|"
     r"get_collection|add_to_collection|trainable_variables\(|global_variables\(|"
@@ -79,10 +78,11 @@ _TF1_ONLY = re.compile(
     r"app\.run|flags\.|losses\.get_regularization_loss|div\(|mod\(|arg_max|arg_min|"
     r"sparse_tensor_to_dense|py_func|Print\()"
 )
+_TF_ALIAS = re.compile(r"^\s*import\s+tensorflow\s+as\s+(\w+)", re.M)
 _CONTRIB_IMPORT = re.compile(r"^\s*(?:from|import)\s+tensorflow\.contrib\b", re.M)
 # The script switches to graph mode itself (compat.v1): it only needs the legacy Keras.
-_SELF_V1 = re.compile(r"compat\.v1\b[\s\S]*?\b(?:disable_v2_behavior|disable_eager_execution)\b"
-                      r"|import\s+tensorflow\.compat\.v1\b|from\s+tensorflow\.compat\s+import\s+v1\b")
+_V1_IMPORT = re.compile(r"import\s+tensorflow\.compat\.v1\b|from\s+tensorflow\.compat\s+import\s+v1\b")
+_V1_SWITCH = re.compile(r"\b(?:disable_v2_behavior|disable_eager_execution)\b")
 _LEGACY_HINT = re.compile(r"\bimport\s+tf_keras\b|\bfrom\s+tf_keras\b|compat\.v1\.layers\b|compat\.v1\.nn\.rnn_cell\b")
 
 
@@ -95,8 +95,10 @@ class TFMode:
 
 def detect_tf_mode(text: str) -> TFMode:
     """How to run the script, from its text (NOTES-TF 7: alias only scripts written for TF1)."""
-    alias = bool(_TF1_ONLY.search(text) or _CONTRIB_IMPORT.search(text))
-    self_v1 = bool(_SELF_V1.search(text))
+    names = {"tf", *_TF_ALIAS.findall(text)}
+    tf1_only = re.compile(r"\b(?:" + "|".join(sorted(map(re.escape, names))) + r")\." + _TF1_NAMES)
+    alias = bool(tf1_only.search(text) or _CONTRIB_IMPORT.search(text))
+    self_v1 = bool(_V1_IMPORT.search(text) or ("compat.v1" in text and _V1_SWITCH.search(text)))
     legacy = alias or self_v1 or bool(_LEGACY_HINT.search(text))
     return TFMode(tf1=alias or self_v1, alias_v1=alias, legacy_keras=legacy)
 
@@ -115,7 +117,7 @@ def netns_prefix() -> tuple[str, ...]:
     for prefix in ((exe, "--net", "--"), (exe, "--net", "--map-root-user", "--")):
         try:
             r = subprocess.run([*prefix, "true"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, timeout=10)
+                               stderr=subprocess.DEVNULL, timeout=10, check=False)
         except (OSError, subprocess.SubprocessError):
             continue
         if r.returncode == 0:
@@ -132,6 +134,7 @@ _PASS_ENV = ("PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_NUMERIC", "TZ
 def child_env(workdir: str, *, legacy_keras: bool, threads: int, extra_pythonpath: str | None = None) -> dict[str, str]:
     """A small, explicit environment (no credentials or proxies of the caller leak through)."""
     env = {k: os.environ[k] for k in _PASS_ENV if k in os.environ}
+    env.update({k: v for k, v in os.environ.items() if k in ("TFLINT_GRAD_NO_PROBES", "TFLINT_GRAD_NO_LINES", "TFLINT_GRAD_PROBE_DEBUG")})
     env.update({
         "HOME": workdir,
         "TMPDIR": os.path.join(workdir, ".tmp"),
@@ -341,10 +344,12 @@ def run(cmd: list[str], *, cwd: str, env: dict[str, str], limits: Limits, ready_
     ready_at = t0 if out.ready else None
     term_sent_at: float | None = None
     next_poll = 0.0
+    exited = False
     try:
         while True:
             now = time.monotonic()
-            if proc.poll() is not None:
+            if _exited(proc.pid):  # not reaped yet: its pid, group and session cannot be reused
+                exited = True
                 break
             # watchdog
             if now >= next_poll:
@@ -397,15 +402,16 @@ def run(cmd: list[str], *, cwd: str, env: dict[str, str], limits: Limits, ready_
                 else:
                     open_fds.discard(fd)
     finally:
-        if proc.poll() is None:
+        if not exited:
             kill_tree(proc.pid, known)
+        # everything left in the session dies with the child (a daemonized grandchild, ...),
+        # while the child is still unreaped
+        out.strays = kill_tree(proc.pid, known)
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL not delivered?
             pass
         out.returncode = proc.returncode
-        # everything left in the session dies with the child (a daemonized grandchild, ...)
-        out.strays = kill_tree(proc.pid, known)
         # drain what is left in the pipes (bounded: a surviving writer cannot keep us here)
         deadline = time.monotonic() + 2.0
         pipes = [fd for fd in bufs if fd in open_fds]
@@ -437,6 +443,14 @@ def run(cmd: list[str], *, cwd: str, env: dict[str, str], limits: Limits, ready_
     out.stdout, out.stderr = buf_out.text(), buf_err.text()
     out.stdout_bytes, out.stderr_bytes = buf_out.total, buf_err.total
     return out
+
+
+def _exited(pid: int) -> bool:
+    """Has the child exited? (``WNOWAIT``: leaves it unreaped, unlike ``Popen.poll``)."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
 
 
 def signal_name(code: int) -> str:

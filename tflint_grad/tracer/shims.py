@@ -23,7 +23,8 @@ from __future__ import annotations
 import importlib
 import sys
 import types
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -370,11 +371,16 @@ def _rng(seed: Any = None) -> np.random.Generator:
     return np.random.default_rng(_RNG_SEED if seed is None else int(seed) % (2**32))
 
 
+def _random_bytes(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Writable uint8 noise, fast (rng.integers is ~10x slower for 150 MB of CIFAR)."""
+    return np.frombuffer(bytearray(rng.bytes(int(np.prod(shape)))), dtype=np.uint8).reshape(shape)
+
+
 def _images(n_train: int, n_test: int, shape: tuple[int, ...], classes: int, label_shape: tuple[int, ...], label_dtype: str):
     def load_data(*args, **kwargs):
         rng = _rng()
-        x_train = rng.integers(0, 256, (n_train, *shape), dtype=np.uint8)
-        x_test = rng.integers(0, 256, (n_test, *shape), dtype=np.uint8)
+        x_train = _random_bytes(rng, (n_train, *shape))
+        x_test = _random_bytes(rng, (n_test, *shape))
         y_train = rng.integers(0, classes, (n_train, *label_shape)).astype(label_dtype)
         y_test = rng.integers(0, classes, (n_test, *label_shape)).astype(label_dtype)
         return (x_train, y_train), (x_test, y_test)
