@@ -250,6 +250,11 @@ class Flow:
                 return self._source(b.value, b.node, depth + 1, hops).hop(label, b.node)
             if b.kind == "param" and hops < MAX_HOPS:
                 return self._param(b, depth + 1, hops + 1)
+            if b.kind == "unpack" and t is cst.Name and isinstance(b.value, cst.Call) and hops < MAX_HOPS:
+                # `D_prob, D_logit = discriminator(x)`: the matching element of the helper's return
+                i = _unpack_position(b.node, expr.value)
+                if i is not None:
+                    return self._returned_element(b.value, i, depth + 1, hops + 1).hop(label, b.node)
             return UNKNOWN
         if t is cst.Call:
             return self._call(expr, at, depth, hops)
@@ -520,6 +525,25 @@ class Flow:
             return UNKNOWN  # e.g. returns logits when training, softmax otherwise
         return replace(found[0], direct=False)
 
+    def _returned_element(self, call: cst.Call, i: int, depth: int, hops: int) -> Source:
+        ctx = self.ctx
+        if not isinstance(call.func, cst.Name):
+            return UNKNOWN
+        fb = ctx.binding(call.func, call)
+        if fb is None or fb.kind != "def" or not isinstance(fb.node, cst.FunctionDef):
+            return UNKNOWN
+        found = []
+        for ret, value in self._return_values(fb.node)[:4]:
+            if not isinstance(value, (cst.Tuple, cst.List)) or len(value.elements) <= i:
+                return UNKNOWN
+            el = value.elements[i]
+            if isinstance(el, cst.StarredElement):
+                return UNKNOWN
+            found.append(self._source(el.value, ret, depth + 1, hops))
+        if not found or len({s.kind for s in found}) != 1:
+            return UNKNOWN
+        return replace(found[0], direct=False).hop(f"the return value of `{fb.node.name.value}()`", call)
+
     def _param(self, b: Binding, depth: int, hops: int, use: cst.Call | None | bool = None) -> Source:
         """A parameter of a local function: the arguments passed at its call sites. With
         ``use`` (not None) the parameter is a layer/model object called at ``use``."""
@@ -574,6 +598,21 @@ class Flow:
                 if s.kind in want:
                     return s
         return UNKNOWN
+
+
+def _unpack_position(stmt: cst.CSTNode, name: str) -> int | None:
+    """Index of ``name`` in the flat tuple target of ``a, b = f(...)``."""
+    if not isinstance(stmt, cst.Assign) or len(stmt.targets) != 1:
+        return None
+    target = stmt.targets[0].target
+    if not isinstance(target, (cst.Tuple, cst.List)):
+        return None
+    for i, el in enumerate(target.elements):
+        if isinstance(el, cst.StarredElement):
+            return None
+        if isinstance(el.value, cst.Name) and el.value.value == name:
+            return i
+    return None
 
 
 def _key(b: Binding) -> tuple:
