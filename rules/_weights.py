@@ -28,7 +28,14 @@ from typing import Any
 import libcst as cst
 
 from tflint_grad import tfapi
-from tflint_grad.analysis import FileContext, dependencies, dotted, get_arg, number, string_value
+from tflint_grad.analysis import (
+    FileContext,
+    dependencies,
+    dotted,
+    get_arg,
+    number,
+    string_value,
+)
 
 _LOOPS = (cst.For, cst.While, cst.CompFor, cst.ListComp, cst.GeneratorExp, cst.SetComp, cst.DictComp)
 _SCOPES = (cst.Module, cst.FunctionDef, cst.Lambda, cst.ClassDef)
@@ -44,10 +51,10 @@ class Env:
     """Arguments of one call site of a helper: parameter -> (expression, its own env)."""
 
     func: cst.CSTNode
-    args: tuple[tuple[str, tuple[cst.BaseExpression, "Env | None"]], ...]
-    parent: "Env | None"
+    args: tuple[tuple[str, tuple[cst.BaseExpression, Env | None]], ...]
+    parent: Env | None
 
-    def lookup(self, scope: cst.CSTNode, name: str) -> tuple[cst.BaseExpression, "Env | None"] | None:
+    def lookup(self, scope: cst.CSTNode, name: str) -> tuple[cst.BaseExpression, Env | None] | None:
         env: Env | None = self
         while env is not None:
             if env.func is scope:
@@ -73,7 +80,7 @@ class InitSource:
     scale_node: cst.CSTNode | None = None  # the expression a fix rewrites (value ops)
     value: float | None = None  # the constant, when known
 
-    def scaled(self, k: float, node: cst.CSTNode, factor: cst.CSTNode | None) -> "InitSource":
+    def scaled(self, k: float, node: cst.CSTNode, factor: cst.CSTNode | None) -> InitSource:
         if self.kind == "constant":
             v = self.value * k if self.value is not None else None
             return replace(self, node=node, value=v)
@@ -858,12 +865,14 @@ class WeightIndex:
         return WeightUse(
             call=call, sites=sites, kind=spec.kind, keyword=spec.keyword, role=role, name=display,
             source=source, shape=shape, fan_in=fan_in or None, fan_out=fan_out or None, width=width, stack=stack,
-            order=(ctx.index[site], ctx.index[call]), repeated=self._repeated((call,) + sites),
+            order=(ctx.index[site], ctx.index[call]),
+            # add_weight in a loop: per-variable slots or accumulators, not a stack of layers
+            repeated=not (spec.kind == "add_weight" and not sites) and self._repeated((call,) + sites),
             outs=outs, out_stmt=out_stmt, inputs=inputs,
         )
 
 
-_CACHE: "weakref.WeakKeyDictionary[FileContext, WeightIndex]" = weakref.WeakKeyDictionary()
+_CACHE: weakref.WeakKeyDictionary[FileContext, WeightIndex] = weakref.WeakKeyDictionary()
 
 
 def weight_index(ctx: FileContext) -> WeightIndex:

@@ -3,9 +3,15 @@ from __future__ import annotations
 import math
 
 import libcst as cst
+from tflint_grad.rules._weights import (
+    InitSource,
+    WeightUse,
+    fan_in_initializer,
+    uses_relu,
+    weight_index,
+)
 
 from tflint_grad.rule import Invalid, Outcome, Rule, Valid
-from tflint_grad.rules._weights import InitSource, WeightUse, fan_in_initializer, uses_relu, weight_index
 
 _CONFIRM_RATIO = 100.0  # RULES.md: the counterfactual first-layer gradient grows at least 100x
 

@@ -1,10 +1,17 @@
 from __future__ import annotations
 
 import libcst as cst
+from tflint_grad.rules._weights import (
+    InitSource,
+    WeightUse,
+    fan_in_initializer,
+    tf_alias,
+    uses_relu,
+    weight_index,
+)
 
 from tflint_grad import tfapi
 from tflint_grad.rule import Invalid, Outcome, Rule, Valid
-from tflint_grad.rules._weights import InitSource, WeightUse, fan_in_initializer, tf_alias, uses_relu, weight_index
 
 
 class ConstantWeightInit(Rule):
@@ -229,13 +236,13 @@ class ConstantWeightInit(Rule):
         idx = weight_index(self.ctx)
         exempt = tfapi.names("initializers", "constant_exempt_keywords")
         weights = [u for u in idx.uses if u.role == "weight"]
-        groups: dict[int, list[tuple[WeightUse, WeightUse | None]]] = {}
+        groups: dict[int, list[tuple[WeightUse, WeightUse]]] = {}
         for u in weights:
             src = u.source
             if src is None or src.kind != "constant" or u.keyword in exempt or u.width == 1:
                 continue  # a single unit has no symmetry to break
             fed = next((v for v in weights if idx.feeds(u, v)), None)
-            if fed is None and not u.repeated:
+            if fed is None:
                 continue
             groups.setdefault(id(src.node), []).append((u, fed))
         if not groups:
@@ -244,7 +251,7 @@ class ConstantWeightInit(Rule):
         for group in groups.values():
             self._report(group, idx.uses, relu)
 
-    def _report(self, group: list[tuple[WeightUse, WeightUse | None]], uses: list[WeightUse], relu: bool) -> None:
+    def _report(self, group: list[tuple[WeightUse, WeightUse]], uses: list[WeightUse], relu: bool) -> None:
         ctx = self.ctx
         src: InitSource = group[0][0].source  # type: ignore[assignment]
         text = ctx.code(src.node)
@@ -256,8 +263,8 @@ class ConstantWeightInit(Rule):
             label = u.label(ctx)
             if label not in labels:
                 labels.append(label)
-        first, fed = group[0]
-        feeds = f"feeding {fed.label(ctx)}" if fed is not None else "created in a loop"
+        fed = group[0][1]
+        feeds = f"feeding {fed.label(ctx)}"
         layers = ", ".join(labels[:6]) + (", ..." if len(labels) > 6 else "")
         hidden = "a hidden layer" if len(labels) == 1 else "hidden layers"
 

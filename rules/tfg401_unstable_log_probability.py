@@ -206,6 +206,21 @@ class UnstableLogProbability(Rule):
             line=3,
             message="cross_entropy()",
         ),
+        # a GAN discriminator helper returning (probability, logits): 1 - D(G(z)) as well
+        Invalid(
+            """
+            import tensorflow as tf
+            def discriminator(x):
+                D_logit = tf.matmul(tf.nn.relu(tf.matmul(x, D_W1) + D_b1), D_W2) + D_b2
+                return tf.nn.sigmoid(D_logit), D_logit
+            D_real, D_logit_real = discriminator(X)
+            D_fake, D_logit_fake = discriminator(G_sample)
+            D_loss = -tf.reduce_mean(tf.log(D_real) + tf.log(1. - D_fake))
+            """,
+            line=7,
+            message="return value of `discriminator()`",
+            count=2,
+        ),
         # policy gradient: log of the probability of the taken action
         Invalid(
             """
@@ -242,7 +257,8 @@ class UnstableLogProbability(Rule):
             f"`{short(ctx, node)}` takes the log of {what} output ({origin(ctx, src)}){assumed} with no clipping "
             f"or epsilon: once the probability {'saturates to 1' if src.complement else 'underflows to 0'}, the log is -inf and the loss "
             "and gradients become NaN; compute the loss from the logits with a `*_cross_entropy_with_logits` "
-            "loss, or clip first (`tf.clip_by_value(p, 1e-10, 1.0)`)",
+            + ("loss (or `tf.nn.log_softmax`)" if src.kind == "softmax" else "loss")
+            + ", or clip first (`tf.clip_by_value(p, 1e-10, 1.0)`)",
             fix=self._fix(node, src),
             data={"producer": producer, "producer_line": ctx.line(src.node) if src.node is not None else None},
         )

@@ -28,9 +28,9 @@ class SoftmaxLogitsMismatch(Rule):
     training stalls at a high loss. The other way round, Keras treats raw logits as
     probabilities: it clips them to [1e-7, 1 - 1e-7] (or renormalizes them), the gradient
     of every clipped logit is zero, and the model trains on a wrong objective or not at all.
-    Both run without an error. (Keras 3's TensorFlow backend recovers the logits of a
-    softmax/sigmoid computed inside a graph, e.g. during `fit`, and only warns; eager
-    training loops, tf.keras 2 and TF1 code apply the activation twice.)
+    Both run without an error. (Keras 3's own cross-entropies recover the logits when the
+    prediction comes straight from a Keras softmax/sigmoid activation, and only warn;
+    `tf.nn` losses, `tf.nn.softmax` outputs and TF1 code apply the activation twice.)
 
     ## Example
     ```python
@@ -208,6 +208,51 @@ class SoftmaxLogitsMismatch(Rule):
             loss = tf.losses.softmax_cross_entropy(onehot_labels, probs)
             """,
             line=3,
+        ),
+        # Sequential built with .add, a final Activation('softmax') layer
+        Invalid(
+            """
+            from keras.models import Sequential
+            from keras.layers import Dense, Activation
+            from keras.losses import CategoricalCrossentropy
+            model = Sequential()
+            model.add(Dense(64, input_dim=20, activation="relu"))
+            model.add(Dense(10))
+            model.add(Activation("softmax"))
+            model.compile(loss=CategoricalCrossentropy(from_logits=True), optimizer="sgd")
+            """,
+            line=8,
+            message="Activation(\"softmax\")",
+            fixed="""
+            from keras.models import Sequential
+            from keras.layers import Dense, Activation
+            from keras.losses import CategoricalCrossentropy
+            model = Sequential()
+            model.add(Dense(64, input_dim=20, activation="relu"))
+            model.add(Dense(10))
+            model.add(Activation("softmax"))
+            model.compile(loss=CategoricalCrossentropy(from_logits=False), optimizer="sgd")
+            """,
+        ),
+        # a subclassed model whose call() ends in a softmax layer
+        Invalid(
+            """
+            import tensorflow as tf
+            class MyModel(tf.keras.Model):
+                def __init__(self):
+                    super().__init__()
+                    self.d1 = tf.keras.layers.Dense(128, activation="relu")
+                    self.d2 = tf.keras.layers.Dense(10, activation="softmax")
+                def call(self, x):
+                    return self.d2(self.d1(x))
+            model = MyModel()
+            loss_object = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+            @tf.function
+            def train_step(images, labels):
+                with tf.GradientTape() as tape:
+                    loss = loss_object(labels, model(images, training=True))
+            """,
+            line=14,
         ),
         # a Keras loss function with the default from_logits=False on raw logits
         Invalid(

@@ -23,7 +23,9 @@ class OptimizerInLoop(Rule):
       `train_on_batch`, or a call of a local function that does);
     - inside a train-step function: a function that calls `tape.gradient` / `apply_gradients` /
       `minimize` outside any loop of its own, and is called from a loop, decorated with
-      `tf.function`, named `*step*`, or not called in the file (a Keras `train_step`).
+      `tf.function`, named `*step*`, or not called in the file (a Keras `train_step`). In TF1
+      graph code (and for `tf.train.*Optimizer`) such a function builds the train op once, so
+      it is flagged only when it is called from a loop.
 
     ## Why is this bad?
     An optimizer keeps state between steps: Adam's first and second moment estimates,
@@ -122,6 +124,16 @@ class OptimizerInLoop(Rule):
                 train_op = tf.train.AdamOptimizer(0.01).minimize(build_loss())
                 with tf.Session() as sess:
                     sess.run(train_op)
+        """),
+        # TF1: a graph-building method that creates the train op once
+        Valid("""
+            import tensorflow as tf
+            class PolicyGradient:
+                def __init__(self):
+                    self._build_net()
+                def _build_net(self):
+                    loss = tf.reduce_mean(self.neg_log_prob * self.tf_vt)
+                    self.train_op = tf.train.AdamOptimizer(self.lr).minimize(loss)
         """),
         # a loop that builds optimizers for several networks, without training
         Valid("""
@@ -226,7 +238,7 @@ class OptimizerInLoop(Rule):
         if what is None:
             return
         target, label, cls_name, compiled = what
-        where = self._step_context(node)
+        where = self._step_context(node, graph_mode=self.ctx.is_tf1 or cls_name.endswith(tfapi.table("optimizers", "class_suffix")))
         if where is None:
             return
         ctx = self.ctx
@@ -273,7 +285,7 @@ class OptimizerInLoop(Rule):
         return None
 
     # -- where the construction runs -------------------------------------------------------------
-    def _step_context(self, node: cst.CSTNode):
+    def _step_context(self, node: cst.CSTNode, graph_mode: bool):
         ctx = self.ctx
         fn = None
         for a in ctx.ancestors(node):
@@ -293,7 +305,7 @@ class OptimizerInLoop(Rule):
                 return "loop", loop, step
         if fn is not None and not loops:
             step = self._own_step_call(fn)
-            if step is not None and self._called_per_step(fn):
+            if step is not None and self._called_per_step(fn, graph_mode):
                 return "function", fn, step
         return None
 
@@ -357,15 +369,19 @@ class OptimizerInLoop(Rule):
         self._own_step[key] = found
         return found
 
-    def _called_per_step(self, fn: cst.FunctionDef) -> bool:
+    def _called_per_step(self, fn: cst.FunctionDef, graph_mode: bool) -> bool:
+        """Whether ``fn`` runs once per training step. In TF1 graph code a function calling
+        ``minimize`` builds the train op once, unless it is called from a loop."""
         ctx = self.ctx
+        sites = [c for c in self.flow.calls_named(fn.name.value) if not ctx.contains(fn, c)]
+        if graph_mode:
+            return any(loop_ancestors(ctx, c) for c in sites)
         for d in fn.decorators:
             dec = d.decorator.func if isinstance(d.decorator, cst.Call) else d.decorator
             if ctx.qualname(dec) in tfapi.names("optimizers", "step_decorators"):
                 return True
         if "step" in fn.name.value.lower():
             return True
-        sites = [c for c in self.flow.calls_named(fn.name.value) if not ctx.contains(fn, c)]
         if not sites:
             return True  # called by a framework (Keras `train_step`) or from another module
         return any(loop_ancestors(ctx, c) for c in sites)

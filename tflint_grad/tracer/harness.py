@@ -157,6 +157,12 @@ class Guard:
         if len(args) > 1:
             self.check_write(args[1])
 
+    def _mkdir(self, args: tuple) -> None:
+        # os.makedirs(existing, exist_ok=True) outside: the mkdir fails with EEXIST and changes nothing
+        if args and not isinstance(args[0], int) and os.path.isdir(args[0]):
+            return
+        self._one_path(args)
+
     def _sqlite(self, args: tuple) -> None:
         if args and args[0] not in (":memory:", "", b":memory:"):
             self.check_write(args[0])
@@ -180,6 +186,7 @@ class Guard:
             table[event] = functools.partial(self._process, event)
         for event in self.ONE_PATH:
             table[event] = self._one_path
+        table["os.mkdir"] = self._mkdir
         for event in self.DST_PATH:
             table[event] = self._dst_path
         return table
@@ -849,7 +856,7 @@ class Harness:
                     reason += " while parsing its command line (pass arguments with --trace-args)"
         except KeyboardInterrupt as e:
             line = _script_line_of(e.__traceback__, self.script, self.line_maps)
-            status, reason = "error", f"script interrupted (KeyboardInterrupt) at line {line}"
+            status, reason = "error", "script interrupted (KeyboardInterrupt)" + (f" at line {line}" if line is not None else "")
         except MemoryError as e:
             line = _script_line_of(e.__traceback__, self.script, self.line_maps)
             status = "memory"
@@ -868,8 +875,8 @@ class Harness:
         finally:
             self.user_code_running = False
             self.tracer.stop()
-        if status == "finished" and self.counter is not None and self.counter.stopped:
-            status = "stopped"  # the script swallowed StopRun and went on to finish
+        if status in ("finished", "timeout") and self.counter is not None and self.counter.stopped:
+            status = "stopped"  # the script swallowed StopRun (``except BaseException``) and went on
         if status == "stopped":
             reason = f"stopped after {self.counter.steps if self.counter else args.steps} training steps (the limit)"
         self.result.update(status=status, reason=reason, error_line=line if status in ("error", "memory") else None)
@@ -892,6 +899,7 @@ class Harness:
         self._last = now
 
     def main(self) -> int:
+        _die_with_parent()
         set_limits(self.args.memory_mb)
         faulthandler.enable(file=sys.stderr, all_threads=True)
         self._last = self.t0
@@ -915,6 +923,25 @@ class Harness:
         self._lap("finalize")
         self.write()
         return 0
+
+
+def _die_with_parent() -> None:
+    """SIGKILL this process if the linter dies (its watchdog, hence the time limit, dies with it)."""
+    try:
+        parent = int(os.environ.pop("TFLINT_GRAD_PARENT", "0"))
+    except ValueError:
+        parent = 0
+    if not parent:
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - not Linux: the parent's kill_all/atexit still apply
+        return
+    if os.getppid() != parent:  # the parent already went away
+        os._exit(1)
 
 
 def _flush() -> None:

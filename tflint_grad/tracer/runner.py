@@ -315,6 +315,12 @@ def _run_trace(job: TraceJob, options: TraceOptions, jobs: int) -> tuple[TraceRe
         limits = sandbox.Limits(timeout=float(options.timeout), memory_mb=int(options.memory_mb))
         outcome = sandbox.run(cmd, cwd=work, env=env, limits=limits)
         data, garbled = _load_result(out)
+        prefix = sandbox.netns_prefix()
+        if data is None and prefix and not outcome.ready and outcome.killed_for is None and "unshare:" in outcome.stderr:
+            # the network namespace could not be created this time: run with the audit hooks only
+            warnings.append(f"{job.path}: {sandbox.last_line(outcome.stderr)}; traced without a network namespace")
+            outcome = sandbox.run(cmd[len(prefix):], cwd=work, env=env, limits=limits)
+            data, garbled = _load_result(out)
         trace = _interpret(job, script, options, limits, outcome, data, garbled, warnings)
         return trace, warnings
     finally:
@@ -569,11 +575,21 @@ def confirm(results: list[Any], options: TraceOptions | None = None, *, settings
                 _cache_store(options, key, trace, warns)
         return trace, warns
 
-    if jobs == 1:
-        outcomes = [work(item) for item in selected]
-    else:
-        with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="tflint-grad-trace") as pool:
-            outcomes = list(pool.map(work, selected))
+    try:
+        if jobs == 1:
+            outcomes = [work(item) for item in selected]
+        else:
+            with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="tflint-grad-trace") as pool:
+                futures = [pool.submit(work, item) for item in selected]
+                try:
+                    outcomes = [f.result() for f in futures]
+                except BaseException:
+                    for f in futures:
+                        f.cancel()
+                    raise
+    except BaseException:  # Ctrl-C: the children live in their own sessions, end them now
+        sandbox.kill_all()
+        raise
 
     for (result, src, job), (trace, warns) in zip(selected, outcomes):
         warnings.extend(warns)

@@ -42,6 +42,7 @@ The kernel-enforced parts (namespace, limits, process-group kill) hold regardles
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
 import re
@@ -49,6 +50,7 @@ import select
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -155,6 +157,7 @@ def child_env(workdir: str, *, legacy_keras: bool, threads: int, extra_pythonpat
         "OPENBLAS_NUM_THREADS": str(max(1, threads)),
         "MKL_NUM_THREADS": str(max(1, threads)),
     })
+    env["TFLINT_GRAD_PARENT"] = str(os.getpid())  # the harness dies with us (PR_SET_PDEATHSIG)
     if legacy_keras:
         env["TF_USE_LEGACY_KERAS"] = "1"
     if extra_pythonpath:
@@ -283,6 +286,20 @@ class CappedBuffer:
 
 # -- running ---------------------------------------------------------------------------------
 
+_active: set[int] = set()  # pids of running children (for kill_all)
+_active_lock = threading.Lock()
+
+
+def kill_all() -> None:
+    """Kill every running trace (the parent is being interrupted or is exiting)."""
+    with _active_lock:
+        pids = list(_active)
+    for pid in pids:
+        kill_tree(pid)
+
+
+atexit.register(kill_all)
+
 
 @dataclass
 class Outcome:
@@ -333,6 +350,8 @@ def run(cmd: list[str], *, cwd: str, env: dict[str, str], limits: Limits, ready_
     if ready_w is not None:
         os.close(ready_w)
     out.pid = proc.pid
+    with _active_lock:
+        _active.add(proc.pid)
     bufs = {proc.stdout.fileno(): CappedBuffer(limits.output_keep), proc.stderr.fileno(): CappedBuffer(limits.output_keep)}
     open_fds = set(bufs)
     if ready_r is not None:
@@ -412,6 +431,8 @@ def run(cmd: list[str], *, cwd: str, env: dict[str, str], limits: Limits, ready_
         except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL not delivered?
             pass
         out.returncode = proc.returncode
+        with _active_lock:
+            _active.discard(proc.pid)
         # drain what is left in the pipes (bounded: a surviving writer cannot keep us here)
         deadline = time.monotonic() + 2.0
         pipes = [fd for fd in bufs if fd in open_fds]
