@@ -88,7 +88,7 @@ class InitSource:
         return replace(self, node=node, scale=(self.scale or 0.0) * k, scale_node=factor if own else None)
 
 
-@dataclass
+@dataclass(eq=False)
 class WeightUse:
     call: cst.Call  # the weight-creating call
     sites: tuple[cst.Call, ...]  # helper call sites, innermost first (empty: the call itself)

@@ -408,7 +408,7 @@ class TinyWeightInit(Rule):
             groups.setdefault(id(u.source.node), []).append(u)  # type: ignore[union-attr]
         relu = uses_relu(self.ctx)
         for group in groups.values():
-            connected = [v for v in stacked if v in group or any(idx.feeds(u, v) or idx.feeds(v, u) for u in group)]
+            connected = [v for v in stacked if any(v is u or idx.feeds(u, v) or idx.feeds(v, u) for u in group)]
             self._report(group, len(connected), threshold, unknown, relu)
 
     def _report(self, group: list[WeightUse], stack_size: int, threshold: float, unknown: float, relu: bool) -> None:

@@ -267,7 +267,6 @@ class ConstantWeightInit(Rule):
         feeds = f"feeding {fed.label(ctx)}"
         layers = ", ".join(labels[:6]) + (", ..." if len(labels) > 6 else "")
         hidden = "a hidden layer" if len(labels) == 1 else "hidden layers"
-
         fix = None
         family = "He, for ReLU networks" if relu else "Glorot"
         advice = f"initialize weights randomly with a fan-in-scaled initializer ({family}) and keep constants for biases"

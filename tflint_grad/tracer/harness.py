@@ -15,7 +15,14 @@ Runs ONLY in the subprocess the runner starts (``sandbox.run``). In order:
    last so that TensorFlow's own import and setup are unaffected;
 6. signals "ready" to the parent (the wall clock starts), runs the script with
    ``runpy.run_path(copy, run_name="__main__")``, recording its executed lines;
-7. ``probes.finalize(recorder)``, then the result JSON (atomically) and ``os._exit``.
+7. ``probes.finalize(recorder)``, then the result JSON (atomically) and ``os._exit`` (threads
+   the script left running and its atexit handlers do not hold the trace up).
+
+Outcomes: ``StopRun`` -> "stopped"; ``sys.exit(0)`` -> "finished" ("script called sys.exit(0)
+at line N"), non-zero -> "error"; an exception -> "error" ("script stopped at line N: Type:
+message", ``error_line``); MemoryError (``RLIMIT_DATA``) -> "memory"; SIGUSR2 from the parent
+-> "timeout" with the partial trace; ``os._exit`` in the script is replaced by a function that
+finalizes and writes the partial trace first ("script called os._exit(0) at line N").
 
 How training steps are counted (``StepCounter``): each of these is a *source*; the step count
 is the count of the highest-priority source that has fired (fit > session > function > apply >

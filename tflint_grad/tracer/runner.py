@@ -35,9 +35,9 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from collections.abc import Iterable
 from typing import Any
 
 from tflint_grad.finding import Finding
@@ -84,10 +84,10 @@ def v(names):
         except Exception:
             pass
     return None
-print(json.dumps({"tensorflow": v(%r) if u.find_spec("tensorflow") else None,
+print(json.dumps({"tensorflow": v(DISTS) if u.find_spec("tensorflow") else None,
                   "keras": v(["keras"]), "tf_keras": v(["tf-keras", "tf_keras"]),
-                  "python": "%%d.%%d.%%d" %% sys.version_info[:3]}))
-""" % (TF_DISTRIBUTIONS,)
+                  "python": ".".join(map(str, sys.version_info[:3]))}))
+""".replace("DISTS", repr(TF_DISTRIBUTIONS))
 
 
 def _metadata_version(names: Iterable[str]) -> str | None:
@@ -119,7 +119,7 @@ def tensorflow_info(python: str) -> dict[str, Any]:
             "tensorflow": (_metadata_version(TF_DISTRIBUTIONS) or "unknown") if has_tf else None,
             "keras": _metadata_version(["keras"]),
             "tf_keras": _metadata_version(["tf-keras", "tf_keras"]),
-            "python": "%d.%d.%d" % sys.version_info[:3],
+            "python": ".".join(map(str, sys.version_info[:3])),
         }
     try:
         r = subprocess.run([python, "-c", _INFO_SNIPPET], capture_output=True, text=True, timeout=60,
@@ -346,9 +346,7 @@ def _interpret(job: TraceJob, script: str, options: TraceOptions, limits: sandbo
         for w in data.get("warnings") or ():
             if isinstance(w, str):
                 warnings.append(w if w.startswith("tracer:") else f"tracer: {w}")
-        if trace.status == "crashed":
-            warnings.append(f"{job.path}: {trace.reason}")
-        elif trace.status == "unavailable":
+        if trace.status == "crashed" or trace.status == "unavailable":
             warnings.append(f"{job.path}: {trace.reason}")
         return trace
     if outcome.killed_for == "memory":

@@ -80,8 +80,8 @@ _TF1_NAMES = (
     r"app\.run|flags\.|losses\.get_regularization_loss|div\(|mod\(|arg_max|arg_min|"
     r"sparse_tensor_to_dense|py_func|Print\()"
 )
-_TF_ALIAS = re.compile(r"^\s*import\s+tensorflow\s+as\s+(\w+)", re.M)
-_CONTRIB_IMPORT = re.compile(r"^\s*(?:from|import)\s+tensorflow\.contrib\b", re.M)
+_TF_ALIAS = re.compile(r"^\s*import\s+tensorflow\s+as\s+(\w+)", re.MULTILINE)
+_CONTRIB_IMPORT = re.compile(r"^\s*(?:from|import)\s+tensorflow\.contrib\b", re.MULTILINE)
 # The script switches to graph mode itself (compat.v1): it only needs the legacy Keras.
 _V1_IMPORT = re.compile(r"import\s+tensorflow\.compat\.v1\b|from\s+tensorflow\.compat\s+import\s+v1\b")
 _V1_SWITCH = re.compile(r"\b(?:disable_v2_behavior|disable_eager_execution)\b")
