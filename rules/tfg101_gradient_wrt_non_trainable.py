@@ -148,17 +148,30 @@ class GradientWrtNonTrainable(Rule):
         problem = self._non_trainable(var_list.value, node)
         if problem is None:
             return
-        what, fix_node, fix_text, bound_at = problem
+        what, fix_node, fix_text, bound_at, owner = problem
         where = f" (bound at line {self.ctx.line(bound_at)})" if bound_at is not None else ""
         fix = None
         if fix_node is not None:
             fix = self.replace(fix_node, fix_text, f"Use `{fix_text}`")
+        severity = None
+        why = ("which includes non-trainable variables (e.g. BatchNormalization moving_mean/moving_variance): "
+               "their gradients are always None")
+        if owner is not None:
+            info = self.ctx.model_info(owner, node)
+            name = self.ctx.code(owner)
+            if info.kind in ("model", "layer") and info.batch_norm:
+                why = (f"which includes the non-trainable moving_mean/moving_variance of the BatchNormalization in "
+                       f"`{name}` ({info.description}): their gradients are always None")
+            elif info.kind in ("model", "layer") and not info.frozen:
+                severity = "info"
+                why = (f"which also holds any non-trainable variables; `{name}` ({info.description}) has none that "
+                       "the static pass can see, so this may be harmless today, but their gradients would be None "
+                       "as soon as one is added (e.g. BatchNormalization)")
         self.report(
             var_list.value,
-            f"gradients taken w.r.t. {what}{where}, which includes non-trainable variables "
-            "(e.g. BatchNormalization moving_mean/moving_variance): their gradients are always None; "
-            "use the trainable variables instead",
+            f"gradients taken w.r.t. {what}{where}, {why}; use the trainable variables instead",
             fix=fix,
+            severity=severity,
             data={"call": self.ctx.code(node.func)[-40:], "call_line": self.ctx.line(node)},
         )
 
@@ -208,20 +221,20 @@ class GradientWrtNonTrainable(Rule):
             attr = value.attr.value
             owner = dotted(value.value) or ctx.code(value.value)
             replacement = ctx.code(value.value) + ".trainable_variables"
-            return f"`{owner}.{attr}`", (value if bound_at is None else None), replacement, bound_at
+            return f"`{owner}.{attr}`", (value if bound_at is None else None), replacement, bound_at, value.value
         if isinstance(value, cst.Call):
             qn = ctx.call_name(value)
             if qn in tfapi.names("gradients", "global_variable_calls"):
                 text = ctx.code(value.func)
                 new = text.rsplit(".", 1)[0] + ".trainable_variables()" if "." in text else "tf.trainable_variables()"
-                return f"`{text}()`", (value if bound_at is None else None), new, bound_at
+                return f"`{text}()`", (value if bound_at is None else None), new, bound_at, None
             if qn in tfapi.names("gradients", "get_collection") and value.args:
                 key = value.args[0].value
                 key_qn = ctx.qualname(key)
                 if key_qn in tfapi.names("gradients", "global_collection_keys") or string_value(key) in tfapi.names("gradients", "global_collection_strings"):
                     fix_node = key if (bound_at is None and isinstance(key, cst.Attribute)) else None
                     new = ctx.code(key.value) + ".TRAINABLE_VARIABLES" if isinstance(key, cst.Attribute) else ""
-                    return "the GLOBAL_VARIABLES collection", fix_node, new, bound_at
+                    return "the GLOBAL_VARIABLES collection", fix_node, new, bound_at, None
         return None
 
     @staticmethod

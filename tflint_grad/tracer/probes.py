@@ -17,6 +17,45 @@ Rules every probe follows:
   variables that is restored afterwards.
 - Expensive analysis happens once per call site (graph build time in TF1, first call in
   eager); later calls only bump ``count`` and run cheap finiteness checks.
+
+How each event is obtained (Keras 3 / tf_keras / TF1):
+
+- ``gradient_call``: ``GradientTape.gradient``, ``tf.gradients`` (every module reference),
+  TF1 ``Optimizer.compute_gradients``/``minimize`` (the pairs of the inner compute_gradients).
+  Eager: values are there (norm, none/zero). Graph (TF1): None-ness at build time; norms and
+  "zero" from the first ``Session.run`` whose fetches depend on the gradients (the tensors are
+  added to that run's fetches: nothing extra executes). None/zero classified by path analysis
+  (graph.py): TF1 and tf.function graphs on the real graph, eager tapes on the ops recorded by an
+  op callback while the first tapes recorded. Extra fields: ``unwatched`` (non-trainable
+  variables an auto-watching tape never watched: None by construction, e.g. BN moving stats),
+  ``unclassified`` (eager None without a recording), ``evaluated`` (values known), per variable
+  ``units_identical`` (all columns of a >=2-D gradient equal), ``nonfinite``, ``kind: "tensor"``.
+- ``apply_gradients``: Keras 3 ``BaseOptimizer.apply_gradients``/``apply``, tf_keras
+  ``_BaseOptimizer``/``OptimizerV2.apply_gradients``, TF1 ``Optimizer.apply_gradients`` (direct
+  calls only; ``api`` says which).
+- ``layer_call``: BN/Dropout ``call`` (the argument Keras resolved; tf_keras: also
+  ``_get_training_value``/learning phase); extra: ``keras``, ``trainable`` (BN),
+  ``training_kind: "tensor"`` (a symbolic flag, training null).
+- ``moving_stats``: Keras layers in eager mode: values at ``build`` and at the end (``keras: true``);
+  graph variables named moving_mean/moving_variance: read in the script's session before the
+  first train step and when the session closes (or at the end).
+- ``initializer``: Keras ``add_weight`` (eager), ``tf.Variable`` created by the script (eager),
+  TF1 trainable variables read at the first train step; extra: ``mean``, ``init_config``,
+  ``init_line`` (where the initializer object was created), ``layer``.
+- ``layer_grad_norms``: TF1: mean over the first min(steps, 5) train batches; when weights are
+  flagged tiny (rms < 0.1 x Glorot std, random) the counterfactual re-draws them (He when a ReLU
+  follows, else Glorot; own RNG), evaluates the same gradient tensors with the same feed, and
+  restores every variable it or the gradients touched, before the script's own run. Eager: the
+  first call; the counterfactual replays the recorded ops with re-drawn weights (assign, restore).
+  Extra: ``flagged`` [{variable, redraw}], ``batches``.
+- ``assign_op`` / ``update_ops`` / ``update_ops_collected``: TF1 graphs, ancestors over inputs +
+  control inputs of everything ``Session.run`` fetched; optimizer-internal and Saver-restore
+  assigns are skipped. Extra: assign ``op_type``, ``before``/``after`` of the target; update_ops
+  ``fetched``, ``api``.
+- ``optimizer_created``: one event per (line, class) with ``count`` = instances created there.
+- ``clip_none``, ``logits_input`` (extra ``function``), ``log_input``, ``nonfinite`` (extra
+  ``value``: "NaN"/"Inf"; eager: op and line of the first non-finite forward op, else of a
+  Sqrt/Log/Div that received a zero).
 """
 
 # Every probe body is wrapped in a blind ``except Exception``: by design (a probe failure must
@@ -310,11 +349,17 @@ class _Probes:
     _LIB_MARKERS = (os.sep + "tensorflow" + os.sep, os.sep + "keras" + os.sep, os.sep + "tf_keras" + os.sep,
                     os.sep + "tflint_grad" + os.sep, "<frozen ", "<tflint-grad probe")
 
+    _KERAS_MARKERS = (os.sep + "keras" + os.sep, os.sep + "tf_keras" + os.sep)
+
     def direct_user_call(self) -> bool:
-        """The first frame outside TensorFlow/Keras (and this package) is the script."""
+        """The script called TensorFlow directly: the first frame outside TensorFlow (and this
+        package) is the script, with no Keras frame in between (Keras' add_weight is recorded
+        by its own probe)."""
         f = sys._getframe(2)
         while f is not None:
             fn = f.f_code.co_filename
+            if any(m in fn for m in self._KERAS_MARKERS):
+                return False
             if not any(m in fn for m in self._LIB_MARKERS):
                 v = self._is_script.get(fn)
                 if v is None:
