@@ -53,7 +53,9 @@ class UnrunAssignOp(Rule):
 
     ## Confirmation
     The traced graph's assign op created at the flagged line is not an ancestor of
-    anything the script ran (`ran: false`); `refuted` when it ran.
+    anything the script ran (`ran: false`); the evidence quotes the target's value before
+    the first and after the last traced step ("`self.pop_mean` stays [0.0] after 5 step(s)").
+    `refuted` when it ran.
     """
 
     code = "TFG203"
@@ -348,8 +350,31 @@ class UnrunAssignOp(Rule):
             e = ran[0]
             return Outcome("refuted", f"assign op `{e.get('op')}` on `{e.get('target')}` ran (it is an ancestor of a fetched op)")
         desc = ", ".join(f"`{e.get('op')}` (target `{e.get('target')}`)" for e in events[:4])
+        values = []
+        for e in events[:4]:
+            before, after = e.get("before"), e.get("after")
+            if not (isinstance(before, list) and isinstance(after, list) and before):
+                continue
+            name = finding.data.get("target") if len(events) == 1 and finding.data.get("target") else e.get("target")
+            if before == after:
+                text = f"`{name}` stays {_values(before)} after {trace.steps} step(s)"
+            else:
+                text = f"`{name}` went from {_values(before)} to {_values(after)} (other ops update it)"
+            if text not in values:
+                values.append(text)
         return Outcome(
             "confirmed",
-            f"assign op(s) {desc} created at line {line} never ran: none is an ancestor of anything the script fetched "
-            f"in {trace.steps} step(s)",
+            f"assign op(s) {desc} created at line {line} never ran: none is an ancestor of anything the script fetched"
+            + (f"; {'; '.join(values)}" if values else f" in {trace.steps} step(s)"),
         )
+
+
+def _values(vals: list) -> str:
+    """[0.0] / [0.1, 0.2, 0.3, 0.4, ...]: the first values the probes read."""
+    shown = []
+    for v in vals[:4]:
+        try:
+            shown.append(repr(round(float(v), 6)))
+        except (TypeError, ValueError):
+            shown.append(str(v))
+    return "[" + ", ".join(shown) + (", ...]" if len(vals) > 4 else "]")

@@ -44,9 +44,14 @@ class SqrtAtZero(Rule):
     rounded up, and their gradient becomes 0 instead of NaN. `norm` calls get no fix.
 
     ## Confirmation
-    `--confirm` looks for the first NaN/Inf (`nonfinite` event) produced by a `Sqrt` op (or
-    its gradient) or at the flagged line during the traced steps: `confirmed`, with the step.
-    No verdict otherwise: identical pairs may simply not occur in the few traced steps.
+    `--confirm` looks for the `Sqrt` op created at the flagged line (`sqrt_input` event):
+    `confirmed` when the traced graph (or the ops recorded by the tape) shows its input is a
+    sum or mean of squares with no `maximum`/epsilon in between (evidence: "Sqrt ← Sum ← Square
+    ← Sub at line 42, no epsilon"), with, in eager code, how many values of the radicand were
+    exactly 0 in the first traced step, and the first NaN/Inf produced at that line. Identical
+    pairs may not occur in the few traced steps: the structure alone confirms. A NaN/Inf at the
+    flagged line with no recorded `Sqrt` also confirms; `refuted` when the traced `Sqrt` input is
+    guarded.
     """
 
     code = "TFG403"
@@ -260,15 +265,33 @@ class SqrtAtZero(Rule):
     # -- confirmation -------------------------------------------------------------------
     @classmethod
     def confirm(cls, finding, trace) -> Outcome | None:
-        ops = tfapi.names("numerics", "sqrt_op_types")
-        for e in trace.events_of("nonfinite"):
-            at_line = finding.line <= (e.get("line") or -1) <= finding.end_line
-            if e.get("op_type") in ops or at_line:
-                where = e.get("where") or "a tensor"
-                value = e.get("value") or "NaN/Inf"
-                return Outcome(
-                    "confirmed",
-                    f"{where} became {value} at step {e.get('step')} ({e.get('op_type') or e.get('op')}, line {e.get('line')}): "
-                    "the square root received 0",
-                )
+        lo, hi = finding.line, finding.end_line
+        roots = trace.events_at("sqrt_input", lo, hi)
+        nans = trace.events_at("nonfinite", lo, hi)
+        nan = nans[0] if nans else None
+        bad = [e for e in roots if e.get("squares") and not e.get("clipped")]
+        if bad:
+            e = next((x for x in bad if x.get("zeros")), bad[0])
+            text = f"Sqrt ← {' ← '.join(e.get('chain') or ())} at line {e.get('line')}, no epsilon"
+            if e.get("zeros"):
+                text += (f": its input was exactly 0 for {e['zeros']} of {e.get('size')} values at step "
+                         f"{e.get('zero_step', e.get('step'))}")
+            elif e.get("size"):
+                text += (f": the derivative of sqrt is infinite wherever the radicand reaches 0 (no exact 0 among "
+                         f"the {e['size']} values traced at step {e.get('step')})")
+            if nan is not None:
+                text += f"; the {nan.get('where') or 'tensor'} became {nan.get('value') or 'NaN/Inf'} at step {nan.get('step')}"
+            return Outcome("confirmed", text)
+        if nan is not None:
+            cause = ": the square root received 0" if nan.get("op_type") in tfapi.names("numerics", "sqrt_op_types") else ""
+            return Outcome(
+                "confirmed",
+                f"{nan.get('where') or 'a tensor'} became {nan.get('value') or 'NaN/Inf'} at step {nan.get('step')} "
+                f"({nan.get('op_type') or nan.get('op')}, line {nan.get('line')}){cause}",
+            )
+        guarded = [e for e in roots if e.get("clipped")]
+        if guarded and len(guarded) == len(roots):
+            e = guarded[0]
+            return Outcome("refuted", f"the traced Sqrt at line {e.get('line')} is guarded: "
+                                      f"Sqrt ← {' ← '.join(e.get('chain') or ())}")
         return None

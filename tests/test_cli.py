@@ -48,9 +48,10 @@ def _env() -> dict[str, str]:
     return env
 
 
-def run(*args: str, cwd: Path, input: bytes | None = None) -> subprocess.CompletedProcess:
-    """The real console script (the checkout's code first on sys.path)."""
-    return subprocess.run([*_command(), *args], cwd=cwd, env=_env(), input=input, capture_output=True, timeout=120)
+def run(*args: str, cwd: Path, input: bytes | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The real console script (the checkout's code first on sys.path); ``env`` is added to its environment."""
+    return subprocess.run([*_command(), *args], cwd=cwd, env={**_env(), **(env or {})}, input=input, capture_output=True,
+                          timeout=120)
 
 
 class Ran:
@@ -574,14 +575,22 @@ def test_cache_reuses_and_invalidates(tfg, tmp_path):
 
 
 # -- tracing flags ---------------------------------------------------------------------
-def test_confirm_without_tensorflow_exits_2(tfg, tmp_path, monkeypatch):
-    write(tmp_path, "a.py", BAD)
-    real = cli.importlib.util.find_spec
-    monkeypatch.setattr(cli.importlib.util, "find_spec", lambda name, *a: None if name == "tensorflow" else real(name, *a))
-    r = tfg("check", "--confirm")
-    assert r.returncode == 2
-    assert cli.CONFIRM_NEEDS_TF in r.stderr
-    assert r.stdout == ""
+def test_confirm_without_tensorflow_exits_2(tmp_path):
+    """The real console script, in an environment where ``import tensorflow`` fails: a
+    ``sitecustomize`` on PYTHONPATH blocks it (``sys.modules["tensorflow"] = None``: the import
+    raises ModuleNotFoundError and ``find_spec`` says None, as when TensorFlow is not installed)."""
+    blocker = tmp_path / "no-tensorflow"
+    write(blocker, "sitecustomize.py", "import sys\nsys.modules['tensorflow'] = None  # import tensorflow fails\n")
+    env = {"PYTHONPATH": os.pathsep.join([str(blocker), _env()["PYTHONPATH"]])}
+    probe = subprocess.run([sys.executable, "-c", "import tensorflow"], env={**_env(), **env}, capture_output=True, text=True, timeout=60)
+    assert probe.returncode == 1 and "ModuleNotFoundError" in probe.stderr  # the environment is what we claim
+    project = tmp_path / "project"
+    write(project, "a.py", BAD)
+    for flag in ("--confirm", "--confirm-all"):
+        r = run("check", flag, cwd=project, env=env)
+        assert r.returncode == 2, r.stderr.decode()
+        assert r.stderr.decode().strip() == f"tflint-grad: error: {cli.CONFIRM_NEEDS_TF}"
+        assert r.stdout == b""
 
 
 def test_trace_options_are_built_from_flags_and_config(tmp_path):
@@ -678,12 +687,42 @@ def test_cache_key_is_the_file_location(tfg, tmp_path, monkeypatch):
 @pytest.mark.skipif(__import__("importlib").util.find_spec("tensorflow") is None and not os.environ.get("CI"),
                     reason="needs the trace extra")
 def test_confirm_end_to_end_with_tensorflow(tmp_path):
-    shutil.copy(ROOT / "examples" / "seeds" / "004_bn_gradient_tape.py", tmp_path / "train.py")
-    proc = run("check", "train.py", "--confirm", "--trace-steps", "2", "--no-cache", "--format", "json", cwd=tmp_path)
+    """Two traces (one run, -j 2); the later runs reuse them from the trace cache: disabling the
+    trace-only TFG105 (--ignore, config) filters what the trace discovers."""
+    project, cache = tmp_path / "project", tmp_path / "trace-cache"
+    project.mkdir()
+    shutil.copy(ROOT / "examples" / "seeds" / "004_bn_gradient_tape.py", project / "train.py")
+    write(project, "disconnected.py", textwrap.dedent("""\
+        import tensorflow as tf
+
+        model = tf.keras.Sequential([tf.keras.Input((3,)), tf.keras.layers.Dense(4)])
+        head = tf.keras.layers.Dense(1)
+        head.build((None, 4))  # built, never called: no path from its variables to the loss
+        opt = tf.keras.optimizers.SGD(0.01)
+        for step in range(100):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(tf.square(model(tf.ones((8, 3)))))
+            variables = model.trainable_variables + head.trainable_variables
+            grads = tape.gradient(loss, variables)
+            opt.apply_gradients(zip(grads, variables))
+    """))
+    env = {"TFLINT_GRAD_CACHE_DIR": str(cache)}
+    trace = ("check", "train.py", "disconnected.py", "--confirm-all", "--trace-steps", "2", "-j", "2")
+    proc = run(*trace, "--format", "json", cwd=project, env=env)
     assert proc.returncode == 1, proc.stderr.decode()
     data = json.loads(proc.stdout)
     tfg101 = [f for f in data["findings"] if f["code"] == "TFG101"]
     assert tfg101 and tfg101[0]["verdict"] == "confirmed" and "moving_mean" in tfg101[0]["evidence"]
-    text = run("check", "train.py", "--confirm", "--trace-steps", "2", "--select", "TFG101", cwd=tmp_path)
-    lines = text.stdout.decode().splitlines()
-    assert lines[0].startswith("train.py:19:31: TFG101") and lines[1].startswith("    = confirmed: ")
+    tfg105 = [f for f in data["findings"] if f["code"] == "TFG105"]
+    assert [(f["path"], f["line"], f["verdict"]) for f in tfg105] == [("disconnected.py", 11, "confirmed")], data["findings"]
+    assert "`dense_1/kernel`, `dense_1/bias`" in tfg105[0]["message"]
+
+    text = run(*trace, "--ignore", "TFG105", cwd=project, env=env)
+    out = text.stdout.decode()
+    assert "TFG105" not in out, out
+    lines = out.splitlines()
+    i = next(n for n, line in enumerate(lines) if line.startswith("train.py:19:31: TFG101"))
+    assert lines[i + 1].startswith("    = confirmed: ")
+    write(tmp_path / "config", "pyproject.toml", '[tool.tflint-grad]\nextend-ignore = ["TFG105"]\n')
+    text = run(*trace, "--config", str(tmp_path / "config" / "pyproject.toml"), cwd=project, env=env)
+    assert text.returncode == 1 and "TFG105" not in text.stdout.decode() and "TFG101" in text.stdout.decode()

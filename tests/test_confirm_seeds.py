@@ -82,6 +82,7 @@ w2 = tf.get_variable("w2", [4, 3])
 loss += tf.reduce_mean(tf.cast(tf.argmax(tf.matmul(x, w2), 1), tf.float32))
 w3 = tf.get_variable("w3", [4, 3])
 loss += tf.reduce_mean(tf.sign(tf.matmul(x, w3)))
+loss += 0.1 * tf.reduce_mean(tf.sqrt(tf.reduce_sum(tf.square(h - 1.0), 1)))
 opt = tf.train.AdamOptimizer(0.01)
 gvs = opt.compute_gradients(loss)
 try:
@@ -238,9 +239,10 @@ def test_seed_002_output_layer_disconnected_from_the_state(traced):
 
 def test_seed_003_assign_ops_never_run(traced):
     findings, trace = _findings(traced, "seed/003_unrun_assign_bn.py")
-    for line in (19, 20):
+    for line, value in ((19, "`self.pop_mean` stays [0.0]"), (20, "`self.pop_var` stays [1.0]")):
         f = _one(findings, "TFG203", line)
         assert "never ran" in f.evidence
+        assert f"{value} after 5 step(s)" in f.evidence, f.evidence  # the statistic stays put
     ops = {e["line"]: e for e in trace.events_of("assign_op")}
     assert ops[19]["ran"] is False and ops[20]["ran"] is False
     assert ops[19]["moving"] and ops[19]["before"] == ops[19]["after"] == [0.0]
@@ -308,6 +310,11 @@ def test_graph_update_ops_logs_logits_clip(traced):
     assert log["input_op_type"] == "Softmax" and not log["clipped"] and log["line"] == _line(GRAPH, "tf.log(")
     (lg,) = trace.events_of("logits_input")
     assert lg["input_op_type"] == "Softmax" and lg["line"] == _line(GRAPH, "with_logits_v2")
+    (sq,) = trace.events_of("sqrt_input")  # TFG403's structural evidence in a TF1 graph (no values)
+    assert sq["line"] == _line(GRAPH, "tf.sqrt(") and sq["chain"] == ["Sum", "Square", "Sub"]
+    assert sq["squares"] is True and sq["clipped"] is False and "zeros" not in sq
+    f403 = _one(findings, "TFG403", _line(GRAPH, "tf.sqrt("))
+    assert f403.verdict == "confirmed" and "Sqrt ← Sum ← Square ← Sub" in f403.evidence
     # whatever the static rules flagged here, the trace decided it
     for f in findings:
         assert f.verdict in ("confirmed", "refuted"), _describe(findings)

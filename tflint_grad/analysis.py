@@ -14,6 +14,7 @@ Vocabulary:
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -26,6 +27,54 @@ from tflint_grad import tfapi
 
 ScopeNode = cst.CSTNode  # Module | FunctionDef | Lambda | ClassDef
 _SCOPES = (cst.Module, cst.FunctionDef, cst.Lambda, cst.ClassDef)
+_SCOPE_TYPES = frozenset(_SCOPES)
+
+# The collector walks the tree itself instead of ``module.visit``: libcst's visit rebuilds
+# (and re-validates) every node on the way back up, even for a read-only CSTVisitor, which
+# cost more than the parse. The walk visits the same nodes in the same order (libcst's:
+# the order of the ``visit_*(self, "field", ...)`` calls in each node's
+# ``_visit_and_replace_children``). Trees deeper than libcst's own visit could handle
+# (~280-330 levels at the default recursion limit) still raise RecursionError, which the
+# engine turns into TFG000 as before.
+_MAX_DEPTH = 290
+_CHILD_FIELDS: dict[type, tuple[str, ...] | None] = {}
+_IS_NODE: dict[type, bool] = {}  # isinstance(x, CSTNode) by type (CSTNode is an ABC: isinstance is slow)
+
+
+def _child_fields(t: type) -> tuple[str, ...] | None:
+    """The fields of node type ``t`` that hold child nodes, in libcst's visiting order.
+
+    Read from the string constants of ``_visit_and_replace_children`` (each child is
+    visited by ``visit_*(self, "<field>", ...)``, compiled in source order). None: unknown
+    layout, ask ``node.children`` (libcst's own order; slow but exact)."""
+    try:
+        return _CHILD_FIELDS[t]
+    except KeyError:
+        pass
+    fields: tuple[str, ...] | None = None
+    try:
+        owner = next(k for k in t.__mro__ if "_visit_and_replace_children" in k.__dict__)
+        code = owner.__dict__["_visit_and_replace_children"].__code__
+        names = {f.name for f in dataclasses.fields(t)}
+        order: list[str] = []
+        for const in code.co_consts:
+            if type(const) is str and const in names and const not in order:
+                order.append(const)
+        fields = tuple(order)
+    except Exception:  # noqa: BLE001 - not a dataclass, no such method...: the slow path
+        fields = None
+    _CHILD_FIELDS[t] = fields
+    return fields
+
+
+class _FastPositions(PositionProvider):
+    """PositionProvider without MetadataWrapper: ``resolve`` also runs an (empty) batched
+    visit of the whole tree, as costly as the codegen that computes the positions."""
+
+    def compute(self, module: cst.Module):
+        self._computed = {}
+        self._gen_impl(module)
+        return self._computed
 
 
 @dataclass
@@ -124,6 +173,107 @@ class _Collector(cst.CSTVisitor):
         self.stack: list[cst.CSTNode] = []
         self.scopes: list[ScopeNode] = []
 
+    def walk(self, root: cst.CSTNode) -> None:
+        """``root.visit(self)`` without libcst's node rebuilding: the same nodes in the same
+        order, the same facts as ``on_visit``/``on_leave`` (kept as the reference, see
+        bench/check_traversal.py), with the bookkeeping inlined."""
+        ctx = self.ctx
+        nodes, index, parents, scope_map, end = ctx.nodes, ctx.index, ctx.parents, ctx.scope_map, ctx.end
+        scopes = self.scopes
+        special = self._handlers()
+        scope_types = _SCOPE_TYPES
+        fields_of = _child_fields
+        is_node = _IS_NODE
+        node_type = cst.CSTNode
+        sequence_types = (tuple, list)
+
+        def visit(node: cst.CSTNode, parent: cst.CSTNode | None, depth: int) -> None:
+            if depth > _MAX_DEPTH:
+                raise RecursionError("the syntax tree is too deep")
+            index[node] = len(nodes)
+            nodes.append(node)
+            if parent is not None:
+                parents[node] = parent
+            if scopes:
+                scope_map[node] = scopes[-1]
+            t = type(node)
+            handler = special.get(t)
+            if handler is not None:
+                handler(node)
+            is_scope = t in scope_types
+            if is_scope:
+                self._enter_scope(node, t)
+            names = fields_of(t)
+            if names is None:
+                for child in node.children:
+                    visit(child, node, depth + 1)
+            else:
+                for name in names:
+                    value = getattr(node, name)
+                    vt = type(value)
+                    if vt in sequence_types:
+                        for child in value:
+                            if isinstance(child, node_type):
+                                visit(child, node, depth + 1)
+                        continue
+                    ok = is_node.get(vt)
+                    if ok is None:
+                        ok = is_node[vt] = isinstance(value, node_type)
+                    if ok:
+                        visit(value, node, depth + 1)
+            end[node] = len(nodes)
+            if is_scope:
+                scopes.pop()
+
+        try:
+            visit(root, None, 0)
+        finally:
+            visit = None  # type: ignore[assignment]  # the recursive closure is a cycle that would keep the tree alive
+
+    def _handlers(self) -> dict[type, object]:
+        return {
+            cst.Assign: self._assign,
+            cst.AnnAssign: self._ann_assign,
+            cst.AugAssign: self._aug_assign,
+            cst.With: self._with,
+            cst.For: self._for,
+            cst.Import: self._import,
+            cst.ImportFrom: self._import,
+            cst.FunctionDef: self._def,
+            cst.ClassDef: self._class,
+            cst.NamedExpr: self._named_expr,
+        }
+
+    def _ann_assign(self, node: cst.AnnAssign) -> None:
+        if node.value is not None:
+            self._bind_target(node.target, node.value, node, "annassign")
+
+    def _aug_assign(self, node: cst.AugAssign) -> None:
+        self._bind_target(node.target, None, node, "augassign")
+
+    def _for(self, node: cst.For) -> None:
+        self._bind_target(node.target, node.iter, node, "for")
+
+    def _def(self, node: cst.FunctionDef) -> None:
+        self._bind_name(node.name.value, node, None, "def")
+        self.ctx.functions.setdefault(node.name.value, []).append(node)
+
+    def _class(self, node: cst.ClassDef) -> None:
+        self._bind_name(node.name.value, node, None, "class")
+        self.ctx.classes.setdefault(node.name.value, node)
+
+    def _named_expr(self, node: cst.NamedExpr) -> None:
+        self._bind_target(node.target, node.value, node, "assign")
+
+    def _enter_scope(self, node: cst.CSTNode, t: type) -> None:
+        ctx = self.ctx
+        self.scopes.append(node)
+        if t is cst.FunctionDef or t is cst.Lambda:
+            for p in _params(node.params):  # type: ignore[attr-defined]
+                ctx.bindings.setdefault((node, p.name.value), []).append(
+                    Binding(p.name.value, ctx.index[node], p, p.default, "param", node)
+                )
+
     def on_visit(self, node: cst.CSTNode) -> bool:
         ctx = self.ctx
         ctx.index[node] = len(ctx.nodes)
@@ -134,40 +284,17 @@ class _Collector(cst.CSTVisitor):
         if self.scopes:
             ctx.scope_map[node] = self.scopes[-1]
         t = type(node)
-        if t is cst.Assign:
-            self._assign(node)
-        elif t is cst.AnnAssign:
-            if node.value is not None:
-                self._bind_target(node.target, node.value, node, "annassign")
-        elif t is cst.AugAssign:
-            self._bind_target(node.target, None, node, "augassign")
-        elif t is cst.With:
-            self._with(node)
-        elif t is cst.For:
-            self._bind_target(node.target, node.iter, node, "for")
-        elif t is cst.Import or t is cst.ImportFrom:
-            self._import(node)
-        elif t is cst.FunctionDef:
-            self._bind_name(node.name.value, node, None, "def")
-            ctx.functions.setdefault(node.name.value, []).append(node)
-        elif t is cst.ClassDef:
-            self._bind_name(node.name.value, node, None, "class")
-            ctx.classes.setdefault(node.name.value, node)
-        elif t is cst.NamedExpr:
-            self._bind_target(node.target, node.value, node, "assign")
-        if t in _SCOPES:
-            self.scopes.append(node)
-            if t is cst.FunctionDef or t is cst.Lambda:
-                for p in _params(node.params):
-                    ctx.bindings.setdefault((node, p.name.value), []).append(
-                        Binding(p.name.value, ctx.index[node], p, p.default, "param", node)
-                    )
+        handler = self._handlers().get(t)
+        if handler is not None:
+            handler(node)  # type: ignore[operator]
+        if t in _SCOPE_TYPES:
+            self._enter_scope(node, t)
         return True
 
     def on_leave(self, original_node: cst.CSTNode) -> None:
         self.ctx.end[original_node] = len(self.ctx.nodes)
         self.stack.pop()
-        if type(original_node) in _SCOPES:
+        if type(original_node) in _SCOPE_TYPES:
             self.scopes.pop()
 
     # -- bindings ---------------------------------------------------------------
@@ -285,7 +412,7 @@ class FileContext:
         self._with_nodes: list[cst.With] = []
         self._qualname_cache: dict[cst.CSTNode, str | None] = {}
         self._positions = None
-        module.visit(_Collector(self))
+        _Collector(self).walk(module)
 
     # -- structure ----------------------------------------------------------------
     def parent(self, node: cst.CSTNode) -> cst.CSTNode | None:
@@ -323,7 +450,10 @@ class FileContext:
     def range(self, node: cst.CSTNode) -> tuple[int, int, int, int]:
         """1-based (line, column, end_line, end_column) of a node; end is exclusive."""
         if self._positions is None:
-            self._positions = MetadataWrapper(self.module, unsafe_skip_copy=True).resolve(PositionProvider)
+            try:
+                self._positions = _FastPositions().compute(self.module)
+            except (AttributeError, TypeError):  # libcst internals changed: the public way
+                self._positions = MetadataWrapper(self.module, unsafe_skip_copy=True).resolve(PositionProvider)
         r = self._positions[node]
         return r.start.line, r.start.column + 1, r.end.line, r.end.column + 1
 

@@ -242,6 +242,39 @@ def default_jobs() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def _work_batch(batch: list[Job]) -> list[Outcome]:
+    return [_work(j) for j in batch]
+
+
+def _batches(jobs: list[Job], workers: int) -> list[list[int]]:
+    """Job indexes grouped for the pool: biggest files first (so that no worker is left
+    with a big file at the end), each batch about 1/(16 * workers) of the bytes (big files
+    alone, small ones grouped: fewer round trips)."""
+    sizes = []
+    for job in jobs:
+        size = len(job.raw) if job.raw is not None else 0
+        if job.abspath is not None:
+            try:
+                size = os.stat(job.abspath).st_size
+            except OSError:
+                size = 0
+        sizes.append(size + 2048)  # + a fixed cost per file
+    order = sorted(range(len(jobs)), key=lambda i: -sizes[i])
+    target = max(1, sum(sizes) // (16 * workers))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    weight = 0
+    for i in order:
+        current.append(i)
+        weight += sizes[i]
+        if weight >= target:
+            batches.append(current)
+            current, weight = [], 0
+    if current:
+        batches.append(current)
+    return batches
+
+
 def run_jobs(jobs: list[Job], state: WorkerState, n: int, warn=None) -> list[Outcome]:
     """Lint ``jobs``; the outcomes are in the order of ``jobs`` whatever ``n``."""
     if n > 1 and len(jobs) >= POOL_MIN_FILES:
@@ -251,10 +284,14 @@ def run_jobs(jobs: list[Job], state: WorkerState, n: int, warn=None) -> list[Out
         methods = multiprocessing.get_all_start_methods()
         ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
         workers = min(n, len(jobs))
-        chunk = max(1, len(jobs) // (workers * 4))
+        batches = _batches(jobs, workers)
         try:
             with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(state,)) as pool:
-                return list(pool.map(_work, jobs, chunksize=chunk))
+                outcomes: list[Outcome | None] = [None] * len(jobs)
+                for batch, done in zip(batches, pool.map(_work_batch, [[jobs[i] for i in b] for b in batches])):
+                    for i, outcome in zip(batch, done):
+                        outcomes[i] = outcome
+                return outcomes  # type: ignore[return-value]
         except Exception as e:  # noqa: BLE001 - e.g. no /dev/shm, a killed worker: lint in-process instead
             if warn:
                 warn(f"parallel linting failed ({type(e).__name__}: {e}); linting in one process")
@@ -544,10 +581,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         to_trace = results
         if to_trace:
             try:
-                if "settings" in _parameters(confirm):
-                    warnings = confirm(to_trace, options, settings=settings) or []
-                else:
-                    warnings = confirm(to_trace, options) or []
+                # settings: trace-only rules (TFG105) obey --select/--ignore/per-file-ignores too
+                warnings = confirm(to_trace, options, settings=settings) or []
             except Exception as e:  # noqa: BLE001 - a tracer bug: report it, still print the static findings
                 import traceback
 

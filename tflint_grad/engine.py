@@ -9,6 +9,7 @@ goes on and the CLI can exit 2.
 from __future__ import annotations
 
 import ast
+import gc
 import re
 import traceback
 from dataclasses import dataclass, field
@@ -59,6 +60,21 @@ def lint_source(text: str, path: str = "<string>", settings: Settings | None = N
 
 
 def lint_file(src: SourceFile, settings: Settings | None = None) -> Result:
+    # The cyclic GC is paused while one file is linted: a parse allocates hundreds of
+    # thousands of nodes that all survive, so the collector would traverse the growing
+    # tree again and again for nothing (~10-25% of the time on big files). The tree, the
+    # FileContext and the rules hold no reference cycles; refcounting frees them.
+    paused = gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        return _lint_file(src, settings)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _lint_file(src: SourceFile, settings: Settings | None) -> Result:
     settings = settings or Settings.default()
     enabled = settings.enabled_for(src.path)
     result = Result(src.path, source=src)

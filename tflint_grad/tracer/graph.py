@@ -45,6 +45,11 @@ ASSIGN_OPS = frozenset({"Assign", "AssignSub", "AssignAdd", "AssignVariableOp",
                         "ScatterSub", "ResourceScatterUpdate", "ResourceScatterAdd"})
 VARIABLE_OPS = frozenset({"VariableV2", "Variable", "VarHandleOp", "Placeholder"})
 RELU_OPS = frozenset({"Relu", "Relu6", "LeakyRelu", "Elu", "Selu"})
+# What a Sqrt's radicand is made of (TFG403): squares, the reductions that sum them, guards.
+SQUARE_OPS = frozenset({"Square", "SquaredDifference", "Pow"})
+REDUCE_OPS = frozenset({"Sum", "Mean"})
+GUARD_OPS = frozenset({"ClipByValue", "Maximum"})
+ADD_OPS = frozenset({"Add", "AddV2"})
 MAX_NODES = 200_000
 _SAME: dict[tuple[str, str], bool] = {}
 
@@ -111,6 +116,12 @@ class TFGraphView:
 
     def out_dtypes(self, op: Any) -> list:
         return [t.dtype for t in op.outputs]
+
+    def in_tensor(self, op: Any, k: int) -> Any:
+        try:
+            return op.inputs[k]
+        except Exception:
+            return None
 
     def attr(self, op: Any, name: str) -> Any:
         try:
@@ -200,6 +211,10 @@ class EagerView:
 
     def out_dtypes(self, i: int) -> list:
         return self.records[i]["out_dtypes"]
+
+    def in_tensor(self, i: int, k: int) -> Any:
+        ins = self.records[i].get("in_t") or ()
+        return ins[k] if k < len(ins) else None
 
     def attr(self, i: int, name: str) -> Any:
         attrs = self.records[i].get("attrs") or ()
@@ -368,3 +383,99 @@ def near_activation(view: Any, start: Iterable[Any], depth: int = 4) -> str | No
                 nxt.append(m)
         frontier = nxt
     return None
+
+
+def _type(view: Any, node: Any) -> str:
+    t = view.op_type(node)
+    return t.decode() if isinstance(t, bytes) else t
+
+
+def _is_constant_input(view: Any, node: Any, k: int, producer: Any) -> bool:
+    """Input ``k`` of ``node`` is a constant: a Const op (graphs), or, eager, a scalar no recorded op produced."""
+    if producer is not None:
+        return _type(view, producer) == "Const"
+    t = view.in_tensor(node, k) if hasattr(view, "in_tensor") else None
+    try:
+        return t is not None and len(t.shape) == 0
+    except Exception:
+        return False
+
+
+def _is_square(view: Any, node: Any) -> bool:
+    t = _type(view, node)
+    if t in SQUARE_OPS:
+        return True
+    if t == "Mul":  # x * x (tf.norm: tensor * conj(tensor))
+        ins = [p for p, _d in view.in_edges(node)]
+        return len(ins) == 2 and ins[0] is not None and ins[0] == ins[1]
+    return False
+
+
+def sqrt_radicand(view: Any, node: Any, depth: int = 8) -> dict[str, Any] | None:
+    """What a ``Sqrt`` takes the root of (TFG403's ``sqrt_input`` event).
+
+    Walks up the data input through pass-through ops and guards (``ClipByValue``/``Maximum``,
+    an ``Add`` of a constant: ``x + eps``). Returns None when no op produced the input (eager:
+    computed before the tape recorded), else ``{"chain": [op types, nearest first, e.g. Sum,
+    Square, Sub], "squares": bool, "clipped": bool}``: ``squares`` when the radicand is a
+    Sum/Mean of squares (Square, SquaredDifference, Pow, x*x), a sum of such terms
+    (``dx**2 + dy**2``) or a square itself.
+    """
+    chain: list[str] = []
+    clipped = False
+    edges = view.in_edges(node)
+    cur = edges[0][0] if edges else None
+    for _ in range(depth):
+        if cur is None:
+            break
+        t = _type(view, cur)
+        ins = [p for p, _d in view.in_edges(cur)]
+        if t in PASS_THROUGH:
+            cur = ins[0] if ins else None
+            continue
+        if t in GUARD_OPS or (t in ADD_OPS and len(ins) == 2
+                              and any(_is_constant_input(view, cur, k, p) for k, p in enumerate(ins))):
+            clipped = True
+            chain.append(t)
+            rest = [p for k, p in enumerate(ins) if p is not None and not _is_constant_input(view, cur, k, p)]
+            cur = rest[0] if rest else None
+            continue
+        break
+    if cur is None:
+        return {"chain": chain, "squares": False, "clipped": clipped} if chain else None
+
+    def first_in(n: Any) -> Any:
+        for _ in range(depth):
+            e = view.in_edges(n)
+            p = e[0][0] if e else None
+            if p is None or _type(view, p) not in PASS_THROUGH:
+                return p
+            n = p
+        return None
+
+    def square_chain(n: Any) -> list[str] | None:
+        """[Square, Sub] when ``n`` is a square (of a difference)."""
+        if n is None or not _is_square(view, n):
+            return None
+        inner = first_in(n)
+        return [_type(view, n)] + ([_type(view, inner)] if inner is not None else [])
+
+    t = _type(view, cur)
+    chain.append(t)
+    squares = False
+    sq = square_chain(cur)
+    if sq is not None:
+        squares = True
+        chain.extend(sq[1:])
+    elif t in REDUCE_OPS:
+        sq = square_chain(first_in(cur))
+        if sq is not None:
+            squares = True
+            chain.extend(sq)
+    elif t in ADD_OPS:
+        terms = [p for p, _d in view.in_edges(cur)]
+        chains = [square_chain(p) for p in terms]
+        if terms and all(c is not None for c in chains):
+            squares = True
+            chain.extend(chains[0])
+    return {"chain": chain, "squares": squares, "clipped": clipped}

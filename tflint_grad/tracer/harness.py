@@ -2,8 +2,9 @@
 
 Runs ONLY in the subprocess the runner starts (``sandbox.run``). In order:
 
-1. resource limits (``RLIMIT_DATA`` = the memory limit, no core files, ``RLIMIT_FSIZE``),
-   faulthandler on stderr (the parent reads the script line of a segfault from it);
+1. resource limits (``RLIMIT_DATA`` = the memory limit, no core files, ``RLIMIT_FSIZE``), child
+   subreaper, Landlock write confinement to the trace folder (``confine_writes``, before any
+   thread exists), faulthandler on stderr (the parent reads the script line of a segfault from it);
 2. environment for TF1 scripts (``TF_USE_LEGACY_KERAS=1``, also set by the parent), then
    ``import tensorflow``; for scripts written against the TF1 API:
    ``import tensorflow.compat.v1 as v1; v1.disable_v2_behavior(); sys.modules["tensorflow"] = v1``;
@@ -12,16 +13,19 @@ Runs ONLY in the subprocess the runner starts (``sandbox.run``). In order:
    module exists, then the step counter (its patches wrap the probes', so the call that would be
    step N+1 stops before any probe sees it);
 5. the sandbox audit hook (network, writes outside the folder, process creation), installed
-   last so that TensorFlow's own import and setup are unaffected;
+   last so that TensorFlow's own import and setup are unaffected; signals that would end the
+   process silently (SIGTERM, SIGALRM...) raise ``ScriptSignal`` instead, SIGINT raises
+   KeyboardInterrupt;
 6. signals "ready" to the parent (the wall clock starts), runs the script with
    ``runpy.run_path(copy, run_name="__main__")``, recording its executed lines;
-7. ``probes.finalize(recorder)``, then the result JSON (atomically) and ``os._exit`` (threads
-   the script left running and its atexit handlers do not hold the trace up).
+7. ``probes.finalize(recorder)``, then the result JSON (atomically), ``kill_descendants`` and
+   ``os._exit`` (threads the script left running and its atexit handlers do not hold the trace up).
 
 Outcomes: ``StopRun`` -> "stopped"; ``sys.exit(0)`` -> "finished" ("script called sys.exit(0)
 at line N"), non-zero -> "error"; an exception -> "error" ("script stopped at line N: Type:
-message", ``error_line``); MemoryError (``RLIMIT_DATA``) -> "memory"; SIGUSR2 from the parent
--> "timeout" with the partial trace; ``os._exit`` in the script is replaced by a function that
+message", ``error_line``); a terminating signal -> "error" ("script terminated by SIGTERM at
+line N"); MemoryError (``RLIMIT_DATA``) -> "memory"; SIGUSR2 from the parent -> "timeout" with
+the partial trace ("timed out at line N"); ``os._exit`` in the script is replaced by a function that
 finalizes and writes the partial trace first ("script called os._exit(0) at line N").
 
 How training steps are counted (``StepCounter``): each of these is a *source*; the step count
@@ -73,6 +77,16 @@ class TraceTimeout(BaseException):
     """The parent's wall-clock limit (SIGUSR2): unwinds the script so the partial trace is kept."""
 
 
+class ScriptSignal(BaseException):
+    """A signal whose default action ends the process (the script sent it to itself, or armed an alarm)."""
+
+
+# Signals that would end the process without a word; while the script runs they raise ScriptSignal
+# instead ("script terminated by SIGTERM at line 12"), unless the script installs its own handler.
+TERMINATING_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP", "SIGQUIT", "SIGALRM", "SIGUSR1",
+                                                           "SIGVTALRM", "SIGPROF") if hasattr(signal, n))
+
+
 # -- limits ---------------------------------------------------------------------------------
 
 
@@ -95,6 +109,129 @@ def set_limits(memory_mb: int) -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # too big a file: EFBIG, not death
 
 
+# -- kernel-side containment -------------------------------------------------------------------
+
+# Landlock (Linux >= 5.13): the same numbers on every architecture
+_LANDLOCK_CREATE_RULESET, _LANDLOCK_ADD_RULE, _LANDLOCK_RESTRICT_SELF = 444, 445, 446
+_LL_WRITE_FILE, _LL_REMOVE_DIR, _LL_REMOVE_FILE, _LL_MAKE_CHAR, _LL_MAKE_DIR, _LL_MAKE_REG = (1 << i for i in (1, 4, 5, 6, 7, 8))
+_LL_MAKE_SOCK, _LL_MAKE_FIFO, _LL_MAKE_BLOCK, _LL_MAKE_SYM, _LL_REFER, _LL_TRUNCATE = (1 << i for i in (9, 10, 11, 12, 13, 14))
+
+
+def landlock_abi() -> int:
+    """The kernel's Landlock ABI version, 0 without Landlock (probing restricts nothing)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        return max(0, int(libc.syscall(ctypes.c_long(_LANDLOCK_CREATE_RULESET), None, ctypes.c_long(0), ctypes.c_long(1))))
+    except Exception:  # noqa: BLE001 - not Linux
+        return 0
+
+
+def confine_writes(folders: list[str], files: tuple[str, ...] = ("/dev/null",)) -> str:
+    """Let this process, and every thread and process it starts, modify the file system only
+    beneath ``folders`` (and write ``files``): Landlock, enforced by the kernel, so it also holds
+    for TensorFlow's C++ file layer (``tf.io.write_file``, ``Dataset.cache``, TFRecordWriter),
+    ``ctypes`` and programs the script manages to start. Reading is not restricted.
+
+    Call it before any thread exists (a Landlock domain covers the calling thread and what it
+    starts). Returns a note saying what was done or why not (old kernel, no Landlock).
+    """
+    if os.environ.get("TFLINT_GRAD_NO_LANDLOCK"):
+        return "kernel write confinement (Landlock): disabled by TFLINT_GRAD_NO_LANDLOCK"
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+
+        def call(*args) -> int:
+            return libc.syscall(*(ctypes.c_long(a) if isinstance(a, int) else a for a in args))
+
+        abi = landlock_abi()
+        if abi < 1:
+            return "kernel write confinement (Landlock) unavailable on this system"
+        handled = (_LL_WRITE_FILE | _LL_REMOVE_DIR | _LL_REMOVE_FILE | _LL_MAKE_CHAR | _LL_MAKE_DIR | _LL_MAKE_REG
+                   | _LL_MAKE_SOCK | _LL_MAKE_FIFO | _LL_MAKE_BLOCK | _LL_MAKE_SYM)
+        handled |= _LL_REFER if abi >= 2 else 0
+        handled |= _LL_TRUNCATE if abi >= 3 else 0
+
+        class RulesetAttr(ctypes.Structure):
+            _fields_ = [("handled_access_fs", ctypes.c_uint64)]
+
+        class PathBeneath(ctypes.Structure):
+            _pack_ = 1
+            _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
+        attr = RulesetAttr(handled)
+        ruleset = call(_LANDLOCK_CREATE_RULESET, ctypes.byref(attr), ctypes.sizeof(attr), 0)
+        if ruleset < 0:
+            return f"kernel write confinement (Landlock) unavailable: {os.strerror(ctypes.get_errno())}"
+        try:
+            for path, access in [*((f, handled) for f in folders),
+                                 *((f, handled & (_LL_WRITE_FILE | _LL_TRUNCATE)) for f in files)]:
+                try:
+                    fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+                except OSError:
+                    continue
+                try:
+                    rule = PathBeneath(access, fd)
+                    if call(_LANDLOCK_ADD_RULE, ruleset, 1, ctypes.byref(rule), 0) < 0:  # LANDLOCK_RULE_PATH_BENEATH
+                        return f"kernel write confinement (Landlock) not applied: {path}: {os.strerror(ctypes.get_errno())}"
+                finally:
+                    os.close(fd)
+            if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS, required to restrict oneself
+                return f"kernel write confinement (Landlock) not applied: {os.strerror(ctypes.get_errno())}"
+            if call(_LANDLOCK_RESTRICT_SELF, ruleset, 0) < 0:
+                return f"kernel write confinement (Landlock) not applied: {os.strerror(ctypes.get_errno())}"
+        finally:
+            os.close(ruleset)
+        return f"kernel write confinement (Landlock ABI {abi}): " + ", ".join(folders)
+    except Exception as e:  # noqa: BLE001 - not Linux, no ctypes...: the audit hooks still apply
+        return f"kernel write confinement (Landlock) unavailable: {type(e).__name__}: {e}"
+
+
+def become_subreaper() -> bool:
+    """Orphans of the script's processes (a daemon's double fork) are re-parented to this process
+    instead of init, so they stay in its tree: the parent's watchdog sees them, and they are
+    killed with it."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def kill_descendants() -> int:
+    """SIGKILL every live process below this one (before leaving: nothing the script started
+    outlives the trace). Returns how many were signalled."""
+    from tflint_grad.tracer.sandbox import proc_table
+
+    me, total = os.getpid(), 0
+    for _ in range(5):  # a process may fork while we look: look again
+        table = proc_table()
+        children: dict[int, list[int]] = {}
+        for p in table.values():
+            children.setdefault(p.ppid, []).append(p.pid)
+        stack, live = [me], []
+        while stack:
+            for c in children.get(stack.pop(), ()):
+                stack.append(c)
+                if table[c].state not in ("Z", "X"):
+                    live.append(c)
+        if not live:
+            break
+        for sig in (signal.SIGSTOP, signal.SIGKILL):  # freeze first: a stopped process cannot fork
+            for pid in live:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, sig)
+        total += len(live)
+        time.sleep(0.02)
+    return total
+
+
 # -- the sandbox audit hook -------------------------------------------------------------------
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
@@ -113,6 +250,10 @@ class Guard:
                           "os.mknod", "shutil.rmtree", "shutil.chown", "shutil.make_archive"})
     DST_PATH = frozenset({"os.link", "os.symlink", "shutil.copyfile", "shutil.copymode", "shutil.copystat",
                           "shutil.copytree"})
+    # position of the ``dir_fd`` argument in the audit event (-1: none): ``os.remove(name, dir_fd=fd)``
+    # (shutil.rmtree's walk, or a script holding a descriptor of a folder outside) is relative to fd
+    DIR_FD = {"os.remove": 1, "os.rmdir": 1, "os.mkdir": 2, "os.chmod": 2, "os.mkfifo": 2, "os.chown": 3,
+              "os.utime": 3, "os.mknod": 3}
 
     def __init__(self, root: str) -> None:
         self.root = os.path.realpath(root)
@@ -137,7 +278,14 @@ class Guard:
     def check_write(self, path: Any) -> None:
         if self.bypass or self.inside(path):
             return
-        self._refuse(f"writing outside the trace's temporary folder is disabled while tracing: {os.fsdecode(path) if isinstance(path, (str, bytes, os.PathLike)) else path}")
+        shown = os.fsdecode(path) if isinstance(path, (str, bytes, os.PathLike)) else str(path)
+        if "://" not in shown:
+            with contextlib.suppress(OSError, ValueError):
+                absolute = os.path.normpath(os.path.join(os.getcwd(), shown))
+                real = os.path.realpath(absolute)
+                if real != absolute:  # a linked neighbour of the script, or a path through one
+                    shown += f" (resolves to {real})"
+        self._refuse(f"writing outside the trace's temporary folder is disabled while tracing: {shown}")
 
     def _refuse(self, message: str) -> None:
         if len(self.refused) < 20:
@@ -152,23 +300,42 @@ class Guard:
     def _network(self, args: tuple) -> None:
         self._refuse(NETWORK_MESSAGE)
 
-    def _rename(self, args: tuple) -> None:
-        self.check_write(args[0])
-        self.check_write(args[1])
+    @staticmethod
+    def at(path: Any, dir_fd: Any) -> Any:
+        """``path`` as the kernel sees it when given relative to the descriptor ``dir_fd``."""
+        if not isinstance(dir_fd, int) or dir_fd < 0 or isinstance(path, int):
+            return path
+        try:
+            p = os.fsdecode(path)
+        except TypeError:
+            return path
+        if os.path.isabs(p):
+            return p
+        try:
+            return os.path.join(os.readlink(f"/proc/self/fd/{dir_fd}"), p)
+        except OSError:
+            return os.path.join(f"/proc/self/fd/{dir_fd}", p)  # realpath resolves it too
 
-    def _one_path(self, args: tuple) -> None:
+    def _rename(self, args: tuple) -> None:  # os.rename / os.replace / os.link: src, dst, src_dir_fd, dst_dir_fd
+        fds = tuple(args[2:4]) + (None, None)
+        self.check_write(self.at(args[0], fds[0]))
+        self.check_write(self.at(args[1], fds[1]))
+
+    def _one_path(self, event: str, args: tuple) -> None:
         if args:
-            self.check_write(args[0])
+            i = self.DIR_FD.get(event, -1)
+            self.check_write(self.at(args[0], args[i]) if 0 < i < len(args) else args[0])
 
     def _dst_path(self, args: tuple) -> None:
         if len(args) > 1:
-            self.check_write(args[1])
+            self.check_write(self.at(args[1], args[2]) if len(args) > 2 else args[1])  # os.symlink: dir_fd 3rd
 
     def _mkdir(self, args: tuple) -> None:
         # os.makedirs(existing, exist_ok=True) outside: the mkdir fails with EEXIST and changes nothing
-        if args and not isinstance(args[0], int) and os.path.isdir(args[0]):
+        path = self.at(args[0], args[2]) if len(args) > 2 else args[0] if args else None
+        if path is not None and not isinstance(path, int) and os.path.isdir(path):
             return
-        self._one_path(args)
+        self._one_path("os.mkdir", args)
 
     def _sqlite(self, args: tuple) -> None:
         if args and args[0] not in (":memory:", "", b":memory:"):
@@ -192,10 +359,11 @@ class Guard:
         for event in self.PROCESS:
             table[event] = functools.partial(self._process, event)
         for event in self.ONE_PATH:
-            table[event] = self._one_path
+            table[event] = functools.partial(self._one_path, event)
         table["os.mkdir"] = self._mkdir
         for event in self.DST_PATH:
             table[event] = self._dst_path
+        table["os.link"] = self._rename  # src, dst, src_dir_fd, dst_dir_fd
         return table
 
     def _process(self, event: str, args: tuple) -> None:
@@ -215,7 +383,41 @@ class Guard:
     def install(self) -> None:
         if not self.installed:
             sys.addaudithook(self.make_hook())
+            self._patch_unaudited()
             self.installed = True
+
+    def _patch_unaudited(self) -> None:
+        """Two doors the audit events leave open to plain Python code.
+
+        ``_posixsubprocess.fork_exec`` raises no event when called directly, as multiprocessing's
+        "spawn" and "forkserver" start methods do: the new interpreter would re-run the script
+        with no hooks at all. ``os.open(name, flags, dir_fd=fd)`` raises "open" without the fd.
+        """
+        guard = self
+        try:
+            import _posixsubprocess
+
+            real_fork_exec = _posixsubprocess.fork_exec
+
+            def fork_exec(*args, **kwargs):
+                if not guard.bypass:
+                    guard._refuse("starting processes is disabled while tracing (multiprocessing/_posixsubprocess)")
+                return real_fork_exec(*args, **kwargs)
+
+            _posixsubprocess.fork_exec = fork_exec
+        except (ImportError, AttributeError):
+            pass
+        real_open = os.open
+
+        @functools.wraps(real_open)
+        def open_(path, flags, mode=0o777, *, dir_fd=None):
+            if dir_fd is not None and isinstance(flags, int) and flags & _WRITE_FLAGS and not guard.bypass:
+                guard.check_write(guard.at(path, dir_fd))
+            return real_open(path, flags, mode, dir_fd=dir_fd)
+
+        os.open = open_
+        if real_open in os.supports_dir_fd:
+            os.supports_dir_fd.add(open_)
 
     @contextlib.contextmanager
     def allowed(self):
@@ -809,6 +1011,8 @@ class Harness:
                 except BaseException:  # noqa: BLE001
                     pass
             _flush()
+            with contextlib.suppress(BaseException), harness.guard.allowed():
+                kill_descendants()
             harness._real_exit(code)
 
         os._exit = _exit
@@ -835,7 +1039,17 @@ class Harness:
             if self.user_code_running:
                 raise TraceTimeout()
 
+        def on_terminate(signum, frame):
+            if self.user_code_running:
+                raise ScriptSignal(signum)
+
         signal.signal(signal.SIGUSR2, on_timeout)
+        for sig in TERMINATING_SIGNALS:
+            with contextlib.suppress(OSError, ValueError):
+                if signal.getsignal(sig) == signal.SIG_DFL:
+                    signal.signal(sig, on_terminate)
+        # Ctrl-C semantics even when the linter was started with SIGINT ignored (nohup, `cmd &`)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         self.guard.install()
         self._signal_ready()
         status, reason, line = "finished", None, None
@@ -846,8 +1060,14 @@ class Harness:
         except StopRun:
             status = "stopped"
         except TraceTimeout as e:
-            status, reason = "timeout", "timed out"
             line = _script_line_of(e.__traceback__, self.script, self.line_maps)
+            status, reason = "timeout", "timed out" + (f" at line {line}" if line is not None else "")
+        except ScriptSignal as e:
+            line = _script_line_of(e.__traceback__, self.script, self.line_maps)
+            from tflint_grad.tracer.sandbox import signal_name
+
+            status = "error"
+            reason = f"script terminated by {signal_name(e.args[0])}" + (f" at line {line}" if line is not None else "")
         except SystemExit as e:
             line = _script_line_of(e.__traceback__, self.script, self.line_maps)
             code = e.code
@@ -908,6 +1128,10 @@ class Harness:
     def main(self) -> int:
         _die_with_parent()
         set_limits(self.args.memory_mb)
+        become_subreaper()
+        # before TensorFlow starts any thread: the kernel confines every later one
+        out_dir = os.path.dirname(os.path.abspath(self.args.out))
+        self.result["notes"].append(confine_writes(list(dict.fromkeys([self.guard.root, out_dir]))))
         faulthandler.enable(file=sys.stderr, all_threads=True)
         self._last = self.t0
         tf = self.import_tensorflow()
@@ -989,6 +1213,8 @@ def main(argv: list[str] | None = None) -> None:
         except BaseException:  # noqa: BLE001
             pass
     _flush()
+    with contextlib.suppress(BaseException), harness.guard.allowed():  # (the guard refuses os.kill of others)
+        kill_descendants()  # daemons the script managed to start (they are ours: subreaper)
     # Leave now: no waiting for threads the script left running, no atexit handlers of its own.
     harness._real_exit(0)
 

@@ -2,7 +2,8 @@
 
 ``install(rec, tf, tf1=..., steps=...)`` runs after TensorFlow is imported and before the
 user's script; ``finalize(rec)`` runs after the script stopped (normally, at the step limit
-or by an exception). Event kinds and fields are documented in :mod:`tflint_grad.tracer.report`.
+or by an exception). Event kinds and ALL their fields are documented in one place,
+:mod:`tflint_grad.tracer.report`: add a field there when a probe starts emitting it.
 
 Rules every probe follows:
 
@@ -26,36 +27,33 @@ How each event is obtained (Keras 3 / tf_keras / TF1):
   "zero" from the first ``Session.run`` whose fetches depend on the gradients (the tensors are
   added to that run's fetches: nothing extra executes). None/zero classified by path analysis
   (graph.py): TF1 and tf.function graphs on the real graph, eager tapes on the ops recorded by an
-  op callback while the first tapes recorded. Extra fields: ``unwatched`` (non-trainable
-  variables an auto-watching tape never watched: None by construction, e.g. BN moving stats),
-  ``unclassified`` (eager None without a recording), ``evaluated`` (values known), per variable
-  ``units_identical`` (all columns of a >=2-D gradient equal), ``nonfinite``, ``kind: "tensor"``.
+  op callback while the first tapes recorded.
 - ``apply_gradients``: Keras 3 ``BaseOptimizer.apply_gradients``/``apply``, tf_keras
   ``_BaseOptimizer``/``OptimizerV2.apply_gradients``, TF1 ``Optimizer.apply_gradients`` (direct
-  calls only; ``api`` says which).
+  calls only).
 - ``layer_call``: BN/Dropout ``call`` (the argument Keras resolved; tf_keras: also
-  ``_get_training_value``/learning phase); extra: ``keras``, ``trainable`` (BN),
-  ``training_kind: "tensor"`` (a symbolic flag, training null).
-- ``moving_stats``: Keras layers in eager mode: values at ``build`` and at the end (``keras: true``);
+  ``_get_training_value``/learning phase).
+- ``moving_stats``: Keras layers in eager mode: values at ``build`` and at the end;
   graph variables named moving_mean/moving_variance: read in the script's session before the
   first train step and when the session closes (or at the end).
 - ``initializer``: Keras ``add_weight`` (eager), ``tf.Variable`` created by the script (eager),
-  TF1 trainable variables read at the first train step; extra: ``mean``, ``init_config``,
-  ``init_line`` (where the initializer object was created), ``layer``.
+  TF1 trainable variables read at the first train step (initializer objects are tracked from
+  their creation line).
 - ``layer_grad_norms``: TF1: mean over the first min(steps, 5) train batches; when weights are
   flagged tiny (rms < 0.1 x Glorot std, random) the counterfactual re-draws them (He when a ReLU
   follows, else Glorot; own RNG), evaluates the same gradient tensors with the same feed, and
   restores every variable it or the gradients touched, before the script's own run. Eager: the
   first call; the counterfactual replays the recorded ops with re-drawn weights (assign, restore).
-  Extra: ``flagged`` [{variable, redraw}], ``batches``.
 - ``assign_op`` / ``update_ops`` / ``update_ops_collected``: TF1 graphs, ancestors over inputs +
   control inputs of everything ``Session.run`` fetched; optimizer-internal and Saver-restore
-  assigns are skipped. Extra: assign ``op_type``, ``before``/``after`` of the target; update_ops
-  ``fetched``, ``api``.
-- ``optimizer_created``: one event per (line, class) with ``count`` = instances created there.
-- ``clip_none``, ``logits_input`` (extra ``function``), ``log_input``, ``nonfinite`` (extra
-  ``value``: "NaN"/"Inf"; eager: op and line of the first non-finite forward op, else of a
-  Sqrt/Log/Div that received a zero).
+  assigns are skipped; the targets' values come from the session snapshots above.
+- ``optimizer_created``: the optimizers' ``__init__`` (Keras 3, tf_keras, TF1).
+- ``clip_none``, ``logits_input``: wrappers of the clip / ``*_with_logits`` functions.
+- ``log_input``, ``sqrt_input``: Log and Sqrt ops of TF1/tf.function graphs (after the run, or
+  when their gradient is taken) and of the ops recorded by the first eager tapes (graph.py walks
+  their inputs: ``feeding_type``, ``sqrt_radicand``).
+- ``nonfinite``: eager: loss and gradient values of each ``tape.gradient`` (culprit op from the
+  recording); TF1: loss values the script fetched and the piggy-backed gradient values.
 """
 
 # Every probe body is wrapped in a blind ``except Exception``: by design (a probe failure must
@@ -1447,7 +1445,7 @@ class _Probes:
                 continue
             a = np.asarray(r)
             if a.dtype.kind in "fc" and not np.all(np.isfinite(a)):
-                self._emit_nonfinite(self.line(), f.op.name, f.op.type, "loss", a)
+                self._emit_nonfinite(self.view().line(f.op) or self.line(), f.op.name, f.op.type, "loss", a)
                 return
 
     def _after_extra(self, sess: Any, extra: list, values: list) -> None:
@@ -1470,7 +1468,7 @@ class _Probes:
                     entry["nonfinite"] = True
                     self._emit_nonfinite(site.event["line"], getattr(t.op, "name", None), getattr(t.op, "type", None), "gradient", a)
             elif a.dtype.kind in "fc" and not np.all(np.isfinite(a)):
-                self._emit_nonfinite(site.event["line"], t.op.name, t.op.type, "loss", a)
+                self._emit_nonfinite(self.view().line(t.op) or site.event["line"], t.op.name, t.op.type, "loss", a)
         if lgn_vals and self.lgn is not None:
             self._lgn_accumulate([self.norm(v) for v in lgn_vals], None)
         for site in sites.values():
@@ -2229,9 +2227,12 @@ class _Probes:
             return
         self._logs_scanned.add(id(g))
         view = self.view()
-        n = 0
+        n = n_sqrt = 0
         for op in g.get_operations():
-            if op.type not in ("Log", "Log1p"):
+            if op.type == "Sqrt" and n_sqrt < _MAX_LIST_EVENTS:
+                n_sqrt += self._emit_sqrt(view, op, view.line(op), op.name)
+                continue
+            if op.type not in ("Log", "Log1p") or n >= _MAX_LIST_EVENTS:
                 continue
             line = view.line(op)
             if line is None:
@@ -2242,11 +2243,13 @@ class _Probes:
             self.rec.emit("log_input", line, key=("log", op.type, prod.type, clipped), op=op.name,
                           input_op_type=prod.type, clipped=clipped)
             n += 1
-            if n >= _MAX_LIST_EVENTS:
-                break
 
     def _scan_eager_logs(self, view: Any) -> None:
+        n_sqrt = 0
         for i, r in enumerate(view.records):
+            if r["type"] == "Sqrt" and n_sqrt < _MAX_LIST_EVENTS:
+                n_sqrt += self._emit_sqrt(view, i, r.get("line"), f"Sqrt_{i}", r.get("in_t") or ())
+                continue
             if r["type"] not in ("Log", "Log1p"):
                 continue
             prod, clipped = G.feeding_type(view, i)
@@ -2254,6 +2257,32 @@ class _Probes:
                 continue
             self.rec.emit("log_input", r.get("line"), key=("log", r["type"], view.op_type(prod), clipped),
                           op=r["type"], input_op_type=view.op_type(prod), clipped=clipped)
+
+    def _emit_sqrt(self, view: Any, node: Any, line: int | None, name: str, ins: Any = ()) -> int:
+        """``sqrt_input`` for a Sqrt op (TFG403); eager: whether its input held an exact 0."""
+        if line is None:
+            return 0
+        try:
+            rad = G.sqrt_radicand(view, node)
+            if rad is None:
+                return 0
+            extra: dict[str, Any] = {}
+            if ins:
+                np = self.np
+                with self._quiet():
+                    a = self.values_of(ins[0])
+                if a is not None and a.dtype.kind in "fc" and a.size:
+                    extra = {"zeros": int(np.count_nonzero(a == 0)), "size": int(a.size)}
+            ev = self.rec.emit("sqrt_input", line, key=("sqrt", tuple(rad["chain"]), rad["clipped"]), op=name,
+                               input_op_type=rad["chain"][0] if rad["chain"] else None, **rad)
+            if extra and ("zeros" not in ev or (extra["zeros"] and not ev["zeros"])):
+                ev.update(extra)  # the first observation, or the first one with a zero
+                if extra["zeros"]:
+                    ev["zero_step"] = self.rec.step
+            return 1
+        except Exception:
+            _debug("sqrt input")
+            return 0
 
     # ===================================================================================
     # finalize

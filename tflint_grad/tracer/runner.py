@@ -9,8 +9,10 @@ with ``confirm_all`` every TensorFlow script that parsed), traces each in its ow
 - its line (``finding.data["source_line"]``, the line in the traced text) never ran, or the trace
   failed before it → ``inconclusive`` with the reason ("script stopped at line 12:
   FileNotFoundError: data.csv (No such file or directory)", "flagged line 57 not reached within 5
-  training steps", "timed out after 120 s", "memory limit of 4096 MB exceeded", "TensorFlow not
-  installed");
+  training steps", "timed out after 120 s at line 60 (2 training steps done)", "memory limit of
+  4096 MB exceeded", "TensorFlow not installed");
+- the trace was cut short by a limit or died (``CUT_SHORT``: timeout, memory, killed, crashed),
+  even after the line ran → ``inconclusive`` with that reason;
 - otherwise the rule's oracle ``confirm(finding, trace)`` decides; ``None`` → ``inconclusive``
   ("the trace recorded no evidence for this rule").
 
@@ -48,6 +50,9 @@ CACHE_VERSION = 1
 MAX_RESULT_BYTES = 64 * 1024 * 1024
 MAX_SIBLINGS = 2000
 CACHEABLE = ("finished", "stopped", "error")
+# Ended by a limit of the tracer (or died): the run was cut short, so even a flagged line that ran
+# gets no verdict (an oracle judges the steps it asked for, not a fragment of the first one).
+CUT_SHORT = ("timeout", "memory", "killed", "crashed")
 TF_DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu", "tensorflow-intel", "tensorflow-macos", "tensorflow-aarch64",
                     "tf-nightly", "tf-nightly-cpu", "intel-tensorflow")
 
@@ -341,8 +346,11 @@ def _interpret(job: TraceJob, script: str, options: TraceOptions, limits: sandbo
         return failed("crashed", f"could not start the tracer: {outcome.launch_error}")
     if data is not None:
         trace = TraceResult.from_dict(data)
-        if trace.status == "timeout":
-            trace.reason = timeout_reason
+        if trace.status == "timeout":  # the harness wrote "timed out at line 12": where the script was
+            where = re.search(r"\bat line \d+", trace.reason or "")
+            trace.reason = timeout_reason + (f" {where.group(0)}" if where else "")
+            if trace.steps:
+                trace.reason += f" ({trace.steps} training step{'s' if trace.steps != 1 else ''} done)"
         for w in data.get("warnings") or ():
             if isinstance(w, str):
                 warnings.append(w if w.startswith("tracer:") else f"tracer: {w}")
@@ -457,6 +465,9 @@ def _give_verdicts(result: Any, src: Any, trace: TraceResult, warnings: list[str
         line = f.data.get("source_line", f.line) if isinstance(f.data, dict) else f.line
         if not trace.executed(line):
             f.verdict, f.evidence = "inconclusive", _not_reached(trace, src, line)
+            continue
+        if trace.status in CUT_SHORT:  # the line ran, but the run was cut short: no verdict on part of it
+            f.verdict, f.evidence = "inconclusive", _map_reason(src, trace.reason) or f"the trace ended ({trace.status})"
             continue
         rule = rules.get(f.code)
         outcome = None

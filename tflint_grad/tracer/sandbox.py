@@ -19,16 +19,23 @@ memory                      two layers. Kernel: the harness sets ``RLIMIT_DATA``
                             to the thread count (measured: VmPeak 2.2 GB for a tiny Keras fit on
                             2 cores, 3.2 GB with 64+64 TF threads, while RSS stays ~580 MB), so
                             an address-space limit breaks TF on big machines for no reason.
-processes                   the child is a session leader (``start_new_session``); after it
-                            ends, for any reason, every process of its session, of its process
-                            group, and every descendant the watchdog saw is SIGKILLed. In the
-                            child, the harness refuses process creation (audit hooks).
+processes                   the child is a session leader (``start_new_session``) and a child
+                            subreaper (a daemon's orphans stay in its tree); after it ends, for
+                            any reason, every process of its session, of its process group, and
+                            every descendant the watchdog saw is SIGKILLed (``kill_tree``: the
+                            child is stopped first and killed last). Before leaving, the harness
+                            kills what is below it. In the child, the harness refuses process
+                            creation (audit hooks, and ``_posixsubprocess.fork_exec``, which
+                            multiprocessing's "spawn" calls without an audit event).
 network                     if ``unshare --net`` works (root, or an unprivileged user
                             namespace), the child runs in an empty network namespace; in any
                             case the harness refuses socket connect/bind/DNS (audit hooks).
 files                       the script runs in a fresh temporary folder (cwd, ``HOME``,
                             ``TMPDIR``); writes outside it are refused by audit hooks (Python
-                            file APIs and ``tf.io.gfile``). ``RLIMIT_FSIZE`` caps one file.
+                            file APIs, ``dir_fd`` relative ones included, and ``tf.io.gfile``)
+                            and, where the kernel has Landlock (Linux >= 5.13), by the kernel
+                            for everything the child and its descendants do (TensorFlow's C++
+                            file layer, ctypes). ``RLIMIT_FSIZE`` caps one file.
 output                      stdout/stderr go to pipes the parent drains, keeping the first and
                             last ``OUTPUT_KEEP`` bytes of each: a script printing gigabytes
                             costs neither memory nor disk.
@@ -37,12 +44,15 @@ output                      stdout/stderr go to pipes the parent drains, keeping
 The Python-level guards (audit hooks, patched APIs) stop what ordinary training scripts do by
 accident (saving checkpoints to absolute paths, downloading datasets, spawning tensorboard);
 they are not a security boundary against code written to escape (ctypes can do anything).
-The kernel-enforced parts (namespace, limits, process-group kill) hold regardless.
+The kernel-enforced parts (namespace, Landlock, limits, process-group kill) hold regardless;
+one gap remains without a PID namespace: a daemon started through ctypes whose harness then
+leaves through ctypes' own ``_exit`` (no cleanup) within one watchdog poll.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import os
 import re
@@ -136,7 +146,8 @@ _PASS_ENV = ("PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_NUMERIC", "TZ
 def child_env(workdir: str, *, legacy_keras: bool, threads: int, extra_pythonpath: str | None = None) -> dict[str, str]:
     """A small, explicit environment (no credentials or proxies of the caller leak through)."""
     env = {k: os.environ[k] for k in _PASS_ENV if k in os.environ}
-    env.update({k: v for k, v in os.environ.items() if k in ("TFLINT_GRAD_NO_PROBES", "TFLINT_GRAD_NO_LINES", "TFLINT_GRAD_PROBE_DEBUG")})
+    env.update({k: v for k, v in os.environ.items()
+                if k in ("TFLINT_GRAD_NO_PROBES", "TFLINT_GRAD_NO_LINES", "TFLINT_GRAD_PROBE_DEBUG", "TFLINT_GRAD_NO_LANDLOCK")})
     env.update({
         "HOME": workdir,
         "TMPDIR": os.path.join(workdir, ".tmp"),
@@ -223,32 +234,39 @@ def _tree(table: dict[int, ProcInfo], root: int) -> list[ProcInfo]:
 def kill_tree(root: int, known: dict[int, int] | None = None) -> int:
     """SIGKILL the process group/session of ``root``, its descendants and ``known`` {pid: start}.
 
+    ``root`` is stopped first and killed last: a stopped process cannot fork, and while it exists
+    the orphans of a daemon's double fork stay in its tree (the harness is a child subreaper),
+    where the next look finds them.
+
     Returns how many live processes (not zombies) were signalled, ``root`` excluded.
     """
-    try:
-        os.killpg(root, signal.SIGKILL)
-    except OSError:
-        pass
-    killed = 0
-    for _ in range(3):  # a process may fork while we look: look again
+    def others() -> list[int]:
         table = proc_table()
         victims = {p.pid: p for p in _tree(table, root)}
         for pid, start in (known or {}).items():
             p = table.get(pid)
             if p is not None and p.start == start:
                 victims[pid] = p
-        victims = {pid: p for pid, p in victims.items() if p.state not in ("Z", "X") and pid != os.getpid()}
-        if not victims:
+        return [pid for pid, p in victims.items() if p.state not in ("Z", "X") and pid not in (root, os.getpid())]
+
+    for kill in (os.killpg, os.kill):  # freeze root's group and root
+        with contextlib.suppress(OSError):
+            kill(root, signal.SIGSTOP)
+    signalled: set[int] = set()
+    for _ in range(5):  # a process may fork while we look: look again
+        pids = others()
+        if not pids:
             break
-        for pid in victims:
-            try:
-                os.kill(pid, signal.SIGKILL)
-                if pid != root:
-                    killed += 1
-            except OSError:
-                pass
+        for sig in (signal.SIGSTOP, signal.SIGKILL):
+            for pid in pids:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, sig)
+        signalled.update(pids)
         time.sleep(0.05)
-    return killed
+    for kill in (os.killpg, os.kill):
+        with contextlib.suppress(OSError):
+            kill(root, signal.SIGKILL)
+    return len(signalled)
 
 
 # -- output capture --------------------------------------------------------------------------

@@ -1,0 +1,142 @@
+"""Checks that the fast collector walk and positions equal libcst's own, node for node.
+
+``python bench/check_traversal.py [--positions] FILE_OR_DIR...`` (default: the installed
+keras, tf_keras and tensorflow packages). For every file that libcst parses it builds the
+``FileContext`` twice, once with the collector's own walk and once with ``module.visit``
+(what the collector used before), and compares the node order, parents, scopes, subtree
+ends, bindings, imports and the other indexes by node identity; with ``--positions`` it
+also compares every node's range from the fast position computation with
+``MetadataWrapper.resolve(PositionProvider)``. Prints the mismatches; exit 1 if any.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+
+import libcst as cst
+from libcst.metadata import MetadataWrapper, PositionProvider
+
+from tflint_grad import analysis
+
+
+def _package_files() -> list[str]:
+    out = []
+    for name in ("keras", "tf_keras", "tensorflow"):
+        spec = importlib.util.find_spec(name)
+        for loc in (spec.submodule_search_locations or []) if spec else []:
+            for folder, dirs, files in os.walk(loc):
+                dirs.sort()
+                out.extend(os.path.join(folder, f) for f in sorted(files) if f.endswith(".py"))
+    return out
+
+
+def _files(paths: list[str]) -> list[str]:
+    if not paths:
+        return _package_files()
+    out = []
+    for p in paths:
+        if os.path.isdir(p):
+            for folder, dirs, files in os.walk(p):
+                dirs.sort()
+                out.extend(os.path.join(folder, f) for f in sorted(files) if f.endswith(".py"))
+        else:
+            out.append(p)
+    return out
+
+
+def _old_context(module: cst.Module, text: str, path: str) -> analysis.FileContext:
+    walk = analysis._Collector.walk
+    analysis._Collector.walk = lambda self, root: root.visit(self)  # type: ignore[method-assign]
+    try:
+        return analysis.FileContext(module, text, path)
+    finally:
+        analysis._Collector.walk = walk  # type: ignore[method-assign]
+
+
+def _ids(mapping: dict) -> dict:
+    return {id(k): id(v) for k, v in mapping.items()}
+
+
+def compare(new: analysis.FileContext, old: analysis.FileContext) -> list[str]:
+    problems = []
+    if [id(n) for n in new.nodes] != [id(n) for n in old.nodes]:
+        problems.append(f"node order differs ({len(new.nodes)} vs {len(old.nodes)} nodes)")
+    for attr in ("parents", "scope_map"):
+        if _ids(getattr(new, attr)) != _ids(getattr(old, attr)):
+            problems.append(f"{attr} differ")
+    if {id(k): v for k, v in new.end.items()} != {id(k): v for k, v in old.end.items()}:
+        problems.append("subtree ends differ")
+    if {id(k): v for k, v in new.index.items()} != {id(k): v for k, v in old.index.items()}:
+        problems.append("indexes differ")
+
+    def bindings(ctx):
+        return {(id(s), n): [(b.name, b.index, id(b.node), id(b.value), b.kind, id(b.scope)) for b in bs]
+                for (s, n), bs in ctx.bindings.items()}
+
+    if bindings(new) != bindings(old):
+        problems.append("bindings differ")
+    if new.imports != old.imports:
+        problems.append("imports differ")
+    if {(id(s), i): id(e) for (s, i), e in new.unpack_index.items()} != {(id(s), i): id(e) for (s, i), e in old.unpack_index.items()}:
+        problems.append("unpack_index differs")
+    if {k: [id(f) for f in v] for k, v in new.functions.items()} != {k: [id(f) for f in v] for k, v in old.functions.items()}:
+        problems.append("functions differ")
+    if {k: id(v) for k, v in new.classes.items()} != {k: id(v) for k, v in old.classes.items()}:
+        problems.append("classes differ")
+    if [id(w) for w in new._with_nodes] != [id(w) for w in old._with_nodes]:
+        problems.append("with nodes differ")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("paths", nargs="*")
+    ap.add_argument("--positions", action="store_true", help="also compare every node's position")
+    args = ap.parse_args(argv)
+    files = _files(args.paths)
+    checked = skipped = bad = 0
+    for path in files:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+            module = cst.parse_module(text)
+        except Exception:  # noqa: BLE001 - not parseable: nothing to compare
+            skipped += 1
+            continue
+        try:
+            new = analysis.FileContext(module, text, path)
+        except RecursionError:
+            new = None
+        try:
+            old = _old_context(module, text, path)
+        except RecursionError:
+            old = None
+        if new is None or old is None:
+            if (new is None) != (old is None):
+                print(f"{path}: {'new' if new is None else 'old'} walk hit the recursion limit, the other did not")
+                bad += 1
+            else:
+                skipped += 1
+            continue
+        problems = compare(new, old)
+        if args.positions and not problems:
+            try:
+                slow = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
+                fast = analysis._FastPositions().compute(module)
+                if {id(k): v for k, v in fast.items()} != {id(k): v for k, v in slow.items()}:
+                    problems.append("positions differ")
+            except RecursionError:
+                pass
+        checked += 1
+        if problems:
+            bad += 1
+            print(f"{path}: " + "; ".join(problems))
+    print(f"checked {checked} files ({skipped} skipped: unparseable or too deep for both), {bad} with differences")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
