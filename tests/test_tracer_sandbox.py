@@ -349,13 +349,15 @@ def test_hostile_scripts_in_one_confirm_run(tmp_path, monkeypatch):
     before = {root: _snapshot(root) for root in sentinels}
 
     results = {p.name: lint_bytes(p.read_bytes(), str(p)) for p in sorted(scripts.glob("*.py"))}
+    slow = ("pause.py", "train_hang.py", "hang.py", "print_mb.py", "memory_in_training.py")  # they run to the limits
+    batch = sorted(results, key=lambda name: (name not in slow, name))  # first: no lone straggler at the end
     traces: dict[str, TraceResult] = {}
     args = (str(outside), str(home), marker, "landlock" if landlock_abi() else "no-landlock")
     options = runner.TraceOptions(steps=STEPS, timeout=TIMEOUT, memory_mb=MEMORY_MB, args=args, jobs=2,
                                   cache=False, confirm_all=True)
     t0 = time.monotonic()
     try:
-        warnings = runner.confirm(list(results.values()), options, traces=traces)
+        warnings = runner.confirm([results[name] for name in batch], options, traces=traces)
     finally:
         strays = [*_procs_with(marker), *_procs_with("1000.5"), *(f"{pid}: (in the trace folders)" for pid in _procs_under(traces_root))]
         for line in strays:  # never leave them running, even when the test fails
@@ -448,7 +450,7 @@ def test_hostile_scripts_in_one_confirm_run(tmp_path, monkeypatch):
     rmtree_line = _line("rm_neighbours.py", 'shutil.rmtree(".")')
     ends("rm_neighbours.py", "error", re.compile(
         rf"script stopped at line {rmtree_line}: {re.escape(WRITE_REFUSED)}"
-        rf"\S+/work/(?P<name>[\w.]+) \(resolves to {re.escape(str(scripts))}/(?P=name)\)"))
+        rf"(?P<name>[\w.]+) \(resolves to {re.escape(str(scripts))}/(?P=name)\)"))
 
     # escapes refused (else the script raises "not contained: ..."), then TF1 training stops at N
     t = traces.get("contained.py")

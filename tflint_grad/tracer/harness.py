@@ -284,6 +284,8 @@ class Guard:
                 absolute = os.path.normpath(os.path.join(os.getcwd(), shown))
                 real = os.path.realpath(absolute)
                 if real != absolute:  # a linked neighbour of the script, or a path through one
+                    if absolute.startswith(self.root + os.sep):
+                        shown = os.path.relpath(absolute, self.root)
                     shown += f" (resolves to {real})"
         self._refuse(f"writing outside the trace's temporary folder is disabled while tracing: {shown}")
 
