@@ -1,12 +1,19 @@
-"""Checks that the fast collector walk and positions equal libcst's own, node for node.
+"""Checks the analysis speed-ups of bench/PROFILE.md against the slow, obvious way.
 
-``python bench/check_traversal.py [--positions] FILE_OR_DIR...`` (default: the installed
-keras, tf_keras and tensorflow packages). For every file that libcst parses it builds the
-``FileContext`` twice, once with the collector's own walk and once with ``module.visit``
-(what the collector used before), and compares the node order, parents, scopes, subtree
-ends, bindings, imports and the other indexes by node identity; with ``--positions`` it
-also compares every node's range from the fast position computation with
-``MetadataWrapper.resolve(PositionProvider)``. Prints the mismatches; exit 1 if any.
+``python bench/check_traversal.py [--positions] [--findings] FILE_OR_DIR...`` (default: the
+installed keras, tf_keras and tensorflow packages). For every file that libcst parses:
+
+- it builds the ``FileContext`` twice, once with the collector's own walk (whitespace nodes
+  kept, ``analysis._SKIP_WHITESPACE = False``) and once with ``module.visit`` (what the
+  collector used before), and compares the node order, parents, scopes, subtree ends,
+  bindings, imports and the other indexes by node identity;
+- ``--positions``: every node's range from the fast position computation against
+  ``MetadataWrapper.resolve(PositionProvider)``;
+- ``--findings``: the findings (codes, positions, messages, fixes, data) and internal errors
+  of ``lint_bytes`` with whitespace nodes left out of the ``FileContext`` (the default)
+  against those with them in.
+
+Prints the mismatches; exit 1 if any.
 """
 
 from __future__ import annotations
@@ -45,6 +52,24 @@ def _files(paths: list[str]) -> list[str]:
         else:
             out.append(p)
     return out
+
+
+def _findings(raw: bytes, path: str, skip: bool):
+    import json
+
+    from tflint_grad.engine import lint_bytes
+
+    analysis._SKIP_WHITESPACE = skip
+    try:
+        r = lint_bytes(raw, path)
+    finally:
+        analysis._SKIP_WHITESPACE = True
+    out = []
+    for f in r.findings:
+        d = f.to_dict()
+        d["data"] = f.data
+        out.append(json.dumps(d, sort_keys=True, default=repr))
+    return out, [(e.rule, e.message) for e in r.errors]
 
 
 def _old_context(module: cst.Module, text: str, path: str) -> analysis.FileContext:
@@ -95,10 +120,22 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("paths", nargs="*")
     ap.add_argument("--positions", action="store_true", help="also compare every node's position")
+    ap.add_argument("--findings", action="store_true", help="also compare the findings with and without whitespace nodes")
     args = ap.parse_args(argv)
     files = _files(args.paths)
     checked = skipped = bad = 0
     for path in files:
+        if args.findings:
+            with open(path, "rb") as f:
+                raw = f.read()
+            a, b = _findings(raw, path, True), _findings(raw, path, False)
+            if a != b:
+                bad += 1
+                print(f"{path}: findings differ without whitespace nodes:")
+                for line in sorted(set(a[0]) ^ set(b[0])):
+                    print("    " + line[:300])
+                if a[1] != b[1]:
+                    print(f"    internal errors: {a[1]} vs {b[1]}")
         try:
             with open(path, encoding="utf-8") as f:
                 text = f.read()
@@ -106,10 +143,13 @@ def main(argv: list[str] | None = None) -> int:
         except Exception:  # noqa: BLE001 - not parseable: nothing to compare
             skipped += 1
             continue
+        analysis._SKIP_WHITESPACE = False
         try:
             new = analysis.FileContext(module, text, path)
         except RecursionError:
             new = None
+        finally:
+            analysis._SKIP_WHITESPACE = True
         try:
             old = _old_context(module, text, path)
         except RecursionError:
@@ -126,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 slow = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
                 fast = analysis._FastPositions().compute(module)
-                if {id(k): v for k, v in fast.items()} != {id(k): v for k, v in slow.items()}:
+                slow_t = {id(k): ((v.start.line, v.start.column), (v.end.line, v.end.column)) for k, v in slow.items()}
+                if {id(k): v for k, v in fast.items()} != slow_t:
                     problems.append("positions differ")
             except RecursionError:
                 pass

@@ -7,8 +7,8 @@ the tree, all from ``wait4``):
 
 1. Static linting of two file sets, by tflint-grad (all rules, ``--no-cache``, default
    ``-j``), flake8 (its default checks, without tflint-grad's own flake8 plugin, which is
-   installed in this environment and would otherwise run too), pylint (``-j 0`` = all
-   cores, default checks), Fixit 2 (default rules, from its own venv ``bench/.venv-fixit``),
+   installed in this environment and would otherwise run too), pylint (``-j`` the number of
+   cores, default checks; its ``-j 0`` reads cgroup v1 ``cpu.shares`` as 1 CPU here), Fixit 2 (default rules, from its own venv ``bench/.venv-fixit``),
    ruff (default rules) and a bare ``libcst.parse_module`` floor (1 and 2 processes):
    a. the Python sources of the installed ``keras``, ``tf_keras`` and ``tensorflow``
       packages (found with ``importlib.util.find_spec``, nothing imported): a fixed sample
@@ -45,6 +45,7 @@ import glob
 import importlib.metadata
 import importlib.util
 import json
+import math
 import os
 import platform
 import re
@@ -67,6 +68,10 @@ PY = sys.executable
 BIN = os.path.dirname(PY)  # the real interpreter's folder (not a pyenv shim)
 PACKAGES = ("keras", "tf_keras", "tensorflow")
 TFLINT = "tflint-grad"
+try:
+    CORES = len(os.sched_getaffinity(0))
+except AttributeError:
+    CORES = os.cpu_count() or 1
 
 # flake8 as installed, minus tflint-grad's own flake8 plugin (an entry point of this package).
 FLAKE8 = """\
@@ -84,7 +89,7 @@ STATIC_TOOLS = ["tflint-grad", "flake8", "pylint", "fixit", "ruff", "parse1", "p
 LABELS = {
     "tflint-grad": "tflint-grad (all rules, --no-cache, default -j)",
     "flake8": "flake8 (default checks, default -j)",
-    "pylint": "pylint -j 0 (default checks)",
+    "pylint": f"pylint -j {CORES} (all cores, default checks)",
     "fixit": "Fixit 2 (default rules)",
     "ruff": "ruff (default rules)",
     "parse1": "libcst.parse_module only, 1 process",
@@ -256,17 +261,20 @@ def package_files() -> tuple[str, list[str]]:
     return base, sorted(files)
 
 
-def prepare_packages(base: str, files: list[str], every: int) -> list[str]:
-    """Copy every ``every``-th file to bench/.corpus/packages; return the relative paths."""
-    sample = files[::every]
+def prepare_packages(base: str, files: list[str], every: int, cache_every: int) -> tuple[list[str], list[str]]:
+    """Copy every ``gcd(every, cache_every)``-th file to bench/.corpus/packages; return the
+    relative paths of every ``every``-th (the static comparison) and of every
+    ``cache_every``-th file (the cache test: a bigger tree)."""
+    step = math.gcd(every, cache_every)
     dest = os.path.join(WORK, "packages")
     if os.path.isdir(dest):
         shutil.rmtree(dest)
-    for rel in sample:
+    for rel in files[::step]:
         target = os.path.join(dest, rel)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         shutil.copyfile(os.path.join(base, rel), target)
-    return [os.path.join("packages", rel) for rel in sample]
+    return ([os.path.join("packages", rel) for rel in files[::every]],
+            [os.path.join("packages", rel) for rel in files[::cache_every]])
 
 
 def prepare_scripts(count: int) -> list[str]:
@@ -351,7 +359,8 @@ class Tools:
         if tool == "flake8":
             return [PY, "-c", FLAKE8, *files] if self.flake8 else None
         if tool == "pylint":
-            return [self.pylint, "-j", "0", *files] if self.pylint else None
+            # -j 0 would mean "all cores", but pylint reads cgroup v1 cpu.shares=1024 as 1 CPU here
+            return [self.pylint, "-j", str(CORES), *files] if self.pylint else None
         if tool == "fixit":
             return [self.fixit, "lint", *files] if self.fixit else None
         if tool == "ruff":
@@ -478,7 +487,7 @@ def cached_runs(tools: Tools, sets: dict[str, list[str]], runs: int, env) -> tup
             ratios.append(w.wall / c.wall)
         shutil.rmtree(cache, ignore_errors=True)
         summary[name] = median(ratios)
-        rows.append(f"| {name} ({len(files)} files) | {fmt_s(median(cold))} | {fmt_s(median(warm))} | {fmt_s(median(nocache))} | "
+        rows.append(f"| {name}: {len(files)} files, {total_bytes(files, WORK) / 1e6:.1f} MB | {fmt_s(median(cold))} | {fmt_s(median(warm))} | {fmt_s(median(nocache))} | "
                     f"{median(ratios) * 100:.0f} % |")
         progress(f"cache {name}: cold {median(cold):.2f} s, warm {median(warm):.2f} s")
     table = ("| tree | cold run (fills the cache) | re-run, unchanged tree | --no-cache | re-run ÷ cold (per-run median) |\n"
@@ -499,12 +508,12 @@ def confirm_runs(tools: Tools, reps: int, env) -> tuple[str, dict]:
         s = measure([PY, "-c", "import tensorflow"], cwd, env, timeout=600)
         tf_import.append(s.wall)
         for name in names:
-            s = measure([tools.tflint, "check", "--confirm", "--no-cache", "-j", "1", "-q", "--exit-zero", name], cwd, env, timeout=900)
+            s = measure([tools.tflint, "check", "--confirm-all", "--no-cache", "-j", "1", "-q", "--exit-zero", name], cwd, env, timeout=900)
             per[name].append(s.wall)
             if s.error:
                 errors.add(f"{name}: {s.error}")
         for jobs, bucket in (("1", j1), ("2", j2)) if rep % 2 == 0 else (("2", j2), ("1", j1)):
-            s = measure([tools.tflint, "check", "--confirm", "--no-cache", "-j", jobs, "-q", "--exit-zero", *names], cwd, env, timeout=1800)
+            s = measure([tools.tflint, "check", "--confirm-all", "--no-cache", "-j", jobs, "-q", "--exit-zero", *names], cwd, env, timeout=1800)
             bucket.append(s.wall)
             if s.error:
                 errors.add(f"-j {jobs}: {s.error}")
@@ -515,11 +524,12 @@ def confirm_runs(tools: Tools, reps: int, env) -> tuple[str, dict]:
     for name in names:
         m = median(per[name])
         worst = max(worst, m - imp)
-        rows.append(f"| `tflint-grad check --confirm --no-cache -j 1 {name}` | {fmt_s(m)} | +{m - imp:.2f} s | "
+        rows.append(f"| `tflint-grad check --confirm-all --no-cache -j 1 {name}` | {fmt_s(m)} | {m - imp:+.2f} s | "
                     f"{'yes' if m < imp + 2 else 'no'} |")
     table = ("| command | wall (median) | over the TF import | under TF import + 2 s? |\n|---|---|---|---|\n" + "\n".join(rows))
     speedup = [a / b for a, b in zip(j1, j2)]
-    table += (f"\n\nAll {len(names)} seeds in one invocation: `-j 1` {fmt_s(median(j1))}, `-j 2` {fmt_s(median(j2))}: "
+    table += (f"\n\n`--confirm-all` traces every script (`--confirm` alone traces only the scripts with static "
+              f"findings). All {len(names)} seeds in one invocation: `-j 1` {fmt_s(median(j1))}, `-j 2` {fmt_s(median(j2))}: "
               f"speed-up of `-j 2` over `-j 1` **{median(speedup):.2f}×** (per-rep median; {len(j1)} reps).")
     if errors:
         table += "\n\nErrors: " + "; ".join(sorted(errors))
@@ -572,17 +582,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=3, help="runs of the static comparison and the cache test (default 3)")
     ap.add_argument("--quick", action="store_true", help="small sample and corpus, fewer repetitions (a few minutes)")
     ap.add_argument("--full", action="store_true", help="compare on ALL package files (pylint/Fixit take a long time)")
-    ap.add_argument("--every", type=int, help="package sample: every Nth file (default 32; --quick 96)")
-    ap.add_argument("--scripts", type=int, help="generated training scripts (default 240; --quick 80)")
-    ap.add_argument("--reps", type=int, help="single-file repetitions (default 10; --quick 5)")
+    ap.add_argument("--every", type=int, help="package sample: every Nth file (default 32; --quick 128)")
+    ap.add_argument("--scripts", type=int, help="generated training scripts (default 200; --quick 80)")
+    ap.add_argument("--reps", type=int, help="single-file repetitions (default 8; --quick 4)")
     ap.add_argument("--confirm-reps", type=int, help="--confirm repetitions (default 2; --quick 1)")
     ap.add_argument("--skip", action="append", default=[],
                     choices=["pylint", "fixit", "static", "single", "cache", "confirm", "zero-errors"], help="leave a part out")
     ap.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"))
     args = ap.parse_args(argv)
-    every = 1 if args.full else (args.every or (96 if args.quick else 32))
-    n_scripts = args.scripts or (80 if args.quick else 240)
-    reps = args.reps or (5 if args.quick else 10)
+    every = 1 if args.full else (args.every or (128 if args.quick else 32))
+    n_scripts = args.scripts or (80 if args.quick else 200)
+    reps = args.reps or (4 if args.quick else 8)
     confirm_reps = args.confirm_reps or (1 if args.quick else 2)
     started = time.perf_counter()
     load_before = load_average()
@@ -604,9 +614,12 @@ def main(argv: list[str] | None = None) -> int:
     progress("preparing the file sets")
     prepare_root()
     base, all_files = package_files()
-    pkg = prepare_packages(base, all_files, every)
+    cache_every = 1 if args.full else (16 if args.quick else 8)
+    pkg, pkg_cache = prepare_packages(base, all_files, every, cache_every)
     scripts = prepare_scripts(n_scripts)
     sets = {"packages": pkg, "scripts": scripts}
+    cache_sets = {f"packages (every {cache_every}th file)" if cache_every > 1 else "packages (all files)": pkg_cache,
+                  "scripts": scripts}
     set_titles = {
         "packages": (f"keras + tf_keras + tensorflow sources: {'all' if every == 1 else f'every {every}th of'} the {len(all_files)} "
                      f"`.py` files ({len(pkg)} files, {total_bytes(pkg, WORK) / 1e6:.1f} MB)"),
@@ -637,7 +650,7 @@ def main(argv: list[str] | None = None) -> int:
         sections["single"], summary["single"] = single_file(tools, typical, reps, env, env_nopyc)
     if "cache" not in args.skip:
         progress("cached re-run")
-        sections["cache"], summary["cache"] = cached_runs(tools, sets, args.runs, env)
+        sections["cache"], summary["cache"] = cached_runs(tools, cache_sets, args.runs, env)
     if "confirm" not in args.skip:
         progress(f"--confirm: {confirm_reps} rep(s)")
         sections["confirm"], summary["confirm"] = confirm_runs(tools, confirm_reps, env)
@@ -719,6 +732,16 @@ def render(args, tools: Tools, sets, set_titles, sections, summary, notes, typic
     ]
     for t, v, ok in targets(summary):
         parts.append(f"| {t} | {v} | **{ok}** |")
+    facts = []
+    for name in sets:
+        st = summary.get(f"static-{name}", {})
+        if {"tflint-grad", "flake8", "parse1", "parse2"} <= set(st):
+            facts.append(f"- {name}: the bare libcst parse of the same files takes {st['parse1']['cpu'] / st['flake8']['cpu']:.2f}× "
+                         f"flake8's CPU time (1 process: {fmt_s(st['parse1']['wall'])}, 2 processes: {fmt_s(st['parse2']['wall'])}); "
+                         f"tflint-grad (parse + one walk + all rules + start-up) takes {st['tflint-grad']['cpu'] / st['parse1']['cpu']:.2f}× "
+                         f"the parse's CPU and {st['tflint-grad']['wall'] / st['parse2']['wall']:.2f}× the 2-process parse's wall time.")
+    if facts:
+        parts += ["", "What bounds the static run: a libcst-based linter cannot be faster than libcst's parser.", ""] + facts
     for name in sets:
         if f"static-{name}" in sections:
             parts += ["", f"## Static run: {set_titles[name]}", "", sections[f"static-{name}"], ""]
@@ -728,7 +751,7 @@ def render(args, tools: Tools, sets, set_titles, sections, summary, notes, typic
               "tflint-grad's flake8 plugin (installed here; `flake8` alone would also run all of tflint-grad's rules)."]
     if "single" in sections:
         parts += ["", f"## Single-file latency: `{typical}` (a typical generated training script)", "", sections["single"], "",
-                  f"Median of {args.reps or (5 if args.quick else 10)} repetitions, interleaved. tflint-grad runs with its cache on "
+                  f"Median of {args.reps or (4 if args.quick else 8)} repetitions, interleaved. tflint-grad runs with its cache on "
                   "but emptied before each repetition (a changed file, as under pre-commit)."]
     if "cache" in sections:
         parts += ["", "## Cached re-run of an unchanged tree", "", sections["cache"], ""]

@@ -2,8 +2,10 @@
 
 No libcst metadata providers are used on the hot path (they cost ~7x a parse):
 parents, document order, import aliases and name bindings are recorded by a
-single visitor, and positions are computed lazily, only for files that have
-findings.
+single walk (not ``module.visit``, which rebuilds the tree), and positions are
+computed lazily, only for files that have findings. Whitespace and comment nodes
+(``SimpleWhitespace``, ``Newline``, ``EmptyLine``, ``Comment``...) are not recorded:
+they are not in ``nodes``, ``index``, ``parents``...
 
 Vocabulary:
 - *scope*: the nearest enclosing ``Module``, ``FunctionDef``, ``Lambda`` or ``ClassDef``.
@@ -22,6 +24,7 @@ from typing import Iterator, Sequence
 
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
+from libcst.metadata.position_provider import PositionProvidingCodegenState
 
 from tflint_grad import tfapi
 
@@ -33,11 +36,17 @@ _SCOPE_TYPES = frozenset(_SCOPES)
 # (and re-validates) every node on the way back up, even for a read-only CSTVisitor, which
 # cost more than the parse. The walk visits the same nodes in the same order (libcst's:
 # the order of the ``visit_*(self, "field", ...)`` calls in each node's
-# ``_visit_and_replace_children``). Trees deeper than libcst's own visit could handle
-# (~280-330 levels at the default recursion limit) still raise RecursionError, which the
-# engine turns into TFG000 as before.
+# ``_visit_and_replace_children``), minus whitespace (below). Trees deeper than libcst's
+# own visit could handle (~280-330 levels at the default recursion limit) still raise
+# RecursionError, which the engine turns into TFG000 as before.
 _MAX_DEPTH = 290
 _CHILD_FIELDS: dict[type, tuple[str, ...] | None] = {}
+# Whitespace and comment nodes (half of all nodes) are not recorded: no rule looks at them,
+# and every loop over ``nodes``/``descendants()`` is shorter. ``False`` records them too (the
+# exact ``module.visit`` order; bench/check_traversal.py compares both ways).
+_SKIP_WHITESPACE = True
+_WHITESPACE = frozenset({cst.SimpleWhitespace, cst.ParenthesizedWhitespace, cst.Newline, cst.EmptyLine,
+                         cst.TrailingWhitespace, cst.Comment})
 _IS_NODE: dict[type, bool] = {}  # isinstance(x, CSTNode) by type (CSTNode is an ABC: isinstance is slow)
 
 
@@ -68,13 +77,67 @@ def _child_fields(t: type) -> tuple[str, ...] | None:
 
 
 class _FastPositions(PositionProvider):
-    """PositionProvider without MetadataWrapper: ``resolve`` also runs an (empty) batched
-    visit of the whole tree, as costly as the codegen that computes the positions."""
+    """``PositionProvider``'s positions without ``MetadataWrapper`` (whose ``resolve`` also
+    runs an empty batched visit of the whole tree, as costly as the codegen itself) and with
+    cheaper bookkeeping (:class:`_PositionState`). Values: ``((line, col), (end_line,
+    end_col))``, 1-based lines, 0-based columns, the same numbers as ``CodeRange``
+    (bench/check_traversal.py --positions compares them on every node)."""
 
-    def compute(self, module: cst.Module):
+    def compute(self, module: cst.Module) -> dict:
         self._computed = {}
-        self._gen_impl(module)
+        state = _PositionState(default_indent=module.default_indent, default_newline=module.default_newline, provider=self)
+        module._codegen(state)
         return self._computed
+
+
+class _PositionState(PositionProvidingCodegenState):
+    """``PositionProvidingCodegenState`` with a fast path for tokens without a newline,
+    tuples instead of ``CodePosition``/``CodeRange`` objects and a slotted context manager
+    instead of a generator-based one (same positions)."""
+
+    def add_token(self, value: str) -> None:
+        self.tokens.append(value)
+        if "\n" in value or "\r" in value:
+            self._update_position(value)
+        else:
+            self.column += len(value)
+
+    def add_indent_tokens(self) -> None:
+        for token in self.indent_tokens:
+            self.add_token(token)
+
+    def before_codegen(self, node: cst.CSTNode) -> None:
+        self._stack.append((self.line, self.column))
+
+    def after_codegen(self, node: cst.CSTNode) -> None:
+        start = self._stack.pop()
+        computed = self.provider._computed
+        if node not in computed:
+            computed[node] = (start, (self.line, self.column))
+
+    def record_syntactic_position(self, node, *, start_node=None, end_node=None):  # type: ignore[override]
+        return _SyntacticPosition(self, node, start_node, end_node)
+
+
+class _SyntacticPosition:
+    __slots__ = ("state", "node", "start_node", "end_node", "start")
+
+    def __init__(self, state: _PositionState, node, start_node, end_node) -> None:
+        self.state = state
+        self.node = node
+        self.start_node = start_node
+        self.end_node = end_node
+
+    def __enter__(self) -> None:
+        self.start = (self.state.line, self.state.column)
+
+    def __exit__(self, *exc) -> bool:
+        state = self.state
+        computed = state.provider._computed
+        start = computed[self.start_node][0] if self.start_node is not None else self.start
+        end = computed[self.end_node][1] if self.end_node is not None else (state.line, state.column)
+        computed[self.node] = (start, end)
+        return False
 
 
 @dataclass
@@ -175,7 +238,8 @@ class _Collector(cst.CSTVisitor):
 
     def walk(self, root: cst.CSTNode) -> None:
         """``root.visit(self)`` without libcst's node rebuilding: the same nodes in the same
-        order, the same facts as ``on_visit``/``on_leave`` (kept as the reference, see
+        order (whitespace and comments left out unless ``_SKIP_WHITESPACE`` is off), the same
+        facts as ``on_visit``/``on_leave`` (kept as the reference, see
         bench/check_traversal.py), with the bookkeeping inlined."""
         ctx = self.ctx
         nodes, index, parents, scope_map, end = ctx.nodes, ctx.index, ctx.parents, ctx.scope_map, ctx.end
@@ -183,7 +247,8 @@ class _Collector(cst.CSTVisitor):
         special = self._handlers()
         scope_types = _SCOPE_TYPES
         fields_of = _child_fields
-        is_node = _IS_NODE
+        skip = _WHITESPACE if _SKIP_WHITESPACE else frozenset()
+        is_node = _IS_NODE if _SKIP_WHITESPACE else {}
         node_type = cst.CSTNode
         sequence_types = (tuple, list)
 
@@ -206,19 +271,20 @@ class _Collector(cst.CSTVisitor):
             names = fields_of(t)
             if names is None:
                 for child in node.children:
-                    visit(child, node, depth + 1)
+                    if type(child) not in skip:
+                        visit(child, node, depth + 1)
             else:
                 for name in names:
                     value = getattr(node, name)
                     vt = type(value)
                     if vt in sequence_types:
                         for child in value:
-                            if isinstance(child, node_type):
+                            if type(child) not in skip and isinstance(child, node_type):
                                 visit(child, node, depth + 1)
                         continue
                     ok = is_node.get(vt)
                     if ok is None:
-                        ok = is_node[vt] = isinstance(value, node_type)
+                        ok = is_node[vt] = isinstance(value, node_type) and vt not in skip
                     if ok:
                         visit(value, node, depth + 1)
             end[node] = len(nodes)
@@ -414,6 +480,12 @@ class FileContext:
         self._positions = None
         _Collector(self).walk(module)
 
+    def release(self) -> None:
+        """Drop the tree and every index (the engine calls this when the file is done): a
+        per-file cache that outlives the file (a dict keyed by the context whose values
+        refer back to it) then keeps this hollow object, not the whole tree."""
+        self.__dict__.clear()
+
     # -- structure ----------------------------------------------------------------
     def parent(self, node: cst.CSTNode) -> cst.CSTNode | None:
         return self.parents.get(node)
@@ -455,6 +527,9 @@ class FileContext:
             except (AttributeError, TypeError):  # libcst internals changed: the public way
                 self._positions = MetadataWrapper(self.module, unsafe_skip_copy=True).resolve(PositionProvider)
         r = self._positions[node]
+        if type(r) is tuple:
+            (line, col), (end_line, end_col) = r
+            return line, col + 1, end_line, end_col + 1
         return r.start.line, r.start.column + 1, r.end.line, r.end.column + 1
 
     def line(self, node: cst.CSTNode) -> int:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import gc
 import importlib.util
 import inspect
 import io
@@ -275,8 +276,41 @@ def _batches(jobs: list[Job], workers: int) -> list[list[int]]:
     return batches
 
 
+def _cache_hit(job: Job, state: WorkerState) -> Outcome | None:
+    """The cached outcome of an unchanged file (read in the parent: no pool for cache hits)."""
+    if job.abspath is None or job.raw is not None:
+        return None
+    try:
+        with open(job.abspath, "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None  # the worker reports it
+    result = state.cache.get(state.cache.key(os.path.abspath(job.abspath), raw), job.display)
+    if result is None:
+        return None
+    out = Outcome(job.display)
+    out.result = result
+    return out
+
+
 def run_jobs(jobs: list[Job], state: WorkerState, n: int, warn=None) -> list[Outcome]:
     """Lint ``jobs``; the outcomes are in the order of ``jobs`` whatever ``n``."""
+    if state.cache is not None and not (state.fix or state.diff or state.keep_source):
+        hits = [_cache_hit(j, state) for j in jobs]
+        misses = [i for i, h in enumerate(hits) if h is None]
+        if len(misses) < len(jobs):
+            done = _run_jobs([jobs[i] for i in misses], state, n, warn)
+            for i, outcome in zip(misses, done):
+                hits[i] = outcome
+            return hits  # type: ignore[return-value]
+    return _run_jobs(jobs, state, n, warn)
+
+
+def _run_jobs(jobs: list[Job], state: WorkerState, n: int, warn=None) -> list[Outcome]:
+    # Everything imported so far (libcst, the rules...) lives as long as the process: move it
+    # out of the cyclic GC's reach. Collections then do not traverse it again after every
+    # file, and forked workers do not touch (and so copy) the pages they share with the parent.
+    gc.freeze()
     if n > 1 and len(jobs) >= POOL_MIN_FILES:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
