@@ -98,16 +98,22 @@ def compare(new: analysis.FileContext, old: analysis.FileContext) -> list[str]:
         problems.append("indexes differ")
 
     def bindings(ctx):
-        return {(id(s), n): [(b.name, b.index, id(b.node), id(b.value), b.kind, id(b.scope)) for b in bs]
-                for (s, n), bs in ctx.bindings.items()}
+        return {
+            (id(s), n): [(b.name, b.index, id(b.node), id(b.value), b.kind, id(b.scope)) for b in bs]
+            for (s, n), bs in ctx.bindings.items()
+        }
 
     if bindings(new) != bindings(old):
         problems.append("bindings differ")
     if new.imports != old.imports:
         problems.append("imports differ")
-    if {(id(s), i): id(e) for (s, i), e in new.unpack_index.items()} != {(id(s), i): id(e) for (s, i), e in old.unpack_index.items()}:
+    if {(id(s), i): id(e) for (s, i), e in new.unpack_index.items()} != {
+        (id(s), i): id(e) for (s, i), e in old.unpack_index.items()
+    }:
         problems.append("unpack_index differs")
-    if {k: [id(f) for f in v] for k, v in new.functions.items()} != {k: [id(f) for f in v] for k, v in old.functions.items()}:
+    if {k: [id(f) for f in v] for k, v in new.functions.items()} != {
+        k: [id(f) for f in v] for k, v in old.functions.items()
+    }:
         problems.append("functions differ")
     if {k: id(v) for k, v in new.classes.items()} != {k: id(v) for k, v in old.classes.items()}:
         problems.append("classes differ")
@@ -120,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("paths", nargs="*")
     ap.add_argument("--positions", action="store_true", help="also compare every node's position")
-    ap.add_argument("--findings", action="store_true", help="also compare the findings with and without whitespace nodes")
+    ap.add_argument(
+        "--findings", action="store_true", help="also compare the findings with and without whitespace nodes"
+    )
     args = ap.parse_args(argv)
     files = _files(args.paths)
     checked = skipped = bad = 0
@@ -140,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             with open(path, encoding="utf-8") as f:
                 text = f.read()
             module = cst.parse_module(text)
-        except Exception:  # noqa: BLE001 - not parseable: nothing to compare
+        except Exception:
             skipped += 1
             continue
         analysis._SKIP_WHITESPACE = False

@@ -17,9 +17,21 @@ import shutil
 import textwrap
 
 ACTS = ["relu", "elu", "selu", "tanh", "gelu", "swish"]
-OPTS2 = [("Adam", "1e-3"), ("SGD", "0.01"), ("RMSprop", "1e-3"), ("Adagrad", "0.05"), ("Nadam", "2e-3"), ("AdamW", "5e-4")]
-OPTS1 = ["AdamOptimizer(learning_rate)", "GradientDescentOptimizer(learning_rate)", "MomentumOptimizer(learning_rate, 0.9)",
-         "RMSPropOptimizer(learning_rate)", "AdagradOptimizer(learning_rate)"]
+OPTS2 = [
+    ("Adam", "1e-3"),
+    ("SGD", "0.01"),
+    ("RMSprop", "1e-3"),
+    ("Adagrad", "0.05"),
+    ("Nadam", "2e-3"),
+    ("AdamW", "5e-4"),
+]
+OPTS1 = [
+    "AdamOptimizer(learning_rate)",
+    "GradientDescentOptimizer(learning_rate)",
+    "MomentumOptimizer(learning_rate, 0.9)",
+    "RMSPropOptimizer(learning_rate)",
+    "AdagradOptimizer(learning_rate)",
+]
 MODEL_NAMES = ["model", "net", "classifier", "encoder", "mlp", "cnn", "backbone", "student", "policy_net", "regressor"]
 DATASETS = ["mnist", "fashion_mnist", "cifar10", "cifar100"]
 
@@ -44,25 +56,38 @@ class Gen:
         return self.pick([16, 32, 64, 128, 256, 512])
 
     def header(self, title: str) -> str:
-        lines = [f'"""{title}', "", self.pick([
-            "Trains on synthetic data so that it runs anywhere; swap in the real loader for experiments.",
-            "Adapted from an internal experiment; see the README for the expected accuracy.",
-            "Usage: python {name}.py --epochs 10 --batch-size 64",
-            "Quick baseline, no hyper-parameter search yet.",
-        ]).format(name=f"train_{self.i:03d}"), '"""']
+        lines = [
+            f'"""{title}',
+            "",
+            self.pick(
+                [
+                    "Trains on synthetic data so that it runs anywhere; swap in the real loader for experiments.",
+                    "Adapted from an internal experiment; see the README for the expected accuracy.",
+                    "Usage: python {name}.py --epochs 10 --batch-size 64",
+                    "Quick baseline, no hyper-parameter search yet.",
+                ]
+            ).format(name=f"train_{self.i:03d}"),
+            '"""',
+        ]
         return "\n".join(lines) + "\n"
 
     def argparse_block(self, extra: list[tuple[str, str, str]] | None = None) -> str:
-        args = [("--epochs", "int", str(self.pick([1, 2, 5, 10, 20]))), ("--batch-size", "int", str(self.pick([16, 32, 64, 128]))),
-                ("--learning-rate", "float", self.pick(["1e-3", "3e-4", "0.01", "0.1"])), ("--seed", "int", str(self.r.randint(0, 9999)))]
+        args = [
+            ("--epochs", "int", str(self.pick([1, 2, 5, 10, 20]))),
+            ("--batch-size", "int", str(self.pick([16, 32, 64, 128]))),
+            ("--learning-rate", "float", self.pick(["1e-3", "3e-4", "0.01", "0.1"])),
+            ("--seed", "int", str(self.r.randint(0, 9999))),
+        ]
         args += extra or []
         if self.chance(0.5):
             args.append(("--log-dir", "str", repr(self.pick(["logs", "/tmp/run", "runs/exp1"]))))
         body = "".join(f"    parser.add_argument({a!r}, type={t}, default={d})\n" for a, t, d in args)
-        return ("def parse_args(argv=None):\n"
-                f"    parser = argparse.ArgumentParser(description={('training script ' + str(self.i))!r})\n"
-                f"{body}"
-                "    return parser.parse_args(argv)\n")
+        return (
+            "def parse_args(argv=None):\n"
+            f"    parser = argparse.ArgumentParser(description={('training script ' + str(self.i))!r})\n"
+            f"{body}"
+            "    return parser.parse_args(argv)\n"
+        )
 
     def numpy_data(self, n_features: int, n_classes: int, samples: int) -> str:
         return _d(f"""
@@ -79,9 +104,13 @@ class Gen:
         out = []
         for _ in range(self.r.randint(0, 4)):
             kind = self.r.randint(0, 4)
-            name = self.pick(["fmt", "log", "report", "track", "save", "load", "plot", "summ"]) + f"_{self.r.randint(0, 99)}"
+            name = (
+                self.pick(["fmt", "log", "report", "track", "save", "load", "plot", "summ"])
+                + f"_{self.r.randint(0, 99)}"
+            )
             if kind == 0:
-                out.append(_d(f"""
+                out.append(
+                    _d(f"""
                 def {name}(values, precision={self.r.randint(2, 5)}):
                     \"\"\"Formats a dict of metrics for the console.\"\"\"
                     parts = []
@@ -92,13 +121,15 @@ class Gen:
                         else:
                             parts.append(f"{{key}}={{value}}")
                     return ", ".join(parts)
-                """))
+                """)
+                )
             elif kind == 1:
-                out.append(_d(f"""
-                class {name.title().replace('_', '')}:
+                out.append(
+                    _d(f"""
+                class {name.title().replace("_", "")}:
                     \"\"\"Keeps a running average of a scalar.\"\"\"
 
-                    def __init__(self, momentum={self.pick(['0.9', '0.98', '0.99'])}):
+                    def __init__(self, momentum={self.pick(["0.9", "0.98", "0.99"])}):
                         self.momentum = momentum
                         self.value = None
                         self.count = 0
@@ -114,18 +145,22 @@ class Gen:
 
                     def __repr__(self):
                         return f"{{type(self).__name__}}(value={{self.value}}, count={{self.count}})"
-                """))
+                """)
+                )
             elif kind == 2:
-                out.append(_d(f"""
+                out.append(
+                    _d(f"""
                 def {name}(path, history):
                     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
                     with open(path, "w") as fh:
                         json.dump({{k: [float(v) for v in vs] for k, vs in history.items()}}, fh, indent=2)
                     return path
-                """))
+                """)
+                )
             elif kind == 3:
-                out.append(_d(f"""
-                def {name}(schedule, step, warmup={self.r.randint(100, 2000)}, base={self.pick(['1e-3', '3e-4', '0.1'])}):
+                out.append(
+                    _d(f"""
+                def {name}(schedule, step, warmup={self.r.randint(100, 2000)}, base={self.pick(["1e-3", "3e-4", "0.1"])}):
                     if step < warmup:
                         return base * (step + 1) / warmup
                     if schedule == "cosine":
@@ -133,14 +168,17 @@ class Gen:
                     if schedule == "step":
                         return base * (0.1 ** (step // {self.r.randint(1000, 9000)}))
                     return base
-                """))
+                """)
+                )
             else:
-                out.append(_d(f"""
+                out.append(
+                    _d(f"""
                 def {name}(seconds):
                     minutes, seconds = divmod(int(seconds), 60)
                     hours, minutes = divmod(minutes, 60)
                     return "%02d:%02d:%02d" % (hours, minutes, seconds)
-                """))
+                """)
+                )
         return "\n\n".join(out)
 
     def imports(self, style: str) -> str:
@@ -159,12 +197,16 @@ class Gen:
     def keras_prefix(self) -> str:
         return self.pick(["tf.keras", "tf.keras", "keras"]) if self.chance(0.5) else "tf.keras"
 
-    def dense_stack(self, k: str, depth: int, bn: bool, dropout: bool, indent: str = "    ", tiny: bool = False) -> list[str]:
+    def dense_stack(
+        self, k: str, depth: int, bn: bool, dropout: bool, indent: str = "    ", tiny: bool = False
+    ) -> list[str]:
         layers = []
         for _ in range(depth):
             init = ""
             if tiny and self.chance(0.6):
-                init = f", kernel_initializer={k}.initializers.RandomNormal(stddev={self.pick(['1e-4', '0.001', '1e-5'])})"
+                init = (
+                    f", kernel_initializer={k}.initializers.RandomNormal(stddev={self.pick(['1e-4', '0.001', '1e-5'])})"
+                )
             elif self.chance(0.2):
                 init = ", kernel_initializer=" + self.pick(['"he_normal"', '"glorot_uniform"', '"lecun_normal"'])
             layers.append(f"{indent}{k}.layers.Dense({self.units()}, activation={self.pick(ACTS)!r}{init}),")
@@ -192,17 +234,20 @@ class Gen:
             build = "def build_model():\n" + "\n".join(body) + "\n"
         else:
             out_act = "softmax" if self.chance(0.7) else None
-            build = ("def build_model():\n"
-                     f"    return {k}.Sequential([\n"
-                     f"        {k}.Input(shape=({nf},)),\n"
-                     + "\n".join("    " + s for s in stack) + "\n"
-                     f"        {k}.layers.Dense({nc}{', activation=' + repr(out_act) if out_act else ''}),\n"
-                     f"    ], name={name!r})\n")
+            build = (
+                "def build_model():\n"
+                f"    return {k}.Sequential([\n"
+                f"        {k}.Input(shape=({nf},)),\n" + "\n".join("    " + s for s in stack) + "\n"
+                f"        {k}.layers.Dense({nc}{', activation=' + repr(out_act) if out_act else ''}),\n"
+                f"    ], name={name!r})\n"
+            )
         from_logits = out_act is None
         loss = f"{k}.losses.SparseCategoricalCrossentropy(from_logits={from_logits if self.chance(0.85) else not from_logits})"
         callbacks = []
         if self.chance(0.6):
-            callbacks.append(f"{k}.callbacks.EarlyStopping(patience={self.r.randint(2, 10)}, restore_best_weights=True)")
+            callbacks.append(
+                f"{k}.callbacks.EarlyStopping(patience={self.r.randint(2, 10)}, restore_best_weights=True)"
+            )
         if self.chance(0.4):
             callbacks.append(f"{k}.callbacks.ReduceLROnPlateau(factor=0.5, patience={self.r.randint(2, 5)})")
         if self.chance(0.3):
@@ -211,14 +256,15 @@ class Gen:
         imp = self.imports("keras")
         if k == "keras" and "from tensorflow import keras" not in imp:
             imp += "from tensorflow import keras\n"
-        return "\n\n".join([
-            self.header(f"Keras {'functional' if functional else 'Sequential'} classifier trained with model.fit."),
-            imp,
-            self.numpy_data(nf, nc, self.pick([1000, 2000, 5000])),
-            build,
-            self.helpers(),
-            self.argparse_block(),
-            _d(f"""
+        return "\n\n".join(
+            [
+                self.header(f"Keras {'functional' if functional else 'Sequential'} classifier trained with model.fit."),
+                imp,
+                self.numpy_data(nf, nc, self.pick([1000, 2000, 5000])),
+                build,
+                self.helpers(),
+                self.argparse_block(),
+                _d(f"""
             def main(argv=None):
                 args = parse_args(argv)
                 tf.random.set_seed(args.seed)
@@ -239,7 +285,8 @@ class Gen:
             if __name__ == "__main__":
                 main()
             """),
-        ])
+            ]
+        )
 
     def tape_loop(self) -> str:
         k = "tf.keras"
@@ -255,50 +302,61 @@ class Gen:
         wrt = self.pick([f"{name}.trainable_variables"] * 5 + [f"{name}.variables", f"{name}.trainable_weights"])
         clip = ""
         if self.chance(0.3):
-            clip = self.pick([
-                "    grads = [tf.clip_by_norm(g, 5.0) for g in grads]\n",
-                "    grads, _ = tf.clip_by_global_norm(grads, 1.0)\n",
-                "    grads = [tf.clip_by_value(g, -1.0, 1.0) if g is not None else g for g in grads]\n",
-            ])
-        loss_expr = self.pick([
-            f"loss_fn(y, logits)",
-            f"tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))",
-            f"-tf.reduce_mean(tf.reduce_sum(tf.one_hot(y, {nc}) * tf.math.log(tf.nn.softmax(logits)), axis=-1))",
-            f"-tf.reduce_mean(tf.reduce_sum(tf.one_hot(y, {nc}) * tf.math.log(tf.nn.softmax(logits) + 1e-8), axis=-1))",
-        ])
+            clip = self.pick(
+                [
+                    "    grads = [tf.clip_by_norm(g, 5.0) for g in grads]\n",
+                    "    grads, _ = tf.clip_by_global_norm(grads, 1.0)\n",
+                    "    grads = [tf.clip_by_value(g, -1.0, 1.0) if g is not None else g for g in grads]\n",
+                ]
+            )
+        loss_expr = self.pick(
+            [
+                "loss_fn(y, logits)",
+                "tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))",
+                f"-tf.reduce_mean(tf.reduce_sum(tf.one_hot(y, {nc}) * tf.math.log(tf.nn.softmax(logits)), axis=-1))",
+                f"-tf.reduce_mean(tf.reduce_sum(tf.one_hot(y, {nc}) * tf.math.log(tf.nn.softmax(logits) + 1e-8), axis=-1))",
+            ]
+        )
         opt_line = f"optimizer = {k}.optimizers.{opt}(learning_rate={lr})"
         step_opt = ""
         if self.chance(0.05):
             step_opt = f"    optimizer = {k}.optimizers.{opt}(learning_rate={lr})\n"
-        return "\n\n".join([
-            self.header("Custom training loop with tf.GradientTape."),
-            self.imports("tf2"),
-            self.numpy_data(nf, nc, self.pick([1024, 4096])),
-            _d(f"""
+        return "\n\n".join(
+            [
+                self.header("Custom training loop with tf.GradientTape."),
+                self.imports("tf2"),
+                self.numpy_data(nf, nc, self.pick([1024, 4096])),
+                _d(f"""
             def build_model():
                 return {k}.Sequential([
                     {k}.Input(shape=({nf},)),
-            """) + "\n".join(stack) + "\n" + f"        {k}.layers.Dense({nc}),\n    ])\n",
-            self.helpers(),
-            f"{name} = build_model()\n{opt_line}\nloss_fn = {k}.losses.SparseCategoricalCrossentropy(from_logits=True)\n"
-            f"train_acc = {k}.metrics.SparseCategoricalAccuracy()\n",
-            ("@tf.function\n" if use_function else "") + "def train_step(x, y):\n" + step_opt +
-            "    with tf.GradientTape() as tape:\n"
-            f"        logits = {name}(x{training_kw})\n"
-            f"        loss = {loss_expr}\n"
-            + (f"        loss += tf.add_n({name}.losses) if {name}.losses else 0.0\n" if self.chance(0.3) else "")
-            + f"    grads = tape.gradient(loss, {wrt})\n" + clip
-            + f"    optimizer.apply_gradients(zip(grads, {wrt}))\n"
-            "    train_acc.update_state(y, logits)\n"
-            "    return loss\n",
-            _d(f"""
-            {'@tf.function' if use_function else ''}
+            """)
+                + "\n".join(stack)
+                + "\n"
+                + f"        {k}.layers.Dense({nc}),\n    ])\n",
+                self.helpers(),
+                f"{name} = build_model()\n{opt_line}\nloss_fn = {k}.losses.SparseCategoricalCrossentropy(from_logits=True)\n"
+                f"train_acc = {k}.metrics.SparseCategoricalAccuracy()\n",
+                ("@tf.function\n" if use_function else "")
+                + "def train_step(x, y):\n"
+                + step_opt
+                + "    with tf.GradientTape() as tape:\n"
+                f"        logits = {name}(x{training_kw})\n"
+                f"        loss = {loss_expr}\n"
+                + (f"        loss += tf.add_n({name}.losses) if {name}.losses else 0.0\n" if self.chance(0.3) else "")
+                + f"    grads = tape.gradient(loss, {wrt})\n"
+                + clip
+                + f"    optimizer.apply_gradients(zip(grads, {wrt}))\n"
+                "    train_acc.update_state(y, logits)\n"
+                "    return loss\n",
+                _d(f"""
+            {"@tf.function" if use_function else ""}
             def eval_step(x, y):
                 logits = {name}(x, training=False)
                 return tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1), y), tf.float32))
             """),
-            self.argparse_block(),
-            _d(f"""
+                self.argparse_block(),
+                _d(f"""
             def main(argv=None):
                 args = parse_args(argv)
                 x, y = make_data(seed=args.seed)
@@ -317,7 +375,8 @@ class Gen:
             if __name__ == "__main__":
                 main()
             """),
-        ])
+            ]
+        )
 
     def subclassed(self) -> str:
         k = "tf.keras"
@@ -348,7 +407,7 @@ class Gen:
                 def train_step(self, data):
                     x, y = data
                     with tf.GradientTape() as tape:
-                        y_pred = self(x{', ' + tr if tr else ''})
+                        y_pred = self(x{", " + tr if tr else ""})
                         loss = self.compute_loss(y=y, y_pred=y_pred)
                     grads = tape.gradient(loss, self.trainable_variables)
                     self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
@@ -361,16 +420,22 @@ class Gen:
             """)
             train_step = textwrap.indent(train_step, "    ")
         opt, lr = self.pick(OPTS2)
-        return "\n\n".join([
-            self.header(f"Subclassed Keras model `{cls}`."),
-            self.imports("tf2"),
-            f"class {cls}({k}.Model):\n"
-            f"    def __init__(self, **kwargs):\n        super().__init__(**kwargs)\n" + "\n".join(init_lines) + "\n\n"
-            f"    def call(self, inputs, training=False):\n" + "\n".join(call_lines) + "\n" + ("\n" + train_step if train_step else ""),
-            self.helpers(),
-            self.numpy_data(self.pick([16, 32]), nc, 2048),
-            self.argparse_block(),
-            _d(f"""
+        return "\n\n".join(
+            [
+                self.header(f"Subclassed Keras model `{cls}`."),
+                self.imports("tf2"),
+                f"class {cls}({k}.Model):\n"
+                f"    def __init__(self, **kwargs):\n        super().__init__(**kwargs)\n"
+                + "\n".join(init_lines)
+                + "\n\n"
+                "    def call(self, inputs, training=False):\n"
+                + "\n".join(call_lines)
+                + "\n"
+                + ("\n" + train_step if train_step else ""),
+                self.helpers(),
+                self.numpy_data(self.pick([16, 32]), nc, 2048),
+                self.argparse_block(),
+                _d(f"""
             def main(argv=None):
                 args = parse_args(argv)
                 model = {cls}()
@@ -384,7 +449,8 @@ class Gen:
             if __name__ == "__main__":
                 main()
             """),
-        ])
+            ]
+        )
 
     def tf1_graph(self) -> str:
         nf, nc = self.pick([10, 20, 50, 784]), self.pick([2, 10])
@@ -394,13 +460,22 @@ class Gen:
         opt = self.pick(OPTS1)
         compat = self.chance(0.4)
         tfmod = "tf.compat.v1" if compat else "tf"
-        lines = [f"x = {tfmod}.placeholder(tf.float32, [None, {nf}], name='x')",
-                 f"y = {tfmod}.placeholder(tf.int64, [None], name='y')",
-                 f"is_training = {tfmod}.placeholder_with_default(False, shape=(), name='is_training')", "", "h = x"]
+        lines = [
+            f"x = {tfmod}.placeholder(tf.float32, [None, {nf}], name='x')",
+            f"y = {tfmod}.placeholder(tf.int64, [None], name='y')",
+            f"is_training = {tfmod}.placeholder_with_default(False, shape=(), name='is_training')",
+            "",
+            "h = x",
+        ]
         for i, u in enumerate(hidden):
-            init = self.pick(["", ", kernel_initializer=tf.glorot_uniform_initializer()",
-                              f", kernel_initializer=tf.random_normal_initializer(stddev={self.pick(['0.01', '0.1', '1e-4', '0.001'])})",
-                              ", kernel_initializer=tf.zeros_initializer()" if self.chance(0.1) else ""])
+            init = self.pick(
+                [
+                    "",
+                    ", kernel_initializer=tf.glorot_uniform_initializer()",
+                    f", kernel_initializer=tf.random_normal_initializer(stddev={self.pick(['0.01', '0.1', '1e-4', '0.001'])})",
+                    ", kernel_initializer=tf.zeros_initializer()" if self.chance(0.1) else "",
+                ]
+            )
             lines.append(f"h = {tfmod}.layers.dense(h, {u}{init}, name='fc{i}')")
             if bn:
                 lines.append(f"h = {tfmod}.layers.batch_normalization(h, training=is_training, name='bn{i}')")
@@ -412,17 +487,23 @@ class Gen:
             lines.append("probs = tf.nn.softmax(logits)")
             lines.append(f"loss = tf.reduce_mean({tfmod}.losses.sparse_softmax_cross_entropy(labels=y, logits=probs))")
         else:
-            lines.append(f"loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))")
+            lines.append(
+                "loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))"
+            )
         lines.append(f"global_step = {tfmod}.train.get_or_create_global_step()")
         lines.append(f"learning_rate = {self.pick(['0.01', '1e-3', '0.1'])}")
         lines.append(f"optimizer = {tfmod}.train.{opt}")
         if update_ops == "control":
-            lines += [f"update_ops = {tfmod}.get_collection({tfmod}.GraphKeys.UPDATE_OPS)",
-                      "with tf.control_dependencies(update_ops):",
-                      "    train_op = optimizer.minimize(loss, global_step=global_step)"]
+            lines += [
+                f"update_ops = {tfmod}.get_collection({tfmod}.GraphKeys.UPDATE_OPS)",
+                "with tf.control_dependencies(update_ops):",
+                "    train_op = optimizer.minimize(loss, global_step=global_step)",
+            ]
         elif update_ops == "group":
-            lines += ["train_op = optimizer.minimize(loss, global_step=global_step)",
-                      f"train_op = tf.group([train_op, {tfmod}.get_collection({tfmod}.GraphKeys.UPDATE_OPS)])"]
+            lines += [
+                "train_op = optimizer.minimize(loss, global_step=global_step)",
+                f"train_op = tf.group([train_op, {tfmod}.get_collection({tfmod}.GraphKeys.UPDATE_OPS)])",
+            ]
         else:
             lines += ["train_op = optimizer.minimize(loss, global_step=global_step)"]
         lines.append("accuracy = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, 1), y), tf.float32))")
@@ -432,14 +513,15 @@ class Gen:
             disable = "tf.compat.v1.disable_eager_execution()\n"
         sess = "tf.compat.v1.Session" if compat else "tf.Session"
         init = f"{tfmod}.global_variables_initializer()"
-        return "\n\n".join([
-            self.header("TF1 graph-mode training with placeholders and a Session."),
-            self.imports("tf1"),
-            disable,
-            self.numpy_data(nf, nc, self.pick([2000, 6000])),
-            graph,
-            self.helpers(),
-            _d(f"""
+        return "\n\n".join(
+            [
+                self.header("TF1 graph-mode training with placeholders and a Session."),
+                self.imports("tf1"),
+                disable,
+                self.numpy_data(nf, nc, self.pick([2000, 6000])),
+                graph,
+                self.helpers(),
+                _d(f"""
             def batches(x, y, batch_size, rng):
                 order = rng.permutation(len(x))
                 for start in range(0, len(x), batch_size):
@@ -466,21 +548,29 @@ class Gen:
             if __name__ == "__main__":
                 main()
             """),
-        ])
+            ]
+        )
 
     def tf1_lowlevel(self) -> str:
         nf, nc = self.pick([4, 16, 64, 784]), self.pick([2, 10])
         sizes = [nf] + [self.units() for _ in range(self.r.randint(1, 3))] + [nc]
         stddev = self.pick(["0.1", "0.01", "0.05", "1e-4", "1e-5", "np.sqrt(2.0 / fan_in)"])
-        lines = ["def dense(x, fan_in, fan_out, name, activation=tf.nn.relu):",
-                 "    with tf.variable_scope(name):",
-                 f"        w = tf.get_variable('w', [fan_in, fan_out], initializer=tf.truncated_normal_initializer(stddev={stddev}))"
-                 if "fan_in" not in stddev else
-                 f"        w = tf.Variable(tf.random_normal([fan_in, fan_out], stddev={stddev}), name='w')",
-                 f"        b = tf.get_variable('b', [fan_out], initializer=tf.constant_initializer({self.pick(['0.0', '0.1'])}))",
-                 "        out = tf.matmul(x, w) + b",
-                 "        return activation(out) if activation is not None else out", ""]
-        graph = [f"X = tf.placeholder(tf.float32, [None, {nf}])", f"Y = tf.placeholder(tf.float32, [None, {nc}])", "h = X"]
+        lines = [
+            "def dense(x, fan_in, fan_out, name, activation=tf.nn.relu):",
+            "    with tf.variable_scope(name):",
+            f"        w = tf.get_variable('w', [fan_in, fan_out], initializer=tf.truncated_normal_initializer(stddev={stddev}))"
+            if "fan_in" not in stddev
+            else f"        w = tf.Variable(tf.random_normal([fan_in, fan_out], stddev={stddev}), name='w')",
+            f"        b = tf.get_variable('b', [fan_out], initializer=tf.constant_initializer({self.pick(['0.0', '0.1'])}))",
+            "        out = tf.matmul(x, w) + b",
+            "        return activation(out) if activation is not None else out",
+            "",
+        ]
+        graph = [
+            f"X = tf.placeholder(tf.float32, [None, {nf}])",
+            f"Y = tf.placeholder(tf.float32, [None, {nc}])",
+            "h = X",
+        ]
         for i in range(len(sizes) - 2):
             graph.append(f"h = dense(h, {sizes[i]}, {sizes[i + 1]}, 'layer{i}')")
         graph.append(f"logits = dense(h, {sizes[-2]}, {sizes[-1]}, 'out', activation=None)")
@@ -492,26 +582,34 @@ class Gen:
             graph.append("loss = tf.reduce_mean(-tf.reduce_sum(Y * tf.log(pred), reduction_indices=[1]))")
         elif loss_kind == 2:
             graph.append("pred = tf.nn.softmax(logits)")
-            graph.append("loss = tf.reduce_mean(-tf.reduce_sum(Y * tf.log(tf.clip_by_value(pred, 1e-10, 1.0)), axis=1))")
+            graph.append(
+                "loss = tf.reduce_mean(-tf.reduce_sum(Y * tf.log(tf.clip_by_value(pred, 1e-10, 1.0)), axis=1))"
+            )
         else:
             graph.append("loss = tf.losses.softmax_cross_entropy(Y, logits)")
         var_list = self.pick(["tf.trainable_variables()", "tf.trainable_variables()", "tf.global_variables()"])
         if self.chance(0.5):
-            graph += [f"opt = tf.train.{self.pick(OPTS1).replace('learning_rate', self.pick(['0.01', '0.001']))}",
-                      f"grads_and_vars = opt.compute_gradients(loss, var_list={var_list})",
-                      "grads_and_vars = [(tf.clip_by_norm(g, 1.0), v) for g, v in grads_and_vars]" if self.chance(0.3) else
-                      "grads_and_vars = [(g, v) for g, v in grads_and_vars if g is not None]",
-                      "train = opt.apply_gradients(grads_and_vars)"]
+            graph += [
+                f"opt = tf.train.{self.pick(OPTS1).replace('learning_rate', self.pick(['0.01', '0.001']))}",
+                f"grads_and_vars = opt.compute_gradients(loss, var_list={var_list})",
+                "grads_and_vars = [(tf.clip_by_norm(g, 1.0), v) for g, v in grads_and_vars]"
+                if self.chance(0.3)
+                else "grads_and_vars = [(g, v) for g, v in grads_and_vars if g is not None]",
+                "train = opt.apply_gradients(grads_and_vars)",
+            ]
         else:
-            graph += [f"grads = tf.gradients(loss, {var_list})",
-                      f"train = tf.train.{self.pick(OPTS1).replace('learning_rate', '0.01')}.apply_gradients(zip(grads, {var_list}))"]
-        return "\n\n".join([
-            self.header("Low-level TF1 network with tf.get_variable."),
-            self.imports("tf1"),
-            "\n".join(lines),
-            "\n".join(graph) + "\n",
-            self.helpers(),
-            _d(f"""
+            graph += [
+                f"grads = tf.gradients(loss, {var_list})",
+                f"train = tf.train.{self.pick(OPTS1).replace('learning_rate', '0.01')}.apply_gradients(zip(grads, {var_list}))",
+            ]
+        return "\n\n".join(
+            [
+                self.header("Low-level TF1 network with tf.get_variable."),
+                self.imports("tf1"),
+                "\n".join(lines),
+                "\n".join(graph) + "\n",
+                self.helpers(),
+                _d(f"""
             def one_hot(labels, n):
                 out = np.zeros((len(labels), n), dtype=np.float32)
                 out[np.arange(len(labels)), labels] = 1.0
@@ -530,43 +628,58 @@ class Gen:
                         if i % 100 == 0:
                             print(i, l)
             """),
-        ])
+            ]
+        )
 
     def gan(self) -> str:
         k = "tf.keras"
         z = self.pick([16, 32, 64, 100])
         nf = self.pick([2, 8, 28 * 28])
-        g_layers = "\n".join(f"        {k}.layers.Dense({self.units()}, activation={self.pick(['relu', 'elu'])!r})," for _ in range(self.r.randint(1, 3)))
-        d_layers = "\n".join(f"        {k}.layers.Dense({self.units()})," + (f"\n        {k}.layers.LeakyReLU(0.2)," if self.chance(0.7) else "")
-                             for _ in range(self.r.randint(1, 3)))
+        g_layers = "\n".join(
+            f"        {k}.layers.Dense({self.units()}, activation={self.pick(['relu', 'elu'])!r}),"
+            for _ in range(self.r.randint(1, 3))
+        )
+        d_layers = "\n".join(
+            f"        {k}.layers.Dense({self.units()}),"
+            + (f"\n        {k}.layers.LeakyReLU(0.2)," if self.chance(0.7) else "")
+            for _ in range(self.r.randint(1, 3))
+        )
         bn = f"\n        {k}.layers.BatchNormalization()," if self.chance(0.5) else ""
         from_logits = self.chance(0.8)
         d_out = f"{k}.layers.Dense(1)" if from_logits else f"{k}.layers.Dense(1, activation='sigmoid')"
         g_training = ", training=True" if self.chance(0.8) else ""
-        d_loss = self.pick([
-            "cross_entropy(tf.ones_like(real_out), real_out) + cross_entropy(tf.zeros_like(fake_out), fake_out)",
-            "-tf.reduce_mean(tf.math.log(tf.sigmoid(real_out)) + tf.math.log(1.0 - tf.sigmoid(fake_out)))",
-        ])
-        return "\n\n".join([
-            self.header("A small GAN with two GradientTapes."),
-            self.imports("tf2"),
-            f"LATENT = {z}\nFEATURES = {nf}\n",
-            _d(f"""
+        d_loss = self.pick(
+            [
+                "cross_entropy(tf.ones_like(real_out), real_out) + cross_entropy(tf.zeros_like(fake_out), fake_out)",
+                "-tf.reduce_mean(tf.math.log(tf.sigmoid(real_out)) + tf.math.log(1.0 - tf.sigmoid(fake_out)))",
+            ]
+        )
+        return "\n\n".join(
+            [
+                self.header("A small GAN with two GradientTapes."),
+                self.imports("tf2"),
+                f"LATENT = {z}\nFEATURES = {nf}\n",
+                _d(f"""
             def make_generator():
                 return {k}.Sequential([
                     {k}.Input(shape=(LATENT,)),
-            """) + g_layers + bn + f"\n        {k}.layers.Dense(FEATURES, activation='tanh'),\n    ])\n",
-            _d(f"""
+            """)
+                + g_layers
+                + bn
+                + f"\n        {k}.layers.Dense(FEATURES, activation='tanh'),\n    ])\n",
+                _d(f"""
             def make_discriminator():
                 return {k}.Sequential([
                     {k}.Input(shape=(FEATURES,)),
-            """) + d_layers + f"\n        {d_out},\n    ])\n",
-            f"generator = make_generator()\ndiscriminator = make_discriminator()\n"
-            f"cross_entropy = {k}.losses.BinaryCrossentropy(from_logits={from_logits})\n"
-            f"g_opt = {k}.optimizers.Adam({self.pick(['1e-4', '2e-4'])}, beta_1=0.5)\n"
-            f"d_opt = {k}.optimizers.Adam({self.pick(['1e-4', '2e-4'])}, beta_1=0.5)\n",
-            self.helpers(),
-            _d(f"""
+            """)
+                + d_layers
+                + f"\n        {d_out},\n    ])\n",
+                f"generator = make_generator()\ndiscriminator = make_discriminator()\n"
+                f"cross_entropy = {k}.losses.BinaryCrossentropy(from_logits={from_logits})\n"
+                f"g_opt = {k}.optimizers.Adam({self.pick(['1e-4', '2e-4'])}, beta_1=0.5)\n"
+                f"d_opt = {k}.optimizers.Adam({self.pick(['1e-4', '2e-4'])}, beta_1=0.5)\n",
+                self.helpers(),
+                _d(f"""
             @tf.function
             def train_step(real):
                 noise = tf.random.normal([tf.shape(real)[0], LATENT])
@@ -594,7 +707,8 @@ class Gen:
                     if step % 50 == 0:
                         print(step, float(g_loss), float(d_loss))
             """),
-        ])
+            ]
+        )
 
     def rnn(self) -> str:
         k = "tf.keras"
@@ -604,11 +718,12 @@ class Gen:
         layer = f"{k}.layers.{cell}({units}, dropout={self.pick(['0.0', '0.2'])})"
         if bidir:
             layer = f"{k}.layers.Bidirectional({layer})"
-        return "\n\n".join([
-            self.header(f"Text classifier with a {cell}."),
-            self.imports("keras"),
-            f"VOCAB, MAXLEN = {vocab}, {self.pick([50, 100, 200])}\n",
-            _d(f"""
+        return "\n\n".join(
+            [
+                self.header(f"Text classifier with a {cell}."),
+                self.imports("keras"),
+                f"VOCAB, MAXLEN = {vocab}, {self.pick([50, 100, 200])}\n",
+                _d(f"""
             def build(num_classes={self.pick([2, 4, 20])}):
                 model = {k}.Sequential()
                 model.add({k}.layers.Embedding(VOCAB, {emb}))
@@ -624,8 +739,8 @@ class Gen:
                 y = (x[:, 0] % 2).astype("int64")
                 return x, y
             """),
-            self.helpers(),
-            _d(f"""
+                self.helpers(),
+                _d(f"""
             if __name__ == "__main__":
                 rng = np.random.RandomState(0)
                 x, y = fake_text({self.pick([1000, 5000])}, rng)
@@ -636,43 +751,45 @@ class Gen:
                 for epoch in range({self.pick([1, 3])}):
                     for xb, yb in dataset:
                         with tf.GradientTape() as tape:
-                            logits = model(xb{', training=True' if self.chance(0.7) else ''})
+                            logits = model(xb{", training=True" if self.chance(0.7) else ""})
                             loss = loss_fn(yb, logits)
                         grads = tape.gradient(loss, model.trainable_variables)
-                        {'grads, _ = tf.clip_by_global_norm(grads, 5.0)' if self.chance(0.5) else 'pass'}
+                        {"grads, _ = tf.clip_by_global_norm(grads, 5.0)" if self.chance(0.5) else "pass"}
                         optimizer.apply_gradients(zip(grads, model.trainable_variables))
                     print("epoch", epoch, float(loss))
             """),
-        ])
+            ]
+        )
 
     def transfer(self) -> str:
         k = "tf.keras"
         app = self.pick(["MobileNetV2", "ResNet50", "EfficientNetB0", "VGG16", "DenseNet121", "InceptionV3"])
         frozen = self.chance(0.6)
         size = self.pick([96, 128, 160, 224])
-        return "\n\n".join([
-            self.header(f"Fine-tuning {app} on a small image set."),
-            self.imports("keras"),
-            _d(f"""
+        return "\n\n".join(
+            [
+                self.header(f"Fine-tuning {app} on a small image set."),
+                self.imports("keras"),
+                _d(f"""
             IMG = {size}
             base = {k}.applications.{app}(input_shape=(IMG, IMG, 3), include_top=False, weights=None)
             base.trainable = {not frozen}
             inputs = {k}.Input(shape=(IMG, IMG, 3))
-            x = base(inputs, training={self.pick(['False', 'False', 'True'])})
+            x = base(inputs, training={self.pick(["False", "False", "True"])})
             x = {k}.layers.GlobalAveragePooling2D()(x)
-            x = {k}.layers.Dropout({self.pick(['0.2', '0.3'])})(x)
+            x = {k}.layers.Dropout({self.pick(["0.2", "0.3"])})(x)
             outputs = {k}.layers.Dense({self.pick([2, 5, 102])})(x)
             model = {k}.Model(inputs, outputs)
-            optimizer = {k}.optimizers.Adam({self.pick(['1e-4', '1e-5', '1e-3'])})
+            optimizer = {k}.optimizers.Adam({self.pick(["1e-4", "1e-5", "1e-3"])})
             loss_fn = {k}.losses.SparseCategoricalCrossentropy(from_logits=True)
             """),
-            self.helpers(),
-            _d(f"""
+                self.helpers(),
+                _d(f"""
             def train(dataset, epochs={self.pick([1, 5, 10])}):
                 for epoch in range(epochs):
                     for images, labels in dataset:
                         with tf.GradientTape() as tape:
-                            logits = model(images{', training=True' if self.chance(0.7) else ''})
+                            logits = model(images{", training=True" if self.chance(0.7) else ""})
                             loss = loss_fn(labels, logits)
                         grads = tape.gradient(loss, model.trainable_variables)
                         optimizer.apply_gradients(zip(grads, model.trainable_variables))
@@ -684,19 +801,24 @@ class Gen:
                 labels = np.random.randint(0, 2, 32)
                 train(tf.data.Dataset.from_tensor_slices((images, labels)).batch(8))
             """),
-        ])
+            ]
+        )
 
     def metric_learning(self) -> str:
         k = "tf.keras"
         eps = self.chance(0.5)
-        dist = ("tf.sqrt(tf.maximum(tf.reduce_sum(tf.square(a - b), axis=-1), 1e-12))" if eps
-                else self.pick(["tf.sqrt(tf.reduce_sum(tf.square(a - b), axis=-1))", "tf.norm(a - b, axis=-1)"]))
-        return "\n\n".join([
-            self.header("Triplet-loss embedding training."),
-            self.imports("tf2"),
-            _d(f"""
+        dist = (
+            "tf.sqrt(tf.maximum(tf.reduce_sum(tf.square(a - b), axis=-1), 1e-12))"
+            if eps
+            else self.pick(["tf.sqrt(tf.reduce_sum(tf.square(a - b), axis=-1))", "tf.norm(a - b, axis=-1)"])
+        )
+        return "\n\n".join(
+            [
+                self.header("Triplet-loss embedding training."),
+                self.imports("tf2"),
+                _d(f"""
             EMB = {self.pick([8, 16, 64, 128])}
-            MARGIN = {self.pick(['0.2', '0.5', '1.0'])}
+            MARGIN = {self.pick(["0.2", "0.5", "1.0"])}
 
             embedder = {k}.Sequential([
                 {k}.Input(shape=({self.pick([16, 32, 128])},)),
@@ -723,8 +845,8 @@ class Gen:
                 optimizer.apply_gradients(zip(grads, embedder.trainable_variables))
                 return loss
             """),
-            self.helpers(),
-            _d(f"""
+                self.helpers(),
+                _d(f"""
             if __name__ == "__main__":
                 dim = embedder.input_shape[-1]
                 for i in range({self.pick([100, 500])}):
@@ -735,15 +857,17 @@ class Gen:
                     if i % 50 == 0:
                         print(i, float(loss))
             """),
-        ])
+            ]
+        )
 
     def vae(self) -> str:
         k = "tf.keras"
         latent = self.pick([2, 8, 16, 32])
-        return "\n\n".join([
-            self.header("Variational autoencoder."),
-            self.imports("tf2"),
-            _d(f"""
+        return "\n\n".join(
+            [
+                self.header("Variational autoencoder."),
+                self.imports("tf2"),
+                _d(f"""
             LATENT = {latent}
             INPUT = {self.pick([64, 784])}
 
@@ -769,7 +893,7 @@ class Gen:
 
 
             model = VAE()
-            optimizer = {k}.optimizers.Adam({self.pick(['1e-3', '1e-4'])})
+            optimizer = {k}.optimizers.Adam({self.pick(["1e-3", "1e-4"])})
 
 
             def compute_loss(x):
@@ -787,8 +911,8 @@ class Gen:
                 optimizer.apply_gradients(zip(gradients, model.trainable_variables))
                 return loss
             """),
-            self.helpers(),
-            _d(f"""
+                self.helpers(),
+                _d(f"""
             if __name__ == "__main__":
                 data = (np.random.rand({self.pick([512, 2048])}, INPUT) > 0.5).astype("float32")
                 ds = tf.data.Dataset.from_tensor_slices(data).shuffle(512).batch({self.pick([32, 64])})
@@ -797,18 +921,21 @@ class Gen:
                         loss = train_step(batch)
                     print("epoch", epoch, "elbo", -float(loss))
             """),
-        ])
+            ]
+        )
 
     def estimator_like(self) -> str:
         """TF1 ``model_fn`` style with a mode switch (also the misspelled-mode case)."""
-        mode_check = self.pick(["mode == tf.estimator.ModeKeys.TRAIN", "mode == tf.estimator.ModeKeys.TRAIN",
-                                "mode == 'train'"])
+        mode_check = self.pick(
+            ["mode == tf.estimator.ModeKeys.TRAIN", "mode == tf.estimator.ModeKeys.TRAIN", "mode == 'train'"]
+        )
         bn_training = self.pick(["is_training", "is_training", "True"])
         opt1 = self.pick(OPTS1).replace("learning_rate", 'params.get("lr", 0.01)')
-        return "\n\n".join([
-            self.header("model_fn for a TF1 Estimator-style training loop."),
-            self.imports("tf1"),
-            _d(f"""
+        return "\n\n".join(
+            [
+                self.header("model_fn for a TF1 Estimator-style training loop."),
+                self.imports("tf1"),
+                _d(f"""
             def model_fn(features, labels, mode, params):
                 is_training = {mode_check}
                 net = features["x"]
@@ -819,13 +946,13 @@ class Gen:
                 logits = tf.layers.dense(net, params.get("classes", {self.pick([2, 10])}))
                 loss = tf.losses.sparse_softmax_cross_entropy(labels=labels, logits=logits)
                 optimizer = tf.train.{opt1}
-                {'update_ops = tf.get_collection(tf.GraphKeys.UPDATE_OPS)' if self.chance(0.7) else 'update_ops = []'}
+                {"update_ops = tf.get_collection(tf.GraphKeys.UPDATE_OPS)" if self.chance(0.7) else "update_ops = []"}
                 with tf.control_dependencies(update_ops):
                     train_op = optimizer.minimize(loss, global_step=tf.train.get_global_step())
                 return tf.estimator.EstimatorSpec(mode, loss=loss, train_op=train_op)
             """),
-            self.helpers(),
-            _d(f"""
+                self.helpers(),
+                _d(f"""
             def input_fn(n={self.pick([256, 1024])}, batch_size=32):
                 x = np.random.randn(n, {self.pick([4, 16])}).astype(np.float32)
                 y = np.random.randint(0, 2, n)
@@ -836,21 +963,23 @@ class Gen:
                 estimator = tf.estimator.Estimator(model_fn=model_fn, params={{"hidden": [32, 16]}})
                 estimator.train(input_fn=input_fn, steps={self.pick([100, 1000])})
             """),
-        ])
+            ]
+        )
 
     def plain_helper(self) -> str:
         """A module of a training project that does not use TensorFlow at all."""
-        return "\n\n".join([
-            f'"""Utilities for experiment {self.i}: configuration, logging, bookkeeping (no TensorFlow)."""',
-            "import argparse\nimport json\nimport math\nimport os\nimport time\n",
-            self.helpers() or "def noop():\n    return None\n",
-            self.helpers() or "VERSION = 1\n",
-            self.argparse_block(),
-            _d(f"""
+        return "\n\n".join(
+            [
+                f'"""Utilities for experiment {self.i}: configuration, logging, bookkeeping (no TensorFlow)."""',
+                "import argparse\nimport json\nimport math\nimport os\nimport time\n",
+                self.helpers() or "def noop():\n    return None\n",
+                self.helpers() or "VERSION = 1\n",
+                self.argparse_block(),
+                _d(f"""
             CONFIG = {{
                 "epochs": {self.r.randint(1, 50)},
                 "batch_size": {self.pick([16, 32, 64])},
-                "lr": {self.pick(['1e-3', '3e-4'])},
+                "lr": {self.pick(["1e-3", "3e-4"])},
                 "schedule": {self.pick(['"cosine"', '"step"', '"constant"'])},
             }}
 
@@ -862,11 +991,23 @@ class Gen:
                         cfg.update(json.load(fh))
                 return cfg
             """),
-        ])
+            ]
+        )
 
-    TEMPLATES = [("keras_fit", 14), ("tape_loop", 16), ("subclassed", 10), ("tf1_graph", 12), ("tf1_lowlevel", 10),
-                 ("gan", 7), ("rnn", 7), ("transfer", 6), ("metric_learning", 5), ("vae", 5), ("estimator_like", 4),
-                 ("plain_helper", 6)]
+    TEMPLATES = [
+        ("keras_fit", 14),
+        ("tape_loop", 16),
+        ("subclassed", 10),
+        ("tf1_graph", 12),
+        ("tf1_lowlevel", 10),
+        ("gan", 7),
+        ("rnn", 7),
+        ("transfer", 6),
+        ("metric_learning", 5),
+        ("vae", 5),
+        ("estimator_like", 4),
+        ("plain_helper", 6),
+    ]
 
     def script(self) -> tuple[str, str]:
         names = [n for n, _ in self.TEMPLATES]

@@ -48,7 +48,6 @@ import json
 import math
 import os
 import platform
-import re
 import shutil
 import signal
 import statistics
@@ -57,7 +56,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -109,14 +108,16 @@ class Sample:
     error: str = ""
 
 
-def measure(cmd: list[str], cwd: str, env: dict[str, str], ok_codes=(0, 1), timeout: float = 3600,
-            output: str | None = None) -> Sample:
+def measure(
+    cmd: list[str], cwd: str, env: dict[str, str], ok_codes=(0, 1), timeout: float = 3600, output: str | None = None
+) -> Sample:
     """Run ``cmd``; wall time, CPU (user+sys incl. reaped children) and max RSS via wait4."""
     err = tempfile.TemporaryFile()
     out = open(output, "wb") if output else subprocess.DEVNULL
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True
+    )
     timer = threading.Timer(timeout, lambda: os.killpg(proc.pid, signal.SIGKILL))
     timer.start()
     try:
@@ -187,10 +188,16 @@ def setup_fixit(log: list[str]) -> str | None:
     progress("installing Fixit into bench/.venv-fixit")
     try:
         subprocess.run([PY, "-m", "venv", FIXIT_VENV], check=True, capture_output=True, timeout=300)
-        r = subprocess.run([os.path.join(FIXIT_VENV, "bin", "pip"), "install", "-q", "fixit"],
-                           capture_output=True, text=True, timeout=900)
+        r = subprocess.run(
+            [os.path.join(FIXIT_VENV, "bin", "pip"), "install", "-q", "fixit"],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         if r.returncode != 0:
-            log.append("Fixit skipped: `pip install fixit` in bench/.venv-fixit failed: " + r.stderr.strip().splitlines()[-1])
+            log.append(
+                "Fixit skipped: `pip install fixit` in bench/.venv-fixit failed: " + r.stderr.strip().splitlines()[-1]
+            )
             return None
     except (subprocess.SubprocessError, OSError) as e:
         log.append(f"Fixit skipped: could not create bench/.venv-fixit: {e}")
@@ -204,8 +211,9 @@ def version_of(dist: str, python: str = PY) -> str:
             return importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             return "not installed"
-    r = subprocess.run([python, "-c", f"import importlib.metadata as m; print(m.version({dist!r}))"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [python, "-c", f"import importlib.metadata as m; print(m.version({dist!r}))"], capture_output=True, text=True
+    )
     return r.stdout.strip() or "?"
 
 
@@ -232,8 +240,13 @@ def machine() -> dict[str, str]:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:
         cores = os.cpu_count() or 0
-    return {"cpu": cpu, "cores": str(cores), "ram": ram, "python": platform.python_version(),
-            "os": f"{platform.system()} {platform.release()}"}
+    return {
+        "cpu": cpu,
+        "cores": str(cores),
+        "ram": ram,
+        "python": platform.python_version(),
+        "os": f"{platform.system()} {platform.release()}",
+    }
 
 
 def load_average() -> str:
@@ -273,8 +286,10 @@ def prepare_packages(base: str, files: list[str], every: int, cache_every: int) 
         target = os.path.join(dest, rel)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         shutil.copyfile(os.path.join(base, rel), target)
-    return ([os.path.join("packages", rel) for rel in files[::every]],
-            [os.path.join("packages", rel) for rel in files[::cache_every]])
+    return (
+        [os.path.join("packages", rel) for rel in files[::every]],
+        [os.path.join("packages", rel) for rel in files[::cache_every]],
+    )
 
 
 def prepare_scripts(count: int) -> list[str]:
@@ -306,9 +321,11 @@ def total_bytes(files: list[str], cwd: str) -> int:
 
 def typical_script(files: list[str]) -> str:
     """The tape-loop script whose line count is closest to the corpus median."""
+
     def lines(p):
         with open(os.path.join(WORK, p), encoding="utf-8") as f:
             return sum(1 for _ in f)
+
     counts = {p: lines(p) for p in files}
     mid = statistics.median(counts.values())
     pool = [p for p in files if "tape_loop" in p] or files
@@ -322,7 +339,7 @@ def _parse_one(path: str) -> int:
     try:
         with open(path, encoding="utf-8") as f:
             libcst.parse_module(f.read())
-    except Exception:  # noqa: BLE001 - count, do not stop
+    except Exception:
         return 1
     return 0
 
@@ -400,15 +417,17 @@ def static_runs(tools: Tools, sets: dict[str, list[str]], runs: int, env) -> dic
     out: dict[str, dict[str, list[Sample]]] = {name: {t: [] for t in STATIC_TOOLS} for name in sets}
     for run in range(runs):
         for name, files in sets.items():
-            order = STATIC_TOOLS[run % len(STATIC_TOOLS):] + STATIC_TOOLS[:run % len(STATIC_TOOLS)]
+            order = STATIC_TOOLS[run % len(STATIC_TOOLS) :] + STATIC_TOOLS[: run % len(STATIC_TOOLS)]
             for tool in order:
                 cmd = tools.static_cmd(tool, files)
                 if cmd is None:
                     continue
                 s = measure(cmd, WORK, env, ok_codes(tool))
                 out[name][tool].append(s)
-                progress(f"run {run + 1}/{runs} {name}: {tool:12s} {s.wall:7.2f} s wall {s.cpu:7.2f} s CPU "
-                         f"{s.rss_mb:6.0f} MB" + (f"  [{s.error}]" if s.error else ""))
+                progress(
+                    f"run {run + 1}/{runs} {name}: {tool:12s} {s.wall:7.2f} s wall {s.cpu:7.2f} s CPU "
+                    f"{s.rss_mb:6.0f} MB" + (f"  [{s.error}]" if s.error else "")
+                )
     return out
 
 
@@ -425,14 +444,23 @@ def static_table(name: str, files: list[str], data: dict[str, list[Sample]]) -> 
         ratios = [s.wall / b.wall for s, b in zip(samples, base)]
         cpu_ratios = [s.cpu / b.cpu for s, b in zip(samples, base)]
         errors = sorted({s.error for s in samples if s.error})
-        summary[tool] = {"wall": median(walls), "cpu": median(cpus), "ratio": median(ratios), "cpu_ratio": median(cpu_ratios),
-                         "ratios": ratios}
+        summary[tool] = {
+            "wall": median(walls),
+            "cpu": median(cpus),
+            "ratio": median(ratios),
+            "cpu_ratio": median(cpu_ratios),
+            "ratios": ratios,
+        }
         rng = f" ({min(ratios):.2f}–{max(ratios):.2f})" if len(ratios) > 1 else ""
-        rows.append(f"| {LABELS[tool]} | {fmt_s(median(walls))} | {fmt_s(median(cpus))} | "
-                    f"{median([s.rss_mb for s in samples]):.0f} MB | {fmt_x(median(ratios))}{rng} | {fmt_x(median(cpu_ratios))} |"
-                    + (f" {'; '.join(errors)[:120]}" if errors else ""))
-    head = ("| tool | wall (median) | CPU (median) | peak RSS | wall ÷ tflint-grad (per-run median, range) | CPU ÷ tflint-grad |\n"
-            "|---|---|---|---|---|---|")
+        rows.append(
+            f"| {LABELS[tool]} | {fmt_s(median(walls))} | {fmt_s(median(cpus))} | "
+            f"{median([s.rss_mb for s in samples]):.0f} MB | {fmt_x(median(ratios))}{rng} | {fmt_x(median(cpu_ratios))} |"
+            + (f" {'; '.join(errors)[:120]}" if errors else "")
+        )
+    head = (
+        "| tool | wall (median) | CPU (median) | peak RSS | wall ÷ tflint-grad (per-run median, range) | CPU ÷ tflint-grad |\n"
+        "|---|---|---|---|---|---|"
+    )
     return head + "\n" + "\n".join(rows), summary
 
 
@@ -441,7 +469,7 @@ def single_file(tools: Tools, file: str, reps: int, env, env_nopyc) -> tuple[str
     cache = os.path.join(WORK, ".tflint-grad-cache")
     res: dict[str, list[Sample]] = {n: [] for n in names}
     for rep in range(reps):
-        for tool in names[rep % len(names):] + names[:rep % len(names)]:
+        for tool in names[rep % len(names) :] + names[: rep % len(names)]:
             cmd = tools.single_cmd(tool, file)
             if cmd is None:
                 continue
@@ -455,17 +483,21 @@ def single_file(tools: Tools, file: str, reps: int, env, env_nopyc) -> tuple[str
             continue
         w = median([s.wall for s in res[tool]])
         summary[tool] = w
-        label = {"parse1": "python -c 'import libcst; libcst.parse_module(...)' (floor)",
-                 "tflint-grad": "tflint-grad check FILE (cache miss)",
-                 "tflint-grad-nopyc": "tflint-grad check FILE, no bytecode cache for its own modules"}.get(tool, LABELS.get(tool, tool))
+        label = {
+            "parse1": "python -c 'import libcst; libcst.parse_module(...)' (floor)",
+            "tflint-grad": "tflint-grad check FILE (cache miss)",
+            "tflint-grad-nopyc": "tflint-grad check FILE, no bytecode cache for its own modules",
+        }.get(tool, LABELS.get(tool, tool))
         if tool in ("flake8", "ruff"):
             label = tool
         if tool == "pylint":
             label = "pylint FILE"
         if tool == "fixit":
             label = "fixit lint FILE"
-        rows.append(f"| {label} | {fmt_s(w)} | {fmt_s(median([s.cpu for s in res[tool]]))} | "
-                    f"{median([s.rss_mb for s in res[tool]]):.0f} MB |")
+        rows.append(
+            f"| {label} | {fmt_s(w)} | {fmt_s(median([s.cpu for s in res[tool]]))} | "
+            f"{median([s.rss_mb for s in res[tool]]):.0f} MB |"
+        )
     table = "| command | wall (median) | CPU | peak RSS |\n|---|---|---|---|\n" + "\n".join(rows)
     return table, summary
 
@@ -487,11 +519,15 @@ def cached_runs(tools: Tools, sets: dict[str, list[str]], runs: int, env) -> tup
             ratios.append(w.wall / c.wall)
         shutil.rmtree(cache, ignore_errors=True)
         summary[name] = median(ratios)
-        rows.append(f"| {name}: {len(files)} files, {total_bytes(files, WORK) / 1e6:.1f} MB | {fmt_s(median(cold))} | {fmt_s(median(warm))} | {fmt_s(median(nocache))} | "
-                    f"{median(ratios) * 100:.0f} % |")
+        rows.append(
+            f"| {name}: {len(files)} files, {total_bytes(files, WORK) / 1e6:.1f} MB | {fmt_s(median(cold))} | {fmt_s(median(warm))} | {fmt_s(median(nocache))} | "
+            f"{median(ratios) * 100:.0f} % |"
+        )
         progress(f"cache {name}: cold {median(cold):.2f} s, warm {median(warm):.2f} s")
-    table = ("| tree | cold run (fills the cache) | re-run, unchanged tree | --no-cache | re-run ÷ cold (per-run median) |\n"
-             "|---|---|---|---|---|\n" + "\n".join(rows))
+    table = (
+        "| tree | cold run (fills the cache) | re-run, unchanged tree | --no-cache | re-run ÷ cold (per-run median) |\n"
+        "|---|---|---|---|---|\n" + "\n".join(rows)
+    )
     return table, summary
 
 
@@ -507,42 +543,73 @@ def confirm_runs(tools: Tools, reps: int, env) -> tuple[str, dict]:
     for rep in range(reps):
         for name in names:
             tf_import.append(measure([PY, "-c", "import tensorflow"], cwd, env, timeout=600).wall)
-            s = measure([tools.tflint, "check", "--confirm-all", "--no-cache", "-j", "1", "-q", "--exit-zero", name], cwd, env, timeout=900)
+            s = measure(
+                [tools.tflint, "check", "--confirm-all", "--no-cache", "-j", "1", "-q", "--exit-zero", name],
+                cwd,
+                env,
+                timeout=900,
+            )
             per[name].append(s.wall)
             if s.error:
                 errors.add(f"{name}: {s.error}")
         for jobs, bucket in (("1", j1), ("2", j2)) if rep % 2 == 0 else (("2", j2), ("1", j1)):
-            s = measure([tools.tflint, "check", "--confirm-all", "--no-cache", "-j", jobs, "-q", "--exit-zero", *names], cwd, env, timeout=1800)
+            s = measure(
+                [tools.tflint, "check", "--confirm-all", "--no-cache", "-j", jobs, "-q", "--exit-zero", *names],
+                cwd,
+                env,
+                timeout=1800,
+            )
             bucket.append(s.wall)
             if s.error:
                 errors.add(f"-j {jobs}: {s.error}")
-        progress(f"confirm rep {rep + 1}/{reps}: import tensorflow {tf_import[-1]:.2f} s, -j1 {j1[-1]:.2f} s, -j2 {j2[-1]:.2f} s")
+        progress(
+            f"confirm rep {rep + 1}/{reps}: import tensorflow {tf_import[-1]:.2f} s, -j1 {j1[-1]:.2f} s, -j2 {j2[-1]:.2f} s"
+        )
     imp = median(tf_import)
-    rows = [f"| `python -c \"import tensorflow\"` | {fmt_s(imp)} | - | - |"]
+    rows = [f'| `python -c "import tensorflow"` | {fmt_s(imp)} | - | - |']
     worst = 0.0
     for name in names:
         m = median(per[name])
         worst = max(worst, m - imp)
-        rows.append(f"| `tflint-grad check --confirm-all --no-cache -j 1 {name}` | {fmt_s(m)} | {m - imp:+.2f} s | "
-                    f"{'yes' if m < imp + 2 else 'no'} |")
-    table = ("| command | wall (median) | over the TF import | under TF import + 2 s? |\n|---|---|---|---|\n" + "\n".join(rows))
-    table += (f"\n\nThe bare import was measured right before each traced script ({len(tf_import)} samples, "
-              f"{min(tf_import):.2f}–{max(tf_import):.2f} s): the spread of TensorFlow's import on this shared machine is as "
-              "large as the tracing overhead. The traced child imports TensorFlow in the sandbox's environment "
-              "(`CUDA_VISIBLE_DEVICES=\"\"`, thread limits), so it can come out below the bare import.")
+        rows.append(
+            f"| `tflint-grad check --confirm-all --no-cache -j 1 {name}` | {fmt_s(m)} | {m - imp:+.2f} s | "
+            f"{'yes' if m < imp + 2 else 'no'} |"
+        )
+    table = (
+        "| command | wall (median) | over the TF import | under TF import + 2 s? |\n|---|---|---|---|\n"
+        + "\n".join(rows)
+    )
+    table += (
+        f"\n\nThe bare import was measured right before each traced script ({len(tf_import)} samples, "
+        f"{min(tf_import):.2f}–{max(tf_import):.2f} s): the spread of TensorFlow's import on this shared machine is as "
+        "large as the tracing overhead. The traced child imports TensorFlow in the sandbox's environment "
+        '(`CUDA_VISIBLE_DEVICES=""`, thread limits), so it can come out below the bare import.'
+    )
     speedup = [a / b for a, b in zip(j1, j2)]
-    table += (f"\n\n`--confirm-all` traces every script (`--confirm` alone traces only the scripts with static "
-              f"findings). All {len(names)} seeds in one invocation: `-j 1` {fmt_s(median(j1))}, `-j 2` {fmt_s(median(j2))}: "
-              f"speed-up of `-j 2` over `-j 1` **{median(speedup):.2f}×** (per-rep median; {len(j1)} reps).")
+    table += (
+        f"\n\n`--confirm-all` traces every script (`--confirm` alone traces only the scripts with static "
+        f"findings). All {len(names)} seeds in one invocation: `-j 1` {fmt_s(median(j1))}, `-j 2` {fmt_s(median(j2))}: "
+        f"speed-up of `-j 2` over `-j 1` **{median(speedup):.2f}×** (per-rep median; {len(j1)} reps)."
+    )
     if errors:
         table += "\n\nErrors: " + "; ".join(sorted(errors))
-    return table, {"import": imp, "worst_over": worst, "speedup": median(speedup), "per": {n: median(v) for n, v in per.items()}}
+    return table, {
+        "import": imp,
+        "worst_over": worst,
+        "speedup": median(speedup),
+        "per": {n: median(v) for n, v in per.items()},
+    }
 
 
 def zero_errors(tools: Tools, base: str, files: list[str], env) -> tuple[str, dict]:
     out = os.path.join(WORK, "all-packages.json")
-    s = measure([tools.tflint, "check", "--no-cache", "--format", "json", "--exit-zero", "-q", "-o", out, *files], base, env,
-                ok_codes=(0, 1, 2), timeout=7200)
+    s = measure(
+        [tools.tflint, "check", "--no-cache", "--format", "json", "--exit-zero", "-q", "-o", out, *files],
+        base,
+        env,
+        ok_codes=(0, 1, 2),
+        timeout=7200,
+    )
     findings: list = []
     files_checked = "?"
     try:
@@ -555,8 +622,13 @@ def zero_errors(tools: Tools, base: str, files: list[str], env) -> tuple[str, di
     # internal errors are printed on stderr; measure() keeps only the tail, so re-read them
     internal = []
     if s.rc == 2:
-        r = subprocess.run([tools.tflint, "check", "--no-cache", "-q", "--exit-zero", "-o", os.devnull, *files], cwd=base, env=env,
-                           capture_output=True, text=True)
+        r = subprocess.run(
+            [tools.tflint, "check", "--no-cache", "-q", "--exit-zero", "-o", os.devnull, *files],
+            cwd=base,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         internal = [line for line in r.stderr.splitlines() if "internal error" in line]
     codes: dict[str, int] = {}
     for f in findings:
@@ -572,8 +644,13 @@ def zero_errors(tools: Tools, base: str, files: list[str], env) -> tuple[str, di
     ]
     for line in internal[:50]:
         lines.append(f"  - `{line}`")
-    return "\n".join(lines), {"internal": len(internal), "files": len(files), "findings": len(findings), "tfg000": tfg000,
-                               "wall": s.wall}
+    return "\n".join(lines), {
+        "internal": len(internal),
+        "files": len(files),
+        "findings": len(findings),
+        "tfg000": tfg000,
+        "wall": s.wall,
+    }
 
 
 # -- main ------------------------------------------------------------------------------------
@@ -589,8 +666,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scripts", type=int, help="generated training scripts (default 200; --quick 80)")
     ap.add_argument("--reps", type=int, help="single-file repetitions (default 8; --quick 4)")
     ap.add_argument("--confirm-reps", type=int, help="--confirm repetitions (default 2; --quick 1)")
-    ap.add_argument("--skip", action="append", default=[],
-                    choices=["pylint", "fixit", "static", "single", "cache", "confirm", "zero-errors"], help="leave a part out")
+    ap.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        choices=["pylint", "fixit", "static", "single", "cache", "confirm", "zero-errors"],
+        help="leave a part out",
+    )
     ap.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"))
     args = ap.parse_args(argv)
     every = 1 if args.full else (args.every or (128 if args.quick else 32))
@@ -606,9 +688,18 @@ def main(argv: list[str] | None = None) -> int:
         print("tflint-grad is not installed (pip install -e .)", file=sys.stderr)
         return 2
     fixit = None if "fixit" in args.skip else setup_fixit(notes)
-    tools = Tools(tflint=tflint, flake8=importlib.util.find_spec("flake8") is not None,
-                  pylint=None if "pylint" in args.skip else exe("pylint"), fixit=fixit, ruff=exe("ruff"))
-    for name, present in (("flake8", tools.flake8), ("pylint", tools.pylint or "pylint" in args.skip), ("ruff", tools.ruff)):
+    tools = Tools(
+        tflint=tflint,
+        flake8=importlib.util.find_spec("flake8") is not None,
+        pylint=None if "pylint" in args.skip else exe("pylint"),
+        fixit=fixit,
+        ruff=exe("ruff"),
+    )
+    for name, present in (
+        ("flake8", tools.flake8),
+        ("pylint", tools.pylint or "pylint" in args.skip),
+        ("ruff", tools.ruff),
+    ):
         if not present:
             notes.append(f"{name} is not installed: left out")
     env = tool_env()
@@ -621,13 +712,19 @@ def main(argv: list[str] | None = None) -> int:
     pkg, pkg_cache = prepare_packages(base, all_files, every, cache_every)
     scripts = prepare_scripts(n_scripts)
     sets = {"packages": pkg, "scripts": scripts}
-    cache_sets = {f"packages (1 file in {cache_every})" if cache_every > 1 else "packages (all files)": pkg_cache,
-                  "scripts": scripts}
+    cache_sets = {
+        f"packages (1 file in {cache_every})" if cache_every > 1 else "packages (all files)": pkg_cache,
+        "scripts": scripts,
+    }
     set_titles = {
-        "packages": (f"keras + tf_keras + tensorflow sources: {'all' if every == 1 else f'1 in {every} of'} the {len(all_files)} "
-                     f"`.py` files ({len(pkg)} files, {total_bytes(pkg, WORK) / 1e6:.1f} MB)"),
-        "scripts": (f"generated TF training scripts ({len(scripts)} files, {total_bytes(scripts, WORK) / 1e6:.2f} MB, "
-                    f"`bench/corpus.py`)"),
+        "packages": (
+            f"keras + tf_keras + tensorflow sources: {'all' if every == 1 else f'1 in {every} of'} the {len(all_files)} "
+            f"`.py` files ({len(pkg)} files, {total_bytes(pkg, WORK) / 1e6:.1f} MB)"
+        ),
+        "scripts": (
+            f"generated TF training scripts ({len(scripts)} files, {total_bytes(scripts, WORK) / 1e6:.2f} MB, "
+            f"`bench/corpus.py`)"
+        ),
     }
     typical = typical_script(scripts)
 
@@ -662,7 +759,9 @@ def main(argv: list[str] | None = None) -> int:
         sections["zero"], summary["zero"] = zero_errors(tools, base, all_files, env)
 
     elapsed = time.perf_counter() - started
-    report = render(args, tools, sets, set_titles, sections, summary, notes, typical, elapsed, load_before, load_average())
+    report = render(
+        args, tools, sets, set_titles, sections, summary, notes, typical, elapsed, load_before, load_average()
+    )
     with open(args.out, "w", encoding="utf-8") as f:
         f.write(report)
     print(report)
@@ -678,40 +777,77 @@ def targets(summary: dict) -> list[tuple[str, str, str]]:
             continue
         if "flake8" in s:
             r = s["flake8"]["ratio"]
-            out.append((f"static tflint-grad at least as fast as flake8 ({name})",
-                        f"flake8 takes {fmt_x(r)} tflint-grad's wall time", "met" if r >= 1 else "missed"))
+            out.append(
+                (
+                    f"static tflint-grad at least as fast as flake8 ({name})",
+                    f"flake8 takes {fmt_x(r)} tflint-grad's wall time",
+                    "met" if r >= 1 else "missed",
+                )
+            )
         if "fixit" in s:
             r = s["fixit"]["ratio"]
-            out.append((f"at least 5× faster than Fixit ({name})", f"Fixit takes {fmt_x(r)} tflint-grad's wall time",
-                        "met" if r >= 5 else "missed"))
+            out.append(
+                (
+                    f"at least 5× faster than Fixit ({name})",
+                    f"Fixit takes {fmt_x(r)} tflint-grad's wall time",
+                    "met" if r >= 5 else "missed",
+                )
+            )
     if "single" in summary and "tflint-grad" in summary["single"]:
         w = summary["single"]["tflint-grad"]
         out.append(("single-file run under 0.4 s", f"{w:.2f} s", "met" if w < 0.4 else "missed"))
     if "cache" in summary:
         for name, r in summary["cache"].items():
-            out.append((f"cached re-run under 20 % of the cold run ({name})", f"{r * 100:.0f} %", "met" if r < 0.2 else "missed"))
+            out.append(
+                (
+                    f"cached re-run under 20 % of the cold run ({name})",
+                    f"{r * 100:.0f} %",
+                    "met" if r < 0.2 else "missed",
+                )
+            )
     if "confirm" in summary:
         c = summary["confirm"]
-        out.append(("`--confirm` under TF import + 2 s per script", f"worst script: TF import + {c['worst_over']:.2f} s",
-                    "met" if c["worst_over"] < 2 else "missed"))
+        out.append(
+            (
+                "`--confirm` under TF import + 2 s per script",
+                f"worst script: TF import + {c['worst_over']:.2f} s",
+                "met" if c["worst_over"] < 2 else "missed",
+            )
+        )
     if "zero" in summary:
         z = summary["zero"]
-        out.append(("zero internal errors on the installed TF/Keras sources", f"{z['internal']} in {z['files']} files",
-                    "met" if z["internal"] == 0 else "missed"))
+        out.append(
+            (
+                "zero internal errors on the installed TF/Keras sources",
+                f"{z['internal']} in {z['files']} files",
+                "met" if z["internal"] == 0 else "missed",
+            )
+        )
     return out
 
 
-def render(args, tools: Tools, sets, set_titles, sections, summary, notes, typical, elapsed, load_before, load_after) -> str:
+def render(
+    args, tools: Tools, sets, set_titles, sections, summary, notes, typical, elapsed, load_before, load_after
+) -> str:
     m = machine()
     versions = [
-        ("tflint-grad", version_of("tflint-grad")), ("libcst", version_of("libcst")), ("flake8", version_of("flake8")),
-        ("pycodestyle", version_of("pycodestyle")), ("pyflakes", version_of("pyflakes")), ("pylint", version_of("pylint")),
-        ("astroid", version_of("astroid")), ("ruff", version_of("ruff")),
+        ("tflint-grad", version_of("tflint-grad")),
+        ("libcst", version_of("libcst")),
+        ("flake8", version_of("flake8")),
+        ("pycodestyle", version_of("pycodestyle")),
+        ("pyflakes", version_of("pyflakes")),
+        ("pylint", version_of("pylint")),
+        ("astroid", version_of("astroid")),
+        ("ruff", version_of("ruff")),
     ]
     if tools.fixit:
         py = os.path.join(FIXIT_VENV, "bin", "python")
         versions.append(("Fixit", version_of("fixit", py) + f" (own venv, libcst {version_of('libcst', py)})"))
-    versions += [("tensorflow-cpu", version_of("tensorflow-cpu")), ("keras", version_of("keras")), ("tf_keras", version_of("tf-keras"))]
+    versions += [
+        ("tensorflow-cpu", version_of("tensorflow-cpu")),
+        ("keras", version_of("keras")),
+        ("tf_keras", version_of("tf-keras")),
+    ]
     cmd = "python bench/run.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
     parts = [
         "# tflint-grad speed against its peers",
@@ -739,27 +875,47 @@ def render(args, tools: Tools, sets, set_titles, sections, summary, notes, typic
     for name in sets:
         st = summary.get(f"static-{name}", {})
         if {"tflint-grad", "flake8", "parse1", "parse2"} <= set(st):
-            facts.append(f"- {name}: the bare libcst parse of the same files takes {st['parse1']['cpu'] / st['flake8']['cpu']:.2f}× "
-                         f"flake8's CPU time (1 process: {fmt_s(st['parse1']['wall'])}, 2 processes: {fmt_s(st['parse2']['wall'])}); "
-                         f"tflint-grad (parse + one walk + all rules + start-up) takes {st['tflint-grad']['cpu'] / st['parse1']['cpu']:.2f}× "
-                         f"the parse's CPU and {st['tflint-grad']['wall'] / st['parse2']['wall']:.2f}× the 2-process parse's wall time.")
+            facts.append(
+                f"- {name}: the bare libcst parse of the same files takes {st['parse1']['cpu'] / st['flake8']['cpu']:.2f}× "
+                f"flake8's CPU time (1 process: {fmt_s(st['parse1']['wall'])}, 2 processes: {fmt_s(st['parse2']['wall'])}); "
+                f"tflint-grad (parse + one walk + all rules + start-up) takes {st['tflint-grad']['cpu'] / st['parse1']['cpu']:.2f}× "
+                f"the parse's CPU and {st['tflint-grad']['wall'] / st['parse2']['wall']:.2f}× the 2-process parse's wall time."
+            )
     if facts:
-        parts += ["", "What bounds the static run: a libcst-based linter cannot be faster than libcst's parser.", ""] + facts
+        parts += [
+            "",
+            "What bounds the static run: a libcst-based linter cannot be faster than libcst's parser.",
+            "",
+        ] + facts
     for name in sets:
         if f"static-{name}" in sections:
             parts += ["", f"## Static run: {set_titles[name]}", "", sections[f"static-{name}"], ""]
-    parts += ["Same files for every tool, passed explicitly, run from `bench/.corpus` (default configuration for every tool). "
-              f"{args.runs} run(s); within a run the tools run one after the other, in an order that rotates from run to run; "
-              "each ratio is taken within one run, then the median over the runs is shown. flake8 runs without "
-              "tflint-grad's flake8 plugin (installed here; `flake8` alone would also run all of tflint-grad's rules)."]
+    parts += [
+        "Same files for every tool, passed explicitly, run from `bench/.corpus` (default configuration for every tool). "
+        f"{args.runs} run(s); within a run the tools run one after the other, in an order that rotates from run to run; "
+        "each ratio is taken within one run, then the median over the runs is shown. flake8 runs without "
+        "tflint-grad's flake8 plugin (installed here; `flake8` alone would also run all of tflint-grad's rules)."
+    ]
     if "single" in sections:
-        parts += ["", f"## Single-file latency: `{typical}` (a typical generated training script)", "", sections["single"], "",
-                  f"Median of {args.reps or (4 if args.quick else 8)} repetitions, interleaved. tflint-grad runs with its cache on "
-                  "but emptied before each repetition (a changed file, as under pre-commit)."]
+        parts += [
+            "",
+            f"## Single-file latency: `{typical}` (a typical generated training script)",
+            "",
+            sections["single"],
+            "",
+            f"Median of {args.reps or (4 if args.quick else 8)} repetitions, interleaved. tflint-grad runs with its cache on "
+            "but emptied before each repetition (a changed file, as under pre-commit).",
+        ]
     if "cache" in sections:
         parts += ["", "## Cached re-run of an unchanged tree", "", sections["cache"], ""]
     if "confirm" in sections:
-        parts += ["", "## `--confirm` (`examples/seeds/*.py`, traced under TensorFlow, trace cache off)", "", sections["confirm"], ""]
+        parts += [
+            "",
+            "## `--confirm` (`examples/seeds/*.py`, traced under TensorFlow, trace cache off)",
+            "",
+            sections["confirm"],
+            "",
+        ]
     if "zero" in sections:
         parts += ["", "## Zero-internal-error check over ALL installed TF/Keras sources", "", sections["zero"], ""]
     if notes:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import libcst as cst
 
@@ -58,7 +58,7 @@ class Source:
     def prob(self) -> bool:
         return self.kind in PROB
 
-    def hop(self, via: str, node: cst.CSTNode | None) -> "Source":
+    def hop(self, via: str, node: cst.CSTNode | None) -> Source:
         if self.kind == "unknown":
             return self
         return replace(self, direct=False, via=((via, node),) + self.via[:3])
@@ -70,7 +70,7 @@ class Source:
 UNKNOWN = Source("unknown")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _table_dict(section: str, key: str) -> dict[str, tuple]:
     return {row[0]: tuple(row[1:]) for row in tfapi.table(section, key)}
 
@@ -218,7 +218,16 @@ class Flow:
                 b2 = ctx.binding(n, dst_at)
                 if (b1 is None) != (b2 is None) or (b1 is not None and _key(b1) != _key(b2)):  # type: ignore[arg-type]
                     return False
-            elif t in (cst.Lambda, cst.Await, cst.Yield, cst.NamedExpr, cst.ListComp, cst.GeneratorExp, cst.DictComp, cst.SetComp):
+            elif t in (
+                cst.Lambda,
+                cst.Await,
+                cst.Yield,
+                cst.NamedExpr,
+                cst.ListComp,
+                cst.GeneratorExp,
+                cst.DictComp,
+                cst.SetComp,
+            ):
                 return False
         return True
 
@@ -243,7 +252,7 @@ class Flow:
             if ctx.qualname(expr) is not None:
                 return UNKNOWN  # an API object, not a tensor
             b = ctx.binding(expr, at)
-            if b is None or b.value is None and b.kind != "param":
+            if b is None or (b.value is None and b.kind != "param"):
                 return UNKNOWN
             label = f"`{dotted(expr) or short(ctx, expr)}`"
             if b.kind in ("assign", "annassign"):
@@ -271,7 +280,9 @@ class Flow:
                 return Source("safe", expr)
             left = self._source(expr.left, at, depth + 1, hops)
             right = self._source(expr.right, at, depth + 1, hops)
-            if "logits" in (left.kind, right.kind) and not (left.prob or right.prob or "activation" in (left.kind, right.kind)):
+            if "logits" in (left.kind, right.kind) and not (
+                left.prob or right.prob or "activation" in (left.kind, right.kind)
+            ):
                 return Source("logits", expr)
             return UNKNOWN
         if op is cst.MatrixMultiply:
@@ -306,7 +317,9 @@ class Flow:
             if qn in names("numerics", "clip"):
                 return Source("safe", call)
             if qn in names("losses", "passthrough_ops"):
-                return self._source(first_input(call), call, depth + 1, hops) if first_input(call) is not None else UNKNOWN
+                return (
+                    self._source(first_input(call), call, depth + 1, hops) if first_input(call) is not None else UNKNOWN
+                )
             if qn in names("losses", "select_ops"):
                 x = first_input(call)
                 s = self._source(x, call, depth + 1, hops) if x is not None else UNKNOWN
@@ -323,7 +336,9 @@ class Flow:
             if b is not None and b.kind == "def" and isinstance(b.node, cst.FunctionDef):
                 if hops >= MAX_HOPS:
                     return UNKNOWN
-                return self._returns(b.node, depth + 1, hops + 1).hop(f"the return value of `{b.node.name.value}()`", call)
+                return self._returns(b.node, depth + 1, hops + 1).hop(
+                    f"the return value of `{b.node.name.value}()`", call
+                )
         return self._object(func, call, call, depth + 1, hops)
 
     def _object(self, obj: cst.BaseExpression, at: cst.CSTNode, use: cst.Call | None, depth: int, hops: int) -> Source:
@@ -544,7 +559,7 @@ class Flow:
             return UNKNOWN
         return replace(found[0], direct=False).hop(f"the return value of `{fb.node.name.value}()`", call)
 
-    def _param(self, b: Binding, depth: int, hops: int, use: cst.Call | None | bool = None) -> Source:
+    def _param(self, b: Binding, depth: int, hops: int, use: cst.Call | bool | None = None) -> Source:
         """A parameter of a local function: the arguments passed at its call sites. With
         ``use`` (not None) the parameter is a layer/model object called at ``use``."""
         ctx = self.ctx
@@ -563,7 +578,7 @@ class Flow:
                 return UNKNOWN
         fname = fn.name.value
         found: list[Source] = []
-        for site in self.calls_named(fname)[:MAX_CALL_SITES * 4]:
+        for site in self.calls_named(fname)[: MAX_CALL_SITES * 4]:
             if len(found) >= MAX_CALL_SITES:
                 break
             func = site.func
@@ -686,8 +701,17 @@ def loss_site(flow: Flow, call: cst.Call) -> LossSite | None:
             if value is None:
                 return None
             api = f"`{qn.rsplit('.', 1)[-1]}`" + (" with `from_logits=True`" if value else "")
-            return LossSite(call, call, api, "logits" if value else "probabilities", flow.source(arg.value, call), arg.value,
-                            fl_arg, call, fl_pos)
+            return LossSite(
+                call,
+                call,
+                api,
+                "logits" if value else "probabilities",
+                flow.source(arg.value, call),
+                arg.value,
+                fl_arg,
+                call,
+                fl_pos,
+            )
         return None
     func = call.func
     if isinstance(func, cst.Attribute):
@@ -695,7 +719,13 @@ def loss_site(flow: Flow, call: cst.Call) -> LossSite | None:
         if func.attr.value == method:
             return _compile_site(flow, call, get_arg(call, kw, pos))
     # a Keras loss object: `loss_fn(y, pred)` or `CategoricalCrossentropy(...)(y, pred)`
-    ctor = func if isinstance(func, cst.Call) else ctx.value_of(func, call) if isinstance(func, (cst.Name, cst.Attribute)) else None
+    ctor = (
+        func
+        if isinstance(func, cst.Call)
+        else ctx.value_of(func, call)
+        if isinstance(func, (cst.Name, cst.Attribute))
+        else None
+    )
     if not isinstance(ctor, cst.Call):
         return None
     k = _keras_loss(ctx, ctx.call_name(ctor))
@@ -710,8 +740,17 @@ def loss_site(flow: Flow, call: cst.Call) -> LossSite | None:
         return None
     cls = ctx.call_name(ctor).rsplit(".", 1)[-1]  # type: ignore[union-attr]
     api = f"`{cls}({'from_logits=True' if value else ''})`"
-    return LossSite(call, call, api, "logits" if value else "probabilities", flow.source(arg.value, call), arg.value,
-                    fl_arg, ctor, fl_pos)
+    return LossSite(
+        call,
+        call,
+        api,
+        "logits" if value else "probabilities",
+        flow.source(arg.value, call),
+        arg.value,
+        fl_arg,
+        ctor,
+        fl_pos,
+    )
 
 
 def _y_pred(call: cst.Call, position: int) -> cst.Arg | None:
@@ -735,8 +774,16 @@ def _compile_site(flow: Flow, call: cst.Call, loss: cst.Arg | None) -> LossSite 
         if cls is None:
             return None
         pred = flow.model_output(model, call)
-        return LossSite(call, value, f"`loss='{s}'`", "probabilities", pred, None, string=value, keras_class=cls, model=model)
-    ctor = value if isinstance(value, cst.Call) else ctx.value_of(value, call) if isinstance(value, (cst.Name, cst.Attribute)) else None
+        return LossSite(
+            call, value, f"`loss='{s}'`", "probabilities", pred, None, string=value, keras_class=cls, model=model
+        )
+    ctor = (
+        value
+        if isinstance(value, cst.Call)
+        else ctx.value_of(value, call)
+        if isinstance(value, (cst.Name, cst.Attribute))
+        else None
+    )
     qn = ctx.qualname(value) if isinstance(value, (cst.Name, cst.Attribute)) else None
     k = _keras_loss(ctx, qn)
     if k is not None and k[0] == "function":
@@ -753,7 +800,9 @@ def _compile_site(flow: Flow, call: cst.Call, loss: cst.Arg | None) -> LossSite 
     pred = flow.model_output(model, call)
     cls = ctx.call_name(ctor).rsplit(".", 1)[-1]  # type: ignore[union-attr]
     api = f"`{cls}({'from_logits=True' if fl else ''})`"
-    return LossSite(call, value, api, "logits" if fl else "probabilities", pred, None, fl_arg, ctor, k[1][0], model=model)
+    return LossSite(
+        call, value, api, "logits" if fl else "probabilities", pred, None, fl_arg, ctor, k[1][0], model=model
+    )
 
 
 def fit_lines(ctx: FileContext, site: LossSite) -> list[int]:
@@ -766,7 +815,12 @@ def fit_lines(ctx: FileContext, site: LossSite) -> list[int]:
     methods = names("losses", "fit_methods")
     out = []
     for n in ctx.nodes:
-        if type(n) is cst.Call and isinstance(n.func, cst.Attribute) and n.func.attr.value in methods and dotted(n.func.value) == name:
+        if (
+            type(n) is cst.Call
+            and isinstance(n.func, cst.Attribute)
+            and n.func.attr.value in methods
+            and dotted(n.func.value) == name
+        ):
             out.append(ctx.line(n))
     return sorted(set(out))[:10]
 

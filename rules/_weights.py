@@ -40,7 +40,9 @@ from tflint_grad.analysis import (
 _LOOPS = (cst.For, cst.While, cst.CompFor, cst.ListComp, cst.GeneratorExp, cst.SetComp, cst.DictComp)
 _SCOPES = (cst.Module, cst.FunctionDef, cst.Lambda, cst.ClassDef)
 _BIAS = re.compile(r"(^|_)(b|bias|biases)\d*($|_)|bias")
-_NORM = re.compile(r"(^|_)(gamma|beta|scale|offset|moving_mean|moving_variance|moving_var|pop_mean|pop_var|running_mean|running_var|bn|norm)\d*($|_)")
+_NORM = re.compile(
+    r"(^|_)(gamma|beta|scale|offset|moving_mean|moving_variance|moving_var|pop_mean|pop_var|running_mean|running_var|bn|norm)\d*($|_)"
+)
 _EMB = re.compile(r"emb|lookup|vocab")
 _MAX_SITES = 64
 _MAX_USES = 500
@@ -318,7 +320,13 @@ class WeightIndex:
         if s is not None:
             low = s.lower()
             if low in t["constant_strings"]:
-                return InitSource("constant", expr, repr(s), "constant", value=1.0 if low == "ones" else 0.0 if low == "zeros" else None)
+                return InitSource(
+                    "constant",
+                    expr,
+                    repr(s),
+                    "constant",
+                    value=1.0 if low == "ones" else 0.0 if low == "zeros" else None,
+                )
             return None
         if isinstance(expr, cst.BinaryOperation):
             op = expr.operator
@@ -370,7 +378,9 @@ class WeightIndex:
             shape_arg = get_arg(expr, skw, spos)
             v = self.num(value.value, env) if value is not None else None
             if v is not None and shape_arg is not None:
-                return InitSource("constant", expr, qn, "constant", is_value=True, shape=self.shape(shape_arg.value, env), value=v)
+                return InitSource(
+                    "constant", expr, qn, "constant", is_value=True, shape=self.shape(shape_arg.value, env), value=v
+                )
         if qn in t["constant"]:
             v: float | None = 1.0 if "ones" in qn.lower() else 0.0
             if qn in t["constant_value_args"]:
@@ -383,7 +393,9 @@ class WeightIndex:
             return InitSource("constant", expr, qn, "constant", value=v)
         if qn in t["constant_values"]:
             v = 1.0 if "ones" in qn.lower() else 0.0 if "zeros" in qn.lower() else None
-            return InitSource("constant", expr, qn, "constant", is_value=True, shape=self._value_shape(expr, qn, env), value=v)
+            return InitSource(
+                "constant", expr, qn, "constant", is_value=True, shape=self._value_shape(expr, qn, env), value=v
+            )
         if qn in t["value_wrappers"]:
             arg = get_arg(expr, None, 0)
             return self.classify(arg.value, env, depth + 1) if arg is not None else None
@@ -405,8 +417,16 @@ class WeightIndex:
             sd = abs(float(sd))
             if sd == 0:
                 return InitSource("constant", call, qn, "constant", is_value=is_value, shape=shape)
-            return InitSource("random", call, qn, "normal", scale=sd, is_value=is_value, shape=shape,
-                              scale_node=arg.value if arg is not None else None)
+            return InitSource(
+                "random",
+                call,
+                qn,
+                "normal",
+                scale=sd,
+                is_value=is_value,
+                shape=shape,
+                scale_node=arg.value if arg is not None else None,
+            )
         lo_kw, _, hi_kw = kw.partition(",")
         lo_arg, hi_arg = get_arg(call, lo_kw, pos), get_arg(call, hi_kw, pos + 1)
         defaults = self.t["uniform_defaults"].get(qn, (None, None))
@@ -416,7 +436,9 @@ class WeightIndex:
             return None
         if hi == lo:
             return InitSource("constant", call, qn, "constant", is_value=is_value, shape=shape, value=float(lo))
-        return InitSource("random", call, qn, "uniform", scale=abs(hi - lo) / math.sqrt(12.0), is_value=is_value, shape=shape)
+        return InitSource(
+            "random", call, qn, "uniform", scale=abs(hi - lo) / math.sqrt(12.0), is_value=is_value, shape=shape
+        )
 
     # -- weight-creating calls ----------------------------------------------------------------
     def _spec(self, call: cst.Call) -> _Spec | None:
@@ -427,8 +449,13 @@ class WeightIndex:
             if isinstance(f, cst.Attribute) and f.attr.value in t["weight_methods"]:
                 if _is_false(self._arg_value(call, "trainable")):
                     return None
-                return _Spec("add_weight", self._arg_value(call, "initializer"), "initializer",
-                             self._arg_value(call, "shape"), self._arg_value(call, "name"))
+                return _Spec(
+                    "add_weight",
+                    self._arg_value(call, "initializer"),
+                    "initializer",
+                    self._arg_value(call, "shape"),
+                    self._arg_value(call, "name"),
+                )
             return None
         if qn in t["weight_variables"]:
             ikw, ipos, skw, spos, nkw, npos = t["weight_variables"][qn]
@@ -437,10 +464,17 @@ class WeightIndex:
             init = get_arg(call, ikw, ipos)
             shape = get_arg(call, skw, spos) if skw else None
             name = get_arg(call, nkw, npos if npos >= 0 else None)
-            return _Spec("variable", init.value if init else None, ikw, shape.value if shape else None,
-                         name.value if name else None)
+            return _Spec(
+                "variable",
+                init.value if init else None,
+                ikw,
+                shape.value if shape else None,
+                name.value if name else None,
+            )
         last = qn.rsplit(".", 1)[-1]
-        is_keras = qn.startswith("keras.layers.") and last in t["weight_layer_classes"] and last not in t["embedding_classes"]
+        is_keras = (
+            qn.startswith("keras.layers.") and last in t["weight_layer_classes"] and last not in t["embedding_classes"]
+        )
         if is_keras or qn in t["tf1_layer_functions"]:
             keyword, init = None, None
             for kw in t["kernel_keywords"]:
@@ -547,7 +581,9 @@ class WeightIndex:
             for outer_sites, outer_env in self._expand(site, depth + 1):
                 env = outer_env
                 if binder is not None:
-                    env = Env(binder, tuple((k, (v, outer_env)) for k, v in self._bind(binder, site, skip_self)), outer_env)
+                    env = Env(
+                        binder, tuple((k, (v, outer_env)) for k, v in self._bind(binder, site, skip_self)), outer_env
+                    )
                 out.append(((site,) + outer_sites, env))
         return out[:_MAX_SITES]
 
@@ -692,7 +728,9 @@ class WeightIndex:
                 if qn in tfapi.names("initializers", "weight_ops") or local:
                     return [a.value for a in call.args if a is not p]
                 return []
-            if isinstance(p, (cst.Subscript, cst.SubscriptElement, cst.Index)) or (isinstance(p, cst.Attribute) and p.value is cur):
+            if isinstance(p, (cst.Subscript, cst.SubscriptElement, cst.Index)) or (
+                isinstance(p, cst.Attribute) and p.value is cur
+            ):
                 cur = p  # W[:, 0], W.T
                 continue
             return []
@@ -863,12 +901,24 @@ class WeightIndex:
             elif outer:
                 display = outer[-1]
         return WeightUse(
-            call=call, sites=sites, kind=spec.kind, keyword=spec.keyword, role=role, name=display,
-            source=source, shape=shape, fan_in=fan_in or None, fan_out=fan_out or None, width=width, stack=stack,
+            call=call,
+            sites=sites,
+            kind=spec.kind,
+            keyword=spec.keyword,
+            role=role,
+            name=display,
+            source=source,
+            shape=shape,
+            fan_in=fan_in or None,
+            fan_out=fan_out or None,
+            width=width,
+            stack=stack,
             order=(ctx.index[site], ctx.index[call]),
             # add_weight in a loop: per-variable slots or accumulators, not a stack of layers
             repeated=not (spec.kind == "add_weight" and not sites) and self._repeated((call,) + sites),
-            outs=outs, out_stmt=out_stmt, inputs=inputs,
+            outs=outs,
+            out_stmt=out_stmt,
+            inputs=inputs,
         )
 
 
@@ -912,15 +962,19 @@ def fan_in_initializer(ctx: FileContext, source: InitSource, relu: bool) -> str 
     if not isinstance(node, cst.Call):
         return None
     keras_style = source.api.startswith("keras.") or not ctx.is_tf1
-    key = ("suggest_relu" if relu else "suggest_other") if keras_style else ("suggest_tf1_relu" if relu else "suggest_tf1_other")
+    key = (
+        ("suggest_relu" if relu else "suggest_other")
+        if keras_style
+        else ("suggest_tf1_relu" if relu else "suggest_tf1_other")
+    )
     suggestion: str = tfapi.table("initializers", key)
     func = node.func
     if keras_style and source.api.startswith("keras.") and isinstance(func, cst.Attribute):
         # keep the user's module path: `initializers.RandomNormal` -> `initializers.HeNormal()`
         return ctx.code(func.value) + "." + suggestion.rsplit(".", 1)[-1]
     if not keras_style and isinstance(func, cst.Attribute) and ctx.qualname(func.value) == "tf":
-        return ctx.code(func.value) + suggestion[len("tf"):]
+        return ctx.code(func.value) + suggestion[len("tf") :]
     alias = tf_alias(ctx)
     if alias is None or not suggestion.startswith("tf."):
         return None
-    return alias + suggestion[len("tf"):]
+    return alias + suggestion[len("tf") :]

@@ -37,6 +37,8 @@ class UnanalyzableFile(Rule):
     ]
     INVALID = [
         Invalid("import tensorflow as tf\nprint tf.__version__\n", line=2, message="Python 2 `print` statement"),
-        Invalid("import tensorflow as tf\ntry:\n    pass\nexcept ValueError, e:\n    pass\n", line=4, message="except X, e:"),
+        Invalid(
+            "import tensorflow as tf\ntry:\n    pass\nexcept ValueError, e:\n    pass\n", line=4, message="except X, e:"
+        ),
         Invalid("import tensorflow as tf\nx = (1,\n", line=2, message="cannot parse"),
     ]

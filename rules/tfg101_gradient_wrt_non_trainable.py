@@ -154,19 +154,25 @@ class GradientWrtNonTrainable(Rule):
         if fix_node is not None:
             fix = self.replace(fix_node, fix_text, f"Use `{fix_text}`")
         severity = None
-        why = ("which includes non-trainable variables (e.g. BatchNormalization moving_mean/moving_variance): "
-               "their gradients are always None")
+        why = (
+            "which includes non-trainable variables (e.g. BatchNormalization moving_mean/moving_variance): "
+            "their gradients are always None"
+        )
         if owner is not None:
             info = self.ctx.model_info(owner, node)
             name = self.ctx.code(owner)
             if info.kind in ("model", "layer") and info.batch_norm:
-                why = (f"which includes the non-trainable moving_mean/moving_variance of the BatchNormalization in "
-                       f"`{name}` ({info.description}): their gradients are always None")
+                why = (
+                    f"which includes the non-trainable moving_mean/moving_variance of the BatchNormalization in "
+                    f"`{name}` ({info.description}): their gradients are always None"
+                )
             elif info.kind in ("model", "layer") and not info.frozen:
                 severity = "info"
-                why = (f"which also holds any non-trainable variables; `{name}` ({info.description}) has none that "
-                       "the static pass can see, so this may be harmless today, but their gradients would be None "
-                       "as soon as one is added (e.g. BatchNormalization)")
+                why = (
+                    f"which also holds any non-trainable variables; `{name}` ({info.description}) has none that "
+                    "the static pass can see, so this may be harmless today, but their gradients would be None "
+                    "as soon as one is added (e.g. BatchNormalization)"
+                )
         self.report(
             var_list.value,
             f"gradients taken w.r.t. {what}{where}, {why}; use the trainable variables instead",
@@ -193,7 +199,12 @@ class GradientWrtNonTrainable(Rule):
                 return get_arg(call, keyword, pos)
         if method == "apply_gradients" and call.args:
             zipped = call.args[0].value
-            if isinstance(zipped, cst.Call) and isinstance(zipped.func, cst.Name) and zipped.func.value == "zip" and len(zipped.args) == 2:
+            if (
+                isinstance(zipped, cst.Call)
+                and isinstance(zipped.func, cst.Name)
+                and zipped.func.value == "zip"
+                and len(zipped.args) == 2
+            ):
                 return zipped.args[1]
         return None
 
@@ -231,7 +242,9 @@ class GradientWrtNonTrainable(Rule):
             if qn in tfapi.names("gradients", "get_collection") and value.args:
                 key = value.args[0].value
                 key_qn = ctx.qualname(key)
-                if key_qn in tfapi.names("gradients", "global_collection_keys") or string_value(key) in tfapi.names("gradients", "global_collection_strings"):
+                if key_qn in tfapi.names("gradients", "global_collection_keys") or string_value(key) in tfapi.names(
+                    "gradients", "global_collection_strings"
+                ):
                     fix_node = key if (bound_at is None and isinstance(key, cst.Attribute)) else None
                     new = ctx.code(key.value) + ".TRAINABLE_VARIABLES" if isinstance(key, cst.Attribute) else ""
                     return "the GLOBAL_VARIABLES collection", fix_node, new, bound_at, None
@@ -242,7 +255,9 @@ class GradientWrtNonTrainable(Rule):
         if not isinstance(expr, cst.Attribute):
             return False
         attr = expr.attr.value
-        return attr in tfapi.names("gradients", "all_variable_attrs") or attr in tfapi.names("gradients", "non_trainable_attrs")
+        return attr in tfapi.names("gradients", "all_variable_attrs") or attr in tfapi.names(
+            "gradients", "non_trainable_attrs"
+        )
 
     # -- confirmation -------------------------------------------------------------------
     @classmethod
@@ -257,5 +272,8 @@ class GradientWrtNonTrainable(Rule):
         if bad:
             names = ", ".join(v["name"] for v in bad[:8])
             extra = f"; gradient is None for {', '.join(none_bad[:8])}" if none_bad else ""
-            return Outcome("confirmed", f"the list passed at line {ev['line']} holds {len(bad)} non-trainable variable(s) of {len(variables)}: {names}{extra}")
+            return Outcome(
+                "confirmed",
+                f"the list passed at line {ev['line']} holds {len(bad)} non-trainable variable(s) of {len(variables)}: {names}{extra}",
+            )
         return Outcome("refuted", f"all {len(variables)} variables passed at line {ev['line']} are trainable")

@@ -316,7 +316,12 @@ class GradientVarListMismatch(Rule):
             return None
         if isinstance(expr, cst.Call):
             func = expr.func
-            if isinstance(func, cst.Name) and func.value in ("list", "tuple") and len(expr.args) == 1 and not expr.args[0].star:
+            if (
+                isinstance(func, cst.Name)
+                and func.value in ("list", "tuple")
+                and len(expr.args) == 1
+                and not expr.args[0].star
+            ):
                 return self._zip_of(expr.args[0].value, at, depth + 1)
             if isinstance(func, cst.Name) and func.value == "zip" and len(expr.args) == 2:
                 if any(a.star or a.keyword is not None for a in expr.args):
@@ -363,7 +368,11 @@ class GradientVarListMismatch(Rule):
         if isinstance(expr, cst.Subscript):
             # tf.clip_by_global_norm(grads, 5.0)[0]
             inner = expr.value
-            if isinstance(inner, cst.Call) and ctx.call_name(inner) in tfapi.names("gradients", "clip_none_safe") and inner.args:
+            if (
+                isinstance(inner, cst.Call)
+                and ctx.call_name(inner) in tfapi.names("gradients", "clip_none_safe")
+                and inner.args
+            ):
                 return self._grads_origin(inner.args[0].value, at, depth + 1)
             return None
         if isinstance(expr, (cst.ListComp, cst.GeneratorExp)):
@@ -469,7 +478,9 @@ class GradientVarListMismatch(Rule):
     def _describe_call(self, call: cst.Call, at: cst.CSTNode) -> Descriptor:
         ctx = self.ctx
         qn = ctx.call_name(call)
-        if qn in tfapi.names("gradients", "global_variable_calls") or qn in tfapi.names("gradients", "trainable_variable_calls"):
+        if qn in tfapi.names("gradients", "global_variable_calls") or qn in tfapi.names(
+            "gradients", "trainable_variable_calls"
+        ):
             kind = "all" if qn in tfapi.names("gradients", "global_variable_calls") else "trainable"
             scope = get_arg(call, "scope", 0)
             return ("global", kind, self._norm(scope.value) if scope is not None else "")
@@ -480,7 +491,9 @@ class GradientVarListMismatch(Rule):
             key = key_arg.value
             key_qn = ctx.qualname(key)
             s = string_value(key)
-            if key_qn in tfapi.names("gradients", "global_collection_keys") or s in tfapi.names("gradients", "global_collection_strings"):
+            if key_qn in tfapi.names("gradients", "global_collection_keys") or s in tfapi.names(
+                "gradients", "global_collection_strings"
+            ):
                 kind = "all"
             elif key_qn == tfapi.table("gradients", "trainable_collection_key") or s == "trainable_variables":
                 kind = "trainable"
@@ -489,7 +502,12 @@ class GradientVarListMismatch(Rule):
             scope = get_arg(call, "scope", 1)
             return ("global", kind, self._norm(scope.value) if scope is not None else "")
         func = call.func
-        if isinstance(func, cst.Name) and func.value in ("list", "tuple") and len(call.args) == 1 and not call.args[0].star:
+        if (
+            isinstance(func, cst.Name)
+            and func.value in ("list", "tuple")
+            and len(call.args) == 1
+            and not call.args[0].star
+        ):
             return self._describe(call.args[0].value, at, 1)
         return ("opaque", "call:" + self._norm(call))
 

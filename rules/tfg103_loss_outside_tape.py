@@ -325,6 +325,10 @@ class LossOutsideTape(Rule):
         none = [v.get("name") for v in variables if v.get("grad") == "none"]
         if len(none) == len(variables):
             names = ", ".join(map(str, none[:6])) + (" ..." if len(none) > 6 else "")
-            return Outcome("confirmed", f"all {len(none)} gradients returned at line {ev.get('line')} are None: {names}")
+            return Outcome(
+                "confirmed", f"all {len(none)} gradients returned at line {ev.get('line')} are None: {names}"
+            )
         ok = [v.get("name") for v in variables if v.get("grad") != "none"]
-        return Outcome("refuted", f"{len(ok)} of {len(variables)} gradients at line {ev.get('line')} exist (e.g. {ok[0]})")
+        return Outcome(
+            "refuted", f"{len(ok)} of {len(variables)} gradients at line {ev.get('line')} exist (e.g. {ok[0]})"
+        )

@@ -57,24 +57,70 @@ def _combine(flows) -> Flow:
 
 # TF op types that the tracer reports for each blocking API (by the name's last part).
 _OP_TYPES = {
-    "argmax": ["ArgMax"], "arg_max": ["ArgMax"], "argmin": ["ArgMin"], "arg_min": ["ArgMin"],
-    "round": ["Round"], "floor": ["Floor"], "ceil": ["Ceil"], "rint": ["Rint"], "sign": ["Sign"],
-    "cast": ["Cast"], "saturate_cast": ["Cast"], "to_int32": ["Cast"], "to_int64": ["Cast"],
-    "greater": ["Greater"], "greater_equal": ["GreaterEqual"], "less": ["Less"], "less_equal": ["LessEqual"],
-    "equal": ["Equal"], "not_equal": ["NotEqual"], "logical_and": ["LogicalAnd"], "logical_or": ["LogicalOr"],
-    "logical_not": ["LogicalNot"], "py_function": ["EagerPyFunc", "PyFunc"], "py_func": ["PyFunc", "EagerPyFunc"],
-    "numpy_function": ["PyFunc", "EagerPyFunc"], "floordiv": ["FloorDiv"], "floor_div": ["FloorDiv"],
-    "floor_divide": ["FloorDiv"], "truncatediv": ["TruncateDiv"], "count_nonzero": ["NotEqual", "Cast"],
-    "is_nan": ["IsNan"], "is_inf": ["IsInf"], "is_finite": ["IsFinite"], "argsort": ["TopKV2"],
-    "unique": ["Unique"], "bincount": ["Bincount", "DenseBincount"], "searchsorted": ["LowerBound", "UpperBound"],
+    "argmax": ["ArgMax"],
+    "arg_max": ["ArgMax"],
+    "argmin": ["ArgMin"],
+    "arg_min": ["ArgMin"],
+    "round": ["Round"],
+    "floor": ["Floor"],
+    "ceil": ["Ceil"],
+    "rint": ["Rint"],
+    "sign": ["Sign"],
+    "cast": ["Cast"],
+    "saturate_cast": ["Cast"],
+    "to_int32": ["Cast"],
+    "to_int64": ["Cast"],
+    "greater": ["Greater"],
+    "greater_equal": ["GreaterEqual"],
+    "less": ["Less"],
+    "less_equal": ["LessEqual"],
+    "equal": ["Equal"],
+    "not_equal": ["NotEqual"],
+    "logical_and": ["LogicalAnd"],
+    "logical_or": ["LogicalOr"],
+    "logical_not": ["LogicalNot"],
+    "py_function": ["EagerPyFunc", "PyFunc"],
+    "py_func": ["PyFunc", "EagerPyFunc"],
+    "numpy_function": ["PyFunc", "EagerPyFunc"],
+    "floordiv": ["FloorDiv"],
+    "floor_div": ["FloorDiv"],
+    "floor_divide": ["FloorDiv"],
+    "truncatediv": ["TruncateDiv"],
+    "count_nonzero": ["NotEqual", "Cast"],
+    "is_nan": ["IsNan"],
+    "is_inf": ["IsInf"],
+    "is_finite": ["IsFinite"],
+    "argsort": ["TopKV2"],
+    "unique": ["Unique"],
+    "bincount": ["Bincount", "DenseBincount"],
+    "searchsorted": ["LowerBound", "UpperBound"],
 }
 _COMPARE = {
-    cst.GreaterThan: ("`>`", "Greater"), cst.GreaterThanEqual: ("`>=`", "GreaterEqual"),
-    cst.LessThan: ("`<`", "Less"), cst.LessThanEqual: ("`<=`", "LessEqual"),
-    cst.Equal: ("`==`", "Equal"), cst.NotEqual: ("`!=`", "NotEqual"),
+    cst.GreaterThan: ("`>`", "Greater"),
+    cst.GreaterThanEqual: ("`>=`", "GreaterEqual"),
+    cst.LessThan: ("`<`", "Less"),
+    cst.LessThanEqual: ("`<=`", "LessEqual"),
+    cst.Equal: ("`==`", "Equal"),
+    cst.NotEqual: ("`!=`", "NotEqual"),
 }
 _NEUTRAL_BUILTINS = {"len", "range", "isinstance", "print", "str", "repr", "type", "hasattr", "getattr", "enumerate"}
-_PASS_BUILTINS = {"sum", "max", "min", "abs", "list", "tuple", "zip", "map", "sorted", "reversed", "pow", "iter", "next", "dict", "set"}
+_PASS_BUILTINS = {
+    "sum",
+    "max",
+    "min",
+    "abs",
+    "list",
+    "tuple",
+    "zip",
+    "map",
+    "sorted",
+    "reversed",
+    "pow",
+    "iter",
+    "next",
+    "dict",
+    "set",
+}
 _META_ATTRS = {"shape", "dtype", "ndim", "name", "device", "graph", "op"}
 _MAX_CALL_DEPTH = 4
 _BUDGET = 6000
@@ -390,7 +436,8 @@ class NonDifferentiableOp(Rule):
             loss = _WS.sub(" ", ctx.code(target)).strip()
             loss = loss if len(loss) <= 40 else loss[:37] + "..."
             effect = (
-                "their gradients are all zero (no error, no warning)" if block.zero
+                "their gradients are all zero (no error, no warning)"
+                if block.zero
                 else "every upstream gradient is None"
             )
             self.report(
@@ -520,7 +567,11 @@ class NonDifferentiableOp(Rule):
         got = self._returns.get(id(fn))
         if got is None:
             ctx = self.ctx
-            got = [n for n in ctx.descendants(fn) if type(n) is cst.Return and n.value is not None and ctx.scope_of(n) is fn]
+            got = [
+                n
+                for n in ctx.descendants(fn)
+                if type(n) is cst.Return and n.value is not None and ctx.scope_of(n) is fn
+            ]
             self._returns[id(fn)] = got
         return got
 
@@ -638,7 +689,9 @@ class _Analyzer:
         if t in (cst.List, cst.Tuple, cst.Set):
             return self._all([e.value for e in node.elements], env)
         if t is cst.Dict:
-            return self._all([e.value for e in node.elements if isinstance(e, (cst.DictElement, cst.StarredDictElement))], env)
+            return self._all(
+                [e.value for e in node.elements if isinstance(e, (cst.DictElement, cst.StarredDictElement))], env
+            )
         if t in (cst.ListComp, cst.SetComp, cst.GeneratorExp, cst.DictComp):
             return self._comprehension(node, env)
         if t is cst.Lambda:
@@ -737,7 +790,9 @@ class _Analyzer:
     def _holds_variables(self, value) -> bool:
         """A value that is (or holds) trainable variables wherever it is created."""
         if isinstance(value, cst.Attribute):
-            return value.attr.value in tfapi.names("gradients", "trainable_attrs") | tfapi.names("gradients", "all_variable_attrs")
+            return value.attr.value in tfapi.names("gradients", "trainable_attrs") | tfapi.names(
+                "gradients", "all_variable_attrs"
+            )
         if not isinstance(value, cst.Call):
             return False
         qn = self.ctx.call_name(value)
@@ -754,7 +809,11 @@ class _Analyzer:
 
     def _attribute(self, node: cst.Attribute, env: tuple) -> Flow:
         attr = node.attr.value
-        if attr in tfapi.names("gradients", "trainable_attrs") or attr in tfapi.names("gradients", "all_variable_attrs") or attr == "losses":
+        if (
+            attr in tfapi.names("gradients", "trainable_attrs")
+            or attr in tfapi.names("gradients", "all_variable_attrs")
+            or attr == "losses"
+        ):
             return _DIFF_F
         if attr in _META_ATTRS:
             return _NONE_F
@@ -816,7 +875,9 @@ class _Analyzer:
                     return _UNKNOWN_F  # inherited: self.compute_loss(...), self.compiled_loss(...)
             if isinstance(obj, (cst.Name, cst.Attribute, cst.Call)) and self._is_model(obj, node, env):
                 if method in tfapi.names("ops", "numpy_model_methods"):
-                    return self._block(node, f"`{self._short(obj)}.{method}()` (it returns NumPy)", _DIFF_F, leaves=True)
+                    return self._block(
+                        node, f"`{self._short(obj)}.{method}()` (it returns NumPy)", _DIFF_F, leaves=True
+                    )
                 return _DIFF_F
             if isinstance(obj, cst.Name):
                 ob = ctx.binding(obj, node)
@@ -894,7 +955,9 @@ class _Analyzer:
             zero = qn in tfapi.names("ops", "zero_gradient")
             return self._block(node, f"`{ctx.code(node.func)}`", inp, zero=zero)
         if qn.startswith("np."):
-            return self._block(node, f"the NumPy call `{ctx.code(node.func)}`", self._all(self._args(node), env), leaves=True)
+            return self._block(
+                node, f"the NumPy call `{ctx.code(node.func)}`", self._all(self._args(node), env), leaves=True
+            )
         return self._all(self._args(node), env)
 
     def _uses_numpy(self, func: cst.BaseExpression, at: cst.CSTNode) -> bool:
@@ -960,7 +1023,7 @@ class _Analyzer:
             for i, p in enumerate(params):
                 if i < len(positional):
                     mapping[p.name.value] = self.flow(positional[i].value, env)
-            leftovers = positional[len(params):]
+            leftovers = positional[len(params) :]
             for p in params + list(fn.params.kwonly_params):
                 name = p.name.value
                 if name in keywords:

@@ -443,7 +443,7 @@ class MissingTrainingFlag(Rule):
             reason = info.description
             prefix = f"`{shown}` is "
             if reason.startswith(prefix):
-                reason = reason[len(prefix):]
+                reason = reason[len(prefix) :]
             message = (
                 f"`{shown}(...)` is called inside the GradientTape block without `training=`; "
                 f"could not see the layers of `{shown}` ({reason}): assumed it may contain BatchNormalization/Dropout, "
@@ -492,7 +492,9 @@ class MissingTrainingFlag(Rule):
             what += f", contains {' and '.join(kinds)}"
         effects = []
         if info.batch_norm:
-            effects.append("BatchNormalization then runs in inference mode (it normalizes with its moving statistics and never updates them)")
+            effects.append(
+                "BatchNormalization then runs in inference mode (it normalizes with its moving statistics and never updates them)"
+            )
         if info.dropout:
             effects.append("Dropout is disabled")
         return (
@@ -559,7 +561,10 @@ class MissingTrainingFlag(Rule):
         calls = trace.events_at("layer_call", line, end)
         if not calls:
             if trace.ran and trace.executed(line):
-                return Outcome("refuted", f"the call at line {line} ran, but no BatchNormalization/Dropout layer ran inside it: the missing `training=` changes nothing")
+                return Outcome(
+                    "refuted",
+                    f"the call at line {line} ran, but no BatchNormalization/Dropout layer ran inside it: the missing `training=` changes nothing",
+                )
             return None
         falsy = [e for e in calls if not e.get("training")]
         if not falsy:

@@ -380,7 +380,13 @@ class UpdateOpsNotRun(Rule):
                     return True
             if depth > 0 and t is cst.Name:
                 b = ctx.binding(n)
-                if b is not None and b.kind == "assign" and b.value is not None and b.value in ctx.index and not ctx.contains(b.value, n):
+                if (
+                    b is not None
+                    and b.kind == "assign"
+                    and b.value is not None
+                    and b.value in ctx.index
+                    and not ctx.contains(b.value, n)
+                ):
                     if self._references(b.value, key, depth - 1):
                         return True
         return False
@@ -454,7 +460,9 @@ class UpdateOpsNotRun(Rule):
         for s in stats[:6]:
             before = (s.get("before") or {}).get("moving_mean")
             after = (s.get("after") or {}).get("moving_mean")
-            moves.append(f"`{s.get('layer')}` moving_mean {before} -> {after} ({'changed' if s.get('changed') else 'unchanged'})")
+            moves.append(
+                f"`{s.get('layer')}` moving_mean {before} -> {after} ({'changed' if s.get('changed') else 'unchanged'})"
+            )
         evidence = (
             f"train op `{e.get('train_op')}` (line {e.get('line')}) does not depend on the {len(ops)} update op(s) "
             f"{', '.join(map(str, ops[:6]))} and they are not fetched with it"
@@ -462,5 +470,7 @@ class UpdateOpsNotRun(Rule):
         if moves:
             evidence += f"; after {trace.steps} step(s): " + "; ".join(moves)
         if stats and all(s.get("changed") for s in stats):
-            return Outcome("inconclusive", evidence + " (yet the moving statistics changed: something else runs the updates)")
+            return Outcome(
+                "inconclusive", evidence + " (yet the moving statistics changed: something else runs the updates)"
+            )
         return Outcome("confirmed", evidence)

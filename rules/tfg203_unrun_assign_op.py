@@ -15,7 +15,16 @@ _GRAPH_TEXT = re.compile(
     r"compat\.v1\.assign|\.eval\(|global_variables_initializer"
 )
 _EAGER_TEXT = re.compile(r"enable_eager_execution|GradientTape|run_functions_eagerly")
-_CONTAINERS = (cst.Element, cst.StarredElement, cst.List, cst.Tuple, cst.Set, cst.ListComp, cst.SetComp, cst.GeneratorExp)
+_CONTAINERS = (
+    cst.Element,
+    cst.StarredElement,
+    cst.List,
+    cst.Tuple,
+    cst.Set,
+    cst.ListComp,
+    cst.SetComp,
+    cst.GeneratorExp,
+)
 
 
 class UnrunAssignOp(Rule):
@@ -195,7 +204,11 @@ class UnrunAssignOp(Rule):
         if self._graph is None:
             src = self.ctx.source
             graph = bool(self.ctx.is_tf1 and _GRAPH_TEXT.search(src))
-            if graph and _EAGER_TEXT.search(src) and not re.search(r"Session\(|placeholder\(|disable_v2_behavior|disable_eager_execution", src):
+            if (
+                graph
+                and _EAGER_TEXT.search(src)
+                and not re.search(r"Session\(|placeholder\(|disable_v2_behavior|disable_eager_execution", src)
+            ):
                 graph = False
             self._graph = graph
         return self._graph
@@ -242,7 +255,9 @@ class UnrunAssignOp(Rule):
                 "(not fetched, grouped or made a control dependency); in graph mode an op runs only when something "
                 "fetched depends on it: fetch it, group it with the train op or use `tf.control_dependencies`"
             )
-        self.report(node, message, data={"call_line": ctx.line(node), "end_line": ctx.range(node)[2], "target": target_text})
+        self.report(
+            node, message, data={"call_line": ctx.line(node), "end_line": ctx.range(node)[2], "target": target_text}
+        )
 
     def _is_variable(self, expr: cst.BaseExpression, at: cst.CSTNode) -> bool:
         ctx = self.ctx
@@ -348,7 +363,9 @@ class UnrunAssignOp(Rule):
         ran = [e for e in events if e.get("ran")]
         if ran:
             e = ran[0]
-            return Outcome("refuted", f"assign op `{e.get('op')}` on `{e.get('target')}` ran (it is an ancestor of a fetched op)")
+            return Outcome(
+                "refuted", f"assign op `{e.get('op')}` on `{e.get('target')}` ran (it is an ancestor of a fetched op)"
+            )
         desc = ", ".join(f"`{e.get('op')}` (target `{e.get('target')}`)" for e in events[:4])
         values = []
         for e in events[:4]:

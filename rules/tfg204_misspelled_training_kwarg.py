@@ -224,7 +224,7 @@ class MisspelledTrainingKwarg(Rule):
             reason = info.description
             prefix = f"`{shown}` is "
             if reason.startswith(prefix):
-                reason = reason[len(prefix):]
+                reason = reason[len(prefix) :]
             what = "a callable whose definition is not visible"
             assumed = f" (assumed `{shown}` is a Keras model: {reason}, and its variables are used as a model's)"
         else:
@@ -300,12 +300,17 @@ class MisspelledTrainingKwarg(Rule):
         end = finding.data.get("end_line", line)
         kw = finding.data.get("keyword", "?")
         if trace.error_line is not None and line <= trace.error_line <= end:
-            return Outcome("confirmed", f"the call at line {trace.error_line} raised: {trace.reason or 'an error'} (`{kw}=` is not a call argument)")
+            return Outcome(
+                "confirmed",
+                f"the call at line {trace.error_line} raised: {trace.reason or 'an error'} (`{kw}=` is not a call argument)",
+            )
         calls = trace.events_at("layer_call", line, end)
         if not calls:
             return None
         unset = [e for e in calls if not e.get("training")]
         if unset:
-            desc = "; ".join(f"{e.get('class', 'layer')} `{e.get('layer')}` ran with training={e.get('training')}" for e in unset[:6])
+            desc = "; ".join(
+                f"{e.get('class', 'layer')} `{e.get('layer')}` ran with training={e.get('training')}" for e in unset[:6]
+            )
             return Outcome("confirmed", f"`{kw}=` was ignored at line {line}: {desc}")
         return Outcome("refuted", f"the layers called at line {line} ran in training mode")

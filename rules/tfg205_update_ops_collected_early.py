@@ -265,7 +265,12 @@ class UpdateOpsCollectedEarly(Rule):
         if size is None or later is None:
             return None
         if size == 0 and later > 0:
-            return Outcome("confirmed", f"get_collection(UPDATE_OPS) at line {e.get('line')} returned 0 ops; UPDATE_OPS held {later} op(s) at the first train step")
+            return Outcome(
+                "confirmed",
+                f"get_collection(UPDATE_OPS) at line {e.get('line')} returned 0 ops; UPDATE_OPS held {later} op(s) at the first train step",
+            )
         if size > 0:
             return Outcome("refuted", f"get_collection(UPDATE_OPS) at line {e.get('line')} returned {size} op(s)")
-        return Outcome("refuted", "UPDATE_OPS was still empty at the first train step: there were no update ops to miss")
+        return Outcome(
+            "refuted", "UPDATE_OPS was still empty at the first train step: there were no update ops to miss"
+        )

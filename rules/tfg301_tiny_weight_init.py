@@ -212,13 +212,16 @@ class TinyWeightInit(Rule):
             ])
         """),
         # A threshold option that accepts the draw.
-        Valid("""
+        Valid(
+            """
             import tensorflow as tf
             init = tf.random_normal_initializer(0, 0.02)
             W1 = tf.get_variable('W1', [64, 64], initializer=init)
             W2 = tf.get_variable('W2', [64, 64], initializer=init)
             h = tf.matmul(tf.matmul(x, W1), W2)
-        """, options={"threshold": 0.15}),
+        """,
+            options={"threshold": 0.15},
+        ),
         # Non-trainable random projections are not weights.
         Valid("""
             import tensorflow as tf
@@ -423,8 +426,10 @@ class TinyWeightInit(Rule):
             text = text[:57] + "..."
         if known:
             ratio = self._ratio(worst) or 0.0
-            detail = (f"for {worst.label(ctx)} (fan-in {worst.fan_in}) the ratio {what}*sqrt(fan_in) = {ratio:.2g}, "
-                      f"below {threshold:g} (He gives about 1.41, Glorot about 1)")
+            detail = (
+                f"for {worst.label(ctx)} (fan-in {worst.fan_in}) the ratio {what}*sqrt(fan_in) = {ratio:.2g}, "
+                f"below {threshold:g} (He gives about 1.41, Glorot about 1)"
+            )
         else:
             ratio = None
             detail = f"fan-in unknown, and {what} {scale} <= {unknown:g}"
@@ -493,12 +498,22 @@ class TinyWeightInit(Rule):
             return None
 
         def fmt(norms) -> str:
-            return ", ".join(f"{n.get('variable')} {n.get('norm'):.2g}" if isinstance(n.get("norm"), (int, float))
-                             else f"{n.get('variable')} ?" for n in (norms or [])[:8])
+            return ", ".join(
+                f"{n.get('variable')} {n.get('norm'):.2g}"
+                if isinstance(n.get("norm"), (int, float))
+                else f"{n.get('variable')} ?"
+                for n in (norms or [])[:8]
+            )
 
         per_layer = f"per-layer gradient norms at init: {fmt(chosen.get('norms'))}; fan-in scaled: {fmt(chosen.get('counterfactual'))}"
         if ratio >= _CONFIRM_RATIO:
-            return Outcome("confirmed", f"with fan-in-scaled weights the first-layer gradient norm grows {ratio:.3g}x "
-                                        f"(gradient call at line {chosen.get('line')}); {per_layer}")
-        return Outcome("refuted", f"the first-layer gradient changes only {ratio:.3g}x with fan-in-scaled weights: "
-                                  f"it reaches the first layer at a healthy scale; {per_layer}")
+            return Outcome(
+                "confirmed",
+                f"with fan-in-scaled weights the first-layer gradient norm grows {ratio:.3g}x "
+                f"(gradient call at line {chosen.get('line')}); {per_layer}",
+            )
+        return Outcome(
+            "refuted",
+            f"the first-layer gradient changes only {ratio:.3g}x with fan-in-scaled weights: "
+            f"it reaches the first layer at a healthy scale; {per_layer}",
+        )

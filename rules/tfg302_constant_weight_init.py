@@ -269,7 +269,9 @@ class ConstantWeightInit(Rule):
         hidden = "a hidden layer" if len(labels) == 1 else "hidden layers"
         fix = None
         family = "He, for ReLU networks" if relu else "Glorot"
-        advice = f"initialize weights randomly with a fan-in-scaled initializer ({family}) and keep constants for biases"
+        advice = (
+            f"initialize weights randomly with a fan-in-scaled initializer ({family}) and keep constants for biases"
+        )
         new = self._fix_text(group, src, uses, relu)
         if new is not None:
             fix = self.replace(src.node, new, f"Use `{new}`", "unsafe")
@@ -280,7 +282,10 @@ class ConstantWeightInit(Rule):
             f"of the layer computes the same output and receives the same gradient, so the units stay identical "
             f"(symmetry is never broken); {advice}",
             fix=fix,
-            data={"use_lines": sorted({ctx.line(u.call) for u, _ in group}), "variables": [u.name for u, _ in group if u.name]},
+            data={
+                "use_lines": sorted({ctx.line(u.call) for u, _ in group}),
+                "variables": [u.name for u, _ in group if u.name],
+            },
         )
 
     def _fix_text(self, group, src: InitSource, uses: list[WeightUse], relu: bool) -> str | None:
@@ -294,7 +299,13 @@ class ConstantWeightInit(Rule):
         use = group[0][0]
         alias = tf_alias(self.ctx)
         shape = src.node.args[0].value if src.node.args and src.node.args[0].keyword is None else None
-        if alias is None or shape is None or use.fan_in is None or not src.api.startswith("tf.") or src.api not in tfapi.names("initializers", "value_shape_args"):
+        if (
+            alias is None
+            or shape is None
+            or use.fan_in is None
+            or not src.api.startswith("tf.")
+            or src.api not in tfapi.names("initializers", "value_shape_args")
+        ):
             return None
         if relu or use.fan_out is None:
             std = f"(2.0 / {use.fan_in}) ** 0.5"
@@ -306,13 +317,20 @@ class ConstantWeightInit(Rule):
     @classmethod
     def confirm(cls, finding, trace) -> Outcome | None:
         lines = set(finding.data.get("use_lines") or [])
-        events = [e for e in trace.events_of("initializer") if e.get("line") in lines and isinstance(e.get("std"), (int, float))]
+        events = [
+            e
+            for e in trace.events_of("initializer")
+            if e.get("line") in lines and isinstance(e.get("std"), (int, float))
+        ]
         if not events:
             return None
         constant = [e for e in events if e["std"] <= 1e-12]
         if constant:
             names = ", ".join(f"{e.get('variable')} {e.get('shape')}" for e in constant[:6])
-            return Outcome("confirmed", f"measured at initialization: {names} start with standard deviation 0 "
-                                        f"(init {constant[0].get('init')}); every unit of the layer is identical, so their gradients are identical")
+            return Outcome(
+                "confirmed",
+                f"measured at initialization: {names} start with standard deviation 0 "
+                f"(init {constant[0].get('init')}); every unit of the layer is identical, so their gradients are identical",
+            )
         names = ", ".join(f"{e.get('variable')} std {e['std']:.3g}" for e in events[:6])
         return Outcome("refuted", f"the traced weights are not constant at initialization: {names}")

@@ -1,11 +1,11 @@
 from __future__ import annotations
 
 import libcst as cst
+from tflint_grad.rules._numerics import Flow, Source, origin, short, tf_alias
 
 from tflint_grad import tfapi
 from tflint_grad.analysis import get_arg, number
 from tflint_grad.rule import Invalid, Outcome, Rule, Valid
-from tflint_grad.rules._numerics import Flow, Source, origin, short, tf_alias
 
 
 class UnstableLogProbability(Rule):
@@ -319,7 +319,9 @@ class UnstableLogProbability(Rule):
             e = bad[0]
             where = finding.data.get("producer_line")
             at = f" (line {where})" if where else ""
-            return Outcome("confirmed", f"Log ← {e.get('input_op_type')}{at}, no clipping" + (f"; {nan}" if nan else ""))
+            return Outcome(
+                "confirmed", f"Log ← {e.get('input_op_type')}{at}, no clipping" + (f"; {nan}" if nan else "")
+            )
         hits = trace.events_at("nonfinite", finding.line, finding.end_line)
         if hits:
             return Outcome("confirmed", _nonfinite_text(hits[0]))

@@ -1,10 +1,20 @@
 from __future__ import annotations
 
 import libcst as cst
+from tflint_grad.rules._numerics import (
+    Flow,
+    LossSite,
+    fit_lines,
+    keras_alias,
+    literal_bool,
+    loss_site,
+    origin,
+    set_keyword,
+    short,
+)
 
 from tflint_grad import tfapi
 from tflint_grad.rule import Invalid, Outcome, Rule, Valid
-from tflint_grad.rules._numerics import Flow, LossSite, fit_lines, keras_alias, literal_bool, loss_site, origin, set_keyword, short
 
 
 class SoftmaxLogitsMismatch(Rule):
@@ -222,7 +232,7 @@ class SoftmaxLogitsMismatch(Rule):
             model.compile(loss=CategoricalCrossentropy(from_logits=True), optimizer="sgd")
             """,
             line=8,
-            message="Activation(\"softmax\")",
+            message='Activation("softmax")',
             fixed="""
             from keras.models import Sequential
             from keras.layers import Dense, Activation
@@ -293,7 +303,13 @@ class SoftmaxLogitsMismatch(Rule):
             return
         s = site.pred
         ctx = self.ctx
-        pred = f"`{short(ctx, site.pred_expr, 40)}`" if site.pred_expr is not None else f"the output of `{short(ctx, site.model, 30)}`" if site.model is not None else "the prediction"
+        pred = (
+            f"`{short(ctx, site.pred_expr, 40)}`"
+            if site.pred_expr is not None
+            else f"the output of `{short(ctx, site.model, 30)}`"
+            if site.model is not None
+            else "the prediction"
+        )
         if site.expects == "logits" and s.prob:
             mode = "probs_as_logits"
             keras = site.owner is not None
@@ -332,11 +348,16 @@ class SoftmaxLogitsMismatch(Rule):
         ctx = self.ctx
         s = site.pred
         if (
-            site.pred_expr is not None and s.pre is not None and isinstance(s.node, cst.Call)
-            and len(s.node.args) == 1 and not s.complement
+            site.pred_expr is not None
+            and s.pre is not None
+            and isinstance(s.node, cst.Call)
+            and len(s.node.args) == 1
+            and not s.complement
             and (s.node is site.pred_expr or self.flow.portable(s.pre, s.node, site.call))
         ):
-            return self.replace(site.pred_expr, ctx.code(s.pre).strip(), f"Pass the logits from before the {s.kind}", "unsafe")
+            return self.replace(
+                site.pred_expr, ctx.code(s.pre).strip(), f"Pass the logits from before the {s.kind}", "unsafe"
+            )
         if site.from_logits is not None and literal_bool(site.from_logits.value) is True:
             return self.replace(site.from_logits.value, "False", "Set `from_logits=False`", "unsafe")
         return None
@@ -346,9 +367,21 @@ class SoftmaxLogitsMismatch(Rule):
             prefix = keras_alias(self.ctx)
             if prefix is None:
                 return None
-            return self.replace(site.string, f"{prefix}.losses.{site.keras_class}(from_logits=True)", "Use the loss with `from_logits=True`", "unsafe")
+            return self.replace(
+                site.string,
+                f"{prefix}.losses.{site.keras_class}(from_logits=True)",
+                "Use the loss with `from_logits=True`",
+                "unsafe",
+            )
         if site.owner is not None:
-            return set_keyword(self, site.owner, tfapi.table("losses", "from_logits_keyword"), "True", "Set `from_logits=True`", site.owner_position)
+            return set_keyword(
+                self,
+                site.owner,
+                tfapi.table("losses", "from_logits_keyword"),
+                "True",
+                "Set `from_logits=True`",
+                site.owner_position,
+            )
         return None
 
     # -- confirmation -------------------------------------------------------------------
@@ -366,12 +399,21 @@ class SoftmaxLogitsMismatch(Rule):
                 if t in probs:
                     where = finding.data.get("producer_line")
                     at = f" (line {where})" if where else ""
-                    return Outcome("confirmed", f"the logits input of the loss at line {e.get('line')} comes from {t}{at}: the activation is applied twice")
+                    return Outcome(
+                        "confirmed",
+                        f"the logits input of the loss at line {e.get('line')} comes from {t}{at}: the activation is applied twice",
+                    )
                 if t in linear:
-                    return Outcome("refuted", f"the logits input of the loss at line {e.get('line')} comes from {t}, not from a softmax/sigmoid")
+                    return Outcome(
+                        "refuted",
+                        f"the logits input of the loss at line {e.get('line')} comes from {t}, not from a softmax/sigmoid",
+                    )
             else:
                 if t in linear:
-                    return Outcome("confirmed", f"the loss at line {e.get('line')} receives raw logits from {t} and treats them as probabilities")
+                    return Outcome(
+                        "confirmed",
+                        f"the loss at line {e.get('line')} receives raw logits from {t} and treats them as probabilities",
+                    )
                 if t in probs:
                     return Outcome("refuted", f"the loss at line {e.get('line')} receives probabilities from {t}")
         return None

@@ -1,11 +1,11 @@
 from __future__ import annotations
 
 import libcst as cst
+from tflint_grad.rules._numerics import Flow, first_input, short
 
 from tflint_grad import tfapi
 from tflint_grad.analysis import get_arg, number, string_value
 from tflint_grad.rule import Invalid, Outcome, Rule, Valid
-from tflint_grad.rules._numerics import Flow, first_input, short
 
 _MAX = 5
 
@@ -229,7 +229,9 @@ class SqrtAtZero(Rule):
             if isinstance(expr.operator, cst.Power):
                 return number(expr.right) == 2.0 and self._difference(expr.left, at, depth + 1)
             if isinstance(expr.operator, cst.Multiply):
-                return ctx.code(expr.left).strip() == ctx.code(expr.right).strip() and self._difference(expr.left, at, depth + 1)
+                return ctx.code(expr.left).strip() == ctx.code(expr.right).strip() and self._difference(
+                    expr.left, at, depth + 1
+                )
         return False
 
     def _radicand(self, expr: cst.BaseExpression, at: cst.CSTNode, depth: int) -> bool:
@@ -260,7 +262,9 @@ class SqrtAtZero(Rule):
             return None
         name, floor = tfapi.table("numerics", "sqrt_fix")
         prefix = self.ctx.code(func.value).strip()
-        return self.replace(x, f"{prefix}.{name}({self.ctx.code(x).strip()}, {floor})", "Keep the radicand away from 0", "unsafe")
+        return self.replace(
+            x, f"{prefix}.{name}({self.ctx.code(x).strip()}, {floor})", "Keep the radicand away from 0", "unsafe"
+        )
 
     # -- confirmation -------------------------------------------------------------------
     @classmethod
@@ -274,16 +278,22 @@ class SqrtAtZero(Rule):
             e = next((x for x in bad if x.get("zeros")), bad[0])
             text = f"Sqrt ← {' ← '.join(e.get('chain') or ())} at line {e.get('line')}, no epsilon"
             if e.get("zeros"):
-                text += (f": its input was exactly 0 for {e['zeros']} of {e.get('size')} values at step "
-                         f"{e.get('zero_step', e.get('step'))}")
+                text += (
+                    f": its input was exactly 0 for {e['zeros']} of {e.get('size')} values at step "
+                    f"{e.get('zero_step', e.get('step'))}"
+                )
             elif e.get("size"):
-                text += (f": the derivative of sqrt is infinite wherever the radicand reaches 0 (no exact 0 among "
-                         f"the {e['size']} values traced at step {e.get('step')})")
+                text += (
+                    f": the derivative of sqrt is infinite wherever the radicand reaches 0 (no exact 0 among "
+                    f"the {e['size']} values traced at step {e.get('step')})"
+                )
             if nan is not None:
                 text += f"; the {nan.get('where') or 'tensor'} became {nan.get('value') or 'NaN/Inf'} at step {nan.get('step')}"
             return Outcome("confirmed", text)
         if nan is not None:
-            cause = ": the square root received 0" if nan.get("op_type") in tfapi.names("numerics", "sqrt_op_types") else ""
+            cause = (
+                ": the square root received 0" if nan.get("op_type") in tfapi.names("numerics", "sqrt_op_types") else ""
+            )
             return Outcome(
                 "confirmed",
                 f"{nan.get('where') or 'a tensor'} became {nan.get('value') or 'NaN/Inf'} at step {nan.get('step')} "
@@ -292,6 +302,8 @@ class SqrtAtZero(Rule):
         guarded = [e for e in roots if e.get("clipped")]
         if guarded and len(guarded) == len(roots):
             e = guarded[0]
-            return Outcome("refuted", f"the traced Sqrt at line {e.get('line')} is guarded: "
-                                      f"Sqrt ← {' ← '.join(e.get('chain') or ())}")
+            return Outcome(
+                "refuted",
+                f"the traced Sqrt at line {e.get('line')} is guarded: Sqrt ← {' ← '.join(e.get('chain') or ())}",
+            )
         return None

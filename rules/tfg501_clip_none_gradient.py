@@ -10,7 +10,17 @@ from tflint_grad.rule import Invalid, Outcome, Rule, Valid
 
 _GRADISH = re.compile(r"grad|(^|_)gvs?($|_)|(^|_)gv\d*($|_)", re.IGNORECASE)
 _PASS_THROUGH = ("zip", "enumerate", "list", "tuple", "reversed", "sorted", "iter")
-_NO_PARENS = (cst.Element, cst.Arg, cst.Assign, cst.AnnAssign, cst.Return, cst.Lambda, cst.ListComp, cst.GeneratorExp, cst.SetComp)
+_NO_PARENS = (
+    cst.Element,
+    cst.Arg,
+    cst.Assign,
+    cst.AnnAssign,
+    cst.Return,
+    cst.Lambda,
+    cst.ListComp,
+    cst.GeneratorExp,
+    cst.SetComp,
+)
 
 
 class ClipNoneGradient(Rule):
@@ -274,7 +284,11 @@ class ClipNoneGradient(Rule):
             return
         clip = ctx.code(node.func)
         gname = ctx.code(t)
-        origin = f"`{ctx.code(grad_call.func)}(...)` (line {ctx.line(grad_call)})" if grad_call is not None else f"`{ctx.code(iterable)}`"
+        origin = (
+            f"`{ctx.code(grad_call.func)}(...)` (line {ctx.line(grad_call)})"
+            if grad_call is not None
+            else f"`{ctx.code(iterable)}`"
+        )
         fix = self._fix(node, t, binder, target)
         self.report(
             node,
@@ -282,8 +296,11 @@ class ClipNoneGradient(Rule):
             f"`{clip}` raises on None; skip None gradients (`... if {gname} is not None`) "
             f"or clip with `tf.clip_by_global_norm`, which accepts None",
             fix=fix,
-            data={"call_line": ctx.line(node), "grad_line": ctx.line(grad_call) if grad_call is not None else None,
-                  "function": clip},
+            data={
+                "call_line": ctx.line(node),
+                "grad_line": ctx.line(grad_call) if grad_call is not None else None,
+                "function": clip,
+            },
         )
 
     # -- the loop that binds the clipped name -----------------------------------------------------
@@ -308,9 +325,15 @@ class ClipNoneGradient(Rule):
                 params = [p.name.value for p in a.params.params]
                 outer = ctx.parent(ctx.parent(a))
                 arg = ctx.parent(a)
-                if name in params and isinstance(arg, cst.Arg) and isinstance(outer, cst.Call) \
-                        and isinstance(outer.func, cst.Name) and outer.func.value == "map" and len(outer.args) >= 2 \
-                        and outer.args[0] is arg:
+                if (
+                    name in params
+                    and isinstance(arg, cst.Arg)
+                    and isinstance(outer, cst.Call)
+                    and isinstance(outer.func, cst.Name)
+                    and outer.func.value == "map"
+                    and len(outer.args) >= 2
+                    and outer.args[0] is arg
+                ):
                     return a, None, outer.args[1].value, tests
                 return None
             elif isinstance(a, (cst.FunctionDef, cst.ClassDef, cst.Module)):
@@ -373,8 +396,12 @@ class ClipNoneGradient(Rule):
             return None
         if isinstance(expr, (cst.Name, cst.Attribute)):
             b = ctx.binding(expr, at) if expr in ctx.index else None
-            if b is not None and b.value is not None and b.kind in ("assign", "annassign", "unpack", "with") \
-                    and b.value in ctx.index:
+            if (
+                b is not None
+                and b.value is not None
+                and b.kind in ("assign", "annassign", "unpack", "with")
+                and b.value in ctx.index
+            ):
                 return self._gradients(b.value, b.node, depth + 1)
             text = dotted(expr) or ""
             if b is None or b.kind in ("param", "for", "import") or b.value is None:
@@ -426,21 +453,30 @@ class ClipNoneGradient(Rule):
         """Why the list can hold None, or (None, call) when every variable feeds the loss."""
         ctx = self.ctx
         if source[0] == "unknown":
-            return (f"`{source[1]}` comes from outside this function (assumed to hold gradients) and can hold None "
-                    "for variables that do not feed the loss"), None
+            return (
+                f"`{source[1]}` comes from outside this function (assumed to hold gradients) and can hold None "
+                "for variables that do not feed the loss"
+            ), None
         _, call, (name, target, var_list, vkw) = source
         if var_list is None:
             if name in ("compute_gradients", "get_gradients"):
-                return (f"called without `{vkw}`, it differentiates every trainable variable, and those that do not "
-                        "feed the loss get a None gradient"), call
-            return "its variable list cannot be read, so it can hold variables that do not feed the loss (None gradients)", call
+                return (
+                    f"called without `{vkw}`, it differentiates every trainable variable, and those that do not "
+                    "feed the loss get a None gradient"
+                ), call
+            return (
+                "its variable list cannot be read, so it can hold variables that do not feed the loss (None gradients)",
+                call,
+            )
         elements = self._elements(var_list.value, call)
         listed = f"`{ctx.code(var_list.value)}`"
         if len(listed) > 50:
             listed = "its variable list"
         if elements is None:
-            return (f"the variable list {listed} can hold variables that do not feed the loss (unused layers, "
-                    "frozen branches, another network's variables), whose gradient is None"), call
+            return (
+                f"the variable list {listed} can hold variables that do not feed the loss (unused layers, "
+                "frozen branches, another network's variables), whose gradient is None"
+            ), call
         if target is None:
             return "its target cannot be read, so a variable may not feed it (None gradient)", call
         deps = dependency_names(ctx, target.value)
@@ -495,7 +531,9 @@ class ClipNoneGradient(Rule):
             return self.replace(binder, new, f"Skip None gradients (`if {gname} is not None`)", "unsafe")
         text = f"{ctx.code(call)} if {gname} is not None else None"
         parent = ctx.parent(call)
-        if not isinstance(parent, _NO_PARENS) or (isinstance(parent, cst.Arg) and parent.keyword is None and parent.star):
+        if not isinstance(parent, _NO_PARENS) or (
+            isinstance(parent, cst.Arg) and parent.keyword is None and parent.star
+        ):
             text = f"({text})"
         return self.replace(call, text, f"Clip only non-None gradients (`if {gname} is not None else None`)", "unsafe")
 
@@ -507,18 +545,27 @@ class ClipNoneGradient(Rule):
         hits = trace.events_at("clip_none", line, end)
         if hits:
             fn = hits[0].get("function") or finding.data.get("function", "the clip function")
-            return Outcome("confirmed", f"a None gradient reached `{fn}` at line {hits[0].get('line')} (step {hits[0].get('step')}), which raises")
+            return Outcome(
+                "confirmed",
+                f"a None gradient reached `{fn}` at line {hits[0].get('line')} (step {hits[0].get('step')}), which raises",
+            )
         grad_line = finding.data.get("grad_line")
         calls = trace.events_at("gradient_call", grad_line) if grad_line else []
         if calls:
             variables = calls[0].get("variables") or []
             none = [v.get("name") for v in variables if v.get("grad") == "none"]
             if none:
-                return Outcome("confirmed", f"the gradient call at line {grad_line} returns None for {', '.join(map(str, none[:8]))}; "
-                                            "clipping it raises")
+                return Outcome(
+                    "confirmed",
+                    f"the gradient call at line {grad_line} returns None for {', '.join(map(str, none[:8]))}; "
+                    "clipping it raises",
+                )
             if variables and trace.executed(line):
-                return Outcome("refuted", f"all {len(variables)} gradients of the call at line {grad_line} were non-None "
-                                          f"over the {calls[0].get('count', 1)} traced call(s)")
+                return Outcome(
+                    "refuted",
+                    f"all {len(variables)} gradients of the call at line {grad_line} were non-None "
+                    f"over the {calls[0].get('count', 1)} traced call(s)",
+                )
             return None
         if trace.ran and trace.executed(line) and trace.error_line != line:
             return Outcome("refuted", "the clip call ran during the traced steps and never received None")

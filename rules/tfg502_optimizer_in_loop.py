@@ -1,11 +1,11 @@
 from __future__ import annotations
 
 import libcst as cst
+from tflint_grad.rules._numerics import Flow, loop_ancestors, short
 
 from tflint_grad import tfapi
 from tflint_grad.analysis import get_arg, string_value
 from tflint_grad.rule import Invalid, Outcome, Rule, Valid
-from tflint_grad.rules._numerics import Flow, loop_ancestors, short
 
 _DEFS = (cst.FunctionDef, cst.Lambda, cst.ClassDef)
 
@@ -238,7 +238,9 @@ class OptimizerInLoop(Rule):
         if what is None:
             return
         target, label, cls_name, compiled = what
-        where = self._step_context(node, graph_mode=self.ctx.is_tf1 or cls_name.endswith(tfapi.table("optimizers", "class_suffix")))
+        where = self._step_context(
+            node, graph_mode=self.ctx.is_tf1 or cls_name.endswith(tfapi.table("optimizers", "class_suffix"))
+        )
         if where is None:
             return
         ctx = self.ctx
@@ -247,7 +249,9 @@ class OptimizerInLoop(Rule):
         step_text = f"`{short(ctx, step.func, 40)}` at line {ctx.line(step)}"
         if kind == "loop":
             keyword = "for" if isinstance(container, cst.For) else "while"
-            place = f"inside the training loop (`{keyword}` at line {ctx.line(container)}, which trains with {step_text})"
+            place = (
+                f"inside the training loop (`{keyword}` at line {ctx.line(container)}, which trains with {step_text})"
+            )
             every = "every iteration"
             advice = "compile once, before the loop" if compiled else "create it once, before the loop"
         else:
@@ -331,7 +335,14 @@ class OptimizerInLoop(Rule):
             elif isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self":
                 cls = next((a for a in ctx.ancestors(call) if isinstance(a, cst.ClassDef)), None)
                 if cls is not None:
-                    target = next((s for s in cls.body.body if isinstance(s, cst.FunctionDef) and s.name.value == func.attr.value), None)
+                    target = next(
+                        (
+                            s
+                            for s in cls.body.body
+                            if isinstance(s, cst.FunctionDef) and s.name.value == func.attr.value
+                        ),
+                        None,
+                    )
             if target is not None and self._own_step_call(target) is not None:
                 return True
         return False
@@ -410,5 +421,7 @@ class OptimizerInLoop(Rule):
         name = events[0].get("class") or finding.data.get("class") or "optimizer"
         steps = trace.steps or len({e.get("step") for e in events})
         if n > 1:
-            return Outcome("confirmed", f"{n} {name} instances created in {steps} steps: slot variables reset each step")
+            return Outcome(
+                "confirmed", f"{n} {name} instances created in {steps} steps: slot variables reset each step"
+            )
         return Outcome("refuted", f"a single {name} instance was created during the {steps} traced steps")

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 import libcst as cst
+from tflint_grad.rules._numerics import Flow, fit_lines, loss_site, origin, set_keyword, short
 
 from tflint_grad import tfapi
 from tflint_grad.rule import Invalid, Outcome, Rule, Valid
-from tflint_grad.rules._numerics import Flow, fit_lines, loss_site, origin, set_keyword, short
 
 _ATOMS = (cst.Name, cst.Attribute, cst.Call, cst.Subscript)
 
@@ -175,7 +175,13 @@ class ActivationOnLogits(Rule):
         ctx = self.ctx
         s = site.pred
         act = s.activation or "activation"
-        pred = f"`{short(ctx, site.pred_expr, 40)}`" if site.pred_expr is not None else f"the output of `{short(ctx, site.model, 30)}`" if site.model is not None else "the prediction"
+        pred = (
+            f"`{short(ctx, site.pred_expr, 40)}`"
+            if site.pred_expr is not None
+            else f"the output of `{short(ctx, site.model, 30)}`"
+            if site.model is not None
+            else "the prediction"
+        )
         default = ""
         if s.layer is not None and s.act_arg is None:
             default = f" (the default `activation_fn` of `{short(ctx, s.layer.func, 40)}` is ReLU)"
@@ -189,7 +195,11 @@ class ActivationOnLogits(Rule):
             f"{site.api} expects unconstrained logits, but {pred} comes out of a `{act}` activation{default} "
             f"({origin(ctx, s)}): {why}; remove the activation from the final layer",
             fix=self._fix(s),
-            data={"activation": act, "producer_line": ctx.line(s.node) if s.node is not None else None, "event_lines": sorted(set(lines))},
+            data={
+                "activation": act,
+                "producer_line": ctx.line(s.node) if s.node is not None else None,
+                "event_lines": sorted(set(lines)),
+            },
         )
 
     def _fix(self, s):
@@ -199,12 +209,16 @@ class ActivationOnLogits(Rule):
                 return self.replace(s.act_arg.value, "None", "Remove the activation of the final layer", "unsafe")
             row = next((r for r in tfapi.table("losses", "activation_layers") if r[0] == ctx.call_name(s.layer)), None)
             if row is not None:
-                return set_keyword(self, s.layer, row[1], "None", "Remove the default activation of the final layer", row[2])
+                return set_keyword(
+                    self, s.layer, row[1], "None", "Remove the default activation of the final layer", row[2]
+                )
             return None
         if isinstance(s.node, cst.Call) and s.pre is not None and len(s.node.args) == 1:
             text = ctx.code(s.pre).strip()
             parent = ctx.parent(s.node)
-            if not isinstance(s.pre, _ATOMS) and not isinstance(parent, (cst.Arg, cst.Assign, cst.AnnAssign, cst.Return, cst.Element)):
+            if not isinstance(s.pre, _ATOMS) and not isinstance(
+                parent, (cst.Arg, cst.Assign, cst.AnnAssign, cst.Return, cst.Element)
+            ):
                 text = f"({text})"
             return self.replace(s.node, text, f"Remove the `{s.activation}` on the logits", "unsafe")
         return None
@@ -224,5 +238,8 @@ class ActivationOnLogits(Rule):
                 at = f" (line {where})" if where else ""
                 return Outcome("confirmed", f"the logits input of the loss at line {e.get('line')} comes from {t}{at}")
             if t in linear:
-                return Outcome("refuted", f"the logits input of the loss at line {e.get('line')} comes from {t}, not from an activation")
+                return Outcome(
+                    "refuted",
+                    f"the logits input of the loss at line {e.get('line')} comes from {t}, not from an activation",
+                )
         return None

@@ -48,10 +48,13 @@ def _env() -> dict[str, str]:
     return env
 
 
-def run(*args: str, cwd: Path, input: bytes | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def run(
+    *args: str, cwd: Path, input: bytes | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """The real console script (the checkout's code first on sys.path); ``env`` is added to its environment."""
-    return subprocess.run([*_command(), *args], cwd=cwd, env={**_env(), **(env or {})}, input=input, capture_output=True,
-                          timeout=120)
+    return subprocess.run(
+        [*_command(), *args], cwd=cwd, env={**_env(), **(env or {})}, input=input, capture_output=True, timeout=120
+    )
 
 
 class Ran:
@@ -80,11 +83,22 @@ def write(base: Path, name: str, text: str) -> Path:
 
 
 def notebook(*cells: tuple[str, str]) -> str:
-    return json.dumps({
-        "cells": [{"cell_type": kind, "metadata": {}, "source": src.splitlines(keepends=True),
-                   **({"outputs": [], "execution_count": None} if kind == "code" else {})} for kind, src in cells],
-        "metadata": {}, "nbformat": 4, "nbformat_minor": 5,
-    })
+    return json.dumps(
+        {
+            "cells": [
+                {
+                    "cell_type": kind,
+                    "metadata": {},
+                    "source": src.splitlines(keepends=True),
+                    **({"outputs": [], "execution_count": None} if kind == "code" else {}),
+                }
+                for kind, src in cells
+            ],
+            "metadata": {},
+            "nbformat": 4,
+            "nbformat_minor": 5,
+        }
+    )
 
 
 def patch_rules(monkeypatch, *extra):
@@ -260,9 +274,15 @@ def test_selection(tfg, tmp_path):
     assert {l.split()[1] for l in tfg("check").stdout.splitlines()} == {"TFG101", "TFG000"}
     assert {l.split()[1] for l in tfg("check", "--select", "TFG0").stdout.splitlines()} == {"TFG000"}
     assert {l.split()[1] for l in tfg("check", "--ignore", "TFG101").stdout.splitlines()} == {"TFG000"}
-    assert {l.split()[1] for l in tfg("check", "--select", "TFG000", "--extend-select", "TFG101").stdout.splitlines()} == {"TFG000", "TFG101"}
-    assert {l.split()[1] for l in tfg("check", "--select", "ALL", "--ignore", "TFG000,TFG1").stdout.splitlines()} == set()
-    assert {l.split()[1] for l in tfg("check", "--select", "gradient-wrt-non-trainable").stdout.splitlines()} == {"TFG101"}
+    assert {
+        l.split()[1] for l in tfg("check", "--select", "TFG000", "--extend-select", "TFG101").stdout.splitlines()
+    } == {"TFG000", "TFG101"}
+    assert {
+        l.split()[1] for l in tfg("check", "--select", "ALL", "--ignore", "TFG000,TFG1").stdout.splitlines()
+    } == set()
+    assert {l.split()[1] for l in tfg("check", "--select", "gradient-wrt-non-trainable").stdout.splitlines()} == {
+        "TFG101"
+    }
     r = tfg("check", "--select", "TFG999")
     assert r.returncode == 2 and "--select: unknown rule selector 'TFG999'" in r.stderr
     r = tfg("check", "--ignore", "nonsense")
@@ -286,18 +306,27 @@ def test_config_selection_and_cli_override(tfg, tmp_path):
     assert r.returncode == 2
 
 
-@pytest.mark.parametrize("toml,message", [
-    ('selct = ["TFG1"]', "unknown key 'tool.tflint-grad.selct' in pyproject.toml (did you mean 'select'?)"),
-    ('select = "TFG101"', "'tool.tflint-grad.select' in pyproject.toml must be a list of strings"),
-    ('select = ["TFG9"]', "'tool.tflint-grad.select' in pyproject.toml: unknown rule selector 'TFG9'"),
-    ('respect-gitignore = "yes"', "'tool.tflint-grad.respect-gitignore' in pyproject.toml must be true or false"),
-    ('[tool.tflint-grad.rules.TFG101]\nfoo = 1', "rule TFG101 (gradient-wrt-non-trainable) has no options"),
-    ('[tool.tflint-grad.rules.TFG909]\nfoo = 1', "unknown rule 'tool.tflint-grad.rules.TFG909'"),
-    ('[tool.tflint-grad.trace]\nstep = 3', "unknown key 'tool.tflint-grad.trace.step' in pyproject.toml (did you mean 'steps'?)"),
-    ('[tool.tflint-grad.trace]\ntimeout = "long"', "'tool.tflint-grad.trace.timeout' in pyproject.toml must be a positive number"),
-    ('output-format = "xml"', "must be one of text, json, sarif, github"),
-    ('select = [', "pyproject.toml is not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "toml,message",
+    [
+        ('selct = ["TFG1"]', "unknown key 'tool.tflint-grad.selct' in pyproject.toml (did you mean 'select'?)"),
+        ('select = "TFG101"', "'tool.tflint-grad.select' in pyproject.toml must be a list of strings"),
+        ('select = ["TFG9"]', "'tool.tflint-grad.select' in pyproject.toml: unknown rule selector 'TFG9'"),
+        ('respect-gitignore = "yes"', "'tool.tflint-grad.respect-gitignore' in pyproject.toml must be true or false"),
+        ("[tool.tflint-grad.rules.TFG101]\nfoo = 1", "rule TFG101 (gradient-wrt-non-trainable) has no options"),
+        ("[tool.tflint-grad.rules.TFG909]\nfoo = 1", "unknown rule 'tool.tflint-grad.rules.TFG909'"),
+        (
+            "[tool.tflint-grad.trace]\nstep = 3",
+            "unknown key 'tool.tflint-grad.trace.step' in pyproject.toml (did you mean 'steps'?)",
+        ),
+        (
+            '[tool.tflint-grad.trace]\ntimeout = "long"',
+            "'tool.tflint-grad.trace.timeout' in pyproject.toml must be a positive number",
+        ),
+        ('output-format = "xml"', "must be one of text, json, sarif, github"),
+        ("select = [", "pyproject.toml is not valid TOML"),
+    ],
+)
 def test_config_errors_exit_2(tfg, tmp_path, toml, message):
     write(tmp_path, "bad.py", BAD)
     write(tmp_path, "pyproject.toml", "[tool.tflint-grad]\n" + toml + "\n")
@@ -335,11 +364,18 @@ def test_noqa(tfg, tmp_path):
 
 
 def test_notebooks(tfg, tmp_path):
-    write(tmp_path, "nb.ipynb", notebook(
-        ("markdown", "# Training\n"),
-        ("code", "%matplotlib inline\n!pip install tensorflow\nimport tensorflow as tf\n"),
-        ("code", "%%time\nwith tf.GradientTape() as tape:\n    loss = model(x, training=True)\ngrads = tape.gradient(loss, model.variables)\n"),
-    ))
+    write(
+        tmp_path,
+        "nb.ipynb",
+        notebook(
+            ("markdown", "# Training\n"),
+            ("code", "%matplotlib inline\n!pip install tensorflow\nimport tensorflow as tf\n"),
+            (
+                "code",
+                "%%time\nwith tf.GradientTape() as tape:\n    loss = model(x, training=True)\ngrads = tape.gradient(loss, model.variables)\n",
+            ),
+        ),
+    )
     write(tmp_path, "broken.ipynb", "{not json")
     r = tfg("check", "--no-cache")
     assert r.returncode == 1
@@ -366,13 +402,35 @@ def test_json_contract(tfg, tmp_path):
     assert set(data) == {"version", "findings", "files_checked"}
     assert data["version"] == __version__ and data["files_checked"] == 2
     (f,) = data["findings"]
-    assert set(f) == {"code", "name", "path", "line", "column", "end_line", "end_column", "message", "severity",
-                      "verdict", "evidence", "fix", "url"}
+    assert set(f) == {
+        "code",
+        "name",
+        "path",
+        "line",
+        "column",
+        "end_line",
+        "end_column",
+        "message",
+        "severity",
+        "verdict",
+        "evidence",
+        "fix",
+        "url",
+    }
     assert (f["code"], f["name"], f["path"], f["line"], f["column"], f["end_line"], f["end_column"]) == (
-        "TFG101", "gradient-wrt-non-trainable", "bad.py", 4, 29, 4, 44)
+        "TFG101",
+        "gradient-wrt-non-trainable",
+        "bad.py",
+        4,
+        29,
+        4,
+        44,
+    )
     assert f["verdict"] == "unconfirmed" and f["evidence"] is None
     assert f["fix"]["applicability"] == "safe"
-    assert f["fix"]["edits"] == [{"line": 4, "column": 29, "end_line": 4, "end_column": 44, "content": "model.trainable_variables"}]
+    assert f["fix"]["edits"] == [
+        {"line": 4, "column": 29, "end_line": 4, "end_column": 44, "content": "model.trainable_variables"}
+    ]
     assert f["url"].endswith("/docs/rules/TFG101.md")
     empty = json.loads(tfg("check", "clean.py", "--format", "json").stdout)
     assert empty == {"version": __version__, "findings": [], "files_checked": 1}
@@ -384,7 +442,11 @@ def test_output_format_from_config_and_output_file(tfg, tmp_path):
     assert json.loads(tfg("check").stdout)["files_checked"] == 1
     r = tfg("check", "--format", "github", "--output", "report.txt")
     assert r.returncode == 1 and r.stdout == ""
-    assert (tmp_path / "report.txt").read_text().startswith("::warning title=tflint-grad (TFG101),file=bad.py,line=4,col=29")
+    assert (
+        (tmp_path / "report.txt")
+        .read_text()
+        .startswith("::warning title=tflint-grad (TFG101),file=bad.py,line=4,col=29")
+    )
 
 
 def test_sarif_and_github_formats(tfg, tmp_path):
@@ -398,7 +460,9 @@ def test_sarif_and_github_formats(tfg, tmp_path):
     assert loc["artifactLocation"] == {"uri": "src/bad.py", "uriBaseId": "%SRCROOT%"}
     assert loc["region"] == {"startLine": 4, "startColumn": 29, "endLine": 4, "endColumn": 44}
     gh = tfg("check", "--format", "github").stdout
-    assert gh.startswith("::warning title=tflint-grad (TFG101),file=src/bad.py,line=4,col=29,endLine=4,endColumn=44::src/bad.py:4:29: TFG101 ")
+    assert gh.startswith(
+        "::warning title=tflint-grad (TFG101),file=src/bad.py,line=4,col=29,endLine=4,endColumn=44::src/bad.py:4:29: TFG101 "
+    )
 
 
 def test_statistics(tfg, tmp_path):
@@ -447,7 +511,7 @@ def test_gitignore_and_excludes(tfg, tmp_path):
     # explicit files are linted unless --force-exclude
     assert files(tfg("check", "legacy/old.py", "generated/a.py")) == ["generated/a.py", "legacy/old.py"]
     assert files(tfg("check", "--force-exclude", "legacy/old.py", "pkg/mod.py", "build/b.py")) == ["pkg/mod.py"]
-    write(tmp_path, "pyproject.toml", '[tool.tflint-grad]\nrespect-gitignore = false\nexclude = []\n')
+    write(tmp_path, "pyproject.toml", "[tool.tflint-grad]\nrespect-gitignore = false\nexclude = []\n")
     assert "generated/a.py" in files(tfg("check"))
     assert "build/b.py" in files(tfg("check"))
 
@@ -582,7 +646,9 @@ def test_confirm_without_tensorflow_exits_2(tmp_path):
     blocker = tmp_path / "no-tensorflow"
     write(blocker, "sitecustomize.py", "import sys\nsys.modules['tensorflow'] = None  # import tensorflow fails\n")
     env = {"PYTHONPATH": os.pathsep.join([str(blocker), _env()["PYTHONPATH"]])}
-    probe = subprocess.run([sys.executable, "-c", "import tensorflow"], env={**_env(), **env}, capture_output=True, text=True, timeout=60)
+    probe = subprocess.run(
+        [sys.executable, "-c", "import tensorflow"], env={**_env(), **env}, capture_output=True, text=True, timeout=60
+    )
     assert probe.returncode == 1 and "ModuleNotFoundError" in probe.stderr  # the environment is what we claim
     project = tmp_path / "project"
     write(project, "a.py", BAD)
@@ -614,8 +680,17 @@ def test_trace_options_are_built_from_flags_and_config(tmp_path):
     assert cli._trace_options(Opts, ns, cfg, 1).args == ("--lr", "0.1")
 
 
-@pytest.mark.parametrize("args", [["--trace-steps", "0"], ["--trace-timeout", "-1"], ["-j", "-2"], ["--diff", "--confirm"],
-                                  ["--format", "xml"], ["--stdin-filename", "x.py", "a.py"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--trace-steps", "0"],
+        ["--trace-timeout", "-1"],
+        ["-j", "-2"],
+        ["--diff", "--confirm"],
+        ["--format", "xml"],
+        ["--stdin-filename", "x.py", "a.py"],
+    ],
+)
 def test_bad_flags_exit_2(tfg, tmp_path, args):
     write(tmp_path, "a.py", BAD)
     assert tfg("check", *args).returncode == 2
@@ -640,8 +715,11 @@ def test_rules_and_rule(tfg):
 
 
 def test_config_show(tfg, tmp_path):
-    write(tmp_path, "pyproject.toml", '[tool.tflint-grad]\nper-file-ignores = { "tests/*" = ["TFG101"] }\n'
-                                      '[tool.tflint-grad.trace]\nsteps = 2\n')
+    write(
+        tmp_path,
+        "pyproject.toml",
+        '[tool.tflint-grad]\nper-file-ignores = { "tests/*" = ["TFG101"] }\n[tool.tflint-grad.trace]\nsteps = 2\n',
+    )
     write(tmp_path, "tests/t.py", BAD)
     r = tfg("config", "--show", "tests/t.py")
     assert r.returncode == 0
@@ -670,7 +748,6 @@ def test_server_without_pygls_exits_2(tfg, monkeypatch):
     assert 'pip install "tflint-grad[lsp]"' in r.stderr
 
 
-
 def test_cache_key_is_the_file_location(tfg, tmp_path, monkeypatch):
     write(tmp_path, "pyproject.toml", '[tool.tflint-grad]\nper-file-ignores = { "tests/*" = ["TFG101"] }\n')
     write(tmp_path, "tests/a.py", BAD)
@@ -684,15 +761,20 @@ def test_cache_key_is_the_file_location(tfg, tmp_path, monkeypatch):
 
 @pytest.mark.tf
 @pytest.mark.slow
-@pytest.mark.skipif(__import__("importlib").util.find_spec("tensorflow") is None and not os.environ.get("CI"),
-                    reason="needs the trace extra")
+@pytest.mark.skipif(
+    __import__("importlib").util.find_spec("tensorflow") is None and not os.environ.get("CI"),
+    reason="needs the trace extra",
+)
 def test_confirm_end_to_end_with_tensorflow(tmp_path):
     """Two traces (one run, -j 2); the later runs reuse them from the trace cache: disabling the
     trace-only TFG105 (--ignore, config) filters what the trace discovers."""
     project, cache = tmp_path / "project", tmp_path / "trace-cache"
     project.mkdir()
     shutil.copy(ROOT / "examples" / "seeds" / "004_bn_gradient_tape.py", project / "train.py")
-    write(project, "disconnected.py", textwrap.dedent("""\
+    write(
+        project,
+        "disconnected.py",
+        textwrap.dedent("""\
         import tensorflow as tf
 
         model = tf.keras.Sequential([tf.keras.Input((3,)), tf.keras.layers.Dense(4)])
@@ -705,7 +787,8 @@ def test_confirm_end_to_end_with_tensorflow(tmp_path):
             variables = model.trainable_variables + head.trainable_variables
             grads = tape.gradient(loss, variables)
             opt.apply_gradients(zip(grads, variables))
-    """))
+    """),
+    )
     env = {"TFLINT_GRAD_CACHE_DIR": str(cache)}
     trace = ("check", "train.py", "disconnected.py", "--confirm-all", "--trace-steps", "2", "-j", "2")
     proc = run(*trace, "--format", "json", cwd=project, env=env)
@@ -714,7 +797,9 @@ def test_confirm_end_to_end_with_tensorflow(tmp_path):
     tfg101 = [f for f in data["findings"] if f["code"] == "TFG101"]
     assert tfg101 and tfg101[0]["verdict"] == "confirmed" and "moving_mean" in tfg101[0]["evidence"]
     tfg105 = [f for f in data["findings"] if f["code"] == "TFG105"]
-    assert [(f["path"], f["line"], f["verdict"]) for f in tfg105] == [("disconnected.py", 11, "confirmed")], data["findings"]
+    assert [(f["path"], f["line"], f["verdict"]) for f in tfg105] == [("disconnected.py", 11, "confirmed")], data[
+        "findings"
+    ]
     assert "`dense_1/kernel`, `dense_1/bias`" in tfg105[0]["message"]
 
     text = run(*trace, "--ignore", "TFG105", cwd=project, env=env)

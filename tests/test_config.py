@@ -57,7 +57,7 @@ def test_defaults_without_a_config(tmp_path, monkeypatch):
 
 def test_closest_config_wins_and_dedicated_files_first(tmp_path):
     write(tmp_path, "pyproject.toml", '[tool.tflint-grad]\nignore = ["TFG101"]\n')
-    write(tmp_path, "a/pyproject.toml", '[tool.black]\nline-length = 100\n')  # no section: skipped
+    write(tmp_path, "a/pyproject.toml", "[tool.black]\nline-length = 100\n")  # no section: skipped
     write(tmp_path, "a/b/tflint-grad.toml", 'select = ["TFG0"]\n')
     write(tmp_path, "a/b/c/x.py")
     assert find_config(tmp_path / "a") == tmp_path / "pyproject.toml"
@@ -82,27 +82,33 @@ def test_explicit_config_without_section(tmp_path):
 
 
 def test_isolated(tmp_path):
-    write(tmp_path, "pyproject.toml", '[tool.tflint-grad]\nselct = 1\n')
+    write(tmp_path, "pyproject.toml", "[tool.tflint-grad]\nselct = 1\n")
     assert load(start=tmp_path, isolated=True).path is None
 
 
 # -- validation ----------------------------------------------------------------------------
-@pytest.mark.parametrize("table,message", [
-    ({"selct": ["TFG1"]}, "unknown key 'tool.tflint-grad.selct' in pyproject.toml (did you mean 'select'?)"),
-    ({"extend_select": ["TFG1"]}, "(did you mean 'extend-select'?)"),
-    ({"colour": True}, "(valid keys: select, ignore"),
-    ({"ignore": [1]}, "must be a list of strings"),
-    ({"per-file-ignores": ["x"]}, "must be a table of glob = [codes]"),
-    ({"per-file-ignores": {"x/*": "TFG101"}}, "'tool.tflint-grad.per-file-ignores.x/*' in pyproject.toml must be a list of strings"),
-    ({"per-file-ignores": {"x/*": ["TFG77"]}}, "unknown rule selector 'TFG77'"),
-    ({"rules": {"TFG101": 3}}, "must be a table of options"),
-    ({"rules": {"gradient-wrt-non-trainabel": {}}}, "(did you mean 'gradient-wrt-non-trainable'?)"),
-    ({"trace": {"steps": 0}}, "must be a positive integer"),
-    ({"trace": {"steps": True}}, "must be a positive integer"),
-    ({"trace": {"memory": 1.5}}, "must be a positive integer"),
-    ({"trace": {"args": 3}}, "must be a string or a list of strings"),
-    ({"trace": {"args": "'unterminated"}}, "cannot split"),
-])
+@pytest.mark.parametrize(
+    "table,message",
+    [
+        ({"selct": ["TFG1"]}, "unknown key 'tool.tflint-grad.selct' in pyproject.toml (did you mean 'select'?)"),
+        ({"extend_select": ["TFG1"]}, "(did you mean 'extend-select'?)"),
+        ({"colour": True}, "(valid keys: select, ignore"),
+        ({"ignore": [1]}, "must be a list of strings"),
+        ({"per-file-ignores": ["x"]}, "must be a table of glob = [codes]"),
+        (
+            {"per-file-ignores": {"x/*": "TFG101"}},
+            "'tool.tflint-grad.per-file-ignores.x/*' in pyproject.toml must be a list of strings",
+        ),
+        ({"per-file-ignores": {"x/*": ["TFG77"]}}, "unknown rule selector 'TFG77'"),
+        ({"rules": {"TFG101": 3}}, "must be a table of options"),
+        ({"rules": {"gradient-wrt-non-trainabel": {}}}, "(did you mean 'gradient-wrt-non-trainable'?)"),
+        ({"trace": {"steps": 0}}, "must be a positive integer"),
+        ({"trace": {"steps": True}}, "must be a positive integer"),
+        ({"trace": {"memory": 1.5}}, "must be a positive integer"),
+        ({"trace": {"args": 3}}, "must be a string or a list of strings"),
+        ({"trace": {"args": "'unterminated"}}, "cannot split"),
+    ],
+)
 def test_invalid_config(tmp_path, table, message):
     with pytest.raises(ConfigError) as e:
         parse(table, tmp_path / "pyproject.toml")
@@ -110,13 +116,18 @@ def test_invalid_config(tmp_path, table, message):
 
 
 def test_rule_options_validated_against_the_rule(with_options, tmp_path):
-    cfg = parse({"rules": {"TFG994": {"min-stddev": 1, "max_layers": 5, "names": ["x", "y"]}}}, tmp_path / "pyproject.toml")
+    cfg = parse(
+        {"rules": {"TFG994": {"min-stddev": 1, "max_layers": 5, "names": ["x", "y"]}}}, tmp_path / "pyproject.toml"
+    )
     assert cfg.rule_options == {"TFG994": {"min-stddev": 1.0, "max-layers": 5, "names": ["x", "y"]}}
     assert cfg.settings().rule_options["TFG994"]["min-stddev"] == 1.0
     by_name = parse({"rules": {"with-options": {"strict": True}}}, tmp_path / "pyproject.toml")
     assert by_name.rule_options == {"TFG994": {"strict": True}}
     for opts, msg in [
-        ({"min-stdev": 1.0}, "unknown key 'tool.tflint-grad.rules.TFG994.min-stdev' in pyproject.toml (did you mean 'min-stddev'?)"),
+        (
+            {"min-stdev": 1.0},
+            "unknown key 'tool.tflint-grad.rules.TFG994.min-stdev' in pyproject.toml (did you mean 'min-stddev'?)",
+        ),
         ({"max-layers": 2.5}, "'tool.tflint-grad.rules.TFG994.max-layers' in pyproject.toml must be an integer"),
         ({"max-layers": True}, "must be an integer"),
         ({"strict": 1}, "must be true or false"),
@@ -131,7 +142,9 @@ def test_rule_options_validated_against_the_rule(with_options, tmp_path):
 
 
 def test_trace_table(tmp_path):
-    cfg = parse({"trace": {"steps": 2, "timeout": 10, "memory": 512, "args": ["--x", "1"]}}, tmp_path / "pyproject.toml")
+    cfg = parse(
+        {"trace": {"steps": 2, "timeout": 10, "memory": 512, "args": ["--x", "1"]}}, tmp_path / "pyproject.toml"
+    )
     assert cfg.trace == C.TraceConfig(2, 10.0, 512, ["--x", "1"])
     assert parse({"trace": {"args": "--lr 0.1 --name 'a b'"}}).trace.args == ["--lr", "0.1", "--name", "a b"]
 
@@ -184,8 +197,20 @@ def _names(found, base: Path | None = None) -> list[str]:
 
 def test_discovery_walk(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    for name in ["a.py", "b.ipynb", "c.txt", "d.pyi", "sub/e.py", "__pycache__/f.py", ".git/g.py", ".hg/h.py",
-                 "dist/i.py", ".ipynb_checkpoints/b-checkpoint.ipynb", "venv2/pyvenv.cfg", "venv2/j.py"]:
+    for name in [
+        "a.py",
+        "b.ipynb",
+        "c.txt",
+        "d.pyi",
+        "sub/e.py",
+        "__pycache__/f.py",
+        ".git/g.py",
+        ".hg/h.py",
+        "dist/i.py",
+        ".ipynb_checkpoints/b-checkpoint.ipynb",
+        "venv2/pyvenv.cfg",
+        "venv2/j.py",
+    ]:
         write(tmp_path, name, "x = 1\n")
     found = discover(["."], Config(root=tmp_path))
     assert _names(found) == ["a.py", "b.ipynb", "sub/e.py"]
@@ -211,8 +236,16 @@ def test_nested_gitignore_and_negation(tmp_path, monkeypatch):
     write(tmp_path, ".git/info/exclude", "private.py\n")
     write(tmp_path, ".gitignore", "*.gen.py\nout/\n")
     write(tmp_path, "pkg/.gitignore", "!keep.gen.py\nlocal/\n")
-    for name in ["private.py", "a.gen.py", "out/x.py", "pkg/keep.gen.py", "pkg/drop.gen.py", "pkg/local/y.py",
-                 "pkg/ok.py", "local/z.py"]:
+    for name in [
+        "private.py",
+        "a.gen.py",
+        "out/x.py",
+        "pkg/keep.gen.py",
+        "pkg/drop.gen.py",
+        "pkg/local/y.py",
+        "pkg/ok.py",
+        "local/z.py",
+    ]:
         write(tmp_path, name)
     assert _names(discover(["."], Config(root=tmp_path))) == ["local/z.py", "pkg/keep.gen.py", "pkg/ok.py"]
     # walking a subfolder applies the .gitignore files above it

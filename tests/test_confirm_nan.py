@@ -50,12 +50,26 @@ def _run_cli(tmp: Path) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["TFLINT_GRAD_CACHE_DIR"] = str(tmp / "cache")  # --no-cache: nothing should land there
-    cmd = [*_command(), "check", "--confirm", "--no-cache", "--isolated", "--format", "json", "-j", "2",
-           "examples/nan/"]
+    cmd = [
+        *_command(),
+        "check",
+        "--confirm",
+        "--no-cache",
+        "--isolated",
+        "--format",
+        "json",
+        "-j",
+        "2",
+        "examples/nan/",
+    ]
     start = time.monotonic()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)
-    return {"returncode": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr,
-            "duration": round(time.monotonic() - start, 1)}
+    return {
+        "returncode": proc.returncode,
+        "stdout": proc.stdout,
+        "stderr": proc.stderr,
+        "duration": round(time.monotonic() - start, 1),
+    }
 
 
 @pytest.fixture(scope="session")

@@ -23,8 +23,13 @@ from tflint_grad.engine import lint_bytes
 pytestmark = [pytest.mark.tf, requires_tf]
 
 SEEDS = Path(__file__).resolve().parent.parent / "examples" / "seeds"
-NAMES = ["000_bn_global_variables.py", "001_tiny_init_relu.py", "002_rnn_state_grads.py",
-         "003_unrun_assign_bn.py", "004_bn_gradient_tape.py"]
+NAMES = [
+    "000_bn_global_variables.py",
+    "001_tiny_init_relu.py",
+    "002_rnn_state_grads.py",
+    "003_unrun_assign_bn.py",
+    "004_bn_gradient_tape.py",
+]
 
 REFUTED = """\
 import numpy as np
@@ -120,13 +125,16 @@ def _trace_all(tmp: Path) -> dict:
     for key, r in results.items():
         assert not r.errors, (key, r.errors)
     traces: dict = {}
-    warnings = confirm(list(results.values()),
-                       TraceOptions(steps=5, jobs=2, cache=False, confirm_all=True, timeout=300), traces=traces)
+    warnings = confirm(
+        list(results.values()), TraceOptions(steps=5, jobs=2, cache=False, confirm_all=True, timeout=300), traces=traces
+    )
     out = {"warnings": warnings, "cases": {}}
     for key, path in cases.items():
         t = traces.get(str(path))
-        out["cases"][key] = {"findings": [dict(f.to_dict(), data=f.data) for f in results[key].findings],
-                             "trace": t.to_dict() if t is not None else None}
+        out["cases"][key] = {
+            "findings": [dict(f.to_dict(), data=f.data) for f in results[key].findings],
+            "trace": t.to_dict() if t is not None else None,
+        }
     return out
 
 
@@ -153,7 +161,9 @@ def traced(tmp_path_factory):
             data = _trace_all(tmp_path_factory.mktemp("confirm"))
             data_file.write_text(json.dumps(data))
     findings = {k: [Finding.from_dict(d) for d in v["findings"]] for k, v in data["cases"].items()}
-    traces = {k: TraceResult.from_dict(v["trace"]) if v["trace"] is not None else None for k, v in data["cases"].items()}
+    traces = {
+        k: TraceResult.from_dict(v["trace"]) if v["trace"] is not None else None for k, v in data["cases"].items()
+    }
     return findings, traces, data["warnings"]
 
 
@@ -262,7 +272,10 @@ def test_seed_004_inference_mode_in_the_tape(traced):
     assert call["count"] == 5
     assert [v["grad"] for v in call["variables"]] == ["ok", "ok", "none", "none"]
     assert abs(call["variables"][0]["norm"] - 9550.66) < 1  # NOTES-TF 4(a)
-    assert call["unwatched"] == ["sequential/batch_normalization/moving_mean", "sequential/batch_normalization/moving_variance"]
+    assert call["unwatched"] == [
+        "sequential/batch_normalization/moving_mean",
+        "sequential/batch_normalization/moving_variance",
+    ]
 
 
 def test_fixed_seeds_have_no_confirmed_findings(traced):

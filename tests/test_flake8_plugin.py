@@ -48,7 +48,11 @@ def flake8(plugin_path: Path, cwd: Path, *args: str) -> subprocess.CompletedProc
     env["PYTHONPATH"] = os.pathsep.join([str(plugin_path), str(ROOT)])
     return subprocess.run(
         [sys.executable, "-m", "flake8", "--isolated", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -82,7 +86,11 @@ def test_column_matches_cli_text_output(plugin_path: Path, tmp_path: Path):
     run_cli = "import sys; from tflint_grad.cli import main; sys.exit(main())"
     cli = subprocess.run(
         [sys.executable, "-c", run_cli, "check", "--isolated", "--no-cache", "train.py"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert cli.returncode == 1, cli.stdout + cli.stderr
     cli_hits = [(r["code"], r["line"], r["col"]) for r in parse(cli.stdout)]
@@ -125,6 +133,8 @@ def test_never_imports_tensorflow_and_skips_non_tf_files(plugin_path: Path, tmp_
         "print('TF-IMPORTED' if 'tensorflow' in sys.modules else 'TF-NOT-IMPORTED')\n"
     )
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(plugin_path), str(ROOT)]))
-    proc = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     assert "TF-NOT-IMPORTED" in proc.stdout, proc.stdout + proc.stderr
     assert [r["path"] for r in parse(proc.stdout)] == ["train.py"]

@@ -5,15 +5,45 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tflint_grad.engine import lint_bytes
 from tflint_grad.fixes import fix_text, parses
 
 EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples").rglob("*.py"))
 REAL = [p.read_text() for p in EXAMPLES]
-TOKENS = ["tf.GradientTape()", "model.variables", "(", ")", "[", "]", ":", "\n", "    ", "with ", " as tape", "tape.gradient(",
-          "training=", "tf.", "keras", "lambda", "**", "*", ",", "=", "'", '"', "#", "\t", "\r\n", "print ", "\\", "@", "yield"]
+TOKENS = [
+    "tf.GradientTape()",
+    "model.variables",
+    "(",
+    ")",
+    "[",
+    "]",
+    ":",
+    "\n",
+    "    ",
+    "with ",
+    " as tape",
+    "tape.gradient(",
+    "training=",
+    "tf.",
+    "keras",
+    "lambda",
+    "**",
+    "*",
+    ",",
+    "=",
+    "'",
+    '"',
+    "#",
+    "\t",
+    "\r\n",
+    "print ",
+    "\\",
+    "@",
+    "yield",
+]
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -24,7 +54,12 @@ def _check(raw: bytes, path: str = "fuzz.py"):
     for f in result.findings:
         assert f.line >= 1 and f.column >= 1
         if f.code == "TFG000":
-            assert f.message.startswith("cannot") or "not valid" in f.message or "encoding" in f.message or "notebook" in f.message
+            assert (
+                f.message.startswith("cannot")
+                or "not valid" in f.message
+                or "encoding" in f.message
+                or "notebook" in f.message
+            )
     return result
 
 
@@ -104,13 +139,18 @@ def test_empty_and_whitespace_files():
 def test_notebook_with_magics_and_invalid_cells():
     import json
 
-    nb = {"cells": [
-        {"cell_type": "code", "source": ["%time import tensorflow as tf\n", "!pip install foo\n", "x = tf.constant(1)\n"]},
-        {"cell_type": "code", "source": "%%bash\necho hi\n"},
-        {"cell_type": "markdown", "source": "# title"},
-        {"cell_type": "code", "source": 42},
-        "not a cell",
-        {"cell_type": "code", "source": ["grads = tape.gradient(loss, model.variables)\n"]},
-    ]}
+    nb = {
+        "cells": [
+            {
+                "cell_type": "code",
+                "source": ["%time import tensorflow as tf\n", "!pip install foo\n", "x = tf.constant(1)\n"],
+            },
+            {"cell_type": "code", "source": "%%bash\necho hi\n"},
+            {"cell_type": "markdown", "source": "# title"},
+            {"cell_type": "code", "source": 42},
+            "not a cell",
+            {"cell_type": "code", "source": ["grads = tape.gradient(loss, model.variables)\n"]},
+        ]
+    }
     result = _check(json.dumps(nb).encode(), "nb.ipynb")
     assert [(f.code, f.cell, f.line) for f in result.findings] == [("TFG101", 5, 1)]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
-import tempfile
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -75,18 +75,24 @@ async def _next_diagnostics(client: LanguageClient, uri: str, action, timeout: f
 
 
 async def _open(client: LanguageClient, uri: str, text: str):
-    return await _next_diagnostics(client, uri, lambda: client.text_document_did_open(
-        types.DidOpenTextDocumentParams(
-            text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)
-        )
-    ))
+    return await _next_diagnostics(
+        client,
+        uri,
+        lambda: client.text_document_did_open(
+            types.DidOpenTextDocumentParams(
+                text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)
+            )
+        ),
+    )
 
 
 def _change(client: LanguageClient, uri: str, version: int, text: str) -> None:
-    client.text_document_did_change(types.DidChangeTextDocumentParams(
-        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
-        content_changes=[types.TextDocumentContentChangeWholeDocument(text=text)],
-    ))
+    client.text_document_did_change(
+        types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+            content_changes=[types.TextDocumentContentChangeWholeDocument(text=text)],
+        )
+    )
 
 
 def _offset(text: str, pos: types.Position) -> int:
@@ -103,7 +109,9 @@ def _offset(text: str, pos: types.Position) -> int:
 
 
 def _apply(text: str, edits: list[types.TextEdit]) -> str:
-    spans = sorted(((_offset(text, e.range.start), _offset(text, e.range.end), e.new_text) for e in edits), reverse=True)
+    spans = sorted(
+        ((_offset(text, e.range.start), _offset(text, e.range.end), e.new_text) for e in edits), reverse=True
+    )
     for start, end, new in spans:
         text = text[:start] + new + text[end:]
     return text
@@ -121,12 +129,21 @@ def _edits(action: types.CodeAction, uri: str) -> list[types.TextEdit]:
 
 
 async def _actions(client: LanguageClient, uri: str, diag: types.Diagnostic | None, only=None):
-    rng = diag.range if diag else types.Range(start=types.Position(line=0, character=0), end=types.Position(line=0, character=0))
-    return await client.text_document_code_action_async(types.CodeActionParams(
-        text_document=types.TextDocumentIdentifier(uri=uri),
-        range=rng,
-        context=types.CodeActionContext(diagnostics=[diag] if diag else [], only=only),
-    )) or []
+    rng = (
+        diag.range
+        if diag
+        else types.Range(start=types.Position(line=0, character=0), end=types.Position(line=0, character=0))
+    )
+    return (
+        await client.text_document_code_action_async(
+            types.CodeActionParams(
+                text_document=types.TextDocumentIdentifier(uri=uri),
+                range=rng,
+                context=types.CodeActionContext(diagnostics=[diag] if diag else [], only=only),
+            )
+        )
+        or []
+    )
 
 
 # -- tests -----------------------------------------------------------------------------
@@ -162,9 +179,13 @@ async def test_change_updates_and_close_clears(client: LanguageClient, tmp_path:
     params = await _next_diagnostics(client, uri, lambda: _change(client, uri, 4, SRC))
     assert len(params.diagnostics) == 1
 
-    params = await _next_diagnostics(client, uri, lambda: client.text_document_did_close(
-        types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri))
-    ))
+    params = await _next_diagnostics(
+        client,
+        uri,
+        lambda: client.text_document_did_close(
+            types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri))
+        ),
+    )
     assert list(params.diagnostics) == []
 
 
@@ -196,9 +217,13 @@ async def test_change_is_debounced(client: LanguageClient, tmp_path: Path):
 async def test_save_relints(client: LanguageClient, tmp_path: Path):
     uri = _uri(tmp_path)
     await _open(client, uri, SRC)
-    params = await _next_diagnostics(client, uri, lambda: client.text_document_did_save(
-        types.DidSaveTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri))
-    ))
+    params = await _next_diagnostics(
+        client,
+        uri,
+        lambda: client.text_document_did_save(
+            types.DidSaveTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri))
+        ),
+    )
     assert [d.code for d in params.diagnostics] == ["TFG101"]
 
 
@@ -266,7 +291,7 @@ async def test_fix_all(client: LanguageClient, tmp_path: Path):
 
 async def test_utf16_ranges(client: LanguageClient, tmp_path: Path):
     uri = _uri(tmp_path)
-    prefix = 'tag = "\U0001F600é"; grads = tape.gradient(loss, '  # astral char: 2 UTF-16 units
+    prefix = 'tag = "\U0001f600é"; grads = tape.gradient(loss, '  # astral char: 2 UTF-16 units
     text = SRC.replace("grads = tape.gradient(loss, ", prefix)
     diag = (await _open(client, uri, text)).diagnostics[0]
     assert diag.range.start.line == FLAGGED_LINE
@@ -291,13 +316,19 @@ async def test_server_never_imports_tensorflow(client: LanguageClient, tmp_path:
 async def test_did_change_configuration_selects_rules(client: LanguageClient, tmp_path: Path):
     uri = _uri(tmp_path)
     await _open(client, uri, SRC)
-    params = await _next_diagnostics(client, uri, lambda: client.workspace_did_change_configuration(
-        types.DidChangeConfigurationParams(settings={"tflint-grad": {"ignore": ["TFG101"]}})
-    ))
+    params = await _next_diagnostics(
+        client,
+        uri,
+        lambda: client.workspace_did_change_configuration(
+            types.DidChangeConfigurationParams(settings={"tflint-grad": {"ignore": ["TFG101"]}})
+        ),
+    )
     assert list(params.diagnostics) == []
-    params = await _next_diagnostics(client, uri, lambda: client.workspace_did_change_configuration(
-        types.DidChangeConfigurationParams(settings={"ignore": []})
-    ))
+    params = await _next_diagnostics(
+        client,
+        uri,
+        lambda: client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"ignore": []})),
+    )
     assert [d.code for d in params.diagnostics] == ["TFG101"]
 
 
@@ -312,7 +343,11 @@ async def test_project_config_is_used(client: LanguageClient, tmp_path: Path):
 
 @pytest_lsp.fixture(
     config=ClientServerConfig(
-        server_command=[sys.executable, "-c", "import sys; from tflint_grad.cli import main; sys.exit(main(['server']))"],
+        server_command=[
+            sys.executable,
+            "-c",
+            "import sys; from tflint_grad.cli import main; sys.exit(main(['server']))",
+        ],
         server_env=_env(),
     ),
 )
@@ -358,9 +393,13 @@ async def test_confirm_on_save_republishes_with_verdicts(client: LanguageClient,
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 240
-    saved = await _next_diagnostics(client, uri, lambda: client.text_document_did_save(
-        types.DidSaveTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri))
-    ))  # the static re-lint comes first, at once
+    saved = await _next_diagnostics(
+        client,
+        uri,
+        lambda: client.text_document_did_save(
+            types.DidSaveTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri))
+        ),
+    )  # the static re-lint comes first, at once
     assert all("[confirmed" not in d.message for d in saved.diagnostics)
     # the server still answers while the trace runs in the background
     status = await client.workspace_execute_command_async(
@@ -394,9 +433,13 @@ async def test_confirm_is_off_by_default(client: LanguageClient, tmp_path: Path)
     path.write_text(SRC)
     uri = path.as_uri()
     await _open(client, uri, SRC)
-    params = await _next_diagnostics(client, uri, lambda: client.text_document_did_save(
-        types.DidSaveTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri))
-    ))
+    params = await _next_diagnostics(
+        client,
+        uri,
+        lambda: client.text_document_did_save(
+            types.DidSaveTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri))
+        ),
+    )
     assert [d.code for d in params.diagnostics] == ["TFG101"]
     await asyncio.sleep(0.5)
     assert not any("--confirm" in m.message for m in client.log_messages)
@@ -406,19 +449,23 @@ async def test_confirm_is_off_by_default(client: LanguageClient, tmp_path: Path)
     config=ClientServerConfig(server_command=[sys.executable, "-m", "tflint_grad.lsp"], server_env=_env()),
 )
 async def utf8_client(lsp_client: LanguageClient):
-    await lsp_client.initialize_session(types.InitializeParams(capabilities=types.ClientCapabilities(
-        general=types.GeneralClientCapabilities(position_encodings=[types.PositionEncodingKind.Utf8]),
-        workspace=types.WorkspaceClientCapabilities(
-            workspace_edit=types.WorkspaceEditClientCapabilities(document_changes=True)
-        ),
-    )))
+    await lsp_client.initialize_session(
+        types.InitializeParams(
+            capabilities=types.ClientCapabilities(
+                general=types.GeneralClientCapabilities(position_encodings=[types.PositionEncodingKind.Utf8]),
+                workspace=types.WorkspaceClientCapabilities(
+                    workspace_edit=types.WorkspaceEditClientCapabilities(document_changes=True)
+                ),
+            )
+        )
+    )
     yield
     await lsp_client.shutdown_session()
 
 
 async def test_utf8_client_and_versioned_edits(utf8_client: LanguageClient, tmp_path: Path):
     uri = _uri(tmp_path)
-    prefix = 'tag = "\U0001F600é"; grads = tape.gradient(loss, '
+    prefix = 'tag = "\U0001f600é"; grads = tape.gradient(loss, '
     text = SRC.replace("grads = tape.gradient(loss, ", prefix)
     diag = (await _open(utf8_client, uri, text)).diagnostics[0]
     assert diag.range.start.character == len(prefix.encode("utf-8"))  # the negotiated encoding: bytes

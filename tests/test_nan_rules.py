@@ -8,13 +8,11 @@ under TensorFlow (see their docstrings); their ``--confirm`` tests belong with t
 from __future__ import annotations
 
 import pytest
+from conftest import EXAMPLES
 
 from tflint_grad.engine import lint_source
 from tflint_grad.fixes import fix_text, parses
-from tflint_grad.registry import by_code
 from tflint_grad.settings import Settings
-
-from conftest import EXAMPLES
 
 NAN = EXAMPLES / "nan"
 CODES = frozenset({"TFG401", "TFG402", "TFG403", "TFG502", "TFG503"})

@@ -29,12 +29,14 @@ def _poison(tmp_path: Path) -> Path:
     for name in FORBIDDEN:
         pkg = poison / name
         pkg.mkdir(parents=True)
-        (pkg / "__init__.py").write_text(textwrap.dedent(f"""\
+        (pkg / "__init__.py").write_text(
+            textwrap.dedent(f"""\
             import os
             with open(os.path.join({str(tmp_path)!r}, "imported-{name}-%d" % os.getpid()), "w") as f:
                 f.write("")
             raise ImportError("tflint-grad's static path must not import {name}")
-        """))
+        """)
+        )
     return poison
 
 
@@ -43,8 +45,13 @@ def test_cli_with_worker_processes_never_imports_tensorflow(tmp_path):
     exe = shutil.which("tflint-grad")
     cmd = [exe] if exe else [sys.executable, "-m", "tflint_grad"]
     for jobs in ("2", "1"):
-        proc = subprocess.run([*cmd, "check", str(EXAMPLES), "-j", jobs, "--no-cache", "--format", "json", "-v"],
-                              cwd=tmp_path, env=_env(poison), capture_output=True, timeout=300)
+        proc = subprocess.run(
+            [*cmd, "check", str(EXAMPLES), "-j", jobs, "--no-cache", "--format", "json", "-v"],
+            cwd=tmp_path,
+            env=_env(poison),
+            capture_output=True,
+            timeout=300,
+        )
         assert proc.returncode in (0, 1), proc.stderr.decode()
         assert b'"files_checked"' in proc.stdout
         if jobs == "2":

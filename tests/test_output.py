@@ -19,8 +19,16 @@ from tflint_grad.registry import all_rules
 
 
 def finding(**kw) -> Finding:
-    base = dict(code="TFG101", name="gradient-wrt-non-trainable", path="src/train.py", line=4, column=29, end_line=4,
-                end_column=44, message="gradients taken w.r.t. `model.variables`")
+    base = dict(
+        code="TFG101",
+        name="gradient-wrt-non-trainable",
+        path="src/train.py",
+        line=4,
+        column=29,
+        end_line=4,
+        end_column=44,
+        message="gradients taken w.r.t. `model.variables`",
+    )
     base.update(kw)
     return Finding(**base)
 
@@ -28,7 +36,11 @@ def finding(**kw) -> Finding:
 FIX = Fix("Use `model.trainable_variables`", (Edit(4, 29, 4, 44, "model.trainable_variables"),), "safe")
 UNSAFE = Fix("Risky", (Edit(1, 1, 1, 2, "y"),), "unsafe")
 
-_MSG = {"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}, "markdown": {"type": "string"}}}
+_MSG = {
+    "type": "object",
+    "required": ["text"],
+    "properties": {"text": {"type": "string"}, "markdown": {"type": "string"}},
+}
 _REGION = {
     "type": "object",
     "additionalProperties": False,
@@ -50,99 +62,153 @@ SARIF_SUBSET = {
     "properties": {
         "$schema": {"type": "string", "format": "uri"},
         "version": {"enum": ["2.1.0"]},
-        "runs": {"type": "array", "minItems": 1, "maxItems": 1, "items": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["tool"],
-            "properties": {
-                "tool": {"type": "object", "additionalProperties": False, "required": ["driver"], "properties": {"driver": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "required": ["name"],
-                    "properties": {
-                        "name": {"type": "string"},
-                        "version": {"type": "string"},
-                        "semanticVersion": {"type": "string"},
-                        "informationUri": {"type": "string", "format": "uri"},
-                        "rules": {"type": "array", "uniqueItems": True, "items": {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "required": ["id"],
-                            "properties": {
-                                "id": {"type": "string"},
-                                "name": {"type": "string"},
-                                "shortDescription": _MSG,
-                                "fullDescription": _MSG,
-                                "help": _MSG,
-                                "helpUri": {"type": "string", "format": "uri"},
-                                "defaultConfiguration": {"type": "object", "additionalProperties": False, "properties": {
-                                    "level": {"enum": ["none", "note", "warning", "error"]}}},
-                                "properties": _PROPS,
-                            },
-                        }},
-                    },
-                }}},
-                "originalUriBaseIds": {"type": "object", "additionalProperties": _ARTIFACT},
-                "columnKind": {"enum": ["utf16CodeUnits", "unicodeCodePoints"]},
-                "invocations": {"type": "array", "items": {
-                    "type": "object",
-                    "required": ["executionSuccessful"],
-                    "properties": {
-                        "executionSuccessful": {"type": "boolean"},
-                        "toolExecutionNotifications": {"type": "array", "items": {
-                            "type": "object", "required": ["message"],
-                            "properties": {"message": _MSG, "level": {"enum": ["none", "note", "warning", "error"]}}}},
-                    },
-                }},
-                "results": {"type": "array", "items": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "required": ["message"],
-                    "properties": {
-                        "ruleId": {"type": "string"},
-                        "ruleIndex": {"type": "integer", "minimum": -1},
-                        "level": {"enum": ["none", "note", "warning", "error"]},
-                        "message": _MSG,
-                        "locations": {"type": "array", "items": {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "properties": {"physicalLocation": {
+        "runs": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 1,
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["tool"],
+                "properties": {
+                    "tool": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["driver"],
+                        "properties": {
+                            "driver": {
                                 "type": "object",
                                 "additionalProperties": False,
-                                "required": ["artifactLocation"],
-                                "properties": {"artifactLocation": _ARTIFACT, "region": _REGION},
-                            }},
-                        }},
-                        "properties": {"type": "object"},
-                        "fixes": {"type": "array", "items": {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "required": ["artifactChanges"],
-                            "properties": {
-                                "description": _MSG,
-                                "artifactChanges": {"type": "array", "minItems": 1, "items": {
-                                    "type": "object",
-                                    "additionalProperties": False,
-                                    "required": ["artifactLocation", "replacements"],
-                                    "properties": {
-                                        "artifactLocation": _ARTIFACT,
-                                        "replacements": {"type": "array", "minItems": 1, "items": {
+                                "required": ["name"],
+                                "properties": {
+                                    "name": {"type": "string"},
+                                    "version": {"type": "string"},
+                                    "semanticVersion": {"type": "string"},
+                                    "informationUri": {"type": "string", "format": "uri"},
+                                    "rules": {
+                                        "type": "array",
+                                        "uniqueItems": True,
+                                        "items": {
                                             "type": "object",
                                             "additionalProperties": False,
-                                            "required": ["deletedRegion"],
+                                            "required": ["id"],
                                             "properties": {
-                                                "deletedRegion": _REGION,
-                                                "insertedContent": {"type": "object", "properties": {"text": {"type": "string"}}},
+                                                "id": {"type": "string"},
+                                                "name": {"type": "string"},
+                                                "shortDescription": _MSG,
+                                                "fullDescription": _MSG,
+                                                "help": _MSG,
+                                                "helpUri": {"type": "string", "format": "uri"},
+                                                "defaultConfiguration": {
+                                                    "type": "object",
+                                                    "additionalProperties": False,
+                                                    "properties": {
+                                                        "level": {"enum": ["none", "note", "warning", "error"]}
+                                                    },
+                                                },
+                                                "properties": _PROPS,
                                             },
-                                        }},
+                                        },
                                     },
-                                }},
-                            },
-                        }},
+                                },
+                            }
+                        },
                     },
-                }},
+                    "originalUriBaseIds": {"type": "object", "additionalProperties": _ARTIFACT},
+                    "columnKind": {"enum": ["utf16CodeUnits", "unicodeCodePoints"]},
+                    "invocations": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["executionSuccessful"],
+                            "properties": {
+                                "executionSuccessful": {"type": "boolean"},
+                                "toolExecutionNotifications": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "required": ["message"],
+                                        "properties": {
+                                            "message": _MSG,
+                                            "level": {"enum": ["none", "note", "warning", "error"]},
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                    },
+                    "results": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": ["message"],
+                            "properties": {
+                                "ruleId": {"type": "string"},
+                                "ruleIndex": {"type": "integer", "minimum": -1},
+                                "level": {"enum": ["none", "note", "warning", "error"]},
+                                "message": _MSG,
+                                "locations": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "additionalProperties": False,
+                                        "properties": {
+                                            "physicalLocation": {
+                                                "type": "object",
+                                                "additionalProperties": False,
+                                                "required": ["artifactLocation"],
+                                                "properties": {"artifactLocation": _ARTIFACT, "region": _REGION},
+                                            }
+                                        },
+                                    },
+                                },
+                                "properties": {"type": "object"},
+                                "fixes": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "additionalProperties": False,
+                                        "required": ["artifactChanges"],
+                                        "properties": {
+                                            "description": _MSG,
+                                            "artifactChanges": {
+                                                "type": "array",
+                                                "minItems": 1,
+                                                "items": {
+                                                    "type": "object",
+                                                    "additionalProperties": False,
+                                                    "required": ["artifactLocation", "replacements"],
+                                                    "properties": {
+                                                        "artifactLocation": _ARTIFACT,
+                                                        "replacements": {
+                                                            "type": "array",
+                                                            "minItems": 1,
+                                                            "items": {
+                                                                "type": "object",
+                                                                "additionalProperties": False,
+                                                                "required": ["deletedRegion"],
+                                                                "properties": {
+                                                                    "deletedRegion": _REGION,
+                                                                    "insertedContent": {
+                                                                        "type": "object",
+                                                                        "properties": {"text": {"type": "string"}},
+                                                                    },
+                                                                },
+                                                            },
+                                                        },
+                                                    },
+                                                },
+                                            },
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                    },
+                },
             },
-        }},
+        },
     },
 }
 
@@ -156,7 +222,15 @@ def test_text_format():
     fs = [
         finding(fix=FIX),
         finding(path="nb.ipynb", cell=2, line=3, column=5, fix=FIX),
-        finding(code="TFG000", name="unanalyzable-file", path="old.py", line=2, column=1, message="cannot parse", severity="error"),
+        finding(
+            code="TFG000",
+            name="unanalyzable-file",
+            path="old.py",
+            line=2,
+            column=1,
+            message="cannot parse",
+            severity="error",
+        ),
         finding(fix=UNSAFE, line=9),
     ]
     assert output.format_text(fs) == (
@@ -171,7 +245,10 @@ def test_text_format():
 
 
 def test_text_format_after_tracing():
-    fs = [finding(verdict="confirmed", evidence="moving_mean has a None gradient"), finding(line=7, verdict="inconclusive")]
+    fs = [
+        finding(verdict="confirmed", evidence="moving_mean has a None gradient"),
+        finding(line=7, verdict="inconclusive"),
+    ]
     assert output.format_text(fs, traced=True) == (
         "src/train.py:4:29: TFG101 gradients taken w.r.t. `model.variables`\n"
         "    = confirmed: moving_mean has a None gradient\n"
@@ -200,12 +277,16 @@ def test_github_format_and_escaping():
         finding(verdict="confirmed", evidence="none grads"),
     ]
     lines = output.format_github(fs).splitlines()
-    assert lines[0] == ("::warning title=tflint-grad (TFG101),file=src/train.py,line=4,col=29,endLine=4,endColumn=44::"
-                        "src/train.py:4:29: TFG101 100%25 bad,%0Areally: yes")
+    assert lines[0] == (
+        "::warning title=tflint-grad (TFG101),file=src/train.py,line=4,col=29,endLine=4,endColumn=44::"
+        "src/train.py:4:29: TFG101 100%25 bad,%0Areally: yes"
+    )
     assert lines[1].startswith("::error title=tflint-grad (TFG101),file=a%2Cb%3Ac.py,line=4,")
     assert lines[2].startswith("::notice ")
-    assert lines[3] == ("::warning title=tflint-grad (TFG101),file=nb.ipynb::nb.ipynb:cell 2:2:3: TFG101 "
-                        "gradients taken w.r.t. `model.variables`")
+    assert lines[3] == (
+        "::warning title=tflint-grad (TFG101),file=nb.ipynb::nb.ipynb:cell 2:2:3: TFG101 "
+        "gradients taken w.r.t. `model.variables`"
+    )
     assert lines[4].endswith("[confirmed: none grads]")
 
 
@@ -214,8 +295,17 @@ def test_sarif_document(tmp_path):
     (tmp_path / ".git").mkdir()
     fs = [
         finding(path=str(tmp_path / "src" / "train.py"), fix=FIX, verdict="confirmed", evidence="moving_mean: None"),
-        finding(code="TFG000", name="unanalyzable-file", path=str(tmp_path / "old.py"), severity="error", line=2, column=1,
-                end_line=2, end_column=2, message="cannot parse"),
+        finding(
+            code="TFG000",
+            name="unanalyzable-file",
+            path=str(tmp_path / "old.py"),
+            severity="error",
+            line=2,
+            column=1,
+            end_line=2,
+            end_column=2,
+            message="cannot parse",
+        ),
         finding(path=str(tmp_path / "nb.ipynb"), cell=3, severity="info"),
         finding(path="/elsewhere/x.py"),
     ]
@@ -224,26 +314,39 @@ def test_sarif_document(tmp_path):
     assert doc["$schema"].endswith("sarif-2.1.0.json") and doc["version"] == "2.1.0"
     (run,) = doc["runs"]
     driver = run["tool"]["driver"]
-    assert driver["name"] == "tflint-grad" and driver["version"] == __version__ and driver["informationUri"].startswith("https://")
+    assert (
+        driver["name"] == "tflint-grad"
+        and driver["version"] == __version__
+        and driver["informationUri"].startswith("https://")
+    )
     ids = [r["id"] for r in driver["rules"]]
     assert ids == [r.code for r in all_rules()]  # every rule, not only those with findings
     rule = driver["rules"][ids.index("TFG101")]
     assert rule["name"] == "gradient-wrt-non-trainable"
     assert rule["shortDescription"]["text"].startswith("Gradients are taken")
     assert "## Why is this bad?" in rule["fullDescription"]["text"]
-    assert rule["help"]["markdown"].startswith("<!--") and "# TFG101: gradient-wrt-non-trainable" in rule["help"]["markdown"]
+    assert (
+        rule["help"]["markdown"].startswith("<!--")
+        and "# TFG101: gradient-wrt-non-trainable" in rule["help"]["markdown"]
+    )
     assert rule["helpUri"] == finding().url
     assert rule["properties"]["problem.severity"] == "warning" and "gradients" in rule["properties"]["tags"]
     r0, r1, r2, r3 = run["results"]
     assert r0["ruleId"] == "TFG101" and driver["rules"][r0["ruleIndex"]]["id"] == "TFG101"
     assert r0["level"] == "warning" and r1["level"] == "error" and r2["level"] == "note"
     loc = r0["locations"][0]["physicalLocation"]
-    assert loc == {"artifactLocation": {"uri": "src/train.py", "uriBaseId": "%SRCROOT%"},
-                   "region": {"startLine": 4, "startColumn": 29, "endLine": 4, "endColumn": 44}}
+    assert loc == {
+        "artifactLocation": {"uri": "src/train.py", "uriBaseId": "%SRCROOT%"},
+        "region": {"startLine": 4, "startColumn": 29, "endLine": 4, "endColumn": 44},
+    }
     assert r0["properties"] == {"verdict": "confirmed", "evidence": "moving_mean: None"}
     (change,) = r0["fixes"][0]["artifactChanges"]
-    assert change["replacements"] == [{"deletedRegion": {"startLine": 4, "startColumn": 29, "endLine": 4, "endColumn": 44},
-                                       "insertedContent": {"text": "model.trainable_variables"}}]
+    assert change["replacements"] == [
+        {
+            "deletedRegion": {"startLine": 4, "startColumn": 29, "endLine": 4, "endColumn": 44},
+            "insertedContent": {"text": "model.trainable_variables"},
+        }
+    ]
     # notebooks: no region (cell lines are not lines of the .ipynb file), the cell is in the message and properties
     assert "region" not in r2["locations"][0]["physicalLocation"]
     assert r2["message"]["text"].startswith("cell 4, line 4, column 29: ") and r2["properties"]["cell"] == 3
@@ -284,9 +387,15 @@ def test_sarif_region_is_never_inverted():
 # -- statistics and rules ----------------------------------------------------------------
 def test_statistics():
     fs = [finding(fix=FIX), finding(), finding(code="TFG000", name="unanalyzable-file")]
-    assert output.format_statistics(fs) == "2\tTFG101\t[-] gradient-wrt-non-trainable\n1\tTFG000\t    unanalyzable-file\n"
+    assert (
+        output.format_statistics(fs) == "2\tTFG101\t[-] gradient-wrt-non-trainable\n1\tTFG000\t    unanalyzable-file\n"
+    )
     assert json.loads(output.format_statistics(fs, "json"))[0] == {
-        "code": "TFG101", "name": "gradient-wrt-non-trainable", "count": 2, "fixable": 1}
+        "code": "TFG101",
+        "name": "gradient-wrt-non-trainable",
+        "count": 2,
+        "fixable": 1,
+    }
     assert output.format_statistics([]) == ""
 
 

@@ -35,8 +35,10 @@ grads = tape.gradient(loss, model.variables)
 CLEAN = FLAGGED.replace("model.variables", "model.trainable_variables")
 
 _GIT_ENV = {
-    "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-    "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com",
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@example.com",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@example.com",
     "GIT_CONFIG_NOSYSTEM": "1",
 }
 # What `pip install .` of the hook repo needs.
@@ -96,7 +98,11 @@ def try_repo(hook_repo: Path, home: Path, project: Path, hook: str, *args: str) 
     env.pop("VIRTUAL_ENV", None)
     return subprocess.run(
         [sys.executable, "-m", "pre_commit", "try-repo", str(hook_repo), hook, "--verbose", *args],
-        cwd=project, env=env, capture_output=True, text=True, timeout=900,
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
 
 

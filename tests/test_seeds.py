@@ -45,4 +45,6 @@ def test_seed_findings_suggest_a_fix():
     """Every seed finding tells the user what to do instead."""
     for name in EXPECTED:
         for f in _lint(SEEDS / name):
-            assert f.fix is not None or any(w in f.message for w in ("use ", "Use ", "instead", "pass ", "wrap", "fetch", "run "))
+            assert f.fix is not None or any(
+                w in f.message for w in ("use ", "Use ", "instead", "pass ", "wrap", "fetch", "run ")
+            )

@@ -59,7 +59,14 @@ def _py(code: str) -> list[str]:
 
 def test_runner_does_not_import_tensorflow():
     code = "import sys, tflint_grad.tracer.runner as r; r.TraceOptions(); r.tensorflow_info(sys.executable); print('tensorflow' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent, timeout=120, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+        timeout=120,
+        check=False,
+    )
     assert out.stdout.strip() == "False", out.stderr
 
 
@@ -68,7 +75,9 @@ def test_tf1_detection():
     assert tf1.tf1 and tf1.alias_v1 and tf1.legacy_keras
     self_v1 = sandbox.detect_tf_mode("import tensorflow.compat.v1 as tf\ntf.disable_v2_behavior()\n")
     assert self_v1.tf1 and self_v1.legacy_keras and not self_v1.alias_v1
-    tf2 = sandbox.detect_tf_mode("import tensorflow as tf\nm = tf.keras.Sequential()\nwith tf.GradientTape() as t: pass\n")
+    tf2 = sandbox.detect_tf_mode(
+        "import tensorflow as tf\nm = tf.keras.Sequential()\nwith tf.GradientTape() as t: pass\n"
+    )
     assert not (tf2.tf1 or tf2.alias_v1 or tf2.legacy_keras)
     assert not sandbox.detect_tf_mode("tf.compat.v1.logging.set_verbosity(0)\n").alias_v1
 
@@ -81,7 +90,9 @@ def test_timeout_kills_the_whole_tree_including_a_detached_grandchild(tmp_path):
         print("spawned", flush=True)
         time.sleep(1000)
     """)
-    out = sandbox.run(cmd, cwd=str(tmp_path), env=dict(os.environ), limits=sandbox.Limits(timeout=1.5, grace=0.5), ready_pipe=False)
+    out = sandbox.run(
+        cmd, cwd=str(tmp_path), env=dict(os.environ), limits=sandbox.Limits(timeout=1.5, grace=0.5), ready_pipe=False
+    )
     assert out.killed_for == "timeout"
     assert out.returncode == -signal.SIGUSR2 or out.returncode == -signal.SIGKILL
     assert "spawned" in out.stdout
@@ -113,7 +124,9 @@ def test_memory_watchdog_kills_above_the_limit(tmp_path):
             m[i] = 1
         time.sleep(60)
     """)
-    out = sandbox.run(cmd, cwd=str(tmp_path), env=dict(os.environ), limits=sandbox.Limits(timeout=60, memory_mb=200), ready_pipe=False)
+    out = sandbox.run(
+        cmd, cwd=str(tmp_path), env=dict(os.environ), limits=sandbox.Limits(timeout=60, memory_mb=200), ready_pipe=False
+    )
     assert out.killed_for == "memory"
     assert out.returncode == -signal.SIGKILL
     assert out.duration < 30
@@ -132,7 +145,13 @@ def test_a_daemon_in_its_own_session_dies_with_the_trace(tmp_path):
         time.sleep(1000)
     """)
     try:
-        out = sandbox.run(cmd, cwd=str(tmp_path), env=dict(os.environ), limits=sandbox.Limits(timeout=1.5, grace=0.5), ready_pipe=False)
+        out = sandbox.run(
+            cmd,
+            cwd=str(tmp_path),
+            env=dict(os.environ),
+            limits=sandbox.Limits(timeout=1.5, grace=0.5),
+            ready_pipe=False,
+        )
         assert out.killed_for == "timeout" and "spawned" in out.stdout
         assert _procs_with(marker) == []
     finally:
@@ -210,13 +229,18 @@ def test_landlock_confines_writes_of_the_process_and_its_children(tmp_path):
         except PermissionError as e:
             print("python:", e.errno)
         print("libc:", ctypes.CDLL(None).open({str(outside / "libc.txt")!r}.encode(), os.O_WRONLY | os.O_CREAT, 0o644))
-        print("shell:", os.system("echo x > {outside / 'shell.txt'} 2>/dev/null") != 0)
+        print("shell:", os.system("echo x > {outside / "shell.txt"} 2>/dev/null") != 0)
         print("devnull:", os.system("echo x > /dev/null") == 0)
     """
     proc = subprocess.run(_py(code), capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines() == [f"kernel write confinement (Landlock ABI {landlock_abi()}): {work}",
-                                        "python: 13", "libc: -1", "shell: True", "devnull: True"]
+    assert proc.stdout.splitlines() == [
+        f"kernel write confinement (Landlock ABI {landlock_abi()}): {work}",
+        "python: 13",
+        "libc: -1",
+        "shell: True",
+        "devnull: True",
+    ]
     assert list(outside.iterdir()) == [] and (work / "ok.txt").read_text() == "fine"
 
 
@@ -228,7 +252,13 @@ def test_launch_failure_is_a_result_not_an_exception(tmp_path):
 def test_segfault_is_reported_with_the_script_line(tmp_path):
     script = tmp_path / "crash.py"
     script.write_text("import ctypes, faulthandler\nfaulthandler.enable()\n\nctypes.string_at(0)\n")
-    out = sandbox.run([sys.executable, str(script)], cwd=str(tmp_path), env=dict(os.environ), limits=sandbox.Limits(timeout=60), ready_pipe=False)
+    out = sandbox.run(
+        [sys.executable, str(script)],
+        cwd=str(tmp_path),
+        env=dict(os.environ),
+        limits=sandbox.Limits(timeout=60),
+        ready_pipe=False,
+    )
     assert out.returncode == -signal.SIGSEGV
     assert sandbox.crash_line(out.stderr, str(script)) == 4
     job = runner.TraceJob(str(script), "crash.py", script.read_bytes(), None)
@@ -353,13 +383,18 @@ def test_hostile_scripts_in_one_confirm_run(tmp_path, monkeypatch):
     batch = sorted(results, key=lambda name: (name not in slow, name))  # first: no lone straggler at the end
     traces: dict[str, TraceResult] = {}
     args = (str(outside), str(home), marker, "landlock" if landlock_abi() else "no-landlock")
-    options = runner.TraceOptions(steps=STEPS, timeout=TIMEOUT, memory_mb=MEMORY_MB, args=args, jobs=2,
-                                  cache=False, confirm_all=True)
+    options = runner.TraceOptions(
+        steps=STEPS, timeout=TIMEOUT, memory_mb=MEMORY_MB, args=args, jobs=2, cache=False, confirm_all=True
+    )
     t0 = time.monotonic()
     try:
         warnings = runner.confirm([results[name] for name in batch], options, traces=traces)
     finally:
-        strays = [*_procs_with(marker), *_procs_with("1000.5"), *(f"{pid}: (in the trace folders)" for pid in _procs_under(traces_root))]
+        strays = [
+            *_procs_with(marker),
+            *_procs_with("1000.5"),
+            *(f"{pid}: (in the trace folders)" for pid in _procs_under(traces_root)),
+        ]
         for line in strays:  # never leave them running, even when the test fails
             with contextlib.suppress(OSError, ValueError):
                 os.kill(int(line.split(":")[0]), signal.SIGKILL)
@@ -386,15 +421,20 @@ def test_hostile_scripts_in_one_confirm_run(tmp_path, monkeypatch):
         t = traces.get(name)
         got = (t.status, t.reason) if t is not None else None
         if isinstance(reason, re.Pattern):
-            check(got is not None and got[0] == status and reason.fullmatch(got[1] or "") is not None,
-                  f"{name}: {got} !~ {(status, reason.pattern)}")
+            check(
+                got is not None and got[0] == status and reason.fullmatch(got[1] or "") is not None,
+                f"{name}: {got} !~ {(status, reason.pattern)}",
+            )
             reason = got[1] if got else None
         else:
             check(got == (status, reason), f"{name}: {got} != {(status, reason)}")
         f = finding(name)
         expected = evidence if evidence is not None else reason
         if f is not None:
-            check((f.verdict, f.evidence) == ("inconclusive", expected), f"{name}: {f.verdict}: {f.evidence!r} != {expected!r}")
+            check(
+                (f.verdict, f.evidence) == ("inconclusive", expected),
+                f"{name}: {f.verdict}: {f.evidence!r} != {expected!r}",
+            )
 
     # the run completed and every file got its trace and verdicts
     check(set(traces) == set(results), f"traced: {sorted(traces)}")
@@ -407,10 +447,19 @@ def test_hostile_scripts_in_one_confirm_run(tmp_path, monkeypatch):
     timed_out = f"timed out after {TIMEOUT} s"
     ends("hang.py", "timeout", f"{timed_out} at line {_line('hang.py', 'while True')}")
     check(4 in getattr(traces.get("hang.py"), "executed_lines", ()), "hang: partial executed lines lost")
-    ends("train_hang.py", "timeout", f"{timed_out} at line {_line('train_hang.py', 'while step')} ({min(2, STEPS)} training steps done)")
+    ends(
+        "train_hang.py",
+        "timeout",
+        f"{timed_out} at line {_line('train_hang.py', 'while step')} ({min(2, STEPS)} training steps done)",
+    )
     t = traces.get("train_hang.py")
-    check(t is not None and t.steps == 2 and _line("train_hang.py", "tape.gradient") in t.executed_lines
-          and bool(t.events_of("gradient_call")), f"train_hang: partial trace lost: {t and (t.steps, t.events)}")
+    check(
+        t is not None
+        and t.steps == 2
+        and _line("train_hang.py", "tape.gradient") in t.executed_lines
+        and bool(t.events_of("gradient_call")),
+        f"train_hang: partial trace lost: {t and (t.steps, t.events)}",
+    )
     # megabytes through tf.print (TensorFlow's C++ stderr), forever: captured, capped, timed out
     ends("print_mb.py", "timeout", f"{timed_out} at line {_line('print_mb.py', 'while True')}")
     # SIGUSR2 (and SIGTERM) ignored, then signal.pause(): only SIGKILL ends it, no partial trace
@@ -422,15 +471,26 @@ def test_hostile_scripts_in_one_confirm_run(tmp_path, monkeypatch):
 
     # network: refused before any DNS lookup (socket, http.client, urllib)
     ends("network.py", "error", "script stopped at line 6: PermissionError: network access is disabled while tracing")
-    ends("http_download.py", "error", f"script stopped at line {_line('http_download.py', 'urlopen(')}: "
-                                      "URLError: <urlopen error network access is disabled while tracing>")
+    ends(
+        "http_download.py",
+        "error",
+        f"script stopped at line {_line('http_download.py', 'urlopen(')}: "
+        "URLError: <urlopen error network access is disabled while tracing>",
+    )
 
     # sys.exit(3) and os._exit(0)
     ends("exit3.py", "error", "script called sys.exit(3) at line 6")
-    ends("os_exit.py", "finished", "script called os._exit(0) at line 7", "flagged line 16 never ran: script called os._exit(0) at line 7")
+    ends(
+        "os_exit.py",
+        "finished",
+        "script called os._exit(0) at line 7",
+        "flagged line 16 never ran: script called os._exit(0) at line 7",
+    )
 
     # a missing data file
-    ends("missing_data.py", "error", "script stopped at line 5: FileNotFoundError: data.csv (No such file or directory)")
+    ends(
+        "missing_data.py", "error", "script stopped at line 5: FileNotFoundError: data.csv (No such file or directory)"
+    )
 
     # memory: 8 GiB at once (RLIMIT_DATA: a MemoryError at the script's line); shared memory
     # growing during training (only the RSS watchdog sees it: the process group is killed)
@@ -440,17 +500,30 @@ def test_hostile_scripts_in_one_confirm_run(tmp_path, monkeypatch):
     # processes: every Python way refused; a daemon started through C (setsid, parent gone) dies
     # with the trace although the script exits at once
     exit_line = _line("spawn.py", "sys.exit(0)")
-    ends("spawn.py", "finished", f"script called sys.exit(0) at line {exit_line}",
-         f"flagged line {_line('spawn.py', 'tape.gradient')} never ran: script called sys.exit(0) at line {exit_line}")
+    ends(
+        "spawn.py",
+        "finished",
+        f"script called sys.exit(0) at line {exit_line}",
+        f"flagged line {_line('spawn.py', 'tape.gradient')} never ran: script called sys.exit(0) at line {exit_line}",
+    )
 
     # writes to its folder, the parent, $HOME (and, with Landlock, through TensorFlow's C++ and libc)
-    ends("project_writes.py", "error", f"script stopped at line {_line('project_writes.py', 'np.savetxt')}: "
-                                       f"{WRITE_REFUSED}{project / 'predictions.csv'}")
+    ends(
+        "project_writes.py",
+        "error",
+        f"script stopped at line {_line('project_writes.py', 'np.savetxt')}: "
+        f"{WRITE_REFUSED}{project / 'predictions.csv'}",
+    )
     # deleting its neighbours and its working directory: stops at the first linked neighbour
     rmtree_line = _line("rm_neighbours.py", 'shutil.rmtree(".")')
-    ends("rm_neighbours.py", "error", re.compile(
-        rf"script stopped at line {rmtree_line}: {re.escape(WRITE_REFUSED)}"
-        rf"(?P<name>[\w.]+) \(resolves to {re.escape(str(scripts))}/(?P=name)\)"))
+    ends(
+        "rm_neighbours.py",
+        "error",
+        re.compile(
+            rf"script stopped at line {rmtree_line}: {re.escape(WRITE_REFUSED)}"
+            rf"(?P<name>[\w.]+) \(resolves to {re.escape(str(scripts))}/(?P=name)\)"
+        ),
+    )
 
     # escapes refused (else the script raises "not contained: ..."), then TF1 training stops at N
     t = traces.get("contained.py")
@@ -469,16 +542,34 @@ def test_hostile_scripts_in_one_confirm_run(tmp_path, monkeypatch):
     # well behaved, in the same run: an eager loop whose finding gets its verdict, a compiled
     # tf.function loop; both stop after N steps
     t = traces.get("eager_loop.py")
-    check(t is not None and (t.status, t.steps, t.step_limit) == ("stopped", STEPS, STEPS), f"eager: {summary.get('eager_loop.py')}")
-    check(t is not None and t.reason == f"stopped after {STEPS} training steps (the limit)", f"eager reason: {t and t.reason}")
-    check(t is not None and 11 in t.executed_lines and 13 not in t.executed_lines, f"eager lines: {t and sorted(t.executed_lines)}")
-    check(t is not None and bool(t.tf_version) and (t.keras or "").startswith("keras 3"), f"eager versions: {t and (t.tf_version, t.keras)}")
+    check(
+        t is not None and (t.status, t.steps, t.step_limit) == ("stopped", STEPS, STEPS),
+        f"eager: {summary.get('eager_loop.py')}",
+    )
+    check(
+        t is not None and t.reason == f"stopped after {STEPS} training steps (the limit)",
+        f"eager reason: {t and t.reason}",
+    )
+    check(
+        t is not None and 11 in t.executed_lines and 13 not in t.executed_lines,
+        f"eager lines: {t and sorted(t.executed_lines)}",
+    )
+    check(
+        t is not None and bool(t.tf_version) and (t.keras or "").startswith("keras 3"),
+        f"eager versions: {t and (t.tf_version, t.keras)}",
+    )
     f = finding("eager_loop.py")
-    check(f is not None and f.code == "TFG101" and f.verdict == "confirmed" and "moving_mean" in (f.evidence or ""),
-          f"eager finding: {f and (f.code, f.verdict, f.evidence)}")
+    check(
+        f is not None and f.code == "TFG101" and f.verdict == "confirmed" and "moving_mean" in (f.evidence or ""),
+        f"eager finding: {f and (f.code, f.verdict, f.evidence)}",
+    )
     t = traces.get("function_loop.py")
-    check(t is not None and (t.status, t.steps) == ("stopped", STEPS), f"tf.function: {summary.get('function_loop.py')}")
-    check(t is not None and {12, 13, 14} <= t.executed_lines, f"tf.function body lines: {t and sorted(t.executed_lines)}")
+    check(
+        t is not None and (t.status, t.steps) == ("stopped", STEPS), f"tf.function: {summary.get('function_loop.py')}"
+    )
+    check(
+        t is not None and {12, 13, 14} <= t.executed_lines, f"tf.function body lines: {t and sorted(t.executed_lines)}"
+    )
 
     # within the limits: a trace takes its TensorFlow import, the timeout and the grace at most
     for name, t in traces.items():

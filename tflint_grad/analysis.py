@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Iterator, Sequence
 
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
@@ -45,8 +45,9 @@ _CHILD_FIELDS: dict[type, tuple[str, ...] | None] = {}
 # and every loop over ``nodes``/``descendants()`` is shorter. ``False`` records them too (the
 # exact ``module.visit`` order; bench/check_traversal.py compares both ways).
 _SKIP_WHITESPACE = True
-_WHITESPACE = frozenset({cst.SimpleWhitespace, cst.ParenthesizedWhitespace, cst.Newline, cst.EmptyLine,
-                         cst.TrailingWhitespace, cst.Comment})
+_WHITESPACE = frozenset(
+    {cst.SimpleWhitespace, cst.ParenthesizedWhitespace, cst.Newline, cst.EmptyLine, cst.TrailingWhitespace, cst.Comment}
+)
 _IS_NODE: dict[type, bool] = {}  # isinstance(x, CSTNode) by type (CSTNode is an ABC: isinstance is slow)
 
 
@@ -70,7 +71,7 @@ def _child_fields(t: type) -> tuple[str, ...] | None:
             if type(const) is str and const in names and const not in order:
                 order.append(const)
         fields = tuple(order)
-    except Exception:  # noqa: BLE001 - not a dataclass, no such method...: the slow path
+    except Exception:
         fields = None
     _CHILD_FIELDS[t] = fields
     return fields
@@ -85,7 +86,9 @@ class _FastPositions(PositionProvider):
 
     def compute(self, module: cst.Module) -> dict:
         self._computed = {}
-        state = _PositionState(default_indent=module.default_indent, default_newline=module.default_newline, provider=self)
+        state = _PositionState(
+            default_indent=module.default_indent, default_newline=module.default_newline, provider=self
+        )
         module._codegen(state)
         return self._computed
 
@@ -120,7 +123,7 @@ class _PositionState(PositionProvidingCodegenState):
 
 
 class _SyntacticPosition:
-    __slots__ = ("state", "node", "start_node", "end_node", "start")
+    __slots__ = ("end_node", "node", "start", "start_node", "state")
 
     def __init__(self, state: _PositionState, node, start_node, end_node) -> None:
         self.state = state
@@ -221,7 +224,7 @@ def string_value(expr: cst.BaseExpression | None) -> str | None:
     if isinstance(expr, cst.SimpleString):
         try:
             v = expr.evaluated_value
-        except Exception:  # noqa: BLE001 - malformed literal
+        except Exception:
             return None
         return v if isinstance(v, str) else None
     return None
@@ -230,7 +233,7 @@ def string_value(expr: cst.BaseExpression | None) -> str | None:
 class _Collector(cst.CSTVisitor):
     """The single traversal: order, parents, scopes, imports, bindings, tapes."""
 
-    def __init__(self, ctx: "FileContext") -> None:
+    def __init__(self, ctx: FileContext) -> None:
         super().__init__()
         self.ctx = ctx
         self.stack: list[cst.CSTNode] = []
@@ -621,7 +624,9 @@ class FileContext:
             return Binding(name, -1, self.module, None, "import", self.module)
         return None
 
-    def value_of(self, expr: cst.BaseExpression | None, at: cst.CSTNode | None = None, depth: int = 6) -> cst.BaseExpression | None:
+    def value_of(
+        self, expr: cst.BaseExpression | None, at: cst.CSTNode | None = None, depth: int = 6
+    ) -> cst.BaseExpression | None:
         """Follow Name/self.attr bindings to the expression that produced the value."""
         cur = expr
         where = at
@@ -643,7 +648,12 @@ class FileContext:
         if name.startswith("self."):
             attr = name[5:]
             for n in self.nodes:
-                if type(n) is cst.Attribute and n.attr.value == attr and isinstance(n.value, cst.Name) and n.value.value == "self":
+                if (
+                    type(n) is cst.Attribute
+                    and n.attr.value == attr
+                    and isinstance(n.value, cst.Name)
+                    and n.value.value == "self"
+                ):
                     out.append(n)
             return out
         for n in self.nodes:
@@ -818,7 +828,9 @@ def is_update_ops_collection(ctx: FileContext, call: cst.CSTNode) -> bool:
         return False
     if ctx.call_name(call) not in tfapi.names("gradients", "get_collection"):
         func = call.func
-        last = func.attr.value if isinstance(func, cst.Attribute) else func.value if isinstance(func, cst.Name) else None
+        last = (
+            func.attr.value if isinstance(func, cst.Attribute) else func.value if isinstance(func, cst.Name) else None
+        )
         if last not in ("get_collection", "get_collection_ref"):
             return False
     arg = get_arg(call, "key", 0)
@@ -851,7 +863,11 @@ def mentions_update_ops(ctx: FileContext, node: cst.CSTNode, depth: int = 3) -> 
                 continue
             b = ctx.binding(n)
             if b is not None and b.value is not None and b.kind in ("assign", "annassign", "for", "unpack"):
-                if b.value in ctx.index and not ctx.contains(b.value, n) and mentions_update_ops(ctx, b.value, depth - 1):
+                if (
+                    b.value in ctx.index
+                    and not ctx.contains(b.value, n)
+                    and mentions_update_ops(ctx, b.value, depth - 1)
+                ):
                     return True
     return False
 
@@ -898,7 +914,7 @@ def dependencies(ctx: FileContext, expr: cst.CSTNode, budget: int = 4000) -> tup
             else:
                 continue
             b = ctx.binding(n)
-            if b is None or b.kind in ("import", "param") and b.value is None:
+            if b is None or (b.kind in ("import", "param") and b.value is None):
                 continue
             reached.add(id(b.node))
             if b.kind in ("def", "class"):
@@ -1056,9 +1072,9 @@ class _ModelResolver:
             if self.ctx.index[n] >= stop or self.ctx.scope_of(n) is not scope:
                 continue
             qn = self.ctx.call_name(n)
-            if qn and (qn.startswith("keras.layers.") or qn.startswith("keras.applications.")):
-                calls.append(n)
-            elif qn is None and isinstance(n.func, cst.Name) and n.func.value in self.ctx.classes:
+            if (qn and (qn.startswith("keras.layers.") or qn.startswith("keras.applications."))) or (
+                qn is None and isinstance(n.func, cst.Name) and n.func.value in self.ctx.classes
+            ):
                 calls.append(n)
         self._merge(info, calls, depth)
         return info
@@ -1071,9 +1087,19 @@ class _ModelResolver:
         calls = []
         for n in self.ctx.calls_in(cls):
             qn = self.ctx.call_name(n)
-            if qn and (qn.startswith("keras.layers.") or qn.startswith("keras.applications.") or qn in tfapi.names("layers", "model_constructors")):
-                calls.append(n)
-            elif qn is None and isinstance(n.func, cst.Name) and n.func.value in self.ctx.classes and n.func.value != cls.name.value:
+            if (
+                qn
+                and (
+                    qn.startswith("keras.layers.")
+                    or qn.startswith("keras.applications.")
+                    or qn in tfapi.names("layers", "model_constructors")
+                )
+            ) or (
+                qn is None
+                and isinstance(n.func, cst.Name)
+                and n.func.value in self.ctx.classes
+                and n.func.value != cls.name.value
+            ):
                 calls.append(n)
         for lb in local_bases:
             if lb is not None and lb is not cls:

@@ -48,7 +48,10 @@ def _package_fingerprint() -> str:
 
 
 def _settings_fingerprint(settings: Any) -> str:
-    pfi = [(getattr(spec, "patterns", repr(spec)), getattr(spec, "root", ""), sorted(codes)) for spec, codes in settings.per_file_ignores]
+    pfi = [
+        (getattr(spec, "patterns", repr(spec)), getattr(spec, "root", ""), sorted(codes))
+        for spec, codes in settings.per_file_ignores
+    ]
     data = {"enabled": sorted(settings.enabled), "options": settings.rule_options, "pfi": pfi}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=repr).encode()).hexdigest()
 
@@ -59,9 +62,11 @@ class Cache:
         self.salt = salt
 
     @classmethod
-    def open(cls, config: Any, settings: Any) -> "Cache | None":
+    def open(cls, config: Any, settings: Any) -> Cache | None:
         base = Path(config.root) / DIRNAME
-        fingerprint = hashlib.sha256((_package_fingerprint() + _settings_fingerprint(settings)).encode()).hexdigest()[:20]
+        fingerprint = hashlib.sha256((_package_fingerprint() + _settings_fingerprint(settings)).encode()).hexdigest()[
+            :20
+        ]
         folder = base / fingerprint
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -99,10 +104,12 @@ class Cache:
 
     def put(self, key: str, result: Any) -> None:
         try:
-            payload = json.dumps({
-                "parsed": result.parsed,
-                "findings": [{**f.to_dict(), "data": f.data} for f in result.findings],
-            })
+            payload = json.dumps(
+                {
+                    "parsed": result.parsed,
+                    "findings": [{**f.to_dict(), "data": f.data} for f in result.findings],
+                }
+            )
         except (TypeError, ValueError):
             return  # a rule put something that is not JSON in `data`: do not cache
         target = self._file(key)

@@ -36,8 +36,9 @@ import sys
 import time
 import tokenize
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence, TextIO
+from typing import Any, TextIO
 
 from tflint_grad import __version__
 from tflint_grad.config import FORMATS, Config, ConfigError, Selection, load
@@ -47,7 +48,9 @@ PROG = "tflint-grad"
 SUBCOMMANDS = ("check", "rules", "rule", "config", "server")
 # Below this many files a process pool costs more than it saves.
 POOL_MIN_FILES = 8
-CONFIRM_NEEDS_TF = '--confirm needs TensorFlow: pip install "tflint-grad[trace]" && pip install --no-deps "tf-keras==2.21.*"'
+CONFIRM_NEEDS_TF = (
+    '--confirm needs TensorFlow: pip install "tflint-grad[trace]" && pip install --no-deps "tf-keras==2.21.*"'
+)
 SERVER_NEEDS_PYGLS = 'tflint-grad server needs pygls: pip install "tflint-grad[lsp]"'
 
 EPILOG = """\
@@ -104,14 +107,16 @@ def _work(job: Job) -> Outcome:
     """Lint (and fix) one file. Never raises: a crash becomes an internal error (exit 2)."""
     try:
         return _work_unsafe(job)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         import traceback
 
         from tflint_grad.engine import InternalError, Result
 
         out = Outcome(job.display)
         out.result = Result(job.display)
-        out.result.errors.append(InternalError(job.display, "engine", f"{type(e).__name__}: {e}", traceback.format_exc()))
+        out.result.errors.append(
+            InternalError(job.display, "engine", f"{type(e).__name__}: {e}", traceback.format_exc())
+        )
         return out
 
 
@@ -146,7 +151,7 @@ def _work_unsafe(job: Job) -> Outcome:
             _fix(out, job, raw, state)
         except OSError as e:
             out.io_error = f"{job.display}: cannot write the fixed file: {e.strerror or e}"
-        except Exception as e:  # noqa: BLE001 - a crash while fixing: report it, keep the file as it was
+        except Exception as e:
             import traceback
 
             from tflint_grad.engine import InternalError
@@ -171,7 +176,9 @@ def _fix(out: Outcome, job: Job, raw: bytes, state: WorkerState) -> None:
             out.fixed_text = src.text
         return
     if src.is_notebook:
-        out.notes.append(f"{job.display}: notebooks are not fixed: {len(todo)} fixable finding(s) left (fix them in the notebook)")
+        out.notes.append(
+            f"{job.display}: notebooks are not fixed: {len(todo)} fixable finding(s) left (fix them in the notebook)"
+        )
         return
     fr = fixes.fix_text(src.text, job.display, state.settings, unsafe=state.unsafe)
     if fr.applied == 0 or fr.text == src.text:
@@ -320,13 +327,15 @@ def _run_jobs(jobs: list[Job], state: WorkerState, n: int, warn=None) -> list[Ou
         workers = min(n, len(jobs))
         batches = _batches(jobs, workers)
         try:
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(state,)) as pool:
+            with ProcessPoolExecutor(
+                max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(state,)
+            ) as pool:
                 outcomes: list[Outcome | None] = [None] * len(jobs)
                 for batch, done in zip(batches, pool.map(_work_batch, [[jobs[i] for i in b] for b in batches])):
                     for i, outcome in zip(batch, done):
                         outcomes[i] = outcome
                 return outcomes  # type: ignore[return-value]
-        except Exception as e:  # noqa: BLE001 - e.g. no /dev/shm, a killed worker: lint in-process instead
+        except Exception as e:
             if warn:
                 warn(f"parallel linting failed ({type(e).__name__}: {e}); linting in one process")
     _init_worker(state)
@@ -381,54 +390,107 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_selection(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("rule selection")
-    g.add_argument("--select", action="append", metavar="CODES",
-                   help="comma-separated rule codes, prefixes (TFG2) or ALL to enable (replaces the config's select)")
+    g.add_argument(
+        "--select",
+        action="append",
+        metavar="CODES",
+        help="comma-separated rule codes, prefixes (TFG2) or ALL to enable (replaces the config's select)",
+    )
     g.add_argument("--ignore", action="append", metavar="CODES", help="rule codes or prefixes to disable")
-    g.add_argument("--extend-select", action="append", metavar="CODES", help="rule codes or prefixes to enable on top of select")
+    g.add_argument(
+        "--extend-select", action="append", metavar="CODES", help="rule codes or prefixes to enable on top of select"
+    )
 
 
 def _add_config(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("configuration")
-    g.add_argument("--config", metavar="FILE", help="use this pyproject.toml / tflint-grad.toml instead of the closest one")
+    g.add_argument(
+        "--config", metavar="FILE", help="use this pyproject.toml / tflint-grad.toml instead of the closest one"
+    )
     g.add_argument("--isolated", action="store_true", help="ignore every configuration file")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="A linter for TensorFlow training scripts: None/zero gradients, "
-                     "batch-norm statistics that never update, bad initialization.", epilog=EPILOG,
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(
+        prog=PROG,
+        description="A linter for TensorFlow training scripts: None/zero gradients, "
+        "batch-norm statistics that never update, bad initialization.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", "-V", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    check = sub.add_parser("check", help="lint files and folders (the default command)", epilog=EPILOG,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    check = sub.add_parser(
+        "check",
+        help="lint files and folders (the default command)",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     check.add_argument("paths", nargs="*", metavar="PATH", help="files or folders (default: .); - reads standard input")
     _add_selection(check)
     out = check.add_argument_group("output")
-    out.add_argument("--format", "--output-format", dest="format", choices=FORMATS, help="output format (default: text)")
+    out.add_argument(
+        "--format", "--output-format", dest="format", choices=FORMATS, help="output format (default: text)"
+    )
     out.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE instead of standard output")
-    out.add_argument("--statistics", action="store_true", help="print the number of findings per rule instead of the findings")
-    out.add_argument("--show-fixes", action="store_true", help="show each finding's fix; with --fix, list the fixes applied")
-    out.add_argument("-q", "--quiet", action="store_true", help="print the findings and errors only (no summary, no warnings)")
-    out.add_argument("-v", "--verbose", action="store_true", help="print the configuration used, timings and tracebacks of internal errors")
-    out.add_argument("--exit-zero", action="store_true", help="exit 0 even when there are findings (2 still means an error)")
+    out.add_argument(
+        "--statistics", action="store_true", help="print the number of findings per rule instead of the findings"
+    )
+    out.add_argument(
+        "--show-fixes", action="store_true", help="show each finding's fix; with --fix, list the fixes applied"
+    )
+    out.add_argument(
+        "-q", "--quiet", action="store_true", help="print the findings and errors only (no summary, no warnings)"
+    )
+    out.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="print the configuration used, timings and tracebacks of internal errors",
+    )
+    out.add_argument(
+        "--exit-zero", action="store_true", help="exit 0 even when there are findings (2 still means an error)"
+    )
     fx = check.add_argument_group("fixes")
     fx.add_argument("--fix", action="store_true", help="apply safe fixes in place")
     fx.add_argument("--unsafe-fixes", action="store_true", help="with --fix or --diff, also apply unsafe fixes")
-    fx.add_argument("--diff", action="store_true", help="print the fixes as unified diffs and write nothing (exit 1 if there are any)")
+    fx.add_argument(
+        "--diff",
+        action="store_true",
+        help="print the fixes as unified diffs and write nothing (exit 1 if there are any)",
+    )
     _add_config(check)
     files = check.add_argument_group("files")
-    files.add_argument("--force-exclude", action="store_true", help="apply exclude patterns to files passed explicitly too (pre-commit)")
+    files.add_argument(
+        "--force-exclude",
+        action="store_true",
+        help="apply exclude patterns to files passed explicitly too (pre-commit)",
+    )
     files.add_argument("--stdin-filename", metavar="NAME", help="the name of the file read from standard input (-)")
-    files.add_argument("--no-cache", action="store_true", help="do not read or write the result cache (.tflint-grad-cache)")
-    files.add_argument("-j", "--jobs", type=_jobs, metavar="N", help="processes to lint with (default: all cores; 1: in-process)")
+    files.add_argument(
+        "--no-cache", action="store_true", help="do not read or write the result cache (.tflint-grad-cache)"
+    )
+    files.add_argument(
+        "-j", "--jobs", type=_jobs, metavar="N", help="processes to lint with (default: all cores; 1: in-process)"
+    )
     tr = check.add_argument_group("tracing (needs the trace extra)")
-    tr.add_argument("--confirm", action="store_true", help="run each file with findings under TensorFlow to confirm or refute them")
-    tr.add_argument("--confirm-all", action="store_true", help="trace every file, also for trace-only rules (implies --confirm)")
+    tr.add_argument(
+        "--confirm", action="store_true", help="run each file with findings under TensorFlow to confirm or refute them"
+    )
+    tr.add_argument(
+        "--confirm-all", action="store_true", help="trace every file, also for trace-only rules (implies --confirm)"
+    )
     tr.add_argument("--trace-steps", type=_positive_int, metavar="N", help="training steps to trace (default: 5)")
-    tr.add_argument("--trace-timeout", type=_positive_float, metavar="S", help="seconds per traced script (default: 120)")
-    tr.add_argument("--trace-memory", type=_positive_int, metavar="MB", help="memory limit per traced script in MB (default: 4096)")
-    tr.add_argument("--trace-args", metavar="ARGS", help='arguments for the traced scripts, shell-split (e.g. "--epochs 1")')
+    tr.add_argument(
+        "--trace-timeout", type=_positive_float, metavar="S", help="seconds per traced script (default: 120)"
+    )
+    tr.add_argument(
+        "--trace-memory", type=_positive_int, metavar="MB", help="memory limit per traced script in MB (default: 4096)"
+    )
+    tr.add_argument(
+        "--trace-args", metavar="ARGS", help='arguments for the traced scripts, shell-split (e.g. "--epochs 1")'
+    )
 
     rules = sub.add_parser("rules", help="list the rules")
     rules.add_argument("--format", choices=("text", "json"), default="text")
@@ -439,7 +501,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     cfg = sub.add_parser("config", help="show the resolved configuration and the rules enabled for a file")
     cfg.add_argument("--show", action="store_true", help="show the resolved configuration (the default)")
-    cfg.add_argument("path", nargs="?", default=None, metavar="PATH", help="the file or folder to resolve for (default: .)")
+    cfg.add_argument(
+        "path", nargs="?", default=None, metavar="PATH", help="the file or folder to resolve for (default: .)"
+    )
     cfg.add_argument("--format", choices=("text", "json"), default="text")
     _add_selection(cfg)
     _add_config(cfg)
@@ -504,7 +568,9 @@ def _warn(message: str) -> None:
 def _selection(args: argparse.Namespace) -> Selection:
     from tflint_grad.settings import SelectionError, expand
 
-    sel = Selection(select=_codes(args.select), ignore=_codes(args.ignore) or [], extend_select=_codes(args.extend_select) or [])
+    sel = Selection(
+        select=_codes(args.select), ignore=_codes(args.ignore) or [], extend_select=_codes(args.extend_select) or []
+    )
     for flag, codes in (("--select", sel.select), ("--ignore", sel.ignore), ("--extend-select", sel.extend_select)):
         try:
             expand(codes or [])
@@ -587,8 +653,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     cache = None
     if not args.no_cache and not stdin and not (args.fix or args.diff):
         cache = _open_cache(config, settings)
-    state = WorkerState(settings, fix=args.fix, diff=args.diff, unsafe=args.unsafe_fixes,
-                        keep_source=bool(args.confirm), cache=cache)
+    state = WorkerState(
+        settings, fix=args.fix, diff=args.diff, unsafe=args.unsafe_fixes, keep_source=bool(args.confirm), cache=cache
+    )
     n = args.jobs if args.jobs else default_jobs()
     outcomes = run_jobs(jobs, state, n, warn=None if args.quiet else _warn)
     if cache is not None:
@@ -617,10 +684,12 @@ def cmd_check(args: argparse.Namespace) -> int:
             try:
                 # settings: trace-only rules (TFG105) obey --select/--ignore/per-file-ignores too
                 warnings = confirm(to_trace, options, settings=settings) or []
-            except Exception as e:  # noqa: BLE001 - a tracer bug: report it, still print the static findings
+            except Exception as e:
                 import traceback
 
-                internal.append(_internal_error(_TracerError(f"{type(e).__name__}: {e}", traceback.format_exc()), args.verbose))
+                internal.append(
+                    _internal_error(_TracerError(f"{type(e).__name__}: {e}", traceback.format_exc()), args.verbose)
+                )
                 warnings = []
             for w in warnings:
                 if not args.quiet:
@@ -635,8 +704,15 @@ def cmd_check(args: argparse.Namespace) -> int:
     stdin_fix = stdin and args.fix and not args.diff
 
     # report
-    report = _render(fmt, findings, args, files_checked, traced, successful=not (io_errors or internal),
-                     notifications=[*io_errors, *internal])
+    report = _render(
+        fmt,
+        findings,
+        args,
+        files_checked,
+        traced,
+        successful=not (io_errors or internal),
+        notifications=[*io_errors, *internal],
+    )
     diffs = "".join(o.diff for o in outcomes if o.diff)
     for msg in io_errors:
         _error(msg)
@@ -665,8 +741,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     if not args.quiet:
         _summary(args, outcomes, findings, files_checked, fixed_total)
     if args.verbose:
-        _note(f"linted {files_checked} file(s) in {time.perf_counter() - t0:.2f}s with "
-              f"{min(n, len(jobs)) if n > 1 and len(jobs) >= POOL_MIN_FILES else 1} process(es)")
+        _note(
+            f"linted {files_checked} file(s) in {time.perf_counter() - t0:.2f}s with "
+            f"{min(n, len(jobs)) if n > 1 and len(jobs) >= POOL_MIN_FILES else 1} process(es)"
+        )
 
     if io_errors or internal:
         return 2
@@ -768,12 +846,21 @@ def _summary(args, outcomes: list[Outcome], findings, files_checked: int, fixed_
         if refuted:
             extra.append(f"{refuted} refuted by tracing")
         if safe and not args.fix:
-            extra.append(f"{safe} fixable with --fix" + (" --unsafe-fixes" if args.unsafe_fixes and any(
-                f.fix is not None and f.fix.applicability == "unsafe" for f in findings) else ""))
+            extra.append(
+                f"{safe} fixable with --fix"
+                + (
+                    " --unsafe-fixes"
+                    if args.unsafe_fixes
+                    and any(f.fix is not None and f.fix.applicability == "unsafe" for f in findings)
+                    else ""
+                )
+            )
         if unsafe_only:
             extra.append(f"{unsafe_only} more with --fix --unsafe-fixes")
-        lines.append(f"Found {_plural(len(findings), 'finding')} in {_plural(n_files, 'file')}"
-                     + (f" ({', '.join(extra)})" if extra else ""))
+        lines.append(
+            f"Found {_plural(len(findings), 'finding')} in {_plural(n_files, 'file')}"
+            + (f" ({', '.join(extra)})" if extra else "")
+        )
     else:
         lines.append(f"All checks passed ({_plural(files_checked, 'file')})")
     print("\n".join(lines), file=sys.stderr)
@@ -786,7 +873,7 @@ def _open_cache(config: Config, settings):
         return None
     try:
         return cache.Cache.open(config, settings)
-    except Exception:  # noqa: BLE001 - a cache problem never fails a run
+    except Exception:
         return None
 
 
@@ -898,7 +985,9 @@ def cmd_config(args: argparse.Namespace) -> int:
     rel = os.path.relpath(os.path.abspath(path)).replace(os.sep, "/")
     enabled = sorted(settings.enabled_for(rel))
     rules = by_code()
-    options = {code: {**dict(r.options), **settings.rule_options.get(code, {})} for code, r in rules.items() if r.options}
+    options = {
+        code: {**dict(r.options), **settings.rule_options.get(code, {})} for code, r in rules.items() if r.options
+    }
     data = {
         "config_file": str(config.path) if config.path else None,
         "root": str(config.root),
@@ -914,7 +1003,9 @@ def cmd_config(args: argparse.Namespace) -> int:
         "trace": dataclasses.asdict(config.trace),
         "rules": options,
         "path": rel,
-        "excluded": excluded_by_config(path, config) if os.path.abspath(path) != os.path.abspath(config.root) else False,
+        "excluded": excluded_by_config(path, config)
+        if os.path.abspath(path) != os.path.abspath(config.root)
+        else False,
         "enabled": enabled,
         "disabled": sorted(set(rules) - set(enabled)),
     }
@@ -926,7 +1017,9 @@ def cmd_config(args: argparse.Namespace) -> int:
     w(f"root:              {data['root']}\n")
     for key in ("select", "ignore", "extend-select", "extend-ignore"):
         value = data[key]
-        w(f"{key + ':':<19}{', '.join(value) if value else ('ALL (default)' if key == 'select' and value is None else '-')}\n")
+        w(
+            f"{key + ':':<19}{', '.join(value) if value else ('ALL (default)' if key == 'select' and value is None else '-')}\n"
+        )
     pfi = data["per-file-ignores"]
     w("per-file-ignores:  " + ("; ".join(f"{k} = {', '.join(v)}" for k, v in pfi.items()) if pfi else "-") + "\n")
     w(f"exclude:           {', '.join(data['exclude']) or '-'}\n")
@@ -934,7 +1027,9 @@ def cmd_config(args: argparse.Namespace) -> int:
     w(f"respect-gitignore: {str(data['respect-gitignore']).lower()}\n")
     w(f"output-format:     {data['output-format']}\n")
     t = data["trace"]
-    w(f"trace:             steps={t['steps']} timeout={t['timeout']:g}s memory={t['memory']}MB args={shlex.join(t['args']) or '-'}\n")
+    w(
+        f"trace:             steps={t['steps']} timeout={t['timeout']:g}s memory={t['memory']}MB args={shlex.join(t['args']) or '-'}\n"
+    )
     if options:
         w("rule options:\n")
         for code, opts in options.items():

@@ -38,9 +38,10 @@ import difflib
 import os
 import shlex
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pathspec
 
@@ -56,15 +57,44 @@ ALWAYS_SKIP_DIRS = frozenset({".git", ".hg", ".svn", ".bzr", "__pycache__"})
 # Default ``exclude`` (ruff's list plus notebook checkpoints and our cache). Setting
 # ``exclude`` replaces it; ``extend-exclude`` adds to it.
 DEFAULT_EXCLUDE = (
-    ".bzr", ".direnv", ".eggs", ".git", ".hg", ".ipynb_checkpoints", ".mypy_cache", ".nox",
-    ".pants.d", ".pytest_cache", ".ruff_cache", ".svn", ".tflint-grad-cache", ".tox", ".venv",
-    "__pycache__", "__pypackages__", "_build", "buck-out", "build", "dist", "node_modules",
-    "site-packages", "venv",
+    ".bzr",
+    ".direnv",
+    ".eggs",
+    ".git",
+    ".hg",
+    ".ipynb_checkpoints",
+    ".mypy_cache",
+    ".nox",
+    ".pants.d",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".svn",
+    ".tflint-grad-cache",
+    ".tox",
+    ".venv",
+    "__pycache__",
+    "__pypackages__",
+    "_build",
+    "buck-out",
+    "build",
+    "dist",
+    "node_modules",
+    "site-packages",
+    "venv",
 )
 
 _TOP_KEYS = (
-    "select", "ignore", "extend-select", "extend-ignore", "per-file-ignores", "exclude",
-    "extend-exclude", "respect-gitignore", "output-format", "rules", "trace",
+    "select",
+    "ignore",
+    "extend-select",
+    "extend-ignore",
+    "per-file-ignores",
+    "exclude",
+    "extend-exclude",
+    "respect-gitignore",
+    "output-format",
+    "rules",
+    "trace",
 )
 _TRACE_KEYS = ("steps", "timeout", "memory", "args")
 
@@ -237,7 +267,9 @@ def _table(data: dict[str, Any], filename: str) -> dict[str, Any] | None:
     if table is None:
         table = tool.get("tflint_grad")
         if table is not None:
-            raise ConfigError("pyproject.toml: the section is spelled [tool.tflint-grad] (with a dash), not [tool.tflint_grad]")
+            raise ConfigError(
+                "pyproject.toml: the section is spelled [tool.tflint-grad] (with a dash), not [tool.tflint_grad]"
+            )
     return table
 
 
@@ -362,8 +394,12 @@ def parse(table: dict[str, Any], path: Path | None = None, root: Path | None = N
         elif key == "trace":
             cfg.trace = _parse_trace(value, prefix, fname, key_error)
     # Validate selectors now so a typo is reported even if the CLI overrides it.
-    checks = [("select", cfg.selection.select or []), ("extend-select", cfg.selection.extend_select),
-              ("ignore", cfg.selection.ignore), ("extend-ignore", cfg.selection.extend_ignore)]
+    checks = [
+        ("select", cfg.selection.select or []),
+        ("extend-select", cfg.selection.extend_select),
+        ("ignore", cfg.selection.ignore),
+        ("extend-ignore", cfg.selection.extend_ignore),
+    ]
     checks += [(f"per-file-ignores.{p!r}", codes) for p, codes in cfg.per_file_ignores.items()]
     for key, codes in checks:
         try:
@@ -374,9 +410,14 @@ def parse(table: dict[str, Any], path: Path | None = None, root: Path | None = N
 
 
 def _tname(value: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a table"}.get(
-        type(value), type(value).__name__
-    ) + f" ({value!r})"
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
+    }.get(type(value), type(value).__name__) + f" ({value!r})"
 
 
 def _parse_rules(value: Any, prefix: str, fname: str) -> dict[str, dict[str, Any]]:
@@ -397,7 +438,9 @@ def _parse_rules(value: Any, prefix: str, fname: str) -> dict[str, dict[str, Any
             raise ConfigError(f"'{where}' in {fname} must be a table of options")
         declared = dict(rule.options)
         if not declared and options:
-            raise ConfigError(f"rule {rule.code} ({rule.name}) has no options, but '{where}' in {fname} sets {', '.join(options)}")
+            raise ConfigError(
+                f"rule {rule.code} ({rule.name}) has no options, but '{where}' in {fname} sets {', '.join(options)}"
+            )
         resolved = out.setdefault(rule.code, {})
         for key, opt in options.items():
             name = _option_name(key, declared)
@@ -480,7 +523,9 @@ def _parse_trace(value: Any, prefix: str, fname: str, key_error) -> TraceConfig:
     return tc
 
 
-def settings_for(path: str | os.PathLike[str] | None = None, *, config_file: str | None = None, isolated: bool = False) -> Settings:
+def settings_for(
+    path: str | os.PathLike[str] | None = None, *, config_file: str | None = None, isolated: bool = False
+) -> Settings:
     """Convenience for editors and plugins: the settings that apply to ``path``."""
     cfg = load(config_file, start=path if path is not None else None, isolated=isolated)
     return cfg.settings()

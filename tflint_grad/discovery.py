@@ -215,7 +215,9 @@ def _walk(top: str, given: str, exclude, ignores: _Ignores, gitignore: bool, add
                     st = os.stat(path)
                 except OSError:
                     if not (excluded(path, False) or ignores.ignored(path, False)):
-                        out.errors.append(f"{display_path(path, given_for(path), cwd)}: cannot read: broken symbolic link")
+                        out.errors.append(
+                            f"{display_path(path, given_for(path), cwd)}: cannot read: broken symbolic link"
+                        )
                     continue
                 if stat.S_ISDIR(st.st_mode):
                     continue  # symlinked folders are not followed

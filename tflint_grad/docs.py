@@ -44,7 +44,9 @@ def _toml_value(value: Any) -> str:
 def _type_name(value: Any) -> str:
     if isinstance(value, bool):
         return "bool"
-    return {int: "int", float: "float", str: "str", list: "list", tuple: "list", dict: "table"}.get(type(value), type(value).__name__)
+    return {int: "int", float: "float", str: "str", list: "list", tuple: "list", dict: "table"}.get(
+        type(value), type(value).__name__
+    )
 
 
 def _fix_line(rule) -> str:
@@ -92,16 +94,21 @@ def render_rule(rule) -> str:
         "## Suppressing",
         "",
         f"Add `# noqa: {rule.code}` to the reported line, `# tflint-grad: noqa: {rule.code}` anywhere in the "
-        f"file, or `ignore = [\"{rule.code}\"]` (or `per-file-ignores`) under `[tool.tflint-grad]`.",
+        f'file, or `ignore = ["{rule.code}"]` (or `per-file-ignores`) under `[tool.tflint-grad]`.',
         "",
     ]
     return "\n".join(lines)
 
 
 def render_index(rules) -> str:
-    lines = [HEADER, "# tflint-grad rules", "",
-             "Generated from the rules' docstrings; `tflint-grad rules` prints the same table and "
-             "`tflint-grad rule CODE` one rule's page.", ""]
+    lines = [
+        HEADER,
+        "# tflint-grad rules",
+        "",
+        "Generated from the rules' docstrings; `tflint-grad rules` prints the same table and "
+        "`tflint-grad rule CODE` one rule's page.",
+        "",
+    ]
     rules = list(rules)
     groups = [(p, t, [r for r in rules if r.code.startswith(p)]) for p, t in CATEGORIES]
     known = {r.code for _, _, rs in groups for r in rs}
@@ -111,13 +118,19 @@ def render_index(rules) -> str:
     for prefix, title, members in groups:
         if not members:
             continue
-        lines += [f"## {prefix}xx: {title}" if prefix else f"## {title}", "",
-                  "| code | name | summary | fix | severity |", "|---|---|---|---|---|"]
+        lines += [
+            f"## {prefix}xx: {title}" if prefix else f"## {title}",
+            "",
+            "| code | name | summary | fix | severity |",
+            "|---|---|---|---|---|",
+        ]
         for r in members:
             summary = r.summary().replace("|", "\\|")
             if getattr(r, "trace_only", False):
                 summary += " *(--confirm only)*"
-            lines.append(f"| [{r.code}]({r.code}.md) | `{r.name}` | {summary} | {'yes' if r.fixable() else ''} | {r.severity} |")
+            lines.append(
+                f"| [{r.code}]({r.code}.md) | `{r.name}` | {summary} | {'yes' if r.fixable() else ''} | {r.severity} |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -169,14 +182,19 @@ def url(code: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tflint_grad.docs", description="Generate docs/rules from the rules' docstrings.")
+    parser = argparse.ArgumentParser(
+        prog="python -m tflint_grad.docs", description="Generate docs/rules from the rules' docstrings."
+    )
     parser.add_argument("--check", action="store_true", help="exit 1 if the generated docs are stale, write nothing")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
     args = parser.parse_args(argv)
     if args.check:
         problems = stale(args.out)
         if problems:
-            print(f"stale rule docs in {args.out}: {', '.join(problems)}; run `python -m tflint_grad.docs`", file=sys.stderr)
+            print(
+                f"stale rule docs in {args.out}: {', '.join(problems)}; run `python -m tflint_grad.docs`",
+                file=sys.stderr,
+            )
             return 1
         print("rule docs are up to date")
         return 0

@@ -26,7 +26,9 @@ from tflint_grad.sourcefile import Problem, SourceFile, diagnose, load
 # A file must mention one of these to be parsed at all.
 _TF_TEXT = re.compile(r"tensorflow|keras|\btf\.|tf_slim")
 _NOQA = re.compile(r"#\s*noqa(?::\s*(?P<codes>[A-Z]+[0-9]+(?:\s*,\s*[A-Z]+[0-9]+)*))?", re.IGNORECASE)
-_FILE_NOQA = re.compile(r"#\s*tflint-grad:\s*noqa(?::\s*(?P<codes>[A-Z]+[0-9]+(?:\s*,\s*[A-Z]+[0-9]+)*))?", re.IGNORECASE)
+_FILE_NOQA = re.compile(
+    r"#\s*tflint-grad:\s*noqa(?::\s*(?P<codes>[A-Z]+[0-9]+(?:\s*,\s*[A-Z]+[0-9]+)*))?", re.IGNORECASE
+)
 
 
 @dataclass
@@ -90,8 +92,11 @@ def _lint_file(src: SourceFile, settings: Settings | None) -> Result:
     if file_noqa is not None and not file_noqa:
         return result  # `# tflint-grad: noqa` silences the whole file
     rules = [
-        r for r in all_rules()
-        if r.code in enabled and not r.trace_only and r.code != "TFG000"
+        r
+        for r in all_rules()
+        if r.code in enabled
+        and not r.trace_only
+        and r.code != "TFG000"
         and (not r.requires or any(tok in text for tok in r.requires))
     ]
     if not rules:
@@ -106,9 +111,11 @@ def _lint_file(src: SourceFile, settings: Settings | None) -> Result:
         return result
     except RecursionError:
         if "TFG000" in enabled:
-            result.findings.append(_tfg000(src, Problem(1, 1, "cannot parse: the file is too deeply nested to analyze")))
+            result.findings.append(
+                _tfg000(src, Problem(1, 1, "cannot parse: the file is too deeply nested to analyze"))
+            )
         return result
-    except Exception as e:  # noqa: BLE001 - libcst can raise on odd input; never crash the run
+    except Exception as e:
         if "TFG000" in enabled:
             result.findings.append(_tfg000(src, Problem(1, 1, f"cannot parse: {type(e).__name__}: {e}")))
         return result
@@ -127,8 +134,10 @@ def _lint_file(src: SourceFile, settings: Settings | None) -> Result:
             for rep in rule.reports:
                 try:
                     finding = _to_finding(src, ctx, rule, rep)
-                except Exception as e:  # noqa: BLE001
-                    result.errors.append(InternalError(src.path, rule.code, f"{type(e).__name__}: {e}", traceback.format_exc()))
+                except Exception as e:
+                    result.errors.append(
+                        InternalError(src.path, rule.code, f"{type(e).__name__}: {e}", traceback.format_exc())
+                    )
                     continue
                 if _suppressed(finding, noqa, file_noqa, src):
                     continue
@@ -157,15 +166,17 @@ def _run_rules(ctx: FileContext, rules: list[Rule], result: Result) -> None:
             except RecursionError:
                 broken.add(rule.code)
                 result.errors.append(InternalError(ctx.path, rule.code, "RecursionError (expression too deep)", ""))
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 broken.add(rule.code)
-                result.errors.append(InternalError(ctx.path, rule.code, f"{type(e).__name__}: {e}", traceback.format_exc()))
+                result.errors.append(
+                    InternalError(ctx.path, rule.code, f"{type(e).__name__}: {e}", traceback.format_exc())
+                )
     for rule in rules:
         if rule.code in broken:
             continue
         try:
             rule.finish()
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             result.errors.append(InternalError(ctx.path, rule.code, f"{type(e).__name__}: {e}", traceback.format_exc()))
 
 

@@ -94,7 +94,7 @@ class Finding:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Finding":
+    def from_dict(cls, d: dict[str, Any]) -> Finding:
         fix = d.get("fix")
         if fix:
             fix = Fix(
@@ -103,8 +103,18 @@ class Finding:
                 edits=tuple(Edit(**e) for e in fix["edits"]),
             )
         return cls(
-            code=d["code"], name=d["name"], path=d["path"], line=d["line"], column=d["column"],
-            end_line=d["end_line"], end_column=d["end_column"], message=d["message"],
-            severity=d.get("severity", "warning"), verdict=d.get("verdict", "unconfirmed"),
-            evidence=d.get("evidence"), fix=fix, cell=d.get("cell"), data=d.get("data") or {},
+            code=d["code"],
+            name=d["name"],
+            path=d["path"],
+            line=d["line"],
+            column=d["column"],
+            end_line=d["end_line"],
+            end_column=d["end_column"],
+            message=d["message"],
+            severity=d.get("severity", "warning"),
+            verdict=d.get("verdict", "unconfirmed"),
+            evidence=d.get("evidence"),
+            fix=fix,
+            cell=d.get("cell"),
+            data=d.get("data") or {},
         )

@@ -54,12 +54,15 @@ def apply_edits(text: str, edits: list[Edit]) -> str:
 
 def choose(findings: list[Finding], unsafe: bool, codes: set[str] | None = None) -> list[Finding]:
     return [
-        f for f in findings
+        f
+        for f in findings
         if f.fix is not None and (unsafe or f.fix.applicability == "safe") and (codes is None or f.code in codes)
     ]
 
 
-def fix_text(text: str, path: str, settings: Settings | None = None, *, unsafe: bool = False, codes: set[str] | None = None) -> FixResult:
+def fix_text(
+    text: str, path: str, settings: Settings | None = None, *, unsafe: bool = False, codes: set[str] | None = None
+) -> FixResult:
     """Apply fixes until none is left (at most ``MAX_PASSES`` re-lints)."""
     from tflint_grad.engine import lint_file
 
@@ -77,7 +80,9 @@ def fix_text(text: str, path: str, settings: Settings | None = None, *, unsafe: 
         for f in todo:
             assert f.fix is not None
             span = (min(e.line for e in f.fix.edits), max(e.end_line for e in f.fix.edits))
-            if any(not (span[1] < a or span[0] > b) for a, b in taken) and any(_overlap(e, x) for e in f.fix.edits for x in edits):
+            if any(not (span[1] < a or span[0] > b) for a, b in taken) and any(
+                _overlap(e, x) for e in f.fix.edits for x in edits
+            ):
                 continue
             edits.extend(f.fix.edits)
             taken.append(span)
@@ -99,11 +104,13 @@ def parses(text: str) -> bool:
     try:
         cst.parse_module(text)
         return True
-    except Exception:  # noqa: BLE001
+    except Exception:
         return False
 
 
 def unified_diff(before: str, after: str, path: str) -> str:
     return "".join(
-        difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True), f"a/{path}", f"b/{path}")
+        difflib.unified_diff(
+            before.splitlines(keepends=True), after.splitlines(keepends=True), f"a/{path}", f"b/{path}"
+        )
     )

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from tflint_grad import __version__
 from tflint_grad.engine import is_tf_source, lint_file

@@ -44,8 +44,9 @@ import os
 import re
 import sys
 import tokenize
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
@@ -226,8 +227,9 @@ def edit_dict(e: Edit, pmap: PositionMap) -> dict[str, Any]:
     return {"range": _range_dict(pmap.range(e.line, e.column, e.end_line, e.end_column)), "newText": e.content}
 
 
-def to_diagnostic(f: Finding, lines: Sequence[str], pmap: PositionMap, version: int | None,
-                  no_comment: set[int] | None) -> types.Diagnostic:
+def to_diagnostic(
+    f: Finding, lines: Sequence[str], pmap: PositionMap, version: int | None, no_comment: set[int] | None
+) -> types.Diagnostic:
     line, col, end_line, end_col = text_span(f)
     fix = None
     if f.fix is not None:
@@ -285,9 +287,7 @@ class Linted:
 
 class TflintServer(LanguageServer):
     def __init__(self) -> None:
-        super().__init__(
-            "tflint-grad", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Incremental
-        )
+        super().__init__("tflint-grad", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Incremental)
         self.options = Options()
         self._configs: dict[str, Any] = {}  # folder -> tflint_grad.config.Config
         self._reported_config_errors: set[str] = set()
@@ -334,7 +334,7 @@ class TflintServer(LanguageServer):
                 self.log(types.MessageType.Error, message)
                 try:
                     self.window_show_message(types.ShowMessageParams(type=types.MessageType.Error, message=message))
-                except Exception:  # noqa: BLE001
+                except Exception:
                     pass
             return Settings.default(), False
         excluded = bool(path) and cfg.exclude_spec().match_path_or_parents(path)  # type: ignore[arg-type]
@@ -349,7 +349,7 @@ class TflintServer(LanguageServer):
         LOG.log({1: logging.ERROR, 2: logging.WARNING}.get(int(level), logging.INFO), message)
         try:
             self.window_log_message(types.LogMessageParams(type=level, message=message))
-        except Exception:  # noqa: BLE001 - not connected (unit use)
+        except Exception:
             pass
 
     # -- linting -----------------------------------------------------------------
@@ -372,7 +372,9 @@ class TflintServer(LanguageServer):
         newline = "\r\n" if "\r\n" in text[:10000] else "\n"
         result = lint_file(SourceFile(path, text, newline=newline), settings)
         for err in result.errors:
-            self.log(types.MessageType.Warning, f"tflint-grad: internal error in {err.rule} on {err.path}: {err.message}")
+            self.log(
+                types.MessageType.Warning, f"tflint-grad: internal error in {err.rule} on {err.path}: {err.message}"
+            )
         findings = result.findings
         conf = self.confirmed.get(uri)
         if conf is not None and conf[0] == version:
@@ -440,8 +442,10 @@ class TflintServer(LanguageServer):
                 return
             try:
                 import tflint_grad.tracer.runner  # noqa: F401 - lazily: the tracer is optional
-            except Exception as e:  # noqa: BLE001
-                self.log(types.MessageType.Info, f"tflint-grad: --confirm unavailable ({type(e).__name__}: {e}); skipped")
+            except Exception as e:
+                self.log(
+                    types.MessageType.Info, f"tflint-grad: --confirm unavailable ({type(e).__name__}: {e}); skipped"
+                )
                 return
             linted = self.current(uri)
             if not linted.findings:
@@ -452,8 +456,10 @@ class TflintServer(LanguageServer):
             self.log(types.MessageType.Info, f"tflint-grad: --confirm: tracing {doc.path} in the background")
             try:
                 findings, warnings = await asyncio.to_thread(run_confirm, doc.path, linted.text, settings, trace)
-            except Exception as e:  # noqa: BLE001 - a trace failure is not a server failure
-                self.log(types.MessageType.Warning, f"tflint-grad: --confirm failed on {doc.path}: {type(e).__name__}: {e}")
+            except Exception as e:
+                self.log(
+                    types.MessageType.Warning, f"tflint-grad: --confirm failed on {doc.path}: {type(e).__name__}: {e}"
+                )
                 return
             for w in warnings:
                 self.log(types.MessageType.Warning, f"tflint-grad: {w}")
@@ -477,12 +483,14 @@ class TflintServer(LanguageServer):
             caps and caps.workspace and caps.workspace.workspace_edit and caps.workspace.workspace_edit.document_changes
         )
         if document_changes:
-            return types.WorkspaceEdit(document_changes=[
-                types.TextDocumentEdit(
-                    text_document=types.OptionalVersionedTextDocumentIdentifier(uri=uri, version=version),
-                    edits=edits,
-                )
-            ])
+            return types.WorkspaceEdit(
+                document_changes=[
+                    types.TextDocumentEdit(
+                        text_document=types.OptionalVersionedTextDocumentIdentifier(uri=uri, version=version),
+                        edits=edits,
+                    )
+                ]
+            )
         return types.WorkspaceEdit(changes={uri: edits})
 
     def code_actions(self, params: types.CodeActionParams) -> list[types.CodeAction]:
@@ -501,14 +509,18 @@ class TflintServer(LanguageServer):
                 fixed = fix_text(linted.text, doc.path or uri, self.config_for(doc.path)[0])
                 if fixed.text != linted.text:
                     pmap = PositionMap(split_lines(linted.text), doc.position_codec)
-                    actions.append(types.CodeAction(
-                        title=f"tflint-grad: fix all safely fixable problems ({fixed.applied})",
-                        kind=FIX_ALL_KIND,
-                        edit=self.edit_for(uri, doc.version, diff_edits(linted.text, fixed.text, pmap)),
-                    ))
+                    actions.append(
+                        types.CodeAction(
+                            title=f"tflint-grad: fix all safely fixable problems ({fixed.applied})",
+                            kind=FIX_ALL_KIND,
+                            edit=self.edit_for(uri, doc.version, diff_edits(linted.text, fixed.text, pmap)),
+                        )
+                    )
         return actions
 
-    def _diagnostics_for(self, params: types.CodeActionParams, version: int | None) -> Iterable[tuple[types.Diagnostic, dict]]:
+    def _diagnostics_for(
+        self, params: types.CodeActionParams, version: int | None
+    ) -> Iterable[tuple[types.Diagnostic, dict]]:
         """The request's diagnostics with their data; stale ones are re-linted."""
         stale = []
         for diag in params.context.diagnostics:
@@ -534,21 +546,27 @@ class TflintServer(LanguageServer):
             safe = fix.get("applicability") == "safe"
             edits = [types.TextEdit(range=_range_from(e["range"]), new_text=e["newText"]) for e in fix["edits"]]
             title = f"{fix.get('title') or 'Apply fix'} ({diag.code})" + ("" if safe else " [unsafe]")
-            out.append(types.CodeAction(
-                title=title,
-                kind=types.CodeActionKind.QuickFix,
-                diagnostics=[diag],
-                is_preferred=safe,
-                edit=self.edit_for(uri, version, edits),
-            ))
+            out.append(
+                types.CodeAction(
+                    title=title,
+                    kind=types.CodeActionKind.QuickFix,
+                    diagnostics=[diag],
+                    is_preferred=safe,
+                    edit=self.edit_for(uri, version, edits),
+                )
+            )
         noqa = data.get("noqa")
         if noqa:
-            out.append(types.CodeAction(
-                title=f"Disable {diag.code} for this line",
-                kind=types.CodeActionKind.QuickFix,
-                diagnostics=[diag],
-                edit=self.edit_for(uri, version, [types.TextEdit(range=_range_from(noqa["range"]), new_text=noqa["newText"])]),
-            ))
+            out.append(
+                types.CodeAction(
+                    title=f"Disable {diag.code} for this line",
+                    kind=types.CodeActionKind.QuickFix,
+                    diagnostics=[diag],
+                    edit=self.edit_for(
+                        uri, version, [types.TextEdit(range=_range_from(noqa["range"]), new_text=noqa["newText"])]
+                    ),
+                )
+            )
         return out
 
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from tflint_grad import __version__
 from tflint_grad.finding import DOCS_URL, Finding
@@ -51,7 +52,9 @@ def location(f: Finding) -> str:
 
 
 # -- text ---------------------------------------------------------------------------------
-def format_text(findings: Sequence[Finding], *, traced: bool = False, show_fixes: bool = False, unsafe: bool = False) -> str:
+def format_text(
+    findings: Sequence[Finding], *, traced: bool = False, show_fixes: bool = False, unsafe: bool = False
+) -> str:
     lines: list[str] = []
     for f in findings:
         marker = "[*] " if is_fixable(f, unsafe) else ""
@@ -143,8 +146,14 @@ def _region(line: int, col: int, end_line: int, end_col: int) -> dict[str, int]:
     return {"startLine": line, "startColumn": col, "endLine": end_line, "endColumn": end_col}
 
 
-def to_sarif(findings: Sequence[Finding], *, rules: Iterable[type] | None = None, root: str | None = None,
-             successful: bool = True, notifications: Sequence[str] = ()) -> dict[str, Any]:
+def to_sarif(
+    findings: Sequence[Finding],
+    *,
+    rules: Iterable[type] | None = None,
+    root: str | None = None,
+    successful: bool = True,
+    notifications: Sequence[str] = (),
+) -> dict[str, Any]:
     if rules is None:
         from tflint_grad.registry import all_rules
 
@@ -174,31 +183,37 @@ def to_sarif(findings: Sequence[Finding], *, rules: Iterable[type] | None = None
         if f.cell is not None:
             result["properties"]["cell"] = f.cell
         if f.fix is not None and f.cell is None:
-            result["fixes"] = [{
-                "description": {"text": f"{f.fix.message} ({f.fix.applicability})"},
-                "artifactChanges": [{
-                    "artifactLocation": artifact,
-                    "replacements": [
+            result["fixes"] = [
+                {
+                    "description": {"text": f"{f.fix.message} ({f.fix.applicability})"},
+                    "artifactChanges": [
                         {
-                            "deletedRegion": _region(e.line, e.column, e.end_line, e.end_column),
-                            "insertedContent": {"text": e.content},
+                            "artifactLocation": artifact,
+                            "replacements": [
+                                {
+                                    "deletedRegion": _region(e.line, e.column, e.end_line, e.end_column),
+                                    "insertedContent": {"text": e.content},
+                                }
+                                for e in f.fix.edits
+                            ],
                         }
-                        for e in f.fix.edits
                     ],
-                }],
-            }]
+                }
+            ]
         results.append(result)
     invocation: dict[str, Any] = {"executionSuccessful": successful}
     if notifications:
         invocation["toolExecutionNotifications"] = [{"level": "error", "message": {"text": n}} for n in notifications]
     run = {
-        "tool": {"driver": {
-            "name": TOOL,
-            "version": __version__,
-            "semanticVersion": __version__,
-            "informationUri": INFORMATION_URI,
-            "rules": driver_rules,
-        }},
+        "tool": {
+            "driver": {
+                "name": TOOL,
+                "version": __version__,
+                "semanticVersion": __version__,
+                "informationUri": INFORMATION_URI,
+                "rules": driver_rules,
+            }
+        },
         "originalUriBaseIds": {"%SRCROOT%": {"uri": Path(root).as_uri().rstrip("/") + "/"}},
         "columnKind": "unicodeCodePoints",
         "invocations": [invocation],
@@ -259,7 +274,14 @@ def format_rules(rules: Iterable[type], fmt: str = "text") -> str:
         return json.dumps(info, indent=2, default=str) + "\n"
     rows = [("CODE", "NAME", "FIX", "SUMMARY")]
     for r in info:
-        rows.append((r["code"], r["name"], "yes" if r["fixable"] else "", r["summary"] + (" (--confirm only)" if r["trace_only"] else "")))
+        rows.append(
+            (
+                r["code"],
+                r["name"],
+                "yes" if r["fixable"] else "",
+                r["summary"] + (" (--confirm only)" if r["trace_only"] else ""),
+            )
+        )
     w0 = max(len(r[0]) for r in rows)
     w1 = max(len(r[1]) for r in rows)
     w2 = max(len(r[2]) for r in rows)

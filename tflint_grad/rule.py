@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import inspect
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import libcst as cst
 
@@ -77,7 +78,7 @@ class Rule:
     VALID: ClassVar[list[Valid | str]] = []
     INVALID: ClassVar[list[Invalid]] = []
 
-    def __init__(self, ctx: "FileContext", options: dict[str, Any] | None = None) -> None:
+    def __init__(self, ctx: FileContext, options: dict[str, Any] | None = None) -> None:
         self.ctx = ctx
         self.opts = {**type(self).options, **(options or {})}
         self.reports: list[Report] = []
@@ -105,12 +106,12 @@ class Rule:
 
     # -- confirmation ---------------------------------------------------------------
     @classmethod
-    def confirm(cls, finding: Any, trace: "TraceResult") -> Outcome | None:
+    def confirm(cls, finding: Any, trace: TraceResult) -> Outcome | None:
         """Map trace events to a verdict. None: this rule has no oracle."""
         return None
 
     @classmethod
-    def discover(cls, trace: "TraceResult") -> list[tuple[int, str, str]]:
+    def discover(cls, trace: TraceResult) -> list[tuple[int, str, str]]:
         """Trace-only rules: findings to create from a trace, as (line, message, evidence)."""
         return []
 
@@ -132,7 +133,7 @@ class Rule:
         out: dict[type, str] = {}
         for attr in dir(cls):
             if attr.startswith("visit_"):
-                node_type = getattr(cst, attr[len("visit_"):], None)
+                node_type = getattr(cst, attr[len("visit_") :], None)
                 if isinstance(node_type, type):
                     out[node_type] = attr
         return out

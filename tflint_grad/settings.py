@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from tflint_grad.registry import all_rules
 
@@ -29,7 +30,9 @@ def expand(selectors: Iterable[str], *, what: str = "selector") -> set[str]:
 
             rule = lookup(raw.strip())
             if rule is None:
-                raise SelectionError(f"unknown rule {what} {raw.strip()!r} (valid: ALL, a prefix such as TFG2, or one of {', '.join(codes)})")
+                raise SelectionError(
+                    f"unknown rule {what} {raw.strip()!r} (valid: ALL, a prefix such as TFG2, or one of {', '.join(codes)})"
+                )
             matched = [rule.code]
         out.update(matched)
     return out
@@ -42,7 +45,7 @@ class Settings:
     per_file_ignores: list[tuple[Any, frozenset[str]]] = field(default_factory=list)  # (pathspec, codes)
 
     @classmethod
-    def default(cls) -> "Settings":
+    def default(cls) -> Settings:
         return cls(frozenset(r.code for r in all_rules()))
 
     @classmethod
@@ -52,7 +55,7 @@ class Settings:
         ignore: Iterable[str] = (),
         extend_select: Iterable[str] = (),
         rule_options: dict[str, dict[str, Any]] | None = None,
-    ) -> "Settings":
+    ) -> Settings:
         enabled = expand(select if select is not None else ["ALL"])
         enabled |= expand(extend_select)
         enabled -= expand(ignore)

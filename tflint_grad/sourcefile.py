@@ -101,7 +101,9 @@ def load_notebook(path: str, raw: bytes) -> SourceFile:
     try:
         nb = json.loads(text)
     except json.JSONDecodeError as e:
-        return SourceFile(path, "", cells=[], problem=Problem(e.lineno, e.colno, f"the notebook is not valid JSON: {e.msg}"), raw=raw)
+        return SourceFile(
+            path, "", cells=[], problem=Problem(e.lineno, e.colno, f"the notebook is not valid JSON: {e.msg}"), raw=raw
+        )
     cells = nb.get("cells") if isinstance(nb, dict) else None
     if not isinstance(cells, list):
         return SourceFile(path, "", cells=[], problem=Problem(1, 1, "the notebook has no 'cells' list"), raw=raw)

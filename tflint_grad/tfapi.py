@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tomllib
-from functools import lru_cache
+from functools import cache, lru_cache
 from importlib import resources
 from typing import Any
 
@@ -18,7 +18,7 @@ def table(section: str, key: str) -> Any:
     return tables()[section][key]
 
 
-@lru_cache(maxsize=None)
+@cache
 def names(section: str, key: str) -> frozenset[str]:
     return frozenset(tables()[section][key])
 
@@ -37,7 +37,7 @@ def canonical(dotted: str) -> str:
         changed = False
         for old, new in _prefixes():
             if dotted == old or dotted.startswith(old + "."):
-                rewritten = new + dotted[len(old):]
+                rewritten = new + dotted[len(old) :]
                 if rewritten != dotted:
                     dotted, changed = rewritten, True
                     break

@@ -18,7 +18,6 @@ domain (Cast to int, ArgMax, comparisons...) or whose gradient is None/zero by d
 """
 
 # Graph facts are best effort: an attribute that cannot be read is skipped.
-# ruff: noqa: BLE001, S110, S112
 
 from __future__ import annotations
 
@@ -28,21 +27,71 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 # Ops whose registered gradient is None (or that are not differentiable at all).
-NONE_GRAD_OPS = frozenset({
-    "StopGradient", "PreventGradient", "ArgMax", "ArgMin", "Round", "Floor", "Ceil", "Rint",
-    "Equal", "NotEqual", "Greater", "GreaterEqual", "Less", "LessEqual", "ApproximateEqual",
-    "LogicalAnd", "LogicalOr", "LogicalNot", "IsNan", "IsInf", "IsFinite", "OnesLike",
-    "ZerosLike", "Shape", "ShapeN", "Size", "Rank", "RandomUniformInt", "Multinomial",
-    "TopKV2", "UniqueV2", "Unique", "Bucketize", "FloorDiv", "FloorMod", "TruncateDiv",
-    "HistogramFixedWidth", "InTopKV2", "InTopK", "OneHot",
-})
+NONE_GRAD_OPS = frozenset(
+    {
+        "StopGradient",
+        "PreventGradient",
+        "ArgMax",
+        "ArgMin",
+        "Round",
+        "Floor",
+        "Ceil",
+        "Rint",
+        "Equal",
+        "NotEqual",
+        "Greater",
+        "GreaterEqual",
+        "Less",
+        "LessEqual",
+        "ApproximateEqual",
+        "LogicalAnd",
+        "LogicalOr",
+        "LogicalNot",
+        "IsNan",
+        "IsInf",
+        "IsFinite",
+        "OnesLike",
+        "ZerosLike",
+        "Shape",
+        "ShapeN",
+        "Size",
+        "Rank",
+        "RandomUniformInt",
+        "Multinomial",
+        "TopKV2",
+        "UniqueV2",
+        "Unique",
+        "Bucketize",
+        "FloorDiv",
+        "FloorMod",
+        "TruncateDiv",
+        "HistogramFixedWidth",
+        "InTopKV2",
+        "InTopK",
+        "OneHot",
+    }
+)
 # Ops whose gradient exists but is identically zero.
 ZERO_GRAD_OPS = frozenset({"Sign"})
 # Ops that only forward a value (skipped when looking at "what feeds X").
-PASS_THROUGH = frozenset({"Identity", "Reshape", "ExpandDims", "Squeeze", "IdentityN", "Snapshot", "Enter", "Switch", "Merge"})
-ASSIGN_OPS = frozenset({"Assign", "AssignSub", "AssignAdd", "AssignVariableOp",
-                        "AssignSubVariableOp", "AssignAddVariableOp", "ScatterUpdate", "ScatterAdd",
-                        "ScatterSub", "ResourceScatterUpdate", "ResourceScatterAdd"})
+PASS_THROUGH = frozenset(
+    {"Identity", "Reshape", "ExpandDims", "Squeeze", "IdentityN", "Snapshot", "Enter", "Switch", "Merge"}
+)
+ASSIGN_OPS = frozenset(
+    {
+        "Assign",
+        "AssignSub",
+        "AssignAdd",
+        "AssignVariableOp",
+        "AssignSubVariableOp",
+        "AssignAddVariableOp",
+        "ScatterUpdate",
+        "ScatterAdd",
+        "ScatterSub",
+        "ResourceScatterUpdate",
+        "ResourceScatterAdd",
+    }
+)
 VARIABLE_OPS = frozenset({"VariableV2", "Variable", "VarHandleOp", "Placeholder"})
 RELU_OPS = frozenset({"Relu", "Relu6", "LeakyRelu", "Elu", "Selu"})
 # What a Sqrt's radicand is made of (TFG403): squares, the reductions that sum them, guards.
@@ -433,8 +482,9 @@ def sqrt_radicand(view: Any, node: Any, depth: int = 8) -> dict[str, Any] | None
         if t in PASS_THROUGH:
             cur = ins[0] if ins else None
             continue
-        if t in GUARD_OPS or (t in ADD_OPS and len(ins) == 2
-                              and any(_is_constant_input(view, cur, k, p) for k, p in enumerate(ins))):
+        if t in GUARD_OPS or (
+            t in ADD_OPS and len(ins) == 2 and any(_is_constant_input(view, cur, k, p) for k, p in enumerate(ins))
+        ):
             clipped = True
             chain.append(t)
             rest = [p for k, p in enumerate(ins) if p is not None and not _is_constant_input(view, cur, k, p)]

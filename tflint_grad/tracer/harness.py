@@ -83,8 +83,11 @@ class ScriptSignal(BaseException):
 
 # Signals that would end the process without a word; while the script runs they raise ScriptSignal
 # instead ("script terminated by SIGTERM at line 12"), unless the script installs its own handler.
-TERMINATING_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP", "SIGQUIT", "SIGALRM", "SIGUSR1",
-                                                           "SIGVTALRM", "SIGPROF") if hasattr(signal, n))
+TERMINATING_SIGNALS = tuple(
+    getattr(signal, n)
+    for n in ("SIGTERM", "SIGHUP", "SIGQUIT", "SIGALRM", "SIGUSR1", "SIGVTALRM", "SIGPROF")
+    if hasattr(signal, n)
+)
 
 
 # -- limits ---------------------------------------------------------------------------------
@@ -113,8 +116,12 @@ def set_limits(memory_mb: int) -> None:
 
 # Landlock (Linux >= 5.13): the same numbers on every architecture
 _LANDLOCK_CREATE_RULESET, _LANDLOCK_ADD_RULE, _LANDLOCK_RESTRICT_SELF = 444, 445, 446
-_LL_WRITE_FILE, _LL_REMOVE_DIR, _LL_REMOVE_FILE, _LL_MAKE_CHAR, _LL_MAKE_DIR, _LL_MAKE_REG = (1 << i for i in (1, 4, 5, 6, 7, 8))
-_LL_MAKE_SOCK, _LL_MAKE_FIFO, _LL_MAKE_BLOCK, _LL_MAKE_SYM, _LL_REFER, _LL_TRUNCATE = (1 << i for i in (9, 10, 11, 12, 13, 14))
+_LL_WRITE_FILE, _LL_REMOVE_DIR, _LL_REMOVE_FILE, _LL_MAKE_CHAR, _LL_MAKE_DIR, _LL_MAKE_REG = (
+    1 << i for i in (1, 4, 5, 6, 7, 8)
+)
+_LL_MAKE_SOCK, _LL_MAKE_FIFO, _LL_MAKE_BLOCK, _LL_MAKE_SYM, _LL_REFER, _LL_TRUNCATE = (
+    1 << i for i in (9, 10, 11, 12, 13, 14)
+)
 
 
 def landlock_abi() -> int:
@@ -124,8 +131,10 @@ def landlock_abi() -> int:
 
         libc = ctypes.CDLL(None, use_errno=True)
         libc.syscall.restype = ctypes.c_long
-        return max(0, int(libc.syscall(ctypes.c_long(_LANDLOCK_CREATE_RULESET), None, ctypes.c_long(0), ctypes.c_long(1))))
-    except Exception:  # noqa: BLE001 - not Linux
+        return max(
+            0, int(libc.syscall(ctypes.c_long(_LANDLOCK_CREATE_RULESET), None, ctypes.c_long(0), ctypes.c_long(1)))
+        )
+    except Exception:
         return 0
 
 
@@ -152,8 +161,18 @@ def confine_writes(folders: list[str], files: tuple[str, ...] = ("/dev/null",)) 
         abi = landlock_abi()
         if abi < 1:
             return "kernel write confinement (Landlock) unavailable on this system"
-        handled = (_LL_WRITE_FILE | _LL_REMOVE_DIR | _LL_REMOVE_FILE | _LL_MAKE_CHAR | _LL_MAKE_DIR | _LL_MAKE_REG
-                   | _LL_MAKE_SOCK | _LL_MAKE_FIFO | _LL_MAKE_BLOCK | _LL_MAKE_SYM)
+        handled = (
+            _LL_WRITE_FILE
+            | _LL_REMOVE_DIR
+            | _LL_REMOVE_FILE
+            | _LL_MAKE_CHAR
+            | _LL_MAKE_DIR
+            | _LL_MAKE_REG
+            | _LL_MAKE_SOCK
+            | _LL_MAKE_FIFO
+            | _LL_MAKE_BLOCK
+            | _LL_MAKE_SYM
+        )
         handled |= _LL_REFER if abi >= 2 else 0
         handled |= _LL_TRUNCATE if abi >= 3 else 0
 
@@ -169,8 +188,10 @@ def confine_writes(folders: list[str], files: tuple[str, ...] = ("/dev/null",)) 
         if ruleset < 0:
             return f"kernel write confinement (Landlock) unavailable: {os.strerror(ctypes.get_errno())}"
         try:
-            for path, access in [*((f, handled) for f in folders),
-                                 *((f, handled & (_LL_WRITE_FILE | _LL_TRUNCATE)) for f in files)]:
+            for path, access in [
+                *((f, handled) for f in folders),
+                *((f, handled & (_LL_WRITE_FILE | _LL_TRUNCATE)) for f in files),
+            ]:
                 try:
                     fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
                 except OSError:
@@ -188,7 +209,7 @@ def confine_writes(folders: list[str], files: tuple[str, ...] = ("/dev/null",)) 
         finally:
             os.close(ruleset)
         return f"kernel write confinement (Landlock ABI {abi}): " + ", ".join(folders)
-    except Exception as e:  # noqa: BLE001 - not Linux, no ctypes...: the audit hooks still apply
+    except Exception as e:
         return f"kernel write confinement (Landlock) unavailable: {type(e).__name__}: {e}"
 
 
@@ -200,7 +221,7 @@ def become_subreaper() -> bool:
         import ctypes
 
         return ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
-    except Exception:  # noqa: BLE001
+    except Exception:
         return False
 
 
@@ -241,19 +262,67 @@ NETWORK_MESSAGE = "network access is disabled while tracing"
 class Guard:
     """Refuses network access, writes outside ``root`` and process creation (audit hooks)."""
 
-    NETWORK = frozenset({"socket.connect", "socket.bind", "socket.getaddrinfo", "socket.gethostbyname",
-                         "socket.gethostbyaddr", "socket.getnameinfo", "socket.sendto", "socket.sendmsg"})
-    PROCESS = frozenset({"subprocess.Popen", "os.system", "os.fork", "os.forkpty", "os.exec", "os.posix_spawn",
-                         "os.spawn", "os.startfile", "pty.spawn"})
-    ONE_PATH = frozenset({"os.remove", "os.rmdir", "os.mkdir", "os.truncate", "os.chmod", "os.chown", "os.utime",
-                          "os.chflags", "os.lchflags", "os.lchmod", "os.setxattr", "os.removexattr", "os.mkfifo",
-                          "os.mknod", "shutil.rmtree", "shutil.chown", "shutil.make_archive"})
-    DST_PATH = frozenset({"os.link", "os.symlink", "shutil.copyfile", "shutil.copymode", "shutil.copystat",
-                          "shutil.copytree"})
+    NETWORK = frozenset(
+        {
+            "socket.connect",
+            "socket.bind",
+            "socket.getaddrinfo",
+            "socket.gethostbyname",
+            "socket.gethostbyaddr",
+            "socket.getnameinfo",
+            "socket.sendto",
+            "socket.sendmsg",
+        }
+    )
+    PROCESS = frozenset(
+        {
+            "subprocess.Popen",
+            "os.system",
+            "os.fork",
+            "os.forkpty",
+            "os.exec",
+            "os.posix_spawn",
+            "os.spawn",
+            "os.startfile",
+            "pty.spawn",
+        }
+    )
+    ONE_PATH = frozenset(
+        {
+            "os.remove",
+            "os.rmdir",
+            "os.mkdir",
+            "os.truncate",
+            "os.chmod",
+            "os.chown",
+            "os.utime",
+            "os.chflags",
+            "os.lchflags",
+            "os.lchmod",
+            "os.setxattr",
+            "os.removexattr",
+            "os.mkfifo",
+            "os.mknod",
+            "shutil.rmtree",
+            "shutil.chown",
+            "shutil.make_archive",
+        }
+    )
+    DST_PATH = frozenset(
+        {"os.link", "os.symlink", "shutil.copyfile", "shutil.copymode", "shutil.copystat", "shutil.copytree"}
+    )
     # position of the ``dir_fd`` argument in the audit event (-1: none): ``os.remove(name, dir_fd=fd)``
     # (shutil.rmtree's walk, or a script holding a descriptor of a folder outside) is relative to fd
-    DIR_FD = {"os.remove": 1, "os.rmdir": 1, "os.mkdir": 2, "os.chmod": 2, "os.mkfifo": 2, "os.chown": 3,
-              "os.utime": 3, "os.mknod": 3}
+    DIR_FD = {
+        "os.remove": 1,
+        "os.rmdir": 1,
+        "os.mkdir": 2,
+        "os.chmod": 2,
+        "os.mkfifo": 2,
+        "os.chown": 3,
+        "os.utime": 3,
+        "os.mknod": 3,
+    }
 
     def __init__(self, root: str) -> None:
         self.root = os.path.realpath(root)
@@ -296,7 +365,9 @@ class Guard:
 
     def _open(self, args: tuple) -> None:
         path, mode, flags = (tuple(args) + (None, None, None))[:3]
-        if (isinstance(flags, int) and flags & _WRITE_FLAGS) or (isinstance(mode, str) and any(c in mode for c in "wax+")):
+        if (isinstance(flags, int) and flags & _WRITE_FLAGS) or (
+            isinstance(mode, str) and any(c in mode for c in "wax+")
+        ):
             self.check_write(path)
 
     def _network(self, args: tuple) -> None:
@@ -353,8 +424,11 @@ class Guard:
 
     def _handlers(self) -> dict[str, Callable[[tuple], None]]:
         table: dict[str, Callable[[tuple], None]] = {
-            "open": self._open, "os.rename": self._rename, "sqlite3.connect": self._sqlite,
-            "os.kill": self._kill, "os.killpg": self._killpg,
+            "open": self._open,
+            "os.rename": self._rename,
+            "sqlite3.connect": self._sqlite,
+            "os.kill": self._kill,
+            "os.killpg": self._killpg,
         }
         for event in self.NETWORK:
             table[event] = self._network
@@ -492,7 +566,7 @@ def capture_autograph_maps(script: str, line_maps: dict[str, dict[int, int]]) ->
     """Record AutoGraph's generated-line -> script-line map for functions of ``script``."""
     try:
         from tensorflow.python.autograph.pyct import loader
-    except Exception:  # noqa: BLE001
+    except Exception:
         return False
     orig = loader.load_ast
     real_script = os.path.realpath(script)
@@ -504,7 +578,7 @@ def capture_autograph_maps(script: str, line_maps: dict[str, dict[int, int]]) ->
             for loc, origin in (source_map or {}).items():
                 if origin.loc.filename == script or os.path.realpath(origin.loc.filename) == real_script:
                     line_maps.setdefault(loc.filename, {})[loc.lineno] = origin.loc.lineno
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
         return result
 
@@ -665,6 +739,7 @@ class StepCounter:
                         return orig(tape, *args, **kwargs)
                 counter.mark_training()
                 return orig(tape, *args, **kwargs)
+
             return wrapper
 
         def optimizer_update(orig):
@@ -677,6 +752,7 @@ class StepCounter:
                 result = orig(opt, *args, **kwargs)
                 counter.add_train_op(result)  # TF1 graph: remember the train op
                 return result
+
             return wrapper
 
         self._patch("tensorflow.python.eager.backprop:GradientTape.gradient", gradient)
@@ -702,9 +778,12 @@ class StepCounter:
                 if outermost and id(fn) in counter.training_functions:
                     counter.after("function")
                 return result
+
             return wrapper
 
-        self._patch("tensorflow.python.eager.polymorphic_function.polymorphic_function:Function.__call__", function_call)
+        self._patch(
+            "tensorflow.python.eager.polymorphic_function.polymorphic_function:Function.__call__", function_call
+        )
 
         def session_run(orig):
             def wrapper(sess, fetches, *args, **kwargs):
@@ -712,6 +791,7 @@ class StepCounter:
                     with counter._counted("session"):
                         return orig(sess, fetches, *args, **kwargs)
                 return orig(sess, fetches, *args, **kwargs)
+
             return wrapper
 
         self._patch("tensorflow.python.client.session:BaseSession.run", session_run)
@@ -761,6 +841,7 @@ class StepCounter:
                     counter.notes.append("fit(): callbacks that only write files were removed")
                 bound.arguments["callbacks"] = [*kept, _CountSteps()]
                 return orig(*bound.args, **bound.kwargs)
+
             return fit
 
         self._patch(path, make)
@@ -797,7 +878,7 @@ class StepCounter:
                 op = getattr(item, "op", None) if not hasattr(item, "node_def") else item
                 if op is None or not hasattr(op, "node_def"):
                     continue
-            except Exception:  # noqa: BLE001
+            except Exception:
                 continue
             if self._depends_on_train_op(op):
                 return True
@@ -864,7 +945,7 @@ def _jsonable(o: Any) -> Any:
         if callable(f):
             try:
                 return f()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
     if isinstance(o, (set, frozenset)):
         return sorted(o, key=repr)
@@ -879,9 +960,20 @@ class Harness:
         self.t0 = time.monotonic()
         self.script = os.path.realpath(args.script)
         self.result: dict[str, Any] = {
-            "status": "crashed", "reason": None, "error_line": None, "steps": 0, "step_limit": args.steps,
-            "executed_lines": [], "events": [], "tf_version": None, "keras": None, "duration": 0.0,
-            "harness": HARNESS_VERSION, "warnings": [], "notes": [], "timings": {},
+            "status": "crashed",
+            "reason": None,
+            "error_line": None,
+            "steps": 0,
+            "step_limit": args.steps,
+            "executed_lines": [],
+            "events": [],
+            "tf_version": None,
+            "keras": None,
+            "duration": 0.0,
+            "harness": HARNESS_VERSION,
+            "warnings": [],
+            "notes": [],
+            "timings": {},
         }
         self.guard = Guard(args.workdir or os.path.dirname(self.script))
         self.line_maps: dict[str, dict[int, int]] = {}
@@ -933,9 +1025,11 @@ class Harness:
         try:
             import tensorflow as tf
         except MemoryError:
-            self.result.update(status="memory", reason=f"memory limit of {self.args.memory_mb} MB exceeded while importing TensorFlow")
+            self.result.update(
+                status="memory", reason=f"memory limit of {self.args.memory_mb} MB exceeded while importing TensorFlow"
+            )
             return None
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             self.result.update(status="unavailable", reason=f"TensorFlow could not be imported: {_describe(e)}")
             return None
         self.result["tf_version"] = getattr(tf, "__version__", None)
@@ -950,7 +1044,7 @@ class Harness:
                 import keras
 
                 self.result["keras"] = f"keras {getattr(keras, 'version', lambda: '?')()}"
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             self.warn(f"tracer: tf.keras unavailable: {_describe(e)}")
         return tf
 
@@ -958,13 +1052,14 @@ class Harness:
         v1 = None
         try:
             import tensorflow.compat.v1 as v1
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             self.warn(f"tracer: tf.compat.v1 unavailable: {_describe(e)}")
         if self.args.alias_v1 and v1 is not None:
             v1.disable_v2_behavior()
             sys.modules["tensorflow"] = v1
         notes, warnings = __import__("tflint_grad.tracer.shims", fromlist=["apply_all"]).apply_all(
-            tf, v1, tf1=self.args.alias_v1, check_write=self.guard.check_write)
+            tf, v1, tf1=self.args.alias_v1, check_write=self.guard.check_write
+        )
         self.result["notes"].extend(notes)
         for w in warnings:
             self.warn(w)
@@ -977,19 +1072,21 @@ class Harness:
                 raise ImportError("disabled by TFLINT_GRAD_NO_PROBES")
             from tflint_grad.tracer import probes
         except ImportError as e:
-            self.warn(f"tracer: the probes are not available ({_describe(e)}): only whether flagged lines ran is checked")
+            self.warn(
+                f"tracer: the probes are not available ({_describe(e)}): only whether flagged lines ran is checked"
+            )
             probes = None
         if probes is not None:
             try:
                 probes.install(self.recorder, tf, tf1=bool(self.args.alias_v1 or self.args.tf1), steps=self.args.steps)
                 self.probes = probes
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 self.warn(f"tracer: the probes failed to install: {_describe(e)}")
                 self.result["notes"].append(traceback.format_exc(limit=-3))
         counter = StepCounter(self.recorder, self.args.steps)
         try:
             counter.install(tf1_graph=bool(self.args.alias_v1 or self.args.tf1))
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             self.warn(f"tracer: step counting could not be installed: {_describe(e)}")
         counter_ref.append(counter)
         self.counter = counter
@@ -1004,13 +1101,15 @@ class Harness:
                 harness.tracer.stop()
                 line = harness.recorder.user_line() if harness.recorder is not None else None
                 where = f" at line {line}" if line is not None else ""
-                harness.result.update(status="finished" if code == 0 else "error",
-                                      reason=f"script called os._exit({code}){where}",
-                                      error_line=line if code != 0 else None)
+                harness.result.update(
+                    status="finished" if code == 0 else "error",
+                    reason=f"script called os._exit({code}){where}",
+                    error_line=line if code != 0 else None,
+                )
                 harness.finalize()
                 try:
                     harness.write()
-                except BaseException:  # noqa: BLE001
+                except BaseException:
                     pass
             _flush()
             with contextlib.suppress(BaseException), harness.guard.allowed():
@@ -1025,7 +1124,7 @@ class Harness:
         if self.probes is not None and hasattr(self.probes, "finalize"):
             try:
                 self.probes.finalize(self.recorder)
-            except BaseException as e:  # noqa: BLE001 - including a late TraceTimeout
+            except BaseException as e:
                 self.warn(f"tracer: the probes failed to finalize: {_describe(e)}")
 
     def run_script(self) -> None:
@@ -1085,12 +1184,15 @@ class Harness:
                     reason += " while parsing its command line (pass arguments with --trace-args)"
         except KeyboardInterrupt as e:
             line = _script_line_of(e.__traceback__, self.script, self.line_maps)
-            status, reason = "error", "script interrupted (KeyboardInterrupt)" + (f" at line {line}" if line is not None else "")
+            status, reason = (
+                "error",
+                "script interrupted (KeyboardInterrupt)" + (f" at line {line}" if line is not None else ""),
+            )
         except MemoryError as e:
             line = _script_line_of(e.__traceback__, self.script, self.line_maps)
             status = "memory"
             reason = f"memory limit of {args.memory_mb} MB exceeded" + (f" at line {line}" if line else "")
-        except BaseException as e:  # noqa: BLE001 - the script's own error
+        except BaseException as e:
             line = _script_line_of(e.__traceback__, self.script, self.line_maps)
             if isinstance(e, SyntaxError) and line is None and os.path.realpath(e.filename or "") == self.script:
                 line = e.lineno
@@ -1145,7 +1247,7 @@ class Harness:
             self.setup(tf)
             self.patch_exit()
             self._lap("setup")
-        except BaseException as e:  # noqa: BLE001 - a harness bug: say so
+        except BaseException as e:
             self.result.update(status="crashed", reason=f"the tracer failed to start: {_describe(e)}")
             self.warn(f"tracer: setup failed: {traceback.format_exc(limit=-4)}")
             self.write()
@@ -1171,7 +1273,7 @@ def _die_with_parent() -> None:
 
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
-    except Exception:  # noqa: BLE001 - not Linux: the parent's kill_all/atexit still apply
+    except Exception:
         return
     if os.getppid() != parent:  # the parent already went away
         os._exit(1)
@@ -1181,7 +1283,7 @@ def _flush() -> None:
     for f in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
         try:
             f.flush()
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
 
 
@@ -1208,11 +1310,11 @@ def main(argv: list[str] | None = None) -> None:
     harness = Harness(args)
     try:
         harness.main()
-    except BaseException as e:  # noqa: BLE001 - last resort: still leave a result
+    except BaseException as e:
         harness.result.update(status="crashed", reason=f"the tracer failed: {_describe(e)}")
         try:
             harness.write()
-        except BaseException:  # noqa: BLE001
+        except BaseException:
             pass
     _flush()
     with contextlib.suppress(BaseException), harness.guard.allowed():  # (the guard refuses os.kill of others)
@@ -1223,6 +1325,6 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     # Run from the importable module, so probes importing it see the same StopRun class.
-    from tflint_grad.tracer import harness as _harness  # noqa: PLW0406
+    from tflint_grad.tracer import harness as _harness
 
     _harness.main()

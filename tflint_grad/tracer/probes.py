@@ -58,7 +58,6 @@ How each event is obtained (Keras 3 / tf_keras / TF1):
 
 # Every probe body is wrapped in a blind ``except Exception``: by design (a probe failure must
 # never change the script's behaviour; TFLINT_GRAD_PROBE_DEBUG=1 prints them).
-# ruff: noqa: BLE001, S110
 
 from __future__ import annotations
 
@@ -153,13 +152,14 @@ def _same_face(new: Any, orig: Any, attr: str = "") -> Any:
                 args.append(p.name)
             params.append(text)
             if p.kind is inspect.Parameter.POSITIONAL_ONLY and (
-                    i + 1 == len(kinds) or kinds[i + 1] is not inspect.Parameter.POSITIONAL_ONLY):
+                i + 1 == len(kinds) or kinds[i + 1] is not inspect.Parameter.POSITIONAL_ONLY
+            ):
                 params.append("/")
         name = getattr(orig, "__name__", attr) or "wrapper"
         if not name.isidentifier():
             name = "wrapper"
         src = f"def {name}({', '.join(params)}):\n    return _tflint_impl({', '.join(args)})\n"
-        exec(compile(src, f"<tflint-grad probe {name}>", "exec"), ns)  # noqa: S102 - a generated signature, no user input
+        exec(compile(src, f"<tflint-grad probe {name}>", "exec"), ns)
         face = ns[name]
     except Exception:
         face = new
@@ -344,8 +344,14 @@ class _Probes:
             v = self._is_script[fn] = os.path.realpath(fn) == self.script
         return v
 
-    _LIB_MARKERS = (os.sep + "tensorflow" + os.sep, os.sep + "keras" + os.sep, os.sep + "tf_keras" + os.sep,
-                    os.sep + "tflint_grad" + os.sep, "<frozen ", "<tflint-grad probe")
+    _LIB_MARKERS = (
+        os.sep + "tensorflow" + os.sep,
+        os.sep + "keras" + os.sep,
+        os.sep + "tf_keras" + os.sep,
+        os.sep + "tflint_grad" + os.sep,
+        "<frozen ",
+        "<tflint-grad probe",
+    )
 
     _KERAS_MARKERS = (os.sep + "keras" + os.sep, os.sep + "tf_keras" + os.sep)
 
@@ -514,9 +520,16 @@ class _Probes:
 
     # -- install ---------------------------------------------------------------------
     def install(self) -> None:
-        for step in (self._install_tape, self._install_gradients, self._install_tf1_optimizer,
-                     self._install_session, self._install_functions, self._install_initializers,
-                     self._install_variables, self._install_keras_hooks):
+        for step in (
+            self._install_tape,
+            self._install_gradients,
+            self._install_tf1_optimizer,
+            self._install_session,
+            self._install_functions,
+            self._install_initializers,
+            self._install_variables,
+            self._install_keras_hooks,
+        ):
             try:
                 step()
             except Exception:
@@ -540,6 +553,7 @@ class _Probes:
                     except Exception:
                         _debug("tape enter")
                 return res
+
             return __enter__
 
         def make_exit(orig):
@@ -550,6 +564,7 @@ class _Probes:
                 except Exception:
                     _debug("tape exit")
                 return orig(tape, *exc)
+
             return __exit__
 
         def make_gradient(orig):
@@ -572,6 +587,7 @@ class _Probes:
                 if not getattr(tape, "_persistent", False) and getattr(tape, "_tflint_capture", None) is not None:
                     tape._tflint_capture = None  # the recorded tensors are not needed any more
                 return result
+
             return gradient
 
         self._patch(T, "__enter__", make_enter)
@@ -616,17 +632,19 @@ class _Probes:
                 return
             ins = list(inputs or ())
             outs = list(outputs or ())
-            recs.append({
-                "type": op_type.decode() if isinstance(op_type, bytes) else op_type,
-                "ins": [getattr(t, "_id", id(t)) for t in ins],
-                "in_dtypes": [getattr(t, "dtype", None) for t in ins],
-                "in_t": ins,
-                "outs": [getattr(t, "_id", id(t)) for t in outs],
-                "out_dtypes": [getattr(t, "dtype", None) for t in outs],
-                "out_t": outs,
-                "attrs": attrs,
-                "line": self.line(),
-            })
+            recs.append(
+                {
+                    "type": op_type.decode() if isinstance(op_type, bytes) else op_type,
+                    "ins": [getattr(t, "_id", id(t)) for t in ins],
+                    "in_dtypes": [getattr(t, "dtype", None) for t in ins],
+                    "in_t": ins,
+                    "outs": [getattr(t, "_id", id(t)) for t in outs],
+                    "out_dtypes": [getattr(t, "dtype", None) for t in outs],
+                    "out_t": outs,
+                    "attrs": attrs,
+                    "line": self.line(),
+                }
+            )
         except Exception:
             _debug("op callback")
         return
@@ -639,15 +657,34 @@ class _Probes:
         tid = getattr(t, "_id", None)
         if tid is None:
             return
-        cap["records"].append({"type": ".numpy()", "ins": [tid], "in_dtypes": [getattr(t, "dtype", None)],
-                               "in_t": [t], "outs": [], "out_dtypes": [], "out_t": [], "attrs": (),
-                               "line": self.line()})
+        cap["records"].append(
+            {
+                "type": ".numpy()",
+                "ins": [tid],
+                "in_dtypes": [getattr(t, "dtype", None)],
+                "in_t": [t],
+                "outs": [],
+                "out_dtypes": [],
+                "out_t": [],
+                "attrs": (),
+                "line": self.line(),
+            }
+        )
 
     # ===================================================================================
     # gradient calls: analysis shared by tape.gradient, tf.gradients, compute_gradients, minimize
     # ===================================================================================
-    def _on_gradient(self, api: str, line: int | None, target: Any, sources: Any, result: Any,
-                     *, tape: Any = None, pairs: bool = False) -> None:
+    def _on_gradient(
+        self,
+        api: str,
+        line: int | None,
+        target: Any,
+        sources: Any,
+        result: Any,
+        *,
+        tape: Any = None,
+        pairs: bool = False,
+    ) -> None:
         from tensorflow.python.util import nest
 
         key = (api, line)
@@ -669,11 +706,17 @@ class _Probes:
                 flat_grads = list(result) if isinstance(result, (list, tuple)) else flat_grads
         targets = [t for t in nest.flatten(target) if t is not None]
         symbolic = any(self._is_symbolic(g) for g in flat_grads if g is not None) or any(
-            self._is_symbolic(t) for t in targets)
+            self._is_symbolic(t) for t in targets
+        )
         variables = []
         for s, g in zip(flat_sources, flat_grads):
-            entry = {"name": self.var_name(s), "trainable": self.trainable(s) if self.is_variable(s) else True,
-                     "shape": _shape(s), "grad": "none" if g is None else "ok", "norm": None}
+            entry = {
+                "name": self.var_name(s),
+                "trainable": self.trainable(s) if self.is_variable(s) else True,
+                "shape": _shape(s),
+                "grad": "none" if g is None else "ok",
+                "norm": None,
+            }
             if not self.is_variable(s):
                 entry["kind"] = "tensor"
             if g is not None and not symbolic:
@@ -687,8 +730,7 @@ class _Probes:
                     if not self.np.all(self.np.isfinite(vals)):
                         entry["nonfinite"] = True
             variables.append(entry)
-        event = self.rec.emit("gradient_call", line, key=api, api=api, variables=variables,
-                              blocked=[], disconnected=[])
+        event = self.rec.emit("gradient_call", line, key=api, api=api, variables=variables, blocked=[], disconnected=[])
         site = _GradCall(event, flat_sources, flat_grads, targets, self._graph_of(targets, flat_grads))
         self.grad_sites[key] = site
         if symbolic:
@@ -735,7 +777,7 @@ class _Probes:
             return False
 
     def _is_func_graph(self, g: Any) -> bool:
-        return type(g).__name__ == "FuncGraph" or hasattr(g, "captures") and hasattr(g, "outer_graph")
+        return type(g).__name__ == "FuncGraph" or (hasattr(g, "captures") and hasattr(g, "outer_graph"))
 
     def _graph_of(self, targets: list, grads: list) -> Any:
         for t in list(targets) + [g for g in grads if g is not None]:
@@ -820,8 +862,9 @@ class _Probes:
             if not blockers:
                 event["blocked"].append({"variable": entry["name"], "op": None, "op_type": None, "line": None})
             for b in blockers[:3]:
-                event["blocked"].append({"variable": entry["name"], "op": view.name(b), "op_type": view.op_type(b),
-                                         "line": view.line(b)})
+                event["blocked"].append(
+                    {"variable": entry["name"], "op": view.name(b), "op_type": view.op_type(b), "line": view.line(b)}
+                )
 
     def _path_multi(self, view: Any, starts: list, targets: list, want: str) -> dict:
         fwd_hit = None
@@ -873,8 +916,11 @@ class _Probes:
                 continue
             if is_var:
                 hid = getattr(getattr(tv, "handle", None), "_id", None)
-                starts = [i for i in view.consumers_of_tensor(hid)
-                          if view.op_type(i) not in G.ASSIGN_OPS] if hid is not None else []
+                starts = (
+                    [i for i in view.consumers_of_tensor(hid) if view.op_type(i) not in G.ASSIGN_OPS]
+                    if hid is not None
+                    else []
+                )
             else:
                 tid = getattr(v, "_id", None)
                 starts = [view.producer[tid]] if tid in view.producer else list(view.consumers_of_tensor(tid))
@@ -891,8 +937,9 @@ class _Probes:
                 sinks = [i for i in fwd if view.op_type(i) == ".numpy()"]
                 if sinks:
                     s = sinks[0]
-                    event["blocked"].append({"variable": entry["name"], "op": ".numpy()", "op_type": ".numpy()",
-                                             "line": view.line(s)})
+                    event["blocked"].append(
+                        {"variable": entry["name"], "op": ".numpy()", "op_type": ".numpy()", "line": view.line(s)}
+                    )
                 else:
                     event["disconnected"].append(entry["name"])
                 continue
@@ -901,14 +948,31 @@ class _Probes:
                     event["blocked"].append({"variable": entry["name"], "op": None, "op_type": None, "line": None})
                 continue
             for b in res["blockers"][:3]:
-                event["blocked"].append({"variable": entry["name"], "op": view.name(b), "op_type": view.op_type(b),
-                                         "line": view.line(b)})
+                event["blocked"].append(
+                    {"variable": entry["name"], "op": view.name(b), "op_type": view.op_type(b), "line": view.line(b)}
+                )
         if view is not None:
             self._scan_eager_logs(view)
 
     # ---- nonfinite ----------------------------------------------------------------------
-    _ZERO_SENSITIVE = frozenset({"Sqrt", "Rsqrt", "Log", "RealDiv", "Div", "DivNoNan", "Reciprocal", "Pow",
-                                 "EuclideanNorm", "Xlogy", "Xdivy", "Acos", "Asin", "Atan2"})
+    _ZERO_SENSITIVE = frozenset(
+        {
+            "Sqrt",
+            "Rsqrt",
+            "Log",
+            "RealDiv",
+            "Div",
+            "DivNoNan",
+            "Reciprocal",
+            "Pow",
+            "EuclideanNorm",
+            "Xlogy",
+            "Xdivy",
+            "Acos",
+            "Asin",
+            "Atan2",
+        }
+    )
 
     def _check_nonfinite_eager(self, target: Any, grads: list, tape: Any = None) -> None:
         """First NaN/Inf in the loss or the gradients (values the call returned anyway).
@@ -1013,8 +1077,9 @@ class _Probes:
         if any(n["norm"] is None for n in norms):
             return
         self.layer_norms_done = True
-        event = self.rec.emit("layer_grad_norms", site.event["line"], norms=norms, counterfactual=None,
-                              first_ratio=None, flagged=[])
+        event = self.rec.emit(
+            "layer_grad_norms", site.event["line"], norms=norms, counterfactual=None, first_ratio=None, flagged=[]
+        )
         cap = getattr(tape, "_tflint_capture", None) if tape is not None else None
         view = G.EagerView(cap["records"]) if cap is not None and not cap.get("overflow") else None
         flagged = []
@@ -1088,8 +1153,9 @@ class _Probes:
                 new_targets = [mapping.get(t) for t in targets]
                 if any(t is None for t in new_targets):
                     return None
-                grads = imperative_grad.imperative_grad(tape._tape, new_targets, [v.handle for v in tvars],
-                                                        sources_raw=tvars)
+                grads = imperative_grad.imperative_grad(
+                    tape._tape, new_targets, [v.handle for v in tvars], sources_raw=tvars
+                )
                 out = []
                 for (e, _v, _g), gr in zip(weights, grads):
                     out.append({"variable": e["name"], "norm": None if gr is None else self.norm(self.values_of(gr))})
@@ -1123,6 +1189,7 @@ class _Probes:
                 except Exception:
                     _debug("tf.gradients probe")
                 return result
+
             return _same_face(gradients, orig)
 
         for fn in (gradients_impl.gradients, gradients_impl.gradients_v2):
@@ -1160,6 +1227,7 @@ class _Probes:
                 except Exception:
                     _debug("compute_gradients probe")
                 return result
+
             return compute_gradients
 
         def make_min(orig):
@@ -1182,6 +1250,7 @@ class _Probes:
                 except Exception:
                     _debug("minimize probe")
                 return result
+
             return minimize
 
         def make_apply(orig):
@@ -1205,6 +1274,7 @@ class _Probes:
                 except Exception:
                     _debug("apply_gradients probe")
                 return result
+
             return apply_gradients
 
         self._patch(O, "compute_gradients", make_cg)
@@ -1228,6 +1298,7 @@ class _Probes:
                     P.rec.emit("optimizer_created", line, key=type(opt).__name__, **{"class": type(opt).__name__})
             except Exception:
                 _debug("optimizer init probe")
+
         return __init__
 
     def _op_mark(self) -> tuple | None:
@@ -1310,6 +1381,7 @@ class _Probes:
                     except Exception:
                         _debug("after run")
                 return result
+
             return run
 
         def make_close(orig):
@@ -1320,6 +1392,7 @@ class _Probes:
                     except Exception:
                         _debug("close snapshot")
                 return orig(sess)
+
             return close
 
         def make_init(orig):
@@ -1330,6 +1403,7 @@ class _Probes:
                     P.graphs.add(sess.graph)
                 except Exception:
                     pass
+
             return __init__
 
         self._patch(S, "run", make_run)
@@ -1466,7 +1540,9 @@ class _Probes:
                 self._unit_check(entry, a)
                 if a.dtype.kind in "fc" and not np.all(np.isfinite(a)):
                     entry["nonfinite"] = True
-                    self._emit_nonfinite(site.event["line"], getattr(t.op, "name", None), getattr(t.op, "type", None), "gradient", a)
+                    self._emit_nonfinite(
+                        site.event["line"], getattr(t.op, "name", None), getattr(t.op, "type", None), "gradient", a
+                    )
             elif a.dtype.kind in "fc" and not np.all(np.isfinite(a)):
                 self._emit_nonfinite(self.view().line(t.op) or site.event["line"], t.op.name, t.op.type, "loss", a)
         if lgn_vals and self.lgn is not None:
@@ -1487,7 +1563,9 @@ class _Probes:
                 break
         if site is None:
             return
-        weights = [(e, v, gr) for e, v, gr in self._weight_entries(site) if gr is not None and not hasattr(gr, "indices")]
+        weights = [
+            (e, v, gr) for e, v, gr in self._weight_entries(site) if gr is not None and not hasattr(gr, "indices")
+        ]
         if len(weights) < 2:
             return
         self.layer_norms_done = True
@@ -1510,9 +1588,19 @@ class _Probes:
                         restore.append(v)
                 except Exception:
                     pass
-        self.lgn = {"graph": g, "site": site, "names": [e["name"] for e, _, _ in weights],
-                    "grads": [gr for _, _, gr in weights], "flagged": flagged, "restore": restore,
-                    "n": 0, "k": max(1, min(self.steps or 1, 5)), "sums": None, "cf_sums": None, "event": None}
+        self.lgn = {
+            "graph": g,
+            "site": site,
+            "names": [e["name"] for e, _, _ in weights],
+            "grads": [gr for _, _, gr in weights],
+            "flagged": flagged,
+            "restore": restore,
+            "n": 0,
+            "k": max(1, min(self.steps or 1, 5)),
+            "sums": None,
+            "cf_sums": None,
+            "event": None,
+        }
 
     def _lgn_explicit(self, sess: Any, feed_dict: Any) -> None:
         lgn = self.lgn
@@ -1542,9 +1630,14 @@ class _Probes:
         mean = [x / n for x in lgn["sums"]]
         ev = lgn["event"]
         if ev is None:
-            ev = lgn["event"] = self.rec.emit("layer_grad_norms", lgn["site"].event["line"], norms=[], counterfactual=None,
-                                              first_ratio=None, flagged=[{"variable": nm, "redraw": k}
-                                                                         for _v, _val, k, nm in lgn["flagged"]])
+            ev = lgn["event"] = self.rec.emit(
+                "layer_grad_norms",
+                lgn["site"].event["line"],
+                norms=[],
+                counterfactual=None,
+                first_ratio=None,
+                flagged=[{"variable": nm, "redraw": k} for _v, _val, k, nm in lgn["flagged"]],
+            )
         ev["norms"] = [{"variable": nm, "norm": x} for nm, x in zip(lgn["names"], mean)]
         ev["batches"] = n
         if lgn["cf_sums"] is not None:
@@ -1616,8 +1709,7 @@ class _Probes:
 
     def _bn_vars(self, g: Any) -> list:
         try:
-            return [v for v in g.get_collection("variables")
-                    if "moving_mean" in v.name or "moving_variance" in v.name]
+            return [v for v in g.get_collection("variables") if "moving_mean" in v.name or "moving_variance" in v.name]
         except Exception:
             return []
 
@@ -1672,9 +1764,16 @@ class _Probes:
             except Exception:
                 line = None
             flat = a.reshape(-1)[:_STAT_SAMPLE]
-            self.rec.emit("initializer", line, variable=_short(v.name), shape=shape, fan_in=fan_in,
-                          std=float(np.std(flat)) if flat.size > 1 else None,
-                          mean=float(np.mean(flat)) if flat.size else 0.0, **info)
+            self.rec.emit(
+                "initializer",
+                line,
+                variable=_short(v.name),
+                shape=shape,
+                fan_in=fan_in,
+                std=float(np.std(flat)) if flat.size > 1 else None,
+                mean=float(np.mean(flat)) if flat.size else 0.0,
+                **info,
+            )
 
     def _init_info_tf1(self, v: Any) -> dict:
         try:
@@ -1693,8 +1792,13 @@ class _Probes:
             if info is not None:
                 return dict(info)
             types = {o.type for o in G.bfs([iv.op], lambda o: [t.op for t in o.inputs], limit=50)}
-            for t, name in (("TruncatedNormal", "TruncatedNormal"), ("RandomStandardNormal", "RandomNormal"),
-                            ("RandomUniform", "RandomUniform"), ("Fill", "Constant"), ("Const", "Constant")):
+            for t, name in (
+                ("TruncatedNormal", "TruncatedNormal"),
+                ("RandomStandardNormal", "RandomNormal"),
+                ("RandomUniform", "RandomUniform"),
+                ("Fill", "Constant"),
+                ("Const", "Constant"),
+            ):
                 if t in types:
                     return {"init": name}
         except Exception:
@@ -1725,6 +1829,7 @@ class _Probes:
                     except Exception:
                         pass
                 return fn(t, *args, **kwargs)
+
             return clip
 
         for fn in (clip_ops.clip_by_value, clip_ops.clip_by_norm):
@@ -1740,6 +1845,7 @@ class _Probes:
                     except Exception:
                         _debug("get_collection probe")
                 return result
+
             return get_collection
 
         wrap(ops.get_collection, coll_maker)
@@ -1754,24 +1860,32 @@ class _Probes:
                     except Exception:
                         pass
                 return result
+
             return get_collection
 
         self._patch(ops.Graph, "get_collection", graph_coll)
 
         # losses with logits
         logits_fns = []
-        for mod, n in ((nn_ops, "softmax_cross_entropy_with_logits"), (nn_ops, "softmax_cross_entropy_with_logits_v2"),
-                       (nn_ops, "softmax_cross_entropy_with_logits_v2_helper"),
-                       (nn_ops, "sparse_softmax_cross_entropy_with_logits"),
-                       (nn_ops, "sparse_softmax_cross_entropy_with_logits_v2")):
+        for mod, n in (
+            (nn_ops, "softmax_cross_entropy_with_logits"),
+            (nn_ops, "softmax_cross_entropy_with_logits_v2"),
+            (nn_ops, "softmax_cross_entropy_with_logits_v2_helper"),
+            (nn_ops, "sparse_softmax_cross_entropy_with_logits"),
+            (nn_ops, "sparse_softmax_cross_entropy_with_logits_v2"),
+        ):
             fn = getattr(mod, n, None)
             if fn is not None:
                 logits_fns.append(fn)
         try:
             from tensorflow.python.ops import nn_impl
 
-            for n in ("sigmoid_cross_entropy_with_logits", "sigmoid_cross_entropy_with_logits_v2",
-                      "weighted_cross_entropy_with_logits", "weighted_cross_entropy_with_logits_v2"):
+            for n in (
+                "sigmoid_cross_entropy_with_logits",
+                "sigmoid_cross_entropy_with_logits_v2",
+                "weighted_cross_entropy_with_logits",
+                "weighted_cross_entropy_with_logits_v2",
+            ):
                 fn = getattr(nn_impl, n, None)
                 if fn is not None:
                     logits_fns.append(fn)
@@ -1786,6 +1900,7 @@ class _Probes:
                     except Exception:
                         _debug("logits probe")
                 return fn(*args, **kwargs)
+
             return loss_fn
 
         for fn in logits_fns:
@@ -1797,8 +1912,9 @@ class _Probes:
         if graph is None:
             graph = self.ops.get_default_graph()
         line = self.line()
-        ev = self.rec.emit("update_ops_collected", line, key="update_ops", size=len(result or ()),
-                           size_at_first_step=None)
+        ev = self.rec.emit(
+            "update_ops_collected", line, key="update_ops", size=len(result or ()), size_at_first_step=None
+        )
         if ev.get("count", 1) == 1:
             self.collected.append((ev, graph))
 
@@ -1846,6 +1962,7 @@ class _Probes:
             if not (isinstance(cls, type) and issubclass(cls, base)):
                 continue
             if "__init__" in cls.__dict__:
+
                 def make_init(orig):
                     def __init__(obj, *args, **kwargs):
                         orig(obj, *args, **kwargs)
@@ -1854,9 +1971,12 @@ class _Probes:
                                 object.__setattr__(obj, "_tflint_line", P.line())
                             except Exception:
                                 pass
+
                     return __init__
+
                 self._patch(cls, "__init__", make_init)
             if "__call__" in cls.__dict__:
+
                 def make_call(orig):
                     def __call__(obj, *args, **kwargs):
                         result = orig(obj, *args, **kwargs)
@@ -1866,7 +1986,9 @@ class _Probes:
                             except Exception:
                                 pass
                         return result
+
                     return __call__
+
                 self._patch(cls, "__call__", make_call)
 
     def _init_config(self, obj: Any) -> dict:
@@ -1901,6 +2023,7 @@ class _Probes:
                     P._on_tf_variable(var)
                 except Exception:
                     _debug("tf.Variable probe")
+
             return __init__
 
         self._patch(resource_variable_ops.ResourceVariable, "__init__", make_init)
@@ -1910,6 +2033,7 @@ class _Probes:
                 if P.capture is not None:
                     P._record_numpy(t)
                 return orig(t)
+
             return numpy
 
         def make_array(orig):
@@ -1917,6 +2041,7 @@ class _Probes:
                 if P.capture is not None:
                     P._record_numpy(t)
                 return orig(t, *args, **kwargs)
+
             return __array__
 
         self._patch(ops._EagerTensorBase, "numpy", make_numpy)
@@ -1932,8 +2057,16 @@ class _Probes:
         except Exception:
             return  # graph mode: read at the first train step instead
         fan_in, _ = _fan(shape)
-        self.rec.emit("initializer", self.line(), variable=_short(var.name), shape=shape, fan_in=fan_in,
-                      std=float(np.std(a)) if a.size > 1 else None, mean=float(np.mean(a)), init="tf.Variable")
+        self.rec.emit(
+            "initializer",
+            self.line(),
+            variable=_short(var.name),
+            shape=shape,
+            fan_in=fan_in,
+            std=float(np.std(a)) if a.size > 1 else None,
+            mean=float(np.mean(a)),
+            init="tf.Variable",
+        )
 
     # ===================================================================================
     # Keras 3 and tf_keras (patched when imported)
@@ -1941,13 +2074,17 @@ class _Probes:
     def _install_keras_hooks(self) -> None:
         hooks = {
             "keras.src.optimizers.base_optimizer": self._hook_k3_optimizer,
-            "keras.src.layers.normalization.batch_normalization": lambda m: self._hook_bn(m, "BatchNormalization", "keras3"),
+            "keras.src.layers.normalization.batch_normalization": lambda m: self._hook_bn(
+                m, "BatchNormalization", "keras3"
+            ),
             "keras.src.layers.regularization.dropout": lambda m: self._hook_dropout(m, "keras3"),
             "keras.src.layers.layer": lambda m: self._hook_layer(m.Layer, "keras3"),
             "keras.src.initializers.random_initializers": lambda m: self._hook_keras_initializers(m),
             "tf_keras.src.optimizers.optimizer": self._hook_tk_optimizer,
             "tf_keras.src.optimizers.legacy.optimizer_v2": self._hook_tk_optimizer_v2,
-            "tf_keras.src.layers.normalization.batch_normalization": lambda m: self._hook_bn(m, "BatchNormalizationBase", "tf_keras"),
+            "tf_keras.src.layers.normalization.batch_normalization": lambda m: self._hook_bn(
+                m, "BatchNormalizationBase", "tf_keras"
+            ),
             "tf_keras.src.layers.regularization.dropout": lambda m: self._hook_dropout(m, "tf_keras"),
             "tf_keras.src.engine.base_layer": lambda m: self._hook_layer(m.Layer, "tf_keras"),
         }
@@ -1972,6 +2109,7 @@ class _Probes:
         P = self
         for name, cls in list(vars(mod).items()):
             if isinstance(cls, type) and issubclass(cls, Initializer) and "__init__" in cls.__dict__:
+
                 def make_init(orig):
                     def __init__(obj, *args, **kwargs):
                         orig(obj, *args, **kwargs)
@@ -1980,7 +2118,9 @@ class _Probes:
                                 object.__setattr__(obj, "_tflint_line", P.line())
                             except Exception:
                                 pass
+
                     return __init__
+
                 self._patch(cls, "__init__", make_init)
 
     # ---- optimizers -----------------------------------------------------------------------
@@ -2018,6 +2158,7 @@ class _Probes:
                 except Exception:
                     _debug("keras apply probe")
             return result
+
         return apply_gradients
 
     def _hook_k3_optimizer(self, mod: Any) -> None:
@@ -2095,11 +2236,20 @@ class _Probes:
                     else:
                         training = default
                     resolved = P._resolve_training(layer, training, flavor, is_bn)
-                    kind = "tensor" if resolved is None and training is not None and not isinstance(training, (bool, int)) else None
+                    kind = (
+                        "tensor"
+                        if resolved is None and training is not None and not isinstance(training, (bool, int))
+                        else None
+                    )
                     in_tape = P._in_tape()
                     line = P.line(outermost=True)
-                    fields = {"layer": getattr(layer, "name", type(layer).__name__), "class": type(layer).__name__,
-                              "training": resolved, "in_tape": in_tape, "keras": flavor}
+                    fields = {
+                        "layer": getattr(layer, "name", type(layer).__name__),
+                        "class": type(layer).__name__,
+                        "training": resolved,
+                        "in_tape": in_tape,
+                        "keras": flavor,
+                    }
                     if kind:
                         fields["training_kind"] = kind
                     if is_bn:
@@ -2108,6 +2258,7 @@ class _Probes:
                 except Exception:
                     _debug("layer call probe")
             return orig(layer, inputs, *args, **kwargs)
+
         return call
 
     def _hook_bn(self, mod: Any, clsname: str, flavor: str) -> None:
@@ -2126,6 +2277,7 @@ class _Probes:
                     except Exception:
                         _debug("bn build probe")
                 return res
+
             return build
 
         self._patch(cls, "build", make_build)
@@ -2166,6 +2318,7 @@ class _Probes:
                     except Exception:
                         pass
                 return orig(layer, *args, **kwargs)
+
             return __init__
 
         self._patch(Layer, "__init__", make_init)
@@ -2189,6 +2342,7 @@ class _Probes:
                     except Exception:
                         _debug("add_weight probe")
                 return var
+
             return add_weight
 
         self._patch(Layer, "add_weight", make)
@@ -2215,9 +2369,17 @@ class _Probes:
         flat = a.reshape(-1)[:_STAT_SAMPLE]
         fan_in, _ = _fan(shape)
         line = self.layer_line(layer) or self.line()  # where the layer was created (else built)
-        self.rec.emit("initializer", line, variable=self.var_name(var), shape=shape, fan_in=fan_in,
-                      std=float(np.std(flat)) if flat.size > 1 else None, mean=float(np.mean(flat)),
-                      layer=getattr(layer, "name", None), **info)
+        self.rec.emit(
+            "initializer",
+            line,
+            variable=self.var_name(var),
+            shape=shape,
+            fan_in=fan_in,
+            std=float(np.std(flat)) if flat.size > 1 else None,
+            mean=float(np.mean(flat)),
+            layer=getattr(layer, "name", None),
+            **info,
+        )
 
     # ===================================================================================
     # log inputs
@@ -2240,8 +2402,14 @@ class _Probes:
             prod, clipped = G.feeding_type(view, op)
             if prod is None:
                 continue
-            self.rec.emit("log_input", line, key=("log", op.type, prod.type, clipped), op=op.name,
-                          input_op_type=prod.type, clipped=clipped)
+            self.rec.emit(
+                "log_input",
+                line,
+                key=("log", op.type, prod.type, clipped),
+                op=op.name,
+                input_op_type=prod.type,
+                clipped=clipped,
+            )
             n += 1
 
     def _scan_eager_logs(self, view: Any) -> None:
@@ -2255,8 +2423,14 @@ class _Probes:
             prod, clipped = G.feeding_type(view, i)
             if prod is None:
                 continue
-            self.rec.emit("log_input", r.get("line"), key=("log", r["type"], view.op_type(prod), clipped),
-                          op=r["type"], input_op_type=view.op_type(prod), clipped=clipped)
+            self.rec.emit(
+                "log_input",
+                r.get("line"),
+                key=("log", r["type"], view.op_type(prod), clipped),
+                op=r["type"],
+                input_op_type=view.op_type(prod),
+                clipped=clipped,
+            )
 
     def _emit_sqrt(self, view: Any, node: Any, line: int | None, name: str, ins: Any = ()) -> int:
         """``sqrt_input`` for a Sqrt op (TFG403); eager: whether its input held an exact 0."""
@@ -2273,8 +2447,14 @@ class _Probes:
                     a = self.values_of(ins[0])
                 if a is not None and a.dtype.kind in "fc" and a.size:
                     extra = {"zeros": int(np.count_nonzero(a == 0)), "size": int(a.size)}
-            ev = self.rec.emit("sqrt_input", line, key=("sqrt", tuple(rad["chain"]), rad["clipped"]), op=name,
-                               input_op_type=rad["chain"][0] if rad["chain"] else None, **rad)
+            ev = self.rec.emit(
+                "sqrt_input",
+                line,
+                key=("sqrt", tuple(rad["chain"]), rad["clipped"]),
+                op=name,
+                input_op_type=rad["chain"][0] if rad["chain"] else None,
+                **rad,
+            )
             if extra and ("zeros" not in ev or (extra["zeros"] and not ev["zeros"])):
                 ev.update(extra)  # the first observation, or the first one with a zero
                 if extra["zeros"]:
@@ -2296,8 +2476,13 @@ class _Probes:
         except Exception:
             pass
         with self._quiet():
-            for step in (self._final_snapshots, self._final_moving_stats, self._final_assign_ops,
-                         self._final_update_ops, self._final_logs):
+            for step in (
+                self._final_snapshots,
+                self._final_moving_stats,
+                self._final_assign_ops,
+                self._final_update_ops,
+                self._final_logs,
+            ):
                 try:
                     step()
                 except Exception:
@@ -2339,15 +2524,23 @@ class _Probes:
         np = self.np
         # Keras layers in eager mode
         for layer, line, before in self.bn_layers:
-            after = {"moving_mean": self._read_eager(layer.moving_mean),
-                     "moving_variance": self._read_eager(layer.moving_variance)}
+            after = {
+                "moving_mean": self._read_eager(layer.moving_mean),
+                "moving_variance": self._read_eager(layer.moving_variance),
+            }
             changed = any(
                 before[k] is not None and after[k] is not None and not np.array_equal(before[k], after[k])
-                for k in before)
-            self.rec.emit("moving_stats", line, layer=self.var_name(layer) if not hasattr(layer, "name") else layer.name,
-                          before={k: self._firsts(v) for k, v in before.items()},
-                          after={k: self._firsts(v) for k, v in after.items()}, changed=bool(changed),
-                          keras=True)
+                for k in before
+            )
+            self.rec.emit(
+                "moving_stats",
+                line,
+                layer=self.var_name(layer) if not hasattr(layer, "name") else layer.name,
+                before={k: self._firsts(v) for k, v in before.items()},
+                after={k: self._firsts(v) for k, v in after.items()},
+                changed=bool(changed),
+                keras=True,
+            )
         # graph variables (TF1 tf.layers / tf_keras BN in graphs), from the session snapshots
         view = self.view()
         for g in self._graphs():
@@ -2372,10 +2565,16 @@ class _Probes:
                     continue
                 changed = any(
                     grp["after"].get(k) is not None and not np.array_equal(grp["before"][k], grp["after"][k])
-                    for k in grp["before"])
-                self.rec.emit("moving_stats", grp["line"], layer=prefix,
-                              before={k: self._firsts(v) for k, v in grp["before"].items()},
-                              after={k: self._firsts(v) for k, v in grp["after"].items()}, changed=bool(changed))
+                    for k in grp["before"]
+                )
+                self.rec.emit(
+                    "moving_stats",
+                    grp["line"],
+                    layer=prefix,
+                    before={k: self._firsts(v) for k, v in grp["before"].items()},
+                    after={k: self._firsts(v) for k, v in grp["after"].items()},
+                    changed=bool(changed),
+                )
 
     def _final_assign_ops(self) -> None:
         view = self.view()
@@ -2404,8 +2603,11 @@ class _Probes:
         try:
             t = op.inputs[0]
             for _ in range(8):
-                if t.op.type in ("Identity", "ReadVariableOp", "Switch", "RefSwitch", "Enter", "RefEnter",
-                                 "RefIdentity") and t.op.inputs:
+                if (
+                    t.op.type
+                    in ("Identity", "ReadVariableOp", "Switch", "RefSwitch", "Enter", "RefEnter", "RefIdentity")
+                    and t.op.inputs
+                ):
                     t = t.op.inputs[0]
                 else:
                     break
@@ -2417,7 +2619,8 @@ class _Probes:
         try:
             return any(t.op.type in ("RestoreV2", "Restore", "RestoreSlice") for t in op.inputs[1:]) or any(
                 t.op.type == "Identity" and t.op.inputs and t.op.inputs[0].op.type in ("RestoreV2", "Restore")
-                for t in op.inputs[1:])
+                for t in op.inputs[1:]
+            )
         except Exception:
             return False
 
@@ -2457,9 +2660,17 @@ class _Probes:
                     if not all(u in a for u in uops):
                         together = False
                         break
-            self.rec.emit("update_ops", info["line"], key=("update_ops", op.name), train_op=op.name,
-                          update_ops=[u.name for u in uops], ancestors=bool(all_anc),
-                          fetched_together=together, fetched=bool(fsets), api=info["api"])
+            self.rec.emit(
+                "update_ops",
+                info["line"],
+                key=("update_ops", op.name),
+                train_op=op.name,
+                update_ops=[u.name for u in uops],
+                ancestors=bool(all_anc),
+                fetched_together=together,
+                fetched=bool(fsets),
+                api=info["api"],
+            )
 
     def _final_logs(self) -> None:
         for g in self._graphs():

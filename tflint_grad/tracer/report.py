@@ -108,7 +108,7 @@ class TraceResult:
     duration: float = 0.0
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TraceResult":
+    def from_dict(cls, d: dict[str, Any]) -> TraceResult:
         return cls(
             status=d.get("status", "crashed"),
             reason=d.get("reason"),
@@ -124,10 +124,16 @@ class TraceResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "status": self.status, "reason": self.reason, "error_line": self.error_line,
-            "steps": self.steps, "step_limit": self.step_limit,
-            "executed_lines": sorted(self.executed_lines), "events": self.events,
-            "tf_version": self.tf_version, "keras": self.keras, "duration": self.duration,
+            "status": self.status,
+            "reason": self.reason,
+            "error_line": self.error_line,
+            "steps": self.steps,
+            "step_limit": self.step_limit,
+            "executed_lines": sorted(self.executed_lines),
+            "events": self.events,
+            "tf_version": self.tf_version,
+            "keras": self.keras,
+            "duration": self.duration,
         }
 
     @property

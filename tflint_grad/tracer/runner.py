@@ -53,8 +53,16 @@ CACHEABLE = ("finished", "stopped", "error")
 # Ended by a limit of the tracer (or died): the run was cut short, so even a flagged line that ran
 # gets no verdict (an oracle judges the steps it asked for, not a fragment of the first one).
 CUT_SHORT = ("timeout", "memory", "killed", "crashed")
-TF_DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu", "tensorflow-intel", "tensorflow-macos", "tensorflow-aarch64",
-                    "tf-nightly", "tf-nightly-cpu", "intel-tensorflow")
+TF_DISTRIBUTIONS = (
+    "tensorflow",
+    "tensorflow-cpu",
+    "tensorflow-intel",
+    "tensorflow-macos",
+    "tensorflow-aarch64",
+    "tf-nightly",
+    "tf-nightly-cpu",
+    "intel-tensorflow",
+)
 
 
 def default_cache_dir() -> str:
@@ -103,7 +111,7 @@ def _metadata_version(names: Iterable[str]) -> str | None:
             return md.version(n)
         except md.PackageNotFoundError:
             continue
-        except Exception:  # noqa: BLE001
+        except Exception:
             continue
     return None
 
@@ -127,13 +135,19 @@ def tensorflow_info(python: str) -> dict[str, Any]:
             "python": ".".join(map(str, sys.version_info[:3])),
         }
     try:
-        r = subprocess.run([python, "-c", _INFO_SNIPPET], capture_output=True, text=True, timeout=60,
-                           stdin=subprocess.DEVNULL, check=False)
+        r = subprocess.run(
+            [python, "-c", _INFO_SNIPPET],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
         info = json.loads(r.stdout.strip().splitlines()[-1])
         if not isinstance(info, dict):
             raise ValueError("not a dict")
         return info
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         return {"tensorflow": None, "error": f"{python}: {type(e).__name__}: {e}"}
 
 
@@ -208,7 +222,7 @@ def _cache_load(options: TraceOptions, key: str) -> tuple[TraceResult, list[str]
         with open(_cache_path(options, key), encoding="utf-8") as fh:
             d = json.load(fh)
         return TraceResult.from_dict(d["trace"]), list(d.get("warnings") or [])
-    except Exception:  # noqa: BLE001 - a broken entry is a miss
+    except Exception:
         return None
 
 
@@ -220,7 +234,7 @@ def _cache_store(options: TraceOptions, key: str, trace: TraceResult, warnings: 
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump({"trace": trace.to_dict(), "warnings": warnings}, fh)
         os.replace(tmp, path)
-    except Exception:  # noqa: BLE001 - the cache is optional
+    except Exception:
         pass
 
 
@@ -284,9 +298,10 @@ def run_trace(job: TraceJob, options: TraceOptions, *, jobs: int = 1) -> tuple[T
     """Trace one script in a fresh sandbox. Never raises."""
     try:
         return _run_trace(job, options, jobs)
-    except Exception as e:  # noqa: BLE001 - the lint run must survive anything
+    except Exception as e:
         return TraceResult("crashed", reason=f"the tracer failed: {type(e).__name__}: {e}", step_limit=options.steps), [
-            f"{job.path}: the tracer failed: {type(e).__name__}: {e}"]
+            f"{job.path}: the tracer failed: {type(e).__name__}: {e}"
+        ]
 
 
 def _run_trace(job: TraceJob, options: TraceOptions, jobs: int) -> tuple[TraceResult, list[str]]:
@@ -303,9 +318,23 @@ def _run_trace(job: TraceJob, options: TraceOptions, jobs: int) -> tuple[TraceRe
             fh.write(job.data)
         _link_siblings(job.origin_dir, work, {job.name, os.path.basename(job.path)})
         out = os.path.join(root, "result.json")
-        cmd = [*sandbox.netns_prefix(), options.python, "-P", "-m", "tflint_grad.tracer.harness",
-               "--script", script, "--out", out, "--steps", str(int(options.steps)),
-               "--memory-mb", str(int(options.memory_mb)), "--workdir", work]
+        cmd = [
+            *sandbox.netns_prefix(),
+            options.python,
+            "-P",
+            "-m",
+            "tflint_grad.tracer.harness",
+            "--script",
+            script,
+            "--out",
+            out,
+            "--steps",
+            str(int(options.steps)),
+            "--memory-mb",
+            str(int(options.memory_mb)),
+            "--workdir",
+            work,
+        ]
         if job.origin_dir:
             cmd += ["--origin-dir", job.origin_dir]
         if mode.tf1:
@@ -321,10 +350,16 @@ def _run_trace(job: TraceJob, options: TraceOptions, jobs: int) -> tuple[TraceRe
         outcome = sandbox.run(cmd, cwd=work, env=env, limits=limits)
         data, garbled = _load_result(out)
         prefix = sandbox.netns_prefix()
-        if data is None and prefix and not outcome.ready and outcome.killed_for is None and "unshare:" in outcome.stderr:
+        if (
+            data is None
+            and prefix
+            and not outcome.ready
+            and outcome.killed_for is None
+            and "unshare:" in outcome.stderr
+        ):
             # the network namespace could not be created this time: run with the audit hooks only
             warnings.append(f"{job.path}: {sandbox.last_line(outcome.stderr)}; traced without a network namespace")
-            outcome = sandbox.run(cmd[len(prefix):], cwd=work, env=env, limits=limits)
+            outcome = sandbox.run(cmd[len(prefix) :], cwd=work, env=env, limits=limits)
             data, garbled = _load_result(out)
         trace = _interpret(job, script, options, limits, outcome, data, garbled, warnings)
         return trace, warnings
@@ -332,8 +367,16 @@ def _run_trace(job: TraceJob, options: TraceOptions, jobs: int) -> tuple[TraceRe
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _interpret(job: TraceJob, script: str, options: TraceOptions, limits: sandbox.Limits, outcome: sandbox.Outcome,
-               data: dict[str, Any] | None, garbled: str | None, warnings: list[str]) -> TraceResult:
+def _interpret(
+    job: TraceJob,
+    script: str,
+    options: TraceOptions,
+    limits: sandbox.Limits,
+    outcome: sandbox.Outcome,
+    data: dict[str, Any] | None,
+    garbled: str | None,
+    warnings: list[str],
+) -> TraceResult:
     timeout_reason = f"timed out after {options.timeout:g} s"
     memory_reason = f"memory limit of {options.memory_mb} MB exceeded"
     stderr_hint = sandbox.last_line(outcome.stderr)
@@ -467,14 +510,17 @@ def _give_verdicts(result: Any, src: Any, trace: TraceResult, warnings: list[str
             f.verdict, f.evidence = "inconclusive", _not_reached(trace, src, line)
             continue
         if trace.status in CUT_SHORT:  # the line ran, but the run was cut short: no verdict on part of it
-            f.verdict, f.evidence = "inconclusive", _map_reason(src, trace.reason) or f"the trace ended ({trace.status})"
+            f.verdict, f.evidence = (
+                "inconclusive",
+                _map_reason(src, trace.reason) or f"the trace ended ({trace.status})",
+            )
             continue
         rule = rules.get(f.code)
         outcome = None
         if rule is not None:
             try:
                 outcome = rule.confirm(f, trace)
-            except Exception as e:  # noqa: BLE001 - a broken oracle must not end the run
+            except Exception as e:
                 warnings.append(f"{f.code} oracle failed on {result.path}: {type(e).__name__}: {e}")
                 f.verdict, f.evidence = "inconclusive", f"the {f.code} oracle failed: {type(e).__name__}: {e}"
                 continue
@@ -499,7 +545,9 @@ def _discover(result: Any, src: Any, trace: TraceResult, settings: Any, warnings
     lines = text.splitlines()
     file_noqa = _file_noqa(text)
     noqa = _line_noqa(text)
-    existing = {(f.code, f.data.get("source_line", f.line) if isinstance(f.data, dict) else f.line) for f in result.findings}
+    existing = {
+        (f.code, f.data.get("source_line", f.line) if isinstance(f.data, dict) else f.line) for f in result.findings
+    }
     for rule in rules:
         if enabled is not None and rule.code not in enabled:
             continue
@@ -507,7 +555,7 @@ def _discover(result: Any, src: Any, trace: TraceResult, settings: Any, warnings
             continue
         try:
             found = rule.discover(trace) or []
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             warnings.append(f"{rule.code} discovery failed on {result.path}: {type(e).__name__}: {e}")
             continue
         for item in found:
@@ -522,12 +570,23 @@ def _discover(result: Any, src: Any, trace: TraceResult, settings: Any, warnings
             existing.add((rule.code, line))
             cell, cell_line = src.locate(line) if src is not None else (None, line)
             text_line = lines[line - 1] if 0 < line <= len(lines) else ""
-            result.findings.append(Finding(
-                code=rule.code, name=rule.name, path=result.path, line=max(cell_line, 1), column=1,
-                end_line=max(cell_line, 1), end_column=max(len(text_line), 1) + 1, message=message,
-                severity=rule.severity, verdict="confirmed", evidence=evidence, cell=cell,
-                data={"source_line": line},
-            ))
+            result.findings.append(
+                Finding(
+                    code=rule.code,
+                    name=rule.name,
+                    path=result.path,
+                    line=max(cell_line, 1),
+                    column=1,
+                    end_line=max(cell_line, 1),
+                    end_column=max(len(text_line), 1) + 1,
+                    message=message,
+                    severity=rule.severity,
+                    verdict="confirmed",
+                    evidence=evidence,
+                    cell=cell,
+                    data={"source_line": line},
+                )
+            )
     result.findings.sort(key=Finding.sort_key)
 
 
@@ -537,8 +596,13 @@ def _unavailable_reason(info: dict[str, Any]) -> str:
     return "TensorFlow not installed"
 
 
-def confirm(results: list[Any], options: TraceOptions | None = None, *, settings: Any = None,
-            traces: dict[str, TraceResult] | None = None) -> list[str]:
+def confirm(
+    results: list[Any],
+    options: TraceOptions | None = None,
+    *,
+    settings: Any = None,
+    traces: dict[str, TraceResult] | None = None,
+) -> list[str]:
     """Trace the files of ``results`` and set each finding's verdict; returns warnings.
 
     ``settings`` (optional) filters trace-only rules per file; ``traces``, when a dict is
@@ -607,6 +671,6 @@ def confirm(results: list[Any], options: TraceOptions | None = None, *, settings
         try:
             _give_verdicts(result, src, trace, warnings)
             _discover(result, src, trace, settings, warnings)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             warnings.append(f"{result.path}: could not apply the trace: {type(e).__name__}: {e}")
     return list(dict.fromkeys(warnings))

@@ -128,8 +128,14 @@ def netns_prefix() -> tuple[str, ...]:
         return ()
     for prefix in ((exe, "--net", "--"), (exe, "--net", "--map-root-user", "--")):
         try:
-            r = subprocess.run([*prefix, "true"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, timeout=10, check=False)
+            r = subprocess.run(
+                [*prefix, "true"],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=10,
+                check=False,
+            )
         except (OSError, subprocess.SubprocessError):
             continue
         if r.returncode == 0:
@@ -139,35 +145,53 @@ def netns_prefix() -> tuple[str, ...]:
 
 # -- environment -----------------------------------------------------------------------------------
 
-_PASS_ENV = ("PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_NUMERIC", "TZ", "LD_LIBRARY_PATH",
-             "SYSTEMROOT", "TERM")
+_PASS_ENV = (
+    "PATH",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "LC_NUMERIC",
+    "TZ",
+    "LD_LIBRARY_PATH",
+    "SYSTEMROOT",
+    "TERM",
+)
 
 
 def child_env(workdir: str, *, legacy_keras: bool, threads: int, extra_pythonpath: str | None = None) -> dict[str, str]:
     """A small, explicit environment (no credentials or proxies of the caller leak through)."""
     env = {k: os.environ[k] for k in _PASS_ENV if k in os.environ}
-    env.update({k: v for k, v in os.environ.items()
-                if k in ("TFLINT_GRAD_NO_PROBES", "TFLINT_GRAD_NO_LINES", "TFLINT_GRAD_PROBE_DEBUG", "TFLINT_GRAD_NO_LANDLOCK")})
-    env.update({
-        "HOME": workdir,
-        "TMPDIR": os.path.join(workdir, ".tmp"),
-        "XDG_CACHE_HOME": os.path.join(workdir, ".cache"),
-        "XDG_CONFIG_HOME": os.path.join(workdir, ".config"),
-        "MPLCONFIGDIR": os.path.join(workdir, ".config", "matplotlib"),
-        "MPLBACKEND": "Agg",
-        "KERAS_BACKEND": "tensorflow",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "CUDA_VISIBLE_DEVICES": "",
-        "PYTHONHASHSEED": "0",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONIOENCODING": "utf-8",
-        "PYTHONWARNINGS": "ignore::DeprecationWarning",
-        "TF_NUM_INTRAOP_THREADS": str(max(1, threads)),
-        "TF_NUM_INTEROP_THREADS": str(max(1, min(2, threads))),
-        "OMP_NUM_THREADS": str(max(1, threads)),
-        "OPENBLAS_NUM_THREADS": str(max(1, threads)),
-        "MKL_NUM_THREADS": str(max(1, threads)),
-    })
+    env.update(
+        {
+            k: v
+            for k, v in os.environ.items()
+            if k
+            in ("TFLINT_GRAD_NO_PROBES", "TFLINT_GRAD_NO_LINES", "TFLINT_GRAD_PROBE_DEBUG", "TFLINT_GRAD_NO_LANDLOCK")
+        }
+    )
+    env.update(
+        {
+            "HOME": workdir,
+            "TMPDIR": os.path.join(workdir, ".tmp"),
+            "XDG_CACHE_HOME": os.path.join(workdir, ".cache"),
+            "XDG_CONFIG_HOME": os.path.join(workdir, ".config"),
+            "MPLCONFIGDIR": os.path.join(workdir, ".config", "matplotlib"),
+            "MPLBACKEND": "Agg",
+            "KERAS_BACKEND": "tensorflow",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "CUDA_VISIBLE_DEVICES": "",
+            "PYTHONHASHSEED": "0",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONIOENCODING": "utf-8",
+            "PYTHONWARNINGS": "ignore::DeprecationWarning",
+            "TF_NUM_INTRAOP_THREADS": str(max(1, threads)),
+            "TF_NUM_INTEROP_THREADS": str(max(1, min(2, threads))),
+            "OMP_NUM_THREADS": str(max(1, threads)),
+            "OPENBLAS_NUM_THREADS": str(max(1, threads)),
+            "MKL_NUM_THREADS": str(max(1, threads)),
+        }
+    )
     env["TFLINT_GRAD_PARENT"] = str(os.getpid())  # the harness dies with us (PR_SET_PDEATHSIG)
     if legacy_keras:
         env["TF_USE_LEGACY_KERAS"] = "1"
@@ -208,9 +232,16 @@ def proc_table() -> dict[int, ProcInfo]:
         except OSError:
             continue
         try:
-            rest = data[data.rindex(b")") + 2:].split()
-            out[int(name)] = ProcInfo(int(name), int(rest[1]), int(rest[2]), int(rest[3]), rest[0].decode(),
-                                      int(rest[19]), int(rest[21]) * _PAGE)
+            rest = data[data.rindex(b")") + 2 :].split()
+            out[int(name)] = ProcInfo(
+                int(name),
+                int(rest[1]),
+                int(rest[2]),
+                int(rest[3]),
+                rest[0].decode(),
+                int(rest[19]),
+                int(rest[21]) * _PAGE,
+            )
         except (ValueError, IndexError):
             continue
     return out
@@ -240,6 +271,7 @@ def kill_tree(root: int, known: dict[int, int] | None = None) -> int:
 
     Returns how many live processes (not zombies) were signalled, ``root`` excluded.
     """
+
     def others() -> list[int]:
         table = proc_table()
         victims = {p.pid: p for p in _tree(table, root)}
@@ -296,7 +328,7 @@ class CappedBuffer:
             self.tail_size -= len(self.tail.popleft())
 
     def text(self) -> str:
-        tail = b"".join(self.tail)[-self.keep:]
+        tail = b"".join(self.tail)[-self.keep :]
         omitted = self.total - len(self.head) - len(tail)
         mid = f"\n[... {omitted} bytes omitted ...]\n".encode() if omitted > 0 else b""
         return (bytes(self.head) + mid + tail).decode("utf-8", "replace")
@@ -356,8 +388,15 @@ def run(cmd: list[str], *, cwd: str, env: dict[str, str], limits: Limits, ready_
         env[READY_ENV] = str(ready_w)
     try:
         proc = subprocess.Popen(
-            cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            start_new_session=True, close_fds=True, pass_fds=(ready_w,) if ready_w is not None else (),
+            cmd,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            close_fds=True,
+            pass_fds=(ready_w,) if ready_w is not None else (),
         )
     except (OSError, ValueError, subprocess.SubprocessError) as e:
         for fd in (ready_r, ready_w):
@@ -370,7 +409,10 @@ def run(cmd: list[str], *, cwd: str, env: dict[str, str], limits: Limits, ready_
     out.pid = proc.pid
     with _active_lock:
         _active.add(proc.pid)
-    bufs = {proc.stdout.fileno(): CappedBuffer(limits.output_keep), proc.stderr.fileno(): CappedBuffer(limits.output_keep)}
+    bufs = {
+        proc.stdout.fileno(): CappedBuffer(limits.output_keep),
+        proc.stderr.fileno(): CappedBuffer(limits.output_keep),
+    }
     open_fds = set(bufs)
     if ready_r is not None:
         open_fds.add(ready_r)
@@ -506,7 +548,7 @@ def crash_line(stderr: str, script: str) -> int | None:
     """Innermost line of ``script`` in a faulthandler dump (``File "...", line N in f``)."""
     if "Fatal Python error" not in stderr and "most recent call first" not in stderr:
         return None
-    block = stderr[stderr.rfind("Fatal Python error"):] if "Fatal Python error" in stderr else stderr
+    block = stderr[stderr.rfind("Fatal Python error") :] if "Fatal Python error" in stderr else stderr
     for m in _FAULT_FRAME.finditer(block):  # faulthandler prints the most recent call first
         if os.path.realpath(m.group("file")) == os.path.realpath(script):
             return int(m.group("line"))
@@ -519,4 +561,3 @@ def last_line(text: str, limit: int = 200) -> str:
         if line and not line.startswith("[... "):
             return line if len(line) <= limit else line[: limit - 3] + "..."
     return ""
-

@@ -39,7 +39,7 @@ def _get(path: str) -> Any:
         for part in attr.split(".") if attr else ():
             obj = getattr(obj, part)
         return obj
-    except Exception:  # noqa: BLE001 - version differences
+    except Exception:
         return None
 
 
@@ -54,7 +54,7 @@ def _set(owner: Any, name: str, value: Any) -> bool:
     try:
         setattr(owner, name, value)
         return True
-    except Exception:  # noqa: BLE001
+    except Exception:
         return False
 
 
@@ -71,7 +71,7 @@ def _replace_everywhere(replacements: dict[int, Any]) -> None:
             if new is not None and new is not v:
                 try:
                     d[k] = new
-                except Exception:  # noqa: BLE001
+                except Exception:
                     pass
 
 
@@ -80,7 +80,9 @@ def _replace_everywhere(replacements: dict[int, Any]) -> None:
 
 def install_contrib(tf: Any, v1: Any, notes: list[str]) -> None:
     """Give ``tf.contrib`` (and ``tensorflow.contrib`` imports) the common TF1 names."""
-    contrib = types.ModuleType("tensorflow.contrib", "TF1 tf.contrib names mapped to tf.compat.v1 (tflint-grad tracing)")
+    contrib = types.ModuleType(
+        "tensorflow.contrib", "TF1 tf.contrib names mapped to tf.compat.v1 (tflint-grad tracing)"
+    )
     layers = types.ModuleType("tensorflow.contrib.layers")
     rnn = types.ModuleType("tensorflow.contrib.rnn")
     framework = types.ModuleType("tensorflow.contrib.framework")
@@ -97,7 +99,9 @@ def install_contrib(tf: Any, v1: Any, notes: list[str]) -> None:
         kw = {"seed": seed}
         if dtype is not None:
             kw["dtype"] = dtype
-        return v1.variance_scaling_initializer(factor, str(mode).lower(), "uniform" if uniform else "truncated_normal", **kw)
+        return v1.variance_scaling_initializer(
+            factor, str(mode).lower(), "uniform" if uniform else "truncated_normal", **kw
+        )
 
     def l2_regularizer(scale, scope=None):
         return lambda w: v1.multiply(float(scale), v1.nn.l2_loss(w), name=scope)
@@ -108,21 +112,49 @@ def install_contrib(tf: Any, v1: Any, notes: list[str]) -> None:
     def _activate(out, activation_fn):
         return activation_fn(out) if activation_fn is not None else out
 
-    def batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0.001, activation_fn=None,
-                   param_initializers=None, param_regularizers=None, updates_collections="__default__",
-                   is_training=True, reuse=None, variables_collections=None, outputs_collections=None,
-                   trainable=True, batch_weights=None, fused=None, data_format="NHWC",
-                   zero_debias_moving_mean=False, scope=None, renorm=False, renorm_clipping=None,
-                   renorm_decay=0.99, adjustment=None):
+    def batch_norm(
+        inputs,
+        decay=0.999,
+        center=True,
+        scale=False,
+        epsilon=0.001,
+        activation_fn=None,
+        param_initializers=None,
+        param_regularizers=None,
+        updates_collections="__default__",
+        is_training=True,
+        reuse=None,
+        variables_collections=None,
+        outputs_collections=None,
+        trainable=True,
+        batch_weights=None,
+        fused=None,
+        data_format="NHWC",
+        zero_debias_moving_mean=False,
+        scope=None,
+        renorm=False,
+        renorm_clipping=None,
+        renorm_decay=0.99,
+        adjustment=None,
+    ):
         update_key = v1.GraphKeys.UPDATE_OPS
         if updates_collections == "__default__":
             updates_collections = update_key
         init = param_initializers or {}
         before = len(v1.get_collection(update_key))
         out = v1.layers.batch_normalization(
-            inputs, axis=1 if str(data_format).upper().startswith("NC") else -1, momentum=decay,
-            epsilon=epsilon, center=center, scale=scale, training=is_training, trainable=trainable,
-            name=scope or "BatchNorm", reuse=reuse, fused=fused, renorm=renorm,
+            inputs,
+            axis=1 if str(data_format).upper().startswith("NC") else -1,
+            momentum=decay,
+            epsilon=epsilon,
+            center=center,
+            scale=scale,
+            training=is_training,
+            trainable=trainable,
+            name=scope or "BatchNorm",
+            reuse=reuse,
+            fused=fused,
+            renorm=renorm,
             beta_initializer=init.get("beta", v1.zeros_initializer()),
             gamma_initializer=init.get("gamma", v1.ones_initializer()),
             moving_mean_initializer=init.get("moving_mean", v1.zeros_initializer()),
@@ -140,80 +172,151 @@ def install_contrib(tf: Any, v1: Any, notes: list[str]) -> None:
                     v1.add_to_collection(updates_collections, op)
         return _activate(out, activation_fn)
 
-    def fully_connected(inputs, num_outputs, activation_fn=v1.nn.relu, normalizer_fn=None, normalizer_params=None,
-                        weights_initializer=None, weights_regularizer=None, biases_initializer="__zeros__",
-                        biases_regularizer=None, reuse=None, variables_collections=None, outputs_collections=None,
-                        trainable=True, scope=None):
+    def fully_connected(
+        inputs,
+        num_outputs,
+        activation_fn=v1.nn.relu,
+        normalizer_fn=None,
+        normalizer_params=None,
+        weights_initializer=None,
+        weights_regularizer=None,
+        biases_initializer="__zeros__",
+        biases_regularizer=None,
+        reuse=None,
+        variables_collections=None,
+        outputs_collections=None,
+        trainable=True,
+        scope=None,
+    ):
         if biases_initializer == "__zeros__":
             biases_initializer = v1.zeros_initializer()
         use_bias = biases_initializer is not None and normalizer_fn is None
         out = v1.layers.dense(
-            inputs, num_outputs, activation=None, use_bias=use_bias,
+            inputs,
+            num_outputs,
+            activation=None,
+            use_bias=use_bias,
             kernel_initializer=weights_initializer or v1.glorot_uniform_initializer(),
             bias_initializer=biases_initializer if use_bias else v1.zeros_initializer(),
-            kernel_regularizer=weights_regularizer, bias_regularizer=biases_regularizer if use_bias else None,
-            trainable=trainable, name=scope, reuse=reuse,
+            kernel_regularizer=weights_regularizer,
+            bias_regularizer=biases_regularizer if use_bias else None,
+            trainable=trainable,
+            name=scope,
+            reuse=reuse,
         )
         if normalizer_fn is not None:
             out = normalizer_fn(out, **(normalizer_params or {}))
         return _activate(out, activation_fn)
 
-    def conv2d(inputs, num_outputs, kernel_size, stride=1, padding="SAME", data_format=None, rate=1,
-               activation_fn=v1.nn.relu, normalizer_fn=None, normalizer_params=None, weights_initializer=None,
-               weights_regularizer=None, biases_initializer="__zeros__", biases_regularizer=None, reuse=None,
-               variables_collections=None, outputs_collections=None, trainable=True, scope=None):
+    def conv2d(
+        inputs,
+        num_outputs,
+        kernel_size,
+        stride=1,
+        padding="SAME",
+        data_format=None,
+        rate=1,
+        activation_fn=v1.nn.relu,
+        normalizer_fn=None,
+        normalizer_params=None,
+        weights_initializer=None,
+        weights_regularizer=None,
+        biases_initializer="__zeros__",
+        biases_regularizer=None,
+        reuse=None,
+        variables_collections=None,
+        outputs_collections=None,
+        trainable=True,
+        scope=None,
+    ):
         if biases_initializer == "__zeros__":
             biases_initializer = v1.zeros_initializer()
         use_bias = biases_initializer is not None and normalizer_fn is None
         out = v1.layers.conv2d(
-            inputs, num_outputs, kernel_size, strides=stride, padding=str(padding).lower(),
+            inputs,
+            num_outputs,
+            kernel_size,
+            strides=stride,
+            padding=str(padding).lower(),
             data_format="channels_first" if str(data_format or "NHWC").upper().startswith("NC") else "channels_last",
-            dilation_rate=rate, activation=None, use_bias=use_bias,
+            dilation_rate=rate,
+            activation=None,
+            use_bias=use_bias,
             kernel_initializer=weights_initializer or v1.glorot_uniform_initializer(),
             bias_initializer=biases_initializer if use_bias else v1.zeros_initializer(),
-            kernel_regularizer=weights_regularizer, bias_regularizer=biases_regularizer if use_bias else None,
-            trainable=trainable, name=scope, reuse=reuse,
+            kernel_regularizer=weights_regularizer,
+            bias_regularizer=biases_regularizer if use_bias else None,
+            trainable=trainable,
+            name=scope,
+            reuse=reuse,
         )
         if normalizer_fn is not None:
             out = normalizer_fn(out, **(normalizer_params or {}))
         return _activate(out, activation_fn)
 
-    def max_pool2d(inputs, kernel_size, stride=2, padding="VALID", data_format="NHWC", outputs_collections=None, scope=None):
+    def max_pool2d(
+        inputs, kernel_size, stride=2, padding="VALID", data_format="NHWC", outputs_collections=None, scope=None
+    ):
         return v1.layers.max_pooling2d(inputs, kernel_size, stride, padding=str(padding).lower(), name=scope)
 
     def flatten(inputs, outputs_collections=None, scope=None):
         return v1.layers.flatten(inputs, name=scope)
 
-    def dropout(inputs, keep_prob=0.5, noise_shape=None, is_training=True, outputs_collections=None, scope=None, seed=None):
-        return v1.layers.dropout(inputs, rate=1.0 - keep_prob, noise_shape=noise_shape, training=is_training, seed=seed, name=scope)
+    def dropout(
+        inputs, keep_prob=0.5, noise_shape=None, is_training=True, outputs_collections=None, scope=None, seed=None
+    ):
+        return v1.layers.dropout(
+            inputs, rate=1.0 - keep_prob, noise_shape=noise_shape, training=is_training, seed=seed, name=scope
+        )
 
     for name, fn in {
-        "xavier_initializer": xavier_initializer, "xavier_initializer_conv2d": xavier_initializer,
-        "variance_scaling_initializer": variance_scaling_initializer, "l2_regularizer": l2_regularizer,
-        "l1_regularizer": l1_regularizer, "batch_norm": batch_norm, "fully_connected": fully_connected,
+        "xavier_initializer": xavier_initializer,
+        "xavier_initializer_conv2d": xavier_initializer,
+        "variance_scaling_initializer": variance_scaling_initializer,
+        "l2_regularizer": l2_regularizer,
+        "l1_regularizer": l1_regularizer,
+        "batch_norm": batch_norm,
+        "fully_connected": fully_connected,
         "linear": lambda inputs, num_outputs, **kw: fully_connected(inputs, num_outputs, activation_fn=None, **kw),
-        "conv2d": conv2d, "max_pool2d": max_pool2d, "flatten": flatten, "dropout": dropout,
+        "conv2d": conv2d,
+        "max_pool2d": max_pool2d,
+        "flatten": flatten,
+        "dropout": dropout,
     }.items():
         setattr(layers, name, fn)
     cell = getattr(v1.nn, "rnn_cell", None)
-    for name in ("BasicLSTMCell", "LSTMCell", "GRUCell", "BasicRNNCell", "MultiRNNCell", "DropoutWrapper",
-                 "LSTMStateTuple", "RNNCell", "ResidualWrapper"):
+    for name in (
+        "BasicLSTMCell",
+        "LSTMCell",
+        "GRUCell",
+        "BasicRNNCell",
+        "MultiRNNCell",
+        "DropoutWrapper",
+        "LSTMStateTuple",
+        "RNNCell",
+        "ResidualWrapper",
+    ):
         try:
             setattr(rnn, name, getattr(cell, name))
-        except Exception:  # noqa: BLE001 - Keras 3 mode: tf.compat.v1.nn.rnn_cell is unavailable
+        except Exception:
             pass
     for name in ("static_rnn", "static_bidirectional_rnn"):
         if hasattr(v1.nn, name):
             setattr(rnn, name, getattr(v1.nn, name))
     framework.get_or_create_global_step = v1.train.get_or_create_global_step
     framework.get_variables = lambda scope=None, **kw: v1.get_collection(v1.GraphKeys.GLOBAL_VARIABLES, scope)
-    framework.get_trainable_variables = lambda scope=None, **kw: v1.get_collection(v1.GraphKeys.TRAINABLE_VARIABLES, scope)
+    framework.get_trainable_variables = lambda scope=None, **kw: v1.get_collection(
+        v1.GraphKeys.TRAINABLE_VARIABLES, scope
+    )
 
     def _missing(modname: str) -> Callable[[str], Any]:
         def __getattr__(name: str) -> Any:
             if name.startswith("__"):
                 raise AttributeError(name)
-            raise AttributeError(f"{modname}.{name} does not exist in TensorFlow 2 and tflint-grad has no stand-in for it")
+            raise AttributeError(
+                f"{modname}.{name} does not exist in TensorFlow 2 and tflint-grad has no stand-in for it"
+            )
+
         return __getattr__
 
     for mod in (contrib, layers, rnn, framework):
@@ -274,8 +377,11 @@ def stub_saving(tf: Any, v1: Any, notes: list[str]) -> None:
         patch_method(cls + ".save_weights", noop)
         patch_method(cls + ".export", noop)
     patch_method("keras.src.callbacks.model_checkpoint:ModelCheckpoint._save_model", noop)
-    for fn_path in ("keras.src.saving.saving_api:save_model", "keras.src.saving.saving_api:save_weights",
-                    "keras.src.legacy.saving.legacy_h5_format:save_model_to_hdf5"):
+    for fn_path in (
+        "keras.src.saving.saving_api:save_model",
+        "keras.src.saving.saving_api:save_weights",
+        "keras.src.legacy.saving.legacy_h5_format:save_model_to_hdf5",
+    ):
         fn = _get(fn_path)
         if fn is not None:
             replacements[id(fn)] = noop
@@ -297,7 +403,7 @@ def stub_saving(tf: Any, v1: Any, notes: list[str]) -> None:
             return save_path
         try:
             step = int(global_step) if isinstance(global_step, (int, np.integer)) else int(sess.run(global_step))
-        except Exception:  # noqa: BLE001
+        except Exception:
             step = 0
         return f"{save_path}-{step}"
 
@@ -307,7 +413,7 @@ def stub_saving(tf: Any, v1: Any, notes: list[str]) -> None:
         n = getattr(self, "_tflint_saves", 0) + 1
         try:
             self._tflint_saves = n
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
         return f"{file_prefix}-{n}"
 
@@ -317,7 +423,10 @@ def stub_saving(tf: Any, v1: Any, notes: list[str]) -> None:
     def manager_save(self, checkpoint_number=None, *args, **kwargs):
         return f"{getattr(self, 'directory', '.')}/ckpt-{checkpoint_number if checkpoint_number is not None else 0}"
 
-    for cls in ("tensorflow.python.checkpoint.checkpoint:Checkpoint", "tensorflow.python.checkpoint.checkpoint:CheckpointV1"):
+    for cls in (
+        "tensorflow.python.checkpoint.checkpoint:Checkpoint",
+        "tensorflow.python.checkpoint.checkpoint:CheckpointV1",
+    ):
         patch_method(cls + ".save", ckpt_save)
         patch_method(cls + ".write", ckpt_write)
     patch_method("tensorflow.python.checkpoint.checkpoint_management:CheckpointManager.save", manager_save)
@@ -355,7 +464,9 @@ def stub_saving(tf: Any, v1: Any, notes: list[str]) -> None:
 
 
 # Keras callbacks whose only effect is writing files: removed from fit() while tracing.
-FILE_CALLBACKS = frozenset({"TensorBoard", "ModelCheckpoint", "BackupAndRestore", "CSVLogger", "BackupAndRestoreExperimental"})
+FILE_CALLBACKS = frozenset(
+    {"TensorBoard", "ModelCheckpoint", "BackupAndRestore", "CSVLogger", "BackupAndRestoreExperimental"}
+)
 
 
 def writes_files(callback: Any) -> bool:
@@ -376,7 +487,9 @@ def _random_bytes(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarra
     return np.frombuffer(bytearray(rng.bytes(int(np.prod(shape)))), dtype=np.uint8).reshape(shape)
 
 
-def _images(n_train: int, n_test: int, shape: tuple[int, ...], classes: int, label_shape: tuple[int, ...], label_dtype: str):
+def _images(
+    n_train: int, n_test: int, shape: tuple[int, ...], classes: int, label_shape: tuple[int, ...], label_dtype: str
+):
     def load_data(*args, **kwargs):
         rng = _rng()
         x_train = _random_bytes(rng, (n_train, *shape))
@@ -389,8 +502,18 @@ def _images(n_train: int, n_test: int, shape: tuple[int, ...], classes: int, lab
 
 
 def _sequences(n_train: int, n_test: int, classes: int, default_words: int):
-    def load_data(path=None, num_words=None, skip_top=0, maxlen=None, seed=113, start_char=1, oov_char=2,
-                  index_from=3, test_split=None, **kwargs):
+    def load_data(
+        path=None,
+        num_words=None,
+        skip_top=0,
+        maxlen=None,
+        seed=113,
+        start_char=1,
+        oov_char=2,
+        index_from=3,
+        test_split=None,
+        **kwargs,
+    ):
         rng = _rng(seed)
         vocab = int(num_words) if num_words else default_words
         hi = max(vocab, index_from + 2)
@@ -403,7 +526,7 @@ def _sequences(n_train: int, n_test: int, classes: int, default_words: int):
             out = np.empty(n, dtype=object)
             pos = 0
             for i, k in enumerate(lengths):
-                seq = flat[pos: pos + k].tolist()
+                seq = flat[pos : pos + k].tolist()
                 if start_char is not None:
                     seq[0] = int(start_char)
                 out[i] = seq
@@ -415,7 +538,10 @@ def _sequences(n_train: int, n_test: int, classes: int, default_words: int):
             total = n_train + n_test
             n_tr = int(total * (1 - float(test_split)))
             n_te = total - n_tr
-        return (make(n_tr), rng.integers(0, classes, n_tr).astype("int64")), (make(n_te), rng.integers(0, classes, n_te).astype("int64"))
+        return (make(n_tr), rng.integers(0, classes, n_tr).astype("int64")), (
+            make(n_te),
+            rng.integers(0, classes, n_te).astype("int64"),
+        )
 
     return load_data
 
@@ -453,7 +579,7 @@ def synthetic_datasets(notes: list[str]) -> None:
         for name in DATASETS:
             try:
                 importlib.import_module(f"{root}.{name}")
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
     patched = 0
     for modname, mod in list(sys.modules.items()):
@@ -481,6 +607,7 @@ def guard_gfile(check_write: Callable[[Any], None], notes: list[str]) -> None:
         def guarded(path, *a, **k):
             check_write(path)
             return fn(path, *a, **k)
+
         return guarded
 
     def wrap2(fn):
@@ -489,12 +616,14 @@ def guard_gfile(check_write: Callable[[Any], None], notes: list[str]) -> None:
             if fn.__name__ == "RenameFile":
                 check_write(src)
             return fn(src, dst, *a, **k)
+
         return guarded
 
     def wrap_writable(fn):
         def guarded(path, mode="w", *a, **k):
             check_write(path)
             return fn(path, mode, *a, **k)
+
         return guarded
 
     n = 0
@@ -523,6 +652,6 @@ def apply_all(tf: Any, v1: Any, *, tf1: bool, check_write: Callable[[Any], None]
     for what, fn in steps:
         try:
             fn()
-        except Exception as e:  # noqa: BLE001 - a shim must never stop the trace
+        except Exception as e:
             warnings.append(f"tracer: could not install the {what}: {type(e).__name__}: {e}")
     return notes[:NOTE_LIMIT], warnings
