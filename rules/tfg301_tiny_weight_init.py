@@ -3,7 +3,7 @@ from __future__ import annotations
 import math
 
 import libcst as cst
-from tflint_grad.rules._weights import (
+from tflint_grad.analysis.weights import (
     InitSource,
     WeightUse,
     fan_in_initializer,

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import libcst as cst
-from tflint_grad.rules._weights import (
+from tflint_grad.analysis.weights import (
     InitSource,
     WeightUse,
     fan_in_initializer,

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import libcst as cst
-from tflint_grad.rules._numerics import (
+from tflint_grad.analysis.producers import (
     Flow,
     LossSite,
     fit_lines,

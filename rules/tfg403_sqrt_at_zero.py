@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import libcst as cst
-from tflint_grad.rules._numerics import Flow, first_input, short
+from tflint_grad.analysis.producers import Flow, first_input, short
 
 from tflint_grad import tfapi
 from tflint_grad.analysis import get_arg, number, string_value

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import libcst as cst
-from tflint_grad.rules._numerics import Flow, fit_lines, loss_site, origin, set_keyword, short
+from tflint_grad.analysis.producers import Flow, fit_lines, loss_site, origin, set_keyword, short
 
 from tflint_grad import tfapi
 from tflint_grad.rule import Invalid, Outcome, Rule, Valid

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -9,8 +8,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
-# The tests import the checkout's package, whichever is installed.
-sys.path.insert(0, str(ROOT))
+# The tests run against an editable install of this checkout (`pip install -e`, see README):
+# setuptools maps `tflint_grad.rules` to the top-level `rules/` folder.
 
 
 def have_tensorflow() -> bool:

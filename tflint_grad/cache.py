@@ -30,7 +30,10 @@ def _package_fingerprint() -> str:
     import tflint_grad.rules
 
     h = hashlib.sha256(__version__.encode())
-    folders = [*tflint_grad.__path__, *tflint_grad.rules.__path__, os.path.join(tflint_grad.__path__[0], "data")]
+    package = tflint_grad.__path__[0]
+    # The package and every subpackage (analysis/, data/, tracer/...), plus the rules, which an
+    # editable install maps from the top-level ``rules/`` folder.
+    folders = sorted({root for root, _dirs, _files in os.walk(package)} | set(tflint_grad.rules.__path__))
     for folder in folders:
         try:
             names = sorted(os.listdir(folder))

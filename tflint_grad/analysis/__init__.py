@@ -1,0 +1,46 @@
+"""The program model: facts about one file, computed once and queried by every rule.
+
+``context`` builds the :class:`FileContext` in one libcst traversal (bindings, qualified names,
+tapes, models); ``producers`` follows where a value comes from (softmax, sigmoid, logits...);
+``weights`` indexes weight initializers and the layers they feed. Rules import from here.
+"""
+
+from tflint_grad.analysis.context import (
+    Binding,
+    FileContext,
+    ModelInfo,
+    ScopeNode,
+    TapeBlock,
+    dependencies,
+    dependency_names,
+    dotted,
+    get_arg,
+    has_keyword,
+    is_update_ops_collection,
+    mentions_update_ops,
+    model_attribute_owners,
+    modelish_name,
+    number,
+    string_value,
+    tf1_batch_norm_training,
+)
+
+__all__ = [
+    "Binding",
+    "FileContext",
+    "ModelInfo",
+    "ScopeNode",
+    "TapeBlock",
+    "dependencies",
+    "dependency_names",
+    "dotted",
+    "get_arg",
+    "has_keyword",
+    "is_update_ops_collection",
+    "mentions_update_ops",
+    "model_attribute_owners",
+    "modelish_name",
+    "number",
+    "string_value",
+    "tf1_batch_norm_training",
+]
