@@ -348,6 +348,7 @@ class MissingTrainingFlag(Rule):
             """,
             line=5,
             message="could not see the layers of `model` (a function parameter): assumed it may contain BatchNormalization/Dropout",
+            confidence="low",
         ),
         # unknown content: its variables are used in the same function
         Invalid(
@@ -360,6 +361,7 @@ class MissingTrainingFlag(Rule):
             """,
             line=4,
             message="assumed",
+            confidence="low",
         ),
         # a layer instance
         Invalid(
@@ -465,6 +467,7 @@ class MissingTrainingFlag(Rule):
                 "dropout": info.dropout,
                 "assumed": assumed,
             },
+            confidence="low" if assumed else "high",
         )
 
     def _model_info(self, callee: cst.BaseExpression, at: cst.CSTNode) -> ModelInfo | None:

@@ -400,6 +400,12 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--extend-select", action="append", metavar="CODES", help="rule codes or prefixes to enable on top of select"
     )
+    g.add_argument(
+        "--min-confidence",
+        choices=("high", "low"),
+        help="high (default): report a finding only when the code shows its premise; low: also findings "
+        "whose premise was assumed (a model whose layers cannot be seen...)",
+    )
 
 
 def _add_config(p: argparse.ArgumentParser) -> None:
@@ -569,7 +575,10 @@ def _selection(args: argparse.Namespace) -> Selection:
     from tflint_grad.settings import SelectionError, expand
 
     sel = Selection(
-        select=_codes(args.select), ignore=_codes(args.ignore) or [], extend_select=_codes(args.extend_select) or []
+        select=_codes(args.select),
+        ignore=_codes(args.ignore) or [],
+        extend_select=_codes(args.extend_select) or [],
+        min_confidence=getattr(args, "min_confidence", None),
     )
     for flag, codes in (("--select", sel.select), ("--ignore", sel.ignore), ("--extend-select", sel.extend_select)):
         try:
@@ -1000,6 +1009,7 @@ def cmd_config(args: argparse.Namespace) -> int:
         "extend-exclude": config.extend_exclude,
         "respect-gitignore": config.respect_gitignore,
         "output-format": config.output_format or "text",
+        "min-confidence": settings.min_confidence,
         "trace": dataclasses.asdict(config.trace),
         "rules": options,
         "path": rel,
@@ -1026,6 +1036,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     w(f"extend-exclude:    {', '.join(data['extend-exclude']) or '-'}\n")
     w(f"respect-gitignore: {str(data['respect-gitignore']).lower()}\n")
     w(f"output-format:     {data['output-format']}\n")
+    w(f"min-confidence:    {data['min-confidence']}\n")
     t = data["trace"]
     w(
         f"trace:             steps={t['steps']} timeout={t['timeout']:g}s memory={t['memory']}MB args={shlex.join(t['args']) or '-'}\n"

@@ -1,0 +1,94 @@
+"""Confidence: findings whose premise the code does not show are hidden unless asked for.
+
+TFG201 on a model passed in as a parameter (its layers cannot be seen) is the low-confidence
+finding used here; TFG101 on ``model.variables`` of a model with a visible BatchNormalization
+is the high one.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tflint_grad import cli
+from tflint_grad.config import ConfigError, parse
+from tflint_grad.engine import lint_source
+from tflint_grad.settings import Settings
+
+ASSUMED = textwrap.dedent("""\
+    import tensorflow as tf
+    def train_step(model, opt, x, y):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(model(x) - y))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+""")
+
+
+@pytest.fixture
+def tfg(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+
+    def call(*args: str) -> tuple[int, str, str]:
+        code = cli.main(list(args))
+        cap = capsys.readouterr()
+        return code, cap.out, cap.err
+
+    return call
+
+
+def _write(base: Path, name: str, text: str) -> None:
+    (base / name).write_text(text)
+
+
+def test_low_finding_is_a_candidate_by_default():
+    settings = Settings.default()
+    assert lint_source(ASSUMED, "t.py", settings) == []
+    settings.min_confidence = "low"
+    (f,) = lint_source(ASSUMED, "t.py", settings)
+    assert (f.code, f.confidence) == ("TFG201", "low")
+    assert "assumed" in f.message
+
+
+def test_cli_min_confidence_flag(tfg, tmp_path):
+    _write(tmp_path, "train.py", ASSUMED)
+    code, out, _ = tfg("check", "--format", "json", "train.py")
+    assert code == 0 and json.loads(out)["findings"] == []
+    code, out, _ = tfg("check", "--format", "text", "train.py")
+    assert code == 0 and "TFG201" not in out
+    code, out, _ = tfg("check", "--min-confidence", "low", "--format", "json", "train.py")
+    (f,) = json.loads(out)["findings"]
+    assert code == 1 and f["confidence"] == "low"
+
+
+def test_config_min_confidence_and_show(tfg, tmp_path):
+    _write(tmp_path, "train.py", ASSUMED)
+    _write(tmp_path, "pyproject.toml", '[tool.tflint-grad]\nmin-confidence = "low"\n')
+    code, out, _ = tfg("check", "--format", "sarif", "train.py")
+    (res,) = json.loads(out)["runs"][0]["results"]
+    assert code == 1 and res["properties"]["confidence"] == "low" and res["rank"] == 30.0
+    # the command line wins over the config
+    code, out, _ = tfg("check", "--min-confidence", "high", "train.py")
+    assert code == 0
+    code, out, _ = tfg("config", "--show", "train.py")
+    assert "min-confidence:    low" in out
+    code, out, _ = tfg("config", "--format", "json", "train.py")
+    assert json.loads(out)["min-confidence"] == "low"
+
+
+def test_config_min_confidence_is_validated(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        parse({"min-confidence": "medium"}, tmp_path / "pyproject.toml")
+    assert "'tool.tflint-grad.min-confidence' in pyproject.toml must be one of high, low" in str(e.value)
+
+
+def test_flake8_plugin_follows_the_default(tmp_path):
+    from tflint_grad.flake8_plugin import Checker
+
+    path = tmp_path / "train.py"
+    path.write_text(ASSUMED)
+    lines = ASSUMED.splitlines(keepends=True)
+    assert list(Checker(None, lines, str(path)).run()) == []
