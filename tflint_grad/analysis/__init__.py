@@ -2,7 +2,8 @@
 
 ``context`` builds the :class:`FileContext` in one libcst traversal (bindings, qualified names,
 tapes, models); ``producers`` follows where a value comes from (softmax, sigmoid, logits...);
-``weights`` indexes weight initializers and the layers they feed. Rules import from here.
+``gradients`` recognises every gradient request (``ctx.gradient_calls``) and answers whether an
+expression reaches a gradient target (``reaches_gradient``); ``weights`` indexes weight initializers and the layers they feed. Rules import from here.
 """
 
 from tflint_grad.analysis.context import (
@@ -24,10 +25,12 @@ from tflint_grad.analysis.context import (
     string_value,
     tf1_batch_norm_training,
 )
+from tflint_grad.analysis.gradients import GradientCall, reaches_gradient
 
 __all__ = [
     "Binding",
     "FileContext",
+    "GradientCall",
     "ModelInfo",
     "ScopeNode",
     "TapeBlock",
@@ -41,6 +44,7 @@ __all__ = [
     "model_attribute_owners",
     "modelish_name",
     "number",
+    "reaches_gradient",
     "string_value",
     "tf1_batch_norm_training",
 ]

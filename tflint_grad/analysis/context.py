@@ -21,12 +21,16 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 from libcst.metadata.position_provider import PositionProvidingCodegenState
 
 from tflint_grad import tfapi
+
+if TYPE_CHECKING:
+    from tflint_grad.analysis.gradients import GradientCall
 
 ScopeNode = cst.CSTNode  # Module | FunctionDef | Lambda | ClassDef
 _SCOPES = (cst.Module, cst.FunctionDef, cst.Lambda, cst.ClassDef)
@@ -733,6 +737,13 @@ class FileContext:
                     persistent = True
                 out.append(TapeBlock(w, name, persistent))
         return out
+
+    @cached_property
+    def gradient_calls(self) -> list[GradientCall]:
+        """Every gradient request of the file (``analysis.gradients``)."""
+        from tflint_grad.analysis.gradients import gradient_calls
+
+        return gradient_calls(self)
 
     def enclosing_tape(self, node: cst.CSTNode) -> TapeBlock | None:
         """The GradientTape ``with`` block whose body runs ``node`` (not via a nested def)."""

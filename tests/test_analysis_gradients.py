@@ -1,0 +1,69 @@
+"""The program model's gradient facts: ``ctx.gradient_calls`` and ``reaches_gradient``."""
+
+from __future__ import annotations
+
+import textwrap
+
+import libcst as cst
+
+from tflint_grad.analysis import FileContext, reaches_gradient
+
+SOURCE = textwrap.dedent("""\
+    import tensorflow as tf
+    def my_loss(y, p):
+        return tf.reduce_mean(tf.math.log(p))
+    tf.summary.scalar("x", tf.math.log(z))
+    with tf.GradientTape() as tape:
+        tape.watch(image)
+        out = model(image)
+        loss = my_loss(y, out)
+    saliency = tape.gradient(loss, image)
+    with tf.GradientTape() as t2:
+        l2 = tf.reduce_sum(model(x, training=True))
+    grads = t2.gradient(l2, model.trainable_variables)
+    train = tf.compat.v1.train.AdamOptimizer().minimize(cost)
+    model.compile(optimizer="adam", loss=my_loss)
+    model.compile(optimizer="adam", loss="mse")
+    dy = tf.gradients(ys, [w, b])
+""")
+
+
+def _ctx(src: str) -> FileContext:
+    return FileContext(cst.parse_module(src), src, "t.py")
+
+
+def test_every_kind_of_gradient_request_is_one_fact():
+    ctx = _ctx(SOURCE)
+    got = [
+        (gc.kind, ctx.code(gc.target) if gc.target else None, gc.wrt, ctx.line(gc.node)) for gc in ctx.gradient_calls
+    ]
+    assert got == [
+        ("tape", "loss", "input", 9),
+        ("tape", "l2", "variables", 12),
+        ("minimize", "cost", "variables", 13),
+        ("compile", "my_loss", "variables", 14),
+        ("tf_gradients", "ys", "unknown", 16),
+    ]
+    assert ctx.gradient_calls[0].tape is ctx.tapes[0] and ctx.gradient_calls[0].wrt_input
+
+
+def test_reachability_follows_assignments_into_loss_helpers():
+    ctx = _ctx(SOURCE)
+    logs = [n for n in ctx.nodes if type(n) is cst.Call and ctx.code(n.func) == "tf.math.log"]
+    assert [ctx.line(n) for n in logs] == [3, 4]
+    assert reaches_gradient(ctx, logs[0]) is ctx.gradient_calls[0]  # through `loss = my_loss(...)`
+    assert reaches_gradient(ctx, logs[1]) is None  # a TensorBoard summary is never differentiated
+
+
+def test_activation_produced_in_the_tape_is_an_input():
+    ctx = _ctx(
+        textwrap.dedent("""\
+        import tensorflow as tf
+        with tf.GradientTape() as tape:
+            conv_out, preds = grad_model(img)
+            score = preds[:, 3]
+        grads = tape.gradient(score, conv_out)
+        """)
+    )
+    (gc,) = ctx.gradient_calls
+    assert gc.wrt == "input"
