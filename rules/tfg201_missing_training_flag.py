@@ -430,19 +430,21 @@ class MissingTrainingFlag(Rule):
             return
         if self._positional_training(node):
             return
+        if self._inference_intended(tape):
+            return
         info = self._model_info(callee, node)
         if info is None:
             return
         shown = name or ctx.code(callee)
-        if info.kind in ("model", "layer"):
+        if info.kind in ("model", "layer") and (info.training_sensitive or not info.unseen):
             if not info.training_sensitive or info.frozen:
                 return
             message = self._known_message(shown, info)
             assumed = False
-        elif info.kind == "unknown":
+        elif info.kind in ("unknown", "model"):
             if isinstance(callee, cst.Call) or not self._plausible_model(name, node):
                 return
-            reason = info.description
+            reason = info.description if info.kind == "unknown" else f"{info.description}, which holds {info.unseen[0]}"
             prefix = f"`{shown}` is "
             if reason.startswith(prefix):
                 reason = reason[len(prefix) :]
@@ -469,6 +471,12 @@ class MissingTrainingFlag(Rule):
             },
             confidence="low" if assumed else "high",
         )
+
+    def _inference_intended(self, tape) -> bool:
+        """Every gradient taken from this tape is w.r.t. a watched input or an activation
+        (saliency, Grad-CAM, style transfer, adversarial examples): inference mode is intended."""
+        calls = [gc for gc in self.ctx.gradient_calls if gc.tape is tape]
+        return bool(calls) and all(gc.wrt_input for gc in calls)
 
     def _model_info(self, callee: cst.BaseExpression, at: cst.CSTNode) -> ModelInfo | None:
         """``ctx.model_info``, cached per binding (a model is usually called at several places)."""

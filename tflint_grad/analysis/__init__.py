@@ -9,7 +9,6 @@ expression reaches a gradient target (``reaches_gradient``); ``weights`` indexes
 from tflint_grad.analysis.context import (
     Binding,
     FileContext,
-    ModelInfo,
     ScopeNode,
     TapeBlock,
     dependencies,
@@ -19,13 +18,12 @@ from tflint_grad.analysis.context import (
     has_keyword,
     is_update_ops_collection,
     mentions_update_ops,
-    model_attribute_owners,
-    modelish_name,
     number,
     string_value,
     tf1_batch_norm_training,
 )
 from tflint_grad.analysis.gradients import GradientCall, reaches_gradient
+from tflint_grad.analysis.models import ModelInfo, loss_like_name, model_attribute_owners, modelish_name
 
 __all__ = [
     "Binding",
@@ -40,6 +38,7 @@ __all__ = [
     "get_arg",
     "has_keyword",
     "is_update_ops_collection",
+    "loss_like_name",
     "mentions_update_ops",
     "model_attribute_owners",
     "modelish_name",
