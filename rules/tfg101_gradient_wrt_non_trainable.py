@@ -207,9 +207,9 @@ class GradientWrtNonTrainable(Rule):
         var_list = self._var_list(node)
         if var_list is None:
             return
-        if isinstance(node.func, cst.Attribute) and node.func.attr.value == "apply_gradients":
-            if self._grads_already_flagged(node):
-                return
+        is_apply = isinstance(node.func, cst.Attribute) and node.func.attr.value == "apply_gradients"
+        if is_apply and self._grads_already_flagged(node):
+            return
         problem = self._non_trainable(var_list, node)
         if problem is None:
             return

@@ -67,3 +67,46 @@ def test_activation_produced_in_the_tape_is_an_input():
     )
     (gc,) = ctx.gradient_calls
     assert gc.wrt == "input"
+
+
+def _mode_of(src: str, needle: str) -> str:
+    from tflint_grad.analysis.modes import mode_at
+
+    ctx = _ctx(textwrap.dedent(src))
+    node = next(n for n in ctx.nodes if type(n) is cst.Call and ctx.code(n).startswith(needle))
+    return mode_at(ctx, node)
+
+
+def test_execution_mode_per_scope():
+    tf2 = """\
+        import tensorflow as tf
+        graph = tf.Graph()
+        with graph.as_default():
+            a = tf.compat.v1.placeholder(tf.float32)
+            a.assign(1)
+        v.assign(2)
+        @tf.function
+        def f():
+            w.assign(3)
+        """
+    assert _mode_of(tf2, "a.assign") == "graph"
+    assert _mode_of(tf2, "v.assign") == "eager"
+    assert _mode_of(tf2, "w.assign") == "function"
+    tf1 = """\
+        import tensorflow as tf
+        v.assign(1)
+        x = tf.placeholder(tf.float32)
+        tf.enable_eager_execution()
+        w.assign(2)
+        """
+    assert _mode_of(tf1, "v.assign") == "graph"
+    assert _mode_of(tf1, "w.assign") == "eager"
+    compat = """\
+        import tensorflow.compat.v1 as tf
+        v.assign(1)
+        x = tf.placeholder(tf.float32)
+        tf.disable_v2_behavior()
+        w.assign(2)
+        """
+    assert _mode_of(compat, "v.assign") == "unknown"
+    assert _mode_of(compat, "w.assign") == "graph"
