@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import libcst as cst
 
 from tflint_grad import tfapi
+from tflint_grad.analysis.calls import bind_arguments
 from tflint_grad.analysis.context import Binding, ScopeNode, dependencies, dotted, get_arg
 
 if TYPE_CHECKING:
@@ -120,35 +121,6 @@ def _calls_by_name(ctx: FileContext) -> dict[str, list[cst.Call]]:
     return cache
 
 
-def _positional_params(fn: cst.FunctionDef | cst.Lambda) -> list[cst.Param]:
-    return [*fn.params.posonly_params, *fn.params.params]
-
-
-def bind_argument(
-    fn: cst.FunctionDef | cst.Lambda, call: cst.Call, param: str, *, skip_self: bool
-) -> cst.BaseExpression | bool | None:
-    """The argument ``call`` passes for parameter ``param`` of ``fn``; ``None`` when not passed
-    (the default applies); ``False`` when it cannot be told (``*args``/``**kwargs``)."""
-    for a in call.args:
-        if a.keyword is not None and a.keyword.value == param:
-            return a.value
-    positional = _positional_params(fn)
-    if skip_self and positional:
-        positional = positional[1:]
-    names = [p.name.value for p in positional]
-    if param in names:
-        i = names.index(param)
-        args = [a for a in call.args if a.keyword is None]
-        for j, a in enumerate(args):
-            if a.star:
-                return False
-            if j == i:
-                return a.value
-    if any(a.star for a in call.args):
-        return False
-    return None
-
-
 class ModelResolver:
     def __init__(self, ctx: FileContext) -> None:
         self.ctx = ctx
@@ -224,15 +196,13 @@ class ModelResolver:
             return unknown
         infos: list[tuple[cst.Call, ModelInfo]] = []
         for call in sites[:8]:
-            arg = bind_argument(fn, call, b.name, skip_self=skip_self)
-            if arg is False:
+            bound = bind_arguments(fn, call, skip_self=skip_self)
+            if not bound.exact:
                 return unknown
-            if arg is None:
-                default = b.value
-                if default is None or (isinstance(default, cst.Name) and default.value == "None"):
-                    continue
-                arg = default
-            infos.append((call, self.info(arg, call, depth + 1)))  # type: ignore[arg-type]
+            arg = bound.one(b.name)
+            if arg is None or (isinstance(arg, cst.Name) and arg.value == "None"):
+                continue  # not passed, no default (or None): nothing this call site shows
+            infos.append((call, self.info(arg, fn if b.name in bound.defaulted else call, depth + 1)))
         if not infos:
             return unknown
         for call, info in infos:
