@@ -768,11 +768,21 @@ def tf1_batch_norm_training(ctx: FileContext, call: cst.CSTNode) -> bool | None:
     training mode AND adds its moving-average updates to UPDATE_OPS. A literal ``False``
     (or the default ``training=False`` of ``tf.layers.batch_normalization``) is not training
     mode; any non-literal value (a placeholder, ``**kwargs``) counts as training;
-    ``updates_collections=None`` runs the updates in place. None: not a TF1 batch norm."""
+    ``updates_collections=None`` runs the updates in place. A call of a TF1 batch-norm layer
+    object (``tf.layers.BatchNormalization()``) counts the same way. None: not a TF1 batch norm."""
     if not isinstance(call, cst.Call):
         return None
     qn = ctx.call_name(call)
     if qn is None:
+        # `self.bn = tf.layers.BatchNormalization()` ... `self.bn(x, training=True)`
+        if isinstance(call.func, (cst.Name, cst.Attribute)):
+            ctor = ctx.value_of(call.func, call)
+            if isinstance(ctor, cst.Call) and ctx.call_name(ctor) in tfapi.names("layers", "tf1_batch_norm_classes"):
+                arg = get_arg(call, "training", 1)
+                if arg is None:
+                    return any(a.star == "**" for a in call.args)
+                v = arg.value
+                return v.value == "True" if isinstance(v, cst.Name) and v.value in ("True", "False") else True
         return None
     for name, keyword, default, bypass in tfapi.table("layers", "tf1_batch_norm"):
         if qn != name:
