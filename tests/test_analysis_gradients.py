@@ -110,3 +110,40 @@ def test_execution_mode_per_scope():
         """
     assert _mode_of(compat, "v.assign") == "unknown"
     assert _mode_of(compat, "w.assign") == "graph"
+
+
+def test_branches_that_no_call_site_takes():
+    from tflint_grad.analysis.dataflow import is_identity_activation, never_runs
+
+    ctx = _ctx(
+        textwrap.dedent("""\
+        import tensorflow as tf
+        def new_fc_layer(x, n, use_relu=True):
+            h = tf.matmul(x, w)
+            if use_relu:
+                h = tf.nn.relu(h)
+            return h
+        def head(x):
+            if x is None:
+                return tf.nn.softmax(x)
+            return x
+        class Net(tf.keras.Model):
+            def call(self, x, is_training=False):
+                if not is_training:
+                    x = tf.nn.softmax(x)
+                return x
+        a = new_fc_layer(x, 10, use_relu=False)
+        b = new_fc_layer(a, 2, False)
+        net = Net()
+        logits = net(x, is_training=True)
+        c = head(logits)
+        act = tf.keras.layers.Activation("linear")
+        """)
+    )
+    calls = {ctx.code(n.func): n for n in ctx.nodes if type(n) is cst.Call}
+    assert never_runs(ctx, calls["tf.nn.relu"])
+    softmaxes = [n for n in ctx.nodes if type(n) is cst.Call and ctx.code(n.func) == "tf.nn.softmax"]
+    assert never_runs(ctx, softmaxes[0]) is False  # head(logits): not a constant
+    assert never_runs(ctx, softmaxes[1])  # Net.call under net(x, is_training=True)
+    assert never_runs(ctx, calls["tf.matmul"]) is False
+    assert is_identity_activation(ctx, calls["tf.keras.layers.Activation"])
