@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from functools import cached_property
+
 import libcst as cst
 
 from tflint_grad import tfapi
@@ -611,10 +613,16 @@ class MissingTrainingFlag(Rule):
             self._infos[key] = info
         return info
 
+    @cached_property
+    def _graph_steps(self) -> bool:
+        return any(gc.kind in ("minimize", "compute_gradients", "tf_gradients") for gc in self.ctx.gradient_calls)
+
     def _graph_training_step(self, node: cst.Call) -> GradientCall | None:
         """The ``minimize``/``compute_gradients``/``tf.gradients`` whose loss this call's output
         reaches, in graph mode (where Keras's learning phase defaults to inference)."""
         ctx = self.ctx
+        if not self._graph_steps:
+            return None
         if "set_learning_phase" in ctx.source or mode_at(ctx, node) != "graph":
             return None
         gc = reaches_gradient(ctx, node)
