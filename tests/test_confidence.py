@@ -92,3 +92,41 @@ def test_flake8_plugin_follows_the_default(tmp_path):
     path.write_text(ASSUMED)
     lines = ASSUMED.splitlines(keepends=True)
     assert list(Checker(None, lines, str(path)).run()) == []
+
+
+# A model whose layers the static pass cannot see (picked from a list): TFG201 is a low candidate,
+# hidden by default. --confirm traces it and reports it because the trace shows the
+# BatchNormalization running with training falsy.
+TRACED = textwrap.dedent("""\
+    import numpy as np
+    import tensorflow as tf
+    models = [tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(4), tf.keras.layers.BatchNormalization()])]
+    model = models[0]
+    opt = tf.keras.optimizers.SGD(0.1)
+    x, y = np.ones((8, 4), np.float32), np.zeros((8, 4), np.float32)
+    for _ in range(3):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(model(x) - y))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+""")
+
+
+@pytest.mark.tf
+@pytest.mark.slow
+@pytest.mark.skipif(
+    __import__("importlib").util.find_spec("tensorflow") is None and not __import__("os").environ.get("CI"),
+    reason="needs the trace extra",
+)
+def test_confirm_reports_a_low_candidate_only_when_the_trace_confirms_it(tfg, tmp_path):
+    _write(tmp_path, "train.py", TRACED)
+    code, out, _ = tfg("check", "--format", "json", "train.py")
+    assert code == 0 and json.loads(out)["findings"] == []
+    code, out, err = tfg("check", "--confirm", "--no-cache", "--format", "json", "train.py")
+    (f,) = [f for f in json.loads(out)["findings"] if f["code"] == "TFG201"]
+    assert (f["line"], f["confidence"], f["verdict"]) == (9, "low", "confirmed"), (f, err)
+    assert "BatchNormalization" in f["evidence"]
+    # the same step with a Dense layer instead: the trace refutes the candidate, nothing is reported
+    _write(tmp_path, "train.py", TRACED.replace("tf.keras.layers.BatchNormalization()", "tf.keras.layers.Dense(4)"))
+    code, out, err = tfg("check", "--confirm", "--no-cache", "--format", "json", "train.py")
+    assert code == 0 and [f for f in json.loads(out)["findings"] if f["code"] == "TFG201"] == [], err
