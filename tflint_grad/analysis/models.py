@@ -219,7 +219,9 @@ class ModelResolver:
             batch_norm=any(i.batch_norm for i in models),
             dropout=any(i.dropout for i in models),
             non_trainable=any(i.non_trainable for i in models),
-            description=f"{first.description}, passed at line {ctx.line(call0)}",
+            description=first.description
+            if "passed at line" in first.description
+            else f"{first.description}, passed at line {ctx.line(call0)}",
             layers=first.layers,
             unseen=[u for i in models for u in i.unseen],
         )
@@ -350,7 +352,11 @@ class ModelResolver:
             if sub is None or sub.kind == "other":
                 continue
             if sub.kind == "unknown":
-                info.unseen.append(sub.description)
+                d = sub.description
+                if "` is " in d:  # "`hub.KerasLayer` is imported from another module" -> a noun phrase
+                    name, rest = d.split("` is ", 1)
+                    d = f"{name}` ({rest})"
+                info.unseen.append(d)
                 continue
             if sub.batch_norm and not sub.frozen:
                 # `base = MobileNetV2(...)`; `base.trainable = False`; Sequential([base, ...])
