@@ -690,7 +690,14 @@ def cmd_check(args: argparse.Namespace) -> int:
         if to_trace:
             try:
                 # settings: trace-only rules (TFG105) obey --select/--ignore/per-file-ignores too
-                warnings = confirm(to_trace, options, settings=settings) or []
+                traces: dict = {}
+                warnings = confirm(to_trace, options, settings=settings, traces=traces) or []
+                if args.verbose:
+                    from tflint_grad.tracer.runner import sandbox_summary
+
+                    summary = sandbox_summary(traces)
+                    if summary:
+                        _note(summary)
             except Exception as e:
                 import traceback
 

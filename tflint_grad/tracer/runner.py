@@ -614,6 +614,22 @@ def _discover(result: Any, src: Any, trace: TraceResult, settings: Any, warnings
     result.findings.sort(key=Finding.sort_key)
 
 
+def sandbox_summary(traces: dict[str, TraceResult]) -> str | None:
+    """Which protections the traces ran under (``--verbose``): those every trace had, and the
+    network namespace when it was used."""
+    ran = [t.sandbox for t in traces.values() if t.sandbox]
+    if not ran:
+        return None
+    common = [p for p in ran[0] if all(p in other for other in ran[1:])]
+    wanted = ("reads", "signals", "ptrace")
+    absent = [w for w in wanted if not any(p == w or p.endswith(f": {w}") for p in common)]
+    net = "network namespace" if sandbox.netns_prefix() else "no network namespace (audit hooks only)"
+    text = f"sandbox: {net}, " + ", ".join(common)
+    if absent:
+        text += "; NOT confined by the kernel: " + ", ".join(absent)
+    return text
+
+
 def _unavailable_reason(info: dict[str, Any]) -> str:
     if info.get("error"):
         return f"TensorFlow not available ({info['error']})"
