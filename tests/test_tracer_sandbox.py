@@ -14,6 +14,7 @@ import pwd
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -48,6 +49,13 @@ def _procs_with(marker: str) -> list[str]:
         if marker in cmd and state not in (b"Z", b"X") and int(name) != os.getpid():
             found.append(f"{name}: {cmd}")
     return found
+
+
+def _abi() -> int:
+    """The Landlock ABI the traces get (0 when switched off): the signal tests kill for real only with 6+."""
+    from tflint_grad.tracer.confine import landlock_abi
+
+    return 0 if os.environ.get("TFLINT_GRAD_NO_LANDLOCK") else landlock_abi()
 
 
 def _py(code: str) -> list[str]:
@@ -248,9 +256,7 @@ def test_confine_refuses_native_reads_signals_and_ptrace_outside(tmp_path):
     """The kernel (Landlock) refuses, for native calls too: reads outside the project and the
     system folders, the project's .git, signals and ptrace to processes outside the sandbox.
     The parent of the confined child is this test process: a kill that got through would end it."""
-    from tflint_grad.tracer.confine import landlock_abi
-
-    if landlock_abi() < 6:
+    if _abi() < 6:
         pytest.skip("Landlock ABI 6 (signal scoping, Linux 6.12) needed")
     project, outside, work = tmp_path / "project", tmp_path / "outside", tmp_path / "work"
     for folder in (project / ".git", project / "src", project / "data", outside, work):
@@ -259,8 +265,12 @@ def test_confine_refuses_native_reads_signals_and_ptrace_outside(tmp_path):
     (project / "data" / "a.csv").write_text("1,2\n")
     (outside / "secret.txt").write_text("secret")
     sibling = subprocess.Popen(["sleep", "600"])
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # an abstract socket outside
+    abstract = f"\0tflint-grad-test-{os.getpid()}"
+    listener.bind(abstract)
+    listener.listen(1)
     code = f"""
-        import ctypes, errno, json, os
+        import ctypes, errno, json, os, socket
         from tflint_grad.tracer import sandbox
         from tflint_grad.tracer.confine import confine
         c = confine(memory_mb=0, writable=[{str(work)!r}], readable=sandbox.read_roots({str(project / "src")!r}))
@@ -290,6 +300,11 @@ def test_confine_refuses_native_reads_signals_and_ptrace_outside(tmp_path):
             "kill sibling": err(libc.kill({sibling.pid}, 9)),
             "ptrace sibling": err(libc.ptrace(16, {sibling.pid}, None, None)),
         }}
+        try:
+            socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).connect({abstract!r})
+            out["abstract socket"] = "ok"
+        except OSError as e:
+            out["abstract socket"] = errno.errorcode[e.errno]
         pid = os.fork()
         if pid == 0:
             libc.pause()
@@ -303,6 +318,7 @@ def test_confine_refuses_native_reads_signals_and_ptrace_outside(tmp_path):
     finally:
         sibling.kill()
         sibling.wait()
+        listener.close()
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert {"reads", "signals", "ptrace", "abstract Unix sockets"} <= set(out.pop("active"))
@@ -316,6 +332,7 @@ def test_confine_refuses_native_reads_signals_and_ptrace_outside(tmp_path):
         "kill parent": "EPERM",
         "kill sibling": "EPERM",
         "ptrace sibling": "EPERM",
+        "abstract socket": "EPERM",
         "kill own child": "ok",
     }
     assert alive
@@ -478,10 +495,9 @@ def _check_published_formats(findings: list, check) -> None:
 @pytest.mark.slow
 @requires_tf
 def test_hostile_scripts_in_one_confirm_run(tmp_path, monkeypatch):
-    from tflint_grad.tracer.harness import landlock_abi
-
     # Sentinels: a project around copies of the fixtures (their folder and its parent are the
-    # project tree a script may attack), a $HOME, a folder outside; the real fixtures too.
+    # project tree a script may attack; its .git holds a token), a $HOME, a folder outside, a
+    # sibling process; the real fixtures too.
     project = tmp_path / "project"
     scripts = project / "hostile"
     shutil.copytree(HOSTILE, scripts)
@@ -510,7 +526,7 @@ def test_hostile_scripts_in_one_confirm_run(tmp_path, monkeypatch):
     slow = ("pause.py", "train_hang.py", "hang.py", "print_mb.py", "memory_in_training.py")  # they run to the limits
     batch = sorted(results, key=lambda name: (name not in slow, name))  # first: no lone straggler at the end
     traces: dict[str, TraceResult] = {}
-    abi = landlock_abi()
+    abi = _abi()
     sibling = subprocess.Popen(["sleep", "600"])  # a process of the user outside the trace: native_kill.py
     args = (
         str(outside),
@@ -784,9 +800,7 @@ def test_the_lint_run_survives_a_native_kill_of_its_process_with_complete_output
     """``tflint-grad check --confirm`` on a script that calls libc's ``kill(getppid(), 9)`` (and
     one raising a crafted payload): exit 1, every finding with its verdict, in every format; the
     payload never in SARIF or GitHub annotations. The formats after the first reuse the cached traces."""
-    from tflint_grad.tracer.harness import landlock_abi
-
-    if landlock_abi() < 6:
+    if _abi() < 6:
         pytest.skip("Landlock ABI 6 (signal scoping, Linux 6.12) needed: without it the kill gets through")
     project = tmp_path / "project"
     (project / ".git").mkdir(parents=True)

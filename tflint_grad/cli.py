@@ -925,10 +925,7 @@ def _trace_options(TraceOptions, args: argparse.Namespace, config: Config, jobs:
         "timeout": args.trace_timeout or tc.timeout,
         "memory": args.trace_memory or tc.memory,
         "args": tuple(script_args),
-        "allow_read": tuple(
-            [os.path.abspath(p) for p in args.trace_allow_read or ()]
-            + [os.path.join(str(config.root), os.path.expanduser(p)) for p in tc.allow_read]
-        ),
+        "allow_read": tuple([os.path.abspath(p) for p in args.trace_allow_read or ()] + list(tc.allow_read)),
         "jobs": jobs,
         "all": bool(args.confirm_all),
         "cache": not args.no_cache,

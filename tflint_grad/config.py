@@ -110,7 +110,7 @@ class TraceConfig:
     timeout: float = 120.0
     memory: int = 4096  # MB
     args: list[str] = field(default_factory=list)
-    allow_read: list[str] = field(default_factory=list)  # relative paths: to the config's folder
+    allow_read: list[str] = field(default_factory=list)  # absolute (relative ones: to the config's folder)
 
 
 @dataclass
@@ -395,6 +395,7 @@ def parse(table: dict[str, Any], path: Path | None = None, root: Path | None = N
             cfg.rule_options = _parse_rules(value, prefix, fname)
         elif key == "trace":
             cfg.trace = _parse_trace(value, prefix, fname, key_error)
+            cfg.trace.allow_read = [os.path.join(str(cfg.root), os.path.expanduser(p)) for p in cfg.trace.allow_read]
     # Validate selectors now so a typo is reported even if the CLI overrides it.
     checks = [
         ("select", cfg.selection.select or []),

@@ -305,10 +305,11 @@ def landlock(writable: list[str], readable: list[str] | None) -> Confinement:
                 grants += [(p, READ) for p in c.readable]
             for path, access in grants:
                 error = _add_rule(libc, ruleset, path, access & fs)
-                if error:
+                if error and access & write:  # without it the trace could not write its result
                     c.missing.append(f"Landlock (rule refused: {error})")
                     c.readable = []
                     return c
+                # a read root the kernel will not take (an odd file system): it stays unreadable
             if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
                 c.missing.append(f"Landlock (no_new_privs: {os.strerror(ctypes.get_errno())})")
                 return c

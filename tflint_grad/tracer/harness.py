@@ -2,9 +2,11 @@
 
 Runs ONLY in the subprocess the runner starts (``sandbox.run``). In order:
 
-1. resource limits (``RLIMIT_DATA`` = the memory limit, no core files, ``RLIMIT_FSIZE``), child
-   subreaper, Landlock write confinement to the trace folder (``confine_writes``, before any
-   thread exists), faulthandler on stderr (the parent reads the script line of a segfault from it);
+1. ``confine.confine(...)`` before any thread exists: resource limits (``RLIMIT_DATA`` = the
+   memory limit, no core files, ``RLIMIT_FSIZE``), child subreaper, Landlock (writes to the trace
+   folder only; reads to Python, the system and the ``--allow-read`` roots the parent computed;
+   no signal, ptrace or abstract socket out of the sandbox; see ``confine.py``), then
+   faulthandler on stderr (the parent reads the script line of a segfault from it);
 2. environment for TF1 scripts (``TF_USE_LEGACY_KERAS=1``, also set by the parent), then
    ``import tensorflow``; for scripts written against the TF1 API:
    ``import tensorflow.compat.v1 as v1; v1.disable_v2_behavior(); sys.modules["tensorflow"] = v1``;
@@ -23,7 +25,8 @@ Runs ONLY in the subprocess the runner starts (``sandbox.run``). In order:
 
 Outcomes: ``StopRun`` -> "stopped"; ``sys.exit(0)`` -> "finished" ("script called sys.exit(0)
 at line N"), non-zero -> "error"; an exception -> "error" ("script stopped at line N: Type:
-message", ``error_line``); a terminating signal -> "error" ("script terminated by SIGTERM at
+message", ``error_line``; what the script wrote is quoted «like this», ``scripttext``; a read
+the sandbox refused names the path); a terminating signal -> "error" ("script terminated by SIGTERM at
 line N"); MemoryError (``RLIMIT_DATA``) -> "memory"; SIGUSR2 from the parent -> "timeout" with
 the partial trace ("timed out at line N"); ``os._exit`` in the script is replaced by a function that
 finalizes and writes the partial trace first ("script called os._exit(0) at line N").
