@@ -69,6 +69,17 @@ from typing import Any
 
 from tflint_grad.scripttext import quote
 
+# the kernel-side containment lives in confine.py (re-exported: tests and workers use these names)
+from tflint_grad.tracer.confine import (  # noqa: F401
+    Confinement,
+    become_subreaper,
+    confine,
+    is_refused_read,
+    landlock,
+    landlock_abi,
+    set_limits,
+)
+
 HARNESS_VERSION = 1
 REASON_LIMIT = 300
 PATH_LIMIT = 200  # characters of a path the script chose, in a reason
@@ -97,22 +108,11 @@ TERMINATING_SIGNALS = tuple(
 
 # -- kernel-side containment (tflint_grad/tracer/confine.py) ---------------------------------
 
-# re-exported: tests and workers import these names from the harness
-from tflint_grad.tracer.confine import (  # noqa: E402, F401
-    Confinement,
-    become_subreaper,
-    confine,
-    is_refused_read,
-    landlock,
-    landlock_abi,
-    set_limits,
-)
-
 
 def confine_writes(folders: list[str], files: tuple[str, ...] = ("/dev/null",)) -> str:
-    """Landlock write confinement only (reads unrestricted); a note saying what was done.
-
-    Kept for callers of the first version: ``confine(...)`` applies every protection."""
+    """Landlock without read confinement (writes, and signals/ptrace/TCP where the kernel has
+    them); a note saying what was done. Kept for callers of the first version: ``confine(...)``
+    applies every protection."""
     c = landlock(folders, None)
     if not c.active:
         return "kernel write confinement (Landlock) unavailable: " + "; ".join(c.missing)
