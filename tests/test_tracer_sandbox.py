@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import platform
 import pwd
 import re
 import shutil
@@ -27,6 +28,7 @@ from conftest import requires_tf
 
 from tflint_grad.engine import lint_bytes
 from tflint_grad.tracer import runner, sandbox
+from tflint_grad.tracer.confine import seccomp_program
 from tflint_grad.tracer.report import TraceResult
 
 HOSTILE = Path(__file__).resolve().parent / "fixtures" / "hostile"
@@ -338,6 +340,62 @@ def test_confine_refuses_native_reads_signals_and_ptrace_outside(tmp_path):
     assert alive
 
 
+def test_seccomp_refuses_signals_and_ptrace_where_landlock_cannot(tmp_path):
+    """The fallback for kernels without Landlock's signal scoping (forced here, Landlock off):
+    a seccomp filter lets the process signal itself and its group only. A kill of the parent
+    (this test process) that got through would end the test."""
+    import platform
+
+    from tflint_grad.tracer.confine import seccomp_program
+
+    if seccomp_program(platform.machine(), 1, 1) is None:
+        pytest.skip(f"no seccomp filter for {platform.machine()}")
+    sibling = subprocess.Popen(["sleep", "600"])
+    code = f"""
+        import ctypes, errno, json, os, signal
+        from tflint_grad.tracer.confine import confine
+        c = confine(memory_mb=0, writable=[{str(tmp_path)!r}])
+        libc = ctypes.CDLL(None, use_errno=True)
+        def err(rc):
+            return "ok" if rc >= 0 else errno.errorcode[ctypes.get_errno()]
+        got = []
+        signal.signal(signal.SIGUSR1, lambda *a: got.append("handled"))
+        os.kill(os.getpid(), signal.SIGUSR1)
+        signal.raise_signal(signal.SIGUSR1)
+        print(json.dumps({{
+            "active": c.active,
+            "kill parent": err(libc.kill(os.getppid(), 9)),
+            "kill sibling": err(libc.kill({sibling.pid}, 9)),
+            "kill everyone": err(libc.kill(-1, 0)),
+            "tgkill sibling": err(libc.syscall(234 if os.uname().machine == "x86_64" else 131, {sibling.pid}, {sibling.pid}, 9)),
+            "ptrace sibling": err(libc.ptrace(16, {sibling.pid}, None, None)),
+            "own group": err(libc.kill(0, 0)),
+            "setsid": err(libc.setsid()),
+            "own signals": got,
+        }}))
+    """
+    env = {**os.environ, "TFLINT_GRAD_NO_LANDLOCK": "1"}
+    try:
+        proc = subprocess.run(_py(code), capture_output=True, text=True, timeout=120, check=False, env=env)
+        alive = sibling.poll() is None
+    finally:
+        sibling.kill()
+        sibling.wait()
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {
+        "active": ["subreaper", "signals (seccomp)", "ptrace (seccomp)"],
+        "kill parent": "EPERM",
+        "kill sibling": "EPERM",
+        "kill everyone": "EPERM",
+        "tgkill sibling": "EPERM",
+        "ptrace sibling": "EPERM",
+        "own group": "ok",
+        "setsid": "EPERM",
+        "own signals": ["handled", "handled"],
+    }
+    assert alive
+
+
 def test_read_roots_are_the_project_without_git_and_never_the_home_folder(tmp_path, monkeypatch):
     home = tmp_path / "home"
     for folder in (home / ".git", home / ".ssh", home / "proj" / ".git", home / "proj" / "src", home / "loose"):
@@ -463,7 +521,7 @@ def _procs_under(folder: Path) -> list[str]:
     return found
 
 
-def _check_published_formats(findings: list, check) -> None:
+def _check_published_formats(findings: list, check, reads_confined: bool) -> None:
     """Every output format, for the findings of a hostile run: text and JSON show the script's
     words (quoted, one line, short); SARIF and GitHub annotations never do."""
     from tflint_grad import output
@@ -472,7 +530,8 @@ def _check_published_formats(findings: list, check) -> None:
     as_json = output.format_json(findings, len(findings))
     sarif = output.format_sarif(findings, root="/")
     github = output.format_github(findings)
-    check(TOKEN not in text + as_json + sarif + github, "the token of .git/config reached the report")
+    check(TOKEN not in sarif + github, "the token of .git/config was published")
+    check(not reads_confined or TOKEN not in text + as_json, "the token of .git/config was read")
     check(text.count("\n") == 2 * len(findings), "text: one line per finding and one per verdict")
     check(not any(line.startswith("::") for line in text.splitlines()), "text: a line reads as a workflow command")
     check("pwned-by-output" in text and "AAAAAAAAAA" in text, "text: the script's words are shown")
@@ -527,6 +586,7 @@ def test_hostile_scripts_in_one_confirm_run(tmp_path, monkeypatch):
     batch = sorted(results, key=lambda name: (name not in slow, name))  # first: no lone straggler at the end
     traces: dict[str, TraceResult] = {}
     abi = _abi()
+    signals = abi >= 6 or seccomp_program(platform.machine(), 1, 1) is not None
     sibling = subprocess.Popen(["sleep", "600"])  # a process of the user outside the trace: native_kill.py
     args = (
         str(outside),
@@ -535,7 +595,7 @@ def test_hostile_scripts_in_one_confirm_run(tmp_path, monkeypatch):
         "landlock" if abi else "no-landlock",
         str(sibling.pid),
         str(project),
-        "signals" if abi >= 6 else "no-signals",
+        "signals" if signals else "no-signals",
     )
     options = runner.TraceOptions(
         steps=STEPS, timeout=TIMEOUT, memory_mb=MEMORY_MB, args=args, jobs=2, cache=False, confirm_all=True
@@ -691,7 +751,7 @@ def test_hostile_scripts_in_one_confirm_run(tmp_path, monkeypatch):
     # native code past the audit hook (ctypes): signals and ptrace against the linter (pytest
     # here: were the kill not refused, this test would not be running) and a sibling process
     line = _line("native_kill.py", "raise OSError")
-    if abi >= 6:
+    if signals:  # Landlock ABI 6, or the seccomp filter of older kernels
         ends(
             "native_kill.py",
             "error",
@@ -740,7 +800,7 @@ def test_hostile_scripts_in_one_confirm_run(tmp_path, monkeypatch):
         "the script exited abruptly (exit code 3) before the trace was written; "
         "last output: «::error file=README.md,line=1::pwned-by-output»",
     )
-    _check_published_formats([f for name in batch for f in results[name].findings], check)
+    _check_published_formats([f for name in batch for f in results[name].findings], check, bool(abi))
 
     # nothing outside the trace folders changed, nothing survived
     for root, snap in before.items():

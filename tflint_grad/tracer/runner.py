@@ -622,7 +622,7 @@ def sandbox_summary(traces: dict[str, TraceResult]) -> str | None:
         return None
     common = [p for p in ran[0] if all(p in other for other in ran[1:])]
     wanted = ("reads", "signals", "ptrace")
-    absent = [w for w in wanted if not any(p == w or p.endswith(f": {w}") for p in common)]
+    absent = [w for w in wanted if not any(p == w or p.startswith(f"{w} (") or p.endswith(f": {w}") for p in common)]
     net = "network namespace" if sandbox.netns_prefix() else "no network namespace (audit hooks only)"
     text = f"sandbox: {net}, " + ", ".join(common)
     if absent:
