@@ -23,8 +23,9 @@ signals, ptrace             the kernel's Landlock (``confine.py``): from ABI 6 (
                             from the traced tree reaches a process outside it (``kill(getppid(),
                             9)`` through ctypes fails with EPERM; the linter, the editor, other CI
                             steps live on), nor an abstract Unix socket; from ABI 1 no process
-                            outside can be ptraced. Older kernels: the audit hook refuses
-                            ``os.kill`` of other processes, native calls are not stopped.
+                            outside can be ptraced. Older kernels (x86_64, aarch64): a seccomp
+                            filter lets the tree signal only itself and its group, and refuses
+                            ptrace and ``setsid`` (so every process stays in the session).
 processes                   the child is a session leader (``start_new_session``) and a child
                             subreaper (a daemon's orphans stay in its tree); after it ends, for
                             any reason, every process of its session, of its process group, and
