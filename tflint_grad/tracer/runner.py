@@ -159,13 +159,14 @@ def tracer_fingerprint() -> str:
     """Hash of the tracer's own source (harness, shims, probes...): edits invalidate the cache."""
     h = hashlib.sha256(f"cache-v{CACHE_VERSION}".encode())
     folder = os.path.dirname(os.path.abspath(__file__))
-    for name in sorted(os.listdir(folder)):
-        if name.endswith(".py"):
-            try:
-                with open(os.path.join(folder, name), "rb") as fh:
-                    h.update(name.encode() + b"\0" + fh.read())
-            except OSError:
-                pass
+    paths = [os.path.join(folder, name) for name in sorted(os.listdir(folder)) if name.endswith(".py")]
+    paths.append(os.path.join(os.path.dirname(folder), "scripttext.py"))  # how reasons quote the script
+    for path in paths:
+        try:
+            with open(path, "rb") as fh:
+                h.update(os.path.basename(path).encode() + b"\0" + fh.read())
+        except OSError:
+            pass
     return h.hexdigest()
 
 
