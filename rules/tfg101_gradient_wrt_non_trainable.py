@@ -15,8 +15,14 @@ class GradientWrtNonTrainable(Rule):
     `opt.minimize(var_list=...)` and `opt.apply_gradients(zip(grads, X))` when the
     variable list is `model.variables`, `model.weights`, `layer.variables`,
     `tf.global_variables()` / `tf.all_variables()`, or
-    `tf.get_collection(tf.GraphKeys.GLOBAL_VARIABLES[, scope])`, written inline or
-    bound to a name first.
+    `tf.get_collection(tf.GraphKeys.GLOBAL_VARIABLES[, scope])`, written inline, bound to
+    a name first or built from parts (`encoder.variables + head.trainable_variables`), and
+    the code shows that the list holds non-trainable variables: a BatchNormalization in the
+    model (also in a backbone defined in a sibling module), variables created with
+    `trainable=False`, a global step. `.variables` of a `tf.Module`, a plain class of
+    `tf.Variable`s or a model without such variables is the trainable list and is not
+    flagged. When the model's layers cannot be seen the finding is `low` confidence
+    (hidden by default) and says what was assumed.
 
     ## Why is this bad?
     These lists include non-trainable variables such as batch normalization's
@@ -76,6 +82,15 @@ class GradientWrtNonTrainable(Rule):
         Valid("""
             import tensorflow as tf
             saver_vars = model.variables  # not used for gradients
+        """),
+        # a scoped GLOBAL_VARIABLES collection of a scope that creates only trainable variables
+        Valid("""
+            import tensorflow as tf
+            with tf.variable_scope("actor"):
+                w = tf.get_variable("w", [4, 2])
+                b = tf.get_variable("b", [2])
+            params = tf.get_collection(tf.GraphKeys.GLOBAL_VARIABLES, scope="actor")
+            grads = tf.gradients(loss, params)
         """),
         # a tf.Module of trainable tf.Variables: `.variables` is the trainable list
         Valid("""

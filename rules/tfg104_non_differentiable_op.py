@@ -330,6 +330,24 @@ class NonDifferentiableOp(Rule):
             line=5,
             message="zero",
         ),
+        # argmax inside a loss method called from the tape (`self.accuracy_loss(...)`)
+        Invalid(
+            """
+            import tensorflow as tf
+            class Trainer:
+                def __init__(self):
+                    self.model = tf.keras.Sequential([tf.keras.layers.Dense(3)])
+                def accuracy_loss(self, logits, labels):
+                    pred = tf.argmax(logits, axis=1)
+                    return tf.reduce_mean(tf.cast(tf.equal(pred, labels), tf.float32))
+                def step(self, x, y):
+                    with tf.GradientTape() as tape:
+                        loss = self.accuracy_loss(self.model(x, training=True), y)
+                    return tape.gradient(loss, self.model.trainable_variables)
+            """,
+            line=6,
+            message="`tf.argmax`",
+        ),
         # cast to int, standalone keras, in a helper function of the same file
         Invalid(
             """
