@@ -76,3 +76,15 @@ def test_an_unreadable_import_is_assumed_low(project: Path, capsys):
     assert _findings(capsys, "--select", "TFG101", "train.py") == []
     (low,) = _findings(capsys, "--select", "TFG101", "--min-confidence", "low", "train.py")
     assert low["confidence"] == "low" and "assumed" in low["message"]
+
+
+def test_the_cache_notices_a_changed_sibling(project: Path, capsys):
+    def run() -> list[tuple[str, int]]:
+        cli.main(["check", "--isolated", "--format", "json", "--select", "TFG101", "train.py"])
+        return [(f["code"], f["line"]) for f in json.loads(capsys.readouterr().out)["findings"]]
+
+    assert run() == [("TFG101", 11)]
+    assert run() == [("TFG101", 11)]  # from the cache
+    backbone = project / "nets" / "backbone.py"
+    backbone.write_text(BACKBONE.replace("tf.keras.layers.BatchNormalization()", "tf.keras.layers.Dense(8)"))
+    assert run() == []  # the Backbone no longer holds non-trainable variables

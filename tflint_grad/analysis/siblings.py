@@ -52,6 +52,18 @@ def find_module(importer: str, module: str) -> str | None:
     return None
 
 
+def unchanged(depends: dict[str, list[int]]) -> bool:
+    """Whether every sibling a cached result read still has the same mtime and size."""
+    for path, (mtime, size) in depends.items():
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False
+        if st.st_mtime_ns != mtime or st.st_size != size:
+            return False
+    return True
+
+
 def load(path: str) -> FileContext | None:
     """The program model of a sibling module (cached per run), or None when it cannot be read."""
     from tflint_grad.analysis.context import FileContext
@@ -85,6 +97,11 @@ def resolve(ctx: FileContext, dotted_name: str) -> tuple[FileContext, str] | Non
         if path is None:
             continue
         sib = load(path)
+        try:
+            st = os.stat(path)
+            ctx.__dict__.setdefault("sibling_files", {})[os.path.abspath(path)] = [st.st_mtime_ns, st.st_size]
+        except OSError:
+            pass
         if sib is None:
             return None
         rest = parts[cut:]
