@@ -1,16 +1,16 @@
 from __future__ import annotations
 
 import libcst as cst
+
+from tflint_grad import tfapi
+from tflint_grad.analysis.dataflow import tf_alias
 from tflint_grad.analysis.weights import (
     InitSource,
     WeightUse,
     fan_in_initializer,
-    tf_alias,
     uses_relu,
     weight_index,
 )
-
-from tflint_grad import tfapi
 from tflint_grad.rule import Invalid, Outcome, Rule, Valid
 
 

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import libcst as cst
-from tflint_grad.analysis.producers import Flow, Source, origin, short, tf_alias
 
 from tflint_grad import tfapi
 from tflint_grad.analysis import get_arg, number
+from tflint_grad.analysis.dataflow import tf_alias
+from tflint_grad.analysis.producers import Source, flow, origin, short
 from tflint_grad.rule import Invalid, Outcome, Rule, Valid
 
 
@@ -234,7 +235,7 @@ class UnstableLogProbability(Rule):
 
     def __init__(self, ctx, options=None) -> None:
         super().__init__(ctx, options)
-        self.flow = Flow(ctx)
+        self.flow = flow(ctx)
 
     # -- static ---------------------------------------------------------------------
     def visit_Call(self, node: cst.Call) -> None:

@@ -1,19 +1,19 @@
 from __future__ import annotations
 
 import libcst as cst
+
+from tflint_grad import tfapi
+from tflint_grad.analysis.dataflow import keras_alias
 from tflint_grad.analysis.producers import (
-    Flow,
     LossSite,
     fit_lines,
-    keras_alias,
+    flow,
     literal_bool,
     loss_site,
     origin,
     set_keyword,
     short,
 )
-
-from tflint_grad import tfapi
 from tflint_grad.rule import Invalid, Outcome, Rule, Valid
 
 
@@ -294,7 +294,7 @@ class SoftmaxLogitsMismatch(Rule):
 
     def __init__(self, ctx, options=None) -> None:
         super().__init__(ctx, options)
-        self.flow = Flow(ctx)
+        self.flow = flow(ctx)
 
     # -- static ---------------------------------------------------------------------
     def visit_Call(self, node: cst.Call) -> None:

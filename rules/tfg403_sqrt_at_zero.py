@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 import libcst as cst
-from tflint_grad.analysis.producers import Flow, first_input, short
 
 from tflint_grad import tfapi
 from tflint_grad.analysis import get_arg, number, string_value
+from tflint_grad.analysis.producers import first_input, flow, short
 from tflint_grad.rule import Invalid, Outcome, Rule, Valid
 
 _MAX = 5
@@ -151,7 +151,7 @@ class SqrtAtZero(Rule):
 
     def __init__(self, ctx, options=None) -> None:
         super().__init__(ctx, options)
-        self.flow = Flow(ctx)
+        self.flow = flow(ctx)
 
     # -- static ---------------------------------------------------------------------
     def visit_Call(self, node: cst.Call) -> None:

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 import libcst as cst
-from tflint_grad.analysis.producers import Flow, loop_ancestors, short
 
 from tflint_grad import tfapi
 from tflint_grad.analysis import get_arg, string_value
+from tflint_grad.analysis.producers import flow, loop_ancestors, short
 from tflint_grad.rule import Invalid, Outcome, Rule, Valid
 
 _DEFS = (cst.FunctionDef, cst.Lambda, cst.ClassDef)
@@ -229,7 +229,7 @@ class OptimizerInLoop(Rule):
 
     def __init__(self, ctx, options=None) -> None:
         super().__init__(ctx, options)
-        self.flow = Flow(ctx)
+        self.flow = flow(ctx)
         self._own_step: dict[int, cst.Call | None] = {}
 
     # -- static ---------------------------------------------------------------------

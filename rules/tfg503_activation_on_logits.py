@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 import libcst as cst
-from tflint_grad.analysis.producers import Flow, fit_lines, loss_site, origin, set_keyword, short
 
 from tflint_grad import tfapi
+from tflint_grad.analysis.producers import fit_lines, flow, loss_site, origin, set_keyword, short
 from tflint_grad.rule import Invalid, Outcome, Rule, Valid
 
 _ATOMS = (cst.Name, cst.Attribute, cst.Call, cst.Subscript)
@@ -165,7 +165,7 @@ class ActivationOnLogits(Rule):
 
     def __init__(self, ctx, options=None) -> None:
         super().__init__(ctx, options)
-        self.flow = Flow(ctx)
+        self.flow = flow(ctx)
 
     # -- static ---------------------------------------------------------------------
     def visit_Call(self, node: cst.Call) -> None:

@@ -26,7 +26,8 @@ from functools import cache, lru_cache
 import libcst as cst
 
 from tflint_grad import tfapi
-from tflint_grad.analysis import Binding, FileContext, dotted, get_arg, number, string_value
+from tflint_grad.analysis.context import Binding, FileContext, dotted, get_arg, number, string_value
+from tflint_grad.analysis.dataflow import memo
 
 PROB = ("softmax", "sigmoid")
 MAX_DEPTH = 12
@@ -118,26 +119,9 @@ def loop_ancestors(ctx: FileContext, node: cst.CSTNode, stop: cst.CSTNode | None
     return out
 
 
-def tf_alias(ctx: FileContext) -> str | None:
-    """The local name of the TensorFlow module (``tf``), for fixes that write TF calls."""
-    best = None
-    for local, full in ctx.imports.items():
-        if "." in local:
-            continue
-        if full in ("tensorflow", "tensorflow.compat.v1", "tensorflow.compat.v2"):
-            if local == "tf":
-                return local
-            best = best or local
-    return best
-
-
-def keras_alias(ctx: FileContext) -> str | None:
-    """A prefix that reaches Keras (``keras``, ``tf.keras``) for fixes that write Keras names."""
-    for local, full in ctx.imports.items():
-        if "." not in local and full in ("keras", "tensorflow.keras", "tf_keras"):
-            return local
-    tf = tf_alias(ctx)
-    return f"{tf}.keras" if tf else None
+def flow(ctx: FileContext) -> Flow:
+    """The file's :class:`Flow`, built once and shared by every rule."""
+    return memo(ctx, "flow", Flow)
 
 
 class Flow:

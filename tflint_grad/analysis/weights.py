@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import re
-import weakref
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
@@ -28,7 +27,7 @@ from typing import Any
 import libcst as cst
 
 from tflint_grad import tfapi
-from tflint_grad.analysis import (
+from tflint_grad.analysis.context import (
     FileContext,
     dependencies,
     dotted,
@@ -36,6 +35,7 @@ from tflint_grad.analysis import (
     number,
     string_value,
 )
+from tflint_grad.analysis.dataflow import memo, tf_alias
 
 _LOOPS = (cst.For, cst.While, cst.CompFor, cst.ListComp, cst.GeneratorExp, cst.SetComp, cst.DictComp)
 _SCOPES = (cst.Module, cst.FunctionDef, cst.Lambda, cst.ClassDef)
@@ -922,24 +922,9 @@ class WeightIndex:
         )
 
 
-_CACHE: weakref.WeakKeyDictionary[FileContext, WeightIndex] = weakref.WeakKeyDictionary()
-
-
 def weight_index(ctx: FileContext) -> WeightIndex:
-    idx = _CACHE.get(ctx)
-    if idx is None:
-        idx = WeightIndex(ctx)
-        _CACHE[ctx] = idx
-    return idx
-
-
-# -- fix helpers ------------------------------------------------------------------------------
-def tf_alias(ctx: FileContext) -> str | None:
-    """The local name of the ``tensorflow`` module (``tf``), if imported."""
-    found = [local for local, full in ctx.imports.items() if "." not in local and tfapi.canonical(full) == "tf"]
-    if "tf" in found:
-        return "tf"
-    return found[0] if found else None
+    """The file's :class:`WeightIndex`, built once and shared by TFG301/TFG302."""
+    return memo(ctx, "weights", WeightIndex)
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,122 @@
+"""Per-file analyses memoised on the :class:`FileContext`, and "does this op reach a gradient
+target?" for the numerics rules (TFG401-403, TFG501-503).
+
+``memo(ctx, key, factory)`` builds an analysis once per file and keeps it on the context
+(``FileContext.release`` drops it with the tree). :func:`gradient_targets` lists the
+expressions a gradient is taken of (``tape.gradient``, ``tf.gradients``, ``minimize``,
+``compute_gradients``, ``add_loss``, the loss of ``compile``, ``create_train_op``) and the
+binding statements whose values flow into them; an op visibly lies on the path to a gradient
+target when one of its enclosing statements is among them.
+
+This is the single place the numerics rules ask it; when ``analysis/gradients.py`` provides
+the same query it replaces :meth:`GradientTargets.reaches`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import libcst as cst
+
+from tflint_grad import tfapi
+from tflint_grad.analysis.context import FileContext, dependencies, get_arg
+
+T = TypeVar("T")
+
+_SLOT = "_analyses"
+
+
+def memo(ctx: FileContext, key: str, factory: Callable[[FileContext], T]) -> T:
+    """The analysis ``key`` of this file, built by ``factory(ctx)`` on first use."""
+    store = ctx.__dict__.setdefault(_SLOT, {})
+    try:
+        return store[key]
+    except KeyError:
+        value = store[key] = factory(ctx)
+        return value
+
+
+def tf_alias(ctx: FileContext) -> str | None:
+    """The local name bound to the TensorFlow module (``tf``; ``tensorflow.compat.v1`` too)."""
+    found = [local for local, full in ctx.imports.items() if "." not in local and tfapi.canonical(full) == "tf"]
+    if "tf" in found:
+        return "tf"
+    return found[0] if found else None
+
+
+def keras_alias(ctx: FileContext) -> str | None:
+    """A prefix that reaches Keras (``keras``, ``tf.keras``) for fixes that write Keras names."""
+    for local, full in ctx.imports.items():
+        if "." not in local and tfapi.canonical(full) == "keras":
+            return local
+    tf = tf_alias(ctx)
+    return f"{tf}.keras" if tf else None
+
+
+@dataclass
+class GradientTargets:
+    """The gradient targets of one file and what flows into them."""
+
+    targets: list[tuple[cst.Call, cst.CSTNode]] = field(default_factory=list)  # (call, target expression)
+    reached: set[int] = field(default_factory=set)  # id() of target expressions and binding statements
+
+    @property
+    def any(self) -> bool:
+        return bool(self.targets)
+
+    def reaches(self, ctx: FileContext, node: cst.CSTNode) -> bool:
+        """Whether ``node`` visibly lies on the path to a gradient target: it is inside a
+        target expression, or inside a statement (or function) whose value flows into one."""
+        reached = self.reached
+        if id(node) in reached:
+            return True
+        return any(id(a) in reached for a in ctx.ancestors(node))
+
+
+def _target_calls() -> dict[str, tuple[str, int]]:
+    """Method or function name -> (target keyword, position)."""
+    out: dict[str, tuple[str, int]] = {}
+    for name, kw, pos, *_ in tfapi.table("gradients", "gradient_calls"):
+        out[name] = (kw, pos)
+    out["minimize"] = ("loss", 0)
+    out["add_loss"] = ("losses", 0)
+    for name in tfapi.names("graph", "create_train_op"):
+        out[name] = ("total_loss", 0)
+    return out
+
+
+def _build(ctx: FileContext) -> GradientTargets:
+    table = _target_calls()
+    compile_method, compile_kw, compile_pos = tfapi.table("losses", "compile_method")
+    out = GradientTargets()
+    for n in ctx.nodes:
+        if type(n) is not cst.Call:
+            continue
+        qn = ctx.call_name(n)
+        spec = table.get(qn) if qn is not None else None
+        func = n.func
+        if spec is None and qn is None and isinstance(func, cst.Attribute):
+            attr = func.attr.value
+            if attr == "gradient":
+                if ctx.is_tape(func.value, n):
+                    spec = table.get("tape.gradient")
+            elif attr == compile_method:
+                spec = (compile_kw, compile_pos)
+            elif attr in table and "." not in attr:
+                spec = table[attr]
+        if spec is None:
+            continue
+        arg = get_arg(n, spec[0], spec[1])
+        if arg is None or arg.star:
+            continue
+        out.targets.append((n, arg.value))
+    for _, expr in out.targets:
+        out.reached.add(id(expr))
+        out.reached |= dependencies(ctx, expr, budget=6000)[1]
+    return out
+
+
+def gradient_targets(ctx: FileContext) -> GradientTargets:
+    return memo(ctx, "gradient_targets", _build)
