@@ -112,10 +112,44 @@ def _build(ctx: FileContext) -> GradientTargets:
         if arg is None or arg.star:
             continue
         out.targets.append((n, arg.value))
+        if qn is None and isinstance(func, cst.Attribute) and func.attr.value == compile_method:
+            out.targets.append((n, func.value))  # the compiled model's layers feed its loss
     for _, expr in out.targets:
         out.reached.add(id(expr))
         out.reached |= dependencies(ctx, expr, budget=6000)[1]
+    if out.targets:
+        _follow_methods(ctx, out)
     return out
+
+
+def _follow_methods(ctx: FileContext, out: GradientTargets) -> None:
+    """``self.loss_fn(...)`` read on the path: the method's body is on the path too."""
+    calls = [
+        n
+        for n in ctx.nodes
+        if type(n) is cst.Call
+        and isinstance(n.func, cst.Attribute)
+        and isinstance(n.func.value, cst.Name)
+        and n.func.value.value == "self"
+    ]
+    done: set[int] = set()
+    for _ in range(4):
+        new = False
+        for c in calls:
+            if id(c) in done or not out.reaches(ctx, c):
+                continue
+            done.add(id(c))
+            cls = next((a for a in ctx.ancestors(c) if isinstance(a, cst.ClassDef)), None)
+            if cls is None:
+                continue
+            name = c.func.attr.value  # type: ignore[attr-defined]
+            for stmt in cls.body.body:
+                if isinstance(stmt, cst.FunctionDef) and stmt.name.value == name and id(stmt) not in out.reached:
+                    out.reached.add(id(stmt))
+                    out.reached |= dependencies(ctx, stmt, budget=3000)[1]
+                    new = True
+        if not new:
+            break
 
 
 def gradient_targets(ctx: FileContext) -> GradientTargets:

@@ -277,6 +277,10 @@ class Flow:
                 if s.prob:
                     return replace(s, complement=True, direct=False)
             return UNKNOWN
+        if op is cst.Divide:
+            hand = self._hand_sigmoid(expr, expr.left, expr.right)
+            if hand is not None:
+                return hand
         if op in (cst.Multiply, cst.Divide):
             left = self._source(expr.left, at, depth + 1, hops)
             right = self._source(expr.right, at, depth + 1, hops) if op is cst.Multiply else UNKNOWN
@@ -288,10 +292,43 @@ class Flow:
             return UNKNOWN
         return UNKNOWN
 
+    def _hand_sigmoid(self, node: cst.CSTNode, num: cst.BaseExpression | None, den: cst.BaseExpression | None):
+        """``1 / (1 + exp(z))``: a sigmoid written by hand (of ``-z``; either way a probability)."""
+        if num is None or den is None or number(num) != 1.0:
+            return None
+        ctx = self.ctx
+        while isinstance(den, cst.Name):  # `den = 1. + tf.exp(-z)`
+            b = ctx.binding(den, node)
+            if b is None or b.kind not in ("assign", "annassign") or b.value is None:
+                return None
+            den = b.value
+        parts: tuple[cst.BaseExpression, cst.BaseExpression] | None = None
+        if isinstance(den, cst.BinaryOperation) and isinstance(den.operator, cst.Add):
+            parts = (den.left, den.right)
+        elif isinstance(den, cst.Call) and ctx.call_name(den) in names("numerics", "add"):
+            a, b2 = get_arg(den, "x", 0), get_arg(den, "y", 1)
+            parts = (a.value, b2.value) if a is not None and b2 is not None else None
+        if parts is None:
+            return None
+        for one, e in (parts, parts[::-1]):
+            if number(one) == 1.0 and isinstance(e, cst.Call) and ctx.call_name(e) in names("numerics", "exp"):
+                return Source("sigmoid", node, "sigmoid", pre=first_input(e))
+        return None
+
     def _call(self, call: cst.Call, at: cst.CSTNode, depth: int, hops: int) -> Source:
         ctx = self.ctx
         qn = ctx.call_name(call)
         if qn is not None:
+            if qn in names("numerics", "divide"):
+                x, y = get_arg(call, "x", 0), get_arg(call, "y", 1)
+                hand = self._hand_sigmoid(call, x.value if x else None, y.value if y else None)
+                if hand is not None:
+                    return hand
+            if qn in names("numerics", "reciprocal"):
+                one = cst.Integer("1")
+                hand = self._hand_sigmoid(call, one, first_input(call))
+                if hand is not None:
+                    return hand
             if qn in names("losses", "softmax"):
                 return Source("softmax", call, "softmax", pre=first_input(call))
             if qn in names("losses", "sigmoid"):
@@ -323,7 +360,36 @@ class Flow:
                 return self._returns(b.node, depth + 1, hops + 1).hop(
                     f"the return value of `{b.node.name.value}()`", call
                 )
+        if isinstance(func, cst.Attribute) and func.attr.value in names("numerics", "tensor_array_reads"):
+            stacked = self._tensor_array(func.value, call, depth, hops)
+            if stacked is not None:
+                return stacked
         return self._object(func, call, call, depth + 1, hops)
+
+    def _tensor_array(self, arr: cst.BaseExpression, at: cst.CSTNode, depth: int, hops: int) -> Source | None:
+        """``ta.stack()`` of a ``tf.TensorArray`` built in this scope: the kind shared by every
+        value written to it (``ta = ta.write(t, probs[0, a])``). None: not a TensorArray."""
+        ctx = self.ctx
+        name = dotted(arr)
+        if not name or "." in name:
+            return None
+        scope = ctx.scope_of(at)
+        bound = ctx.bindings_of(name, scope)
+        ctor = names("numerics", "tensor_array")
+        if not any(isinstance(b.value, cst.Call) and ctx.call_name(b.value) in ctor for b in bound):
+            return None
+        found: list[Source] = []
+        for c in self.calls_named("write"):
+            f = c.func
+            if not (isinstance(f, cst.Attribute) and dotted(f.value) == name and ctx.scope_of(c) is scope):
+                continue
+            value = get_arg(c, "value", 1)
+            if value is None or value.star:
+                return UNKNOWN
+            found.append(self._source(value.value, c, depth + 1, hops))
+        if not found or len({s.kind for s in found}) != 1:
+            return UNKNOWN
+        return found[0].hop(f"the values written to the TensorArray `{name}`", at)
 
     def _object(self, obj: cst.BaseExpression, at: cst.CSTNode, use: cst.Call | None, depth: int, hops: int) -> Source:
         """The output of calling the object ``obj`` (a layer or model) at ``use``."""
