@@ -127,6 +127,56 @@ class SoftmaxLogitsMismatch(Rule):
             probs = tf.nn.softmax(logits)
             loss = tf.keras.losses.categorical_crossentropy(y, probs)
         """),
+        # helpers read under the training call's constant arguments (issue 9): the softmax runs only
+        # `if not is_training`, and training calls `model(x, is_training=True)`
+        Valid("""
+            import tensorflow as tf
+            from tensorflow.keras import Model, layers
+            class NeuralNet(Model):
+                def __init__(self):
+                    super().__init__()
+                    self.fc1 = layers.Dense(256, activation=tf.nn.relu)
+                    self.out = layers.Dense(10)
+                def call(self, x, is_training=False):
+                    x = self.fc1(x)
+                    x = self.out(x)
+                    if not is_training:
+                        x = tf.nn.softmax(x)
+                    return x
+            neural_net = NeuralNet()
+            def cross_entropy_loss(x, y):
+                return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=x))
+            def run_optimization(x, y):
+                with tf.GradientTape() as g:
+                    pred = neural_net(x, is_training=True)
+                    loss = cross_entropy_loss(pred, y)
+                gradients = g.gradient(loss, neural_net.trainable_variables)
+        """),
+        # `Activation('linear')` is the identity (a float32 cast in mixed precision): the model outputs the softmax
+        Valid("""
+            from tensorflow import keras
+            from tensorflow.keras import layers
+            inputs = keras.Input(shape=(784,))
+            x = layers.Dense(64, activation='relu')(inputs)
+            x = layers.Dense(10)(x)
+            outputs = layers.Activation('softmax')(x)
+            outputs = layers.Activation('linear', dtype='float32')(outputs)
+            model = keras.Model(inputs=inputs, outputs=outputs)
+            model.compile(loss='sparse_categorical_crossentropy', optimizer='rmsprop')
+        """),
+        # a later `model = Sequential()` (another notebook cell) does not change the model compiled before it
+        Valid("""
+            from tensorflow.keras import layers
+            from tensorflow.keras.models import Sequential
+            model = Sequential()
+            model.add(layers.Dense(32, activation='relu'))
+            model.add(layers.Dense(1, activation='sigmoid'))
+            model.compile(optimizer='rmsprop', loss='binary_crossentropy')
+            model = Sequential()
+            model.add(layers.Dense(32, activation='relu'))
+            model.add(layers.Dense(1))
+            model.compile(optimizer='rmsprop', loss='mae')
+        """),
     ]
     INVALID = [
         # TF1: softmax output given as logits; fix: the logits expression
@@ -289,6 +339,28 @@ class SoftmaxLogitsMismatch(Rule):
             """,
             line=3,
             message="bce()",
+        ),
+        # the same model called without `is_training` (default False) in the tape: the softmax runs
+        Invalid(
+            """
+            import tensorflow as tf
+            from tensorflow.keras import Model, layers
+            class NeuralNet(Model):
+                def __init__(self):
+                    super().__init__()
+                    self.out = layers.Dense(10)
+                def call(self, x, is_training=False):
+                    x = self.out(x)
+                    if not is_training:
+                        x = tf.nn.softmax(x)
+                    return x
+            net = NeuralNet()
+            with tf.GradientTape() as g:
+                loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=net(x))
+            grads = g.gradient(loss, net.trainable_variables)
+            """,
+            line=14,
+            message="softmax",
         ),
     ]
 

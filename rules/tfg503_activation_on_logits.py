@@ -86,6 +86,17 @@ class ActivationOnLogits(Rule):
             other = tf.keras.Sequential([tf.keras.layers.Dense(10), CustomHead()])
             other.compile(loss=tf.keras.losses.CategoricalCrossentropy(from_logits=True))
         """),
+        # a ReLU under a branch the training call does not take (issue 9)
+        Valid("""
+            import tensorflow as tf
+            def head(h, use_relu=True):
+                out = tf.layers.dense(h, 10)
+                if use_relu:
+                    out = tf.nn.relu(out)
+                return out
+            logits = head(features, use_relu=False)
+            loss = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits_v2(labels=y, logits=logits))
+        """),
     ]
     INVALID = [
         Invalid(

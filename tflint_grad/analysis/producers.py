@@ -20,6 +20,8 @@ Everything unknown is ``Source("unknown")``; nothing here raises on odd code.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import cache, lru_cache
 
@@ -128,7 +130,10 @@ class Flow:
     def __init__(self, ctx: FileContext) -> None:
         self.ctx = ctx
         self._calls_by_name: dict[str, list[cst.Call]] | None = None
-        self._memo: dict[tuple[int, int], Source] = {}
+        self._memo: dict[tuple, Source] = {}
+        # literal arguments a helper is read under: id(FunctionDef) -> {parameter: value}
+        self._env: dict[int, dict[str, object]] = {}
+        self._env_key: tuple = ()
 
     # -- public ---------------------------------------------------------------------------
     def source(self, expr: cst.BaseExpression | None, at: cst.CSTNode | None = None) -> Source:
@@ -219,7 +224,7 @@ class Flow:
     def _source(self, expr: cst.BaseExpression, at: cst.CSTNode, depth: int, hops: int) -> Source:
         if depth > MAX_DEPTH:
             return UNKNOWN
-        key = (id(expr), hops)
+        key = (id(expr), hops, self._env_key)
         if key in self._memo:
             return self._memo[key]
         self._memo[key] = UNKNOWN  # cycle guard
@@ -235,7 +240,7 @@ class Flow:
                 return UNKNOWN
             if ctx.qualname(expr) is not None:
                 return UNKNOWN  # an API object, not a tensor
-            b = ctx.binding(expr, at)
+            b = self._live_binding(expr, at)
             if b is None or (b.value is None and b.kind != "param"):
                 return UNKNOWN
             label = f"`{dotted(expr) or short(ctx, expr)}`"
@@ -357,9 +362,9 @@ class Flow:
             if b is not None and b.kind == "def" and isinstance(b.node, cst.FunctionDef):
                 if hops >= MAX_HOPS:
                     return UNKNOWN
-                return self._returns(b.node, depth + 1, hops + 1).hop(
-                    f"the return value of `{b.node.name.value}()`", call
-                )
+                with self._constants(b.node, call, skip_self=False):
+                    ret = self._returns(b.node, depth + 1, hops + 1)
+                return ret.hop(f"the return value of `{b.node.name.value}()`", call)
         if isinstance(func, cst.Attribute) and func.attr.value in names("numerics", "tensor_array_reads"):
             stacked = self._tensor_array(func.value, call, depth, hops)
             if stacked is not None:
@@ -452,7 +457,7 @@ class Flow:
         if isinstance(func, cst.Name):
             b = ctx.binding(func, ctor)
             if b is not None and b.kind == "class" and isinstance(b.node, cst.ClassDef):
-                return self._class_output(b.node, depth + 1, hops)
+                return self._class_output(b.node, depth + 1, hops, use)
             if b is not None and b.kind == "def" and isinstance(b.node, cst.FunctionDef):
                 # a helper that builds the model: follow its return to a constructor
                 rets = self._return_values(b.node)
@@ -473,6 +478,8 @@ class Flow:
             act = only[0]
             if act == "":
                 arg = get_arg(ctor, "activation", 0)
+                if arg is not None and self._activation_name(arg.value, ctor) in names("losses", "linear_strings"):
+                    return None  # `Activation('linear')` is the identity (a dtype cast, in mixed precision)
                 return self._kind_from_activation(arg.value if arg else None, None, ctor, None, ctor)
             return Source(self._kind_of(act), ctor, act, layer=ctor)
         last = qn.rsplit(".", 1)[-1]
@@ -552,6 +559,10 @@ class Flow:
                         continue
                     if ctx.index.get(c, 0) > start and dotted(c.func.value) == name:
                         if ctx.scope_of(c) is ctx.scope_of(ctor) or name.startswith("self."):
+                            # only the `.add` calls on this model (not on a later `model = Sequential()`)
+                            rb = ctx.binding(c.func.value, c)
+                            if rb is not None and rb.node is not stmt and not name.startswith("self."):
+                                continue
                             layers.append(ctx.value_of(c.args[0].value, c))
         for layer in reversed(layers):
             if not isinstance(layer, cst.Call):
@@ -567,16 +578,86 @@ class Flow:
             return s
         return UNKNOWN
 
-    def _class_output(self, cls: cst.ClassDef, depth: int, hops: int) -> Source:
+    def _class_output(self, cls: cst.ClassDef, depth: int, hops: int, use: cst.Call | None = None) -> Source:
         for stmt in cls.body.body:
             if isinstance(stmt, cst.FunctionDef) and stmt.name.value == "call":
-                return self._returns(stmt, depth + 1, hops)
+                with self._constants(stmt, use, skip_self=True):
+                    return self._returns(stmt, depth + 1, hops)
         return UNKNOWN
+
+    # -- helpers read under constant arguments ---------------------------------------------------
+    @contextmanager
+    def _constants(self, fn: cst.FunctionDef, use: cst.Call | None, *, skip_self: bool) -> Iterator[None]:
+        """Read ``fn`` with the literal arguments of ``use`` (and its literal defaults):
+        ``model(x, is_training=True)`` skips ``if not is_training: x = softmax(x)``."""
+        consts = _literal_params(fn, use, skip_self)
+        if not consts or id(fn) in self._env:
+            yield
+            return
+        saved = self._env_key
+        self._env[id(fn)] = consts
+        self._env_key = (*saved, (id(fn), tuple(sorted(consts.items(), key=repr))))
+        try:
+            yield
+        finally:
+            del self._env[id(fn)]
+            self._env_key = saved
+
+    def _dead(self, node: cst.CSTNode) -> bool:
+        """Whether ``node`` sits in an ``if`` branch that the constant arguments rule out."""
+        if not self._env:
+            return False
+        ctx = self.ctx
+        child = node
+        for a in ctx.ancestors(node):
+            if isinstance(a, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
+                return False
+            if isinstance(a, cst.If) and child is not a.test:
+                value = self._truth(a.test, ctx.scope_of(a))
+                if value is not None and value != (child is a.body):
+                    return True
+            child = a
+        return False
+
+    def _truth(self, test: cst.BaseExpression, fn: cst.CSTNode) -> bool | None:
+        env = self._env.get(id(fn))
+        if env is None:
+            return None
+        if isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not):
+            v = self._truth(test.expression, fn)
+            return None if v is None else not v
+        if isinstance(test, cst.Name) and test.value in env:
+            return bool(env[test.value])
+        if (
+            isinstance(test, cst.Comparison)
+            and len(test.comparisons) == 1
+            and isinstance(test.left, cst.Name)
+            and test.left.value in env
+        ):
+            comp = test.comparisons[0]
+            right = _literal(comp.comparator)
+            if right is _NOT_LITERAL:
+                return None
+            left = env[test.left.value]
+            if isinstance(comp.operator, (cst.Equal, cst.Is)):
+                return left == right
+            if isinstance(comp.operator, (cst.NotEqual, cst.IsNot)):
+                return left != right
+        return None
+
+    def _live_binding(self, expr: cst.BaseExpression, at: cst.CSTNode) -> Binding | None:
+        """``ctx.binding``, skipping assignments in branches the constant arguments rule out."""
+        ctx = self.ctx
+        b = ctx.binding(expr, at)
+        if b is None or not self._env or not self._dead(b.node):
+            return b
+        earlier = [x for x in ctx.bindings_of(b.name, b.scope) if x.index < b.index and not self._dead(x.node)]
+        return earlier[-1] if earlier else None
 
     def _return_values(self, fn: cst.FunctionDef) -> list[tuple[cst.Return, cst.BaseExpression]]:
         out = []
         for n in self.ctx.descendants(fn):
-            if type(n) is cst.Return and n.value is not None and self.ctx.scope_of(n) is fn:
+            if type(n) is cst.Return and n.value is not None and self.ctx.scope_of(n) is fn and not self._dead(n):
                 out.append((n, n.value))
         return out
 
@@ -663,6 +744,53 @@ class Flow:
                 if s.kind in want:
                     return s
         return UNKNOWN
+
+
+_NOT_LITERAL = object()
+
+
+def _literal(expr: cst.BaseExpression | None) -> object:
+    """The value of ``True``/``False``/``None``, a number or a string literal."""
+    if isinstance(expr, cst.Name) and expr.value in ("True", "False", "None"):
+        return {"True": True, "False": False, "None": None}[expr.value]
+    v = number(expr)
+    if v is not None:
+        return v
+    s = string_value(expr)
+    return s if s is not None else _NOT_LITERAL
+
+
+def _literal_params(fn: cst.FunctionDef, use: cst.Call | None, skip_self: bool) -> dict[str, object]:
+    """Parameters of ``fn`` bound to literals at the call ``use`` (or by their defaults)."""
+    params = list(fn.params.posonly_params) + list(fn.params.params)
+    if skip_self and params:
+        params = params[1:]
+    every = params + list(fn.params.kwonly_params)
+    out: dict[str, object] = {}
+    for p in every:
+        # Keras passes `training` itself (True in `fit`): its default says nothing
+        if p.default is not None and p.name.value != "training":
+            v = _literal(p.default)
+            if v is not _NOT_LITERAL:
+                out[p.name.value] = v
+    if use is None:
+        return out
+    if any(a.star for a in use.args):
+        return {}
+    positional = [a for a in use.args if a.keyword is None]
+    for p, a in zip(params, positional):
+        out.pop(p.name.value, None)
+        v = _literal(a.value)
+        if v is not _NOT_LITERAL:
+            out[p.name.value] = v
+    names_ = {p.name.value for p in every}
+    for a in use.args:
+        if a.keyword is not None and a.keyword.value in names_:
+            out.pop(a.keyword.value, None)
+            v = _literal(a.value)
+            if v is not _NOT_LITERAL:
+                out[a.keyword.value] = v
+    return out
 
 
 def _unpack_position(stmt: cst.CSTNode, name: str) -> int | None:
