@@ -151,6 +151,10 @@ class SoftmaxLogitsMismatch(Rule):
                     pred = neural_net(x, is_training=True)
                     loss = cross_entropy_loss(pred, y)
                 gradients = g.gradient(loss, neural_net.trainable_variables)
+            for step, (batch_x, batch_y) in enumerate(train_data):
+                run_optimization(batch_x, batch_y)
+                pred = neural_net(batch_x)  # a displayed loss, never differentiated
+                print(step, cross_entropy_loss(pred, batch_y))
         """),
         # `Activation('linear')` is the identity (a float32 cast in mixed precision): the model outputs the softmax
         Valid("""

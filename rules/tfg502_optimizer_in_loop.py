@@ -142,6 +142,22 @@ class OptimizerInLoop(Rule):
             for net in nets:
                 optimizers.append(tf.keras.optimizers.Adam(1e-4))
         """),
+        # TF1 multi-GPU towers (issue 9): the loop only builds ops, compute_gradients per tower and
+        # one apply_gradients after the loop
+        Valid("""
+            import tensorflow as tf
+            tower_grads = []
+            for i in range(num_gpus):
+                with tf.device('/gpu:%d' % i):
+                    loss_op = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(logits=conv_net(X[i]), labels=Y[i]))
+                    optimizer = tf.train.AdamOptimizer(learning_rate=learning_rate)
+                    grads = optimizer.compute_gradients(loss_op)
+                    tower_grads.append(grads)
+            train_op = optimizer.apply_gradients(average_gradients(tower_grads))
+            with tf.Session() as sess:
+                for step in range(num_steps):
+                    sess.run(train_op, feed_dict={X: batch_x, Y: batch_y})
+        """),
     ]
     INVALID = [
         Invalid(
@@ -306,6 +322,10 @@ class OptimizerInLoop(Rule):
                 return None
             step = self._trains_in(loop, node)
             if step is not None:
+                if graph_mode and not self._fits(step) and not self._runs_graph(loop):
+                    # TF1 graph building (one tower per GPU): the loop creates ops once, nothing runs
+                    # in it, and each optimizer keeps its own slots for the whole training
+                    return None
                 return "loop", loop, step
         if fn is not None and not loops:
             step = self._own_step_call(fn)
@@ -344,6 +364,19 @@ class OptimizerInLoop(Rule):
                         None,
                     )
             if target is not None and self._own_step_call(target) is not None:
+                return True
+        return False
+
+    @staticmethod
+    def _fits(call: cst.Call) -> bool:
+        func = call.func
+        return isinstance(func, cst.Attribute) and func.attr.value in tfapi.names("optimizers", "fit_methods")
+
+    def _runs_graph(self, loop: cst.CSTNode) -> bool:
+        """Whether the loop body runs the graph (``sess.run``, ``op.run()``, ``t.eval()``)."""
+        run = tfapi.names("optimizers", "graph_run_methods")
+        for c in self.ctx.calls_in(loop.body):  # type: ignore[attr-defined]
+            if isinstance(c.func, cst.Attribute) and c.func.attr.value in run:
                 return True
         return False
 

@@ -29,7 +29,7 @@ import libcst as cst
 
 from tflint_grad import tfapi
 from tflint_grad.analysis.context import Binding, FileContext, dotted, get_arg, number, string_value
-from tflint_grad.analysis.dataflow import memo
+from tflint_grad.analysis.dataflow import gradient_targets, memo
 
 PROB = ("softmax", "sigmoid")
 MAX_DEPTH = 12
@@ -709,6 +709,7 @@ class Flow:
                 return UNKNOWN
         fname = fn.name.value
         found: list[Source] = []
+        on_path: list[bool] = []
         for site in self.calls_named(fname)[: MAX_CALL_SITES * 4]:
             if len(found) >= MAX_CALL_SITES:
                 break
@@ -727,6 +728,7 @@ class Flow:
             else:
                 s = self._object(arg.value, site, use or None, depth + 1, hops)
             found.append(s.hop(f"the argument `{short(ctx, arg.value, 40)}` of `{fname}()`", site))
+            on_path.append(gradient_targets(ctx).reaches(ctx, site))
         # a Keras custom loss: `model.compile(loss=fn)` passes the model's output as y_pred
         if idx == 1 and not is_method and use is None:
             for ref in ctx.references(fname):
@@ -739,6 +741,9 @@ class Flow:
                     continue
                 s = self._object(call.func.value, call, None, depth + 1, hops)
                 found.append(s.hop(f"y_pred of `{fname}` in `{short(ctx, call.func, 30)}`", call))
+                on_path.append(True)  # Keras differentiates the compiled loss
+        if any(on_path):  # the calls that training differentiates, not a printed evaluation
+            found = [s for s, on in zip(found, on_path) if on]
         for want in (PROB, ("activation",), ("logits",)):
             for s in found:
                 if s.kind in want:
