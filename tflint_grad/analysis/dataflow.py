@@ -21,7 +21,7 @@ from typing import TypeVar
 import libcst as cst
 
 from tflint_grad import tfapi
-from tflint_grad.analysis.context import FileContext, dependencies, get_arg
+from tflint_grad.analysis.context import FileContext, dotted, get_arg
 
 T = TypeVar("T")
 
@@ -116,10 +116,74 @@ def _build(ctx: FileContext) -> GradientTargets:
             out.targets.append((n, func.value))  # the compiled model's layers feed its loss
     for _, expr in out.targets:
         out.reached.add(id(expr))
-        out.reached |= dependencies(ctx, expr, budget=6000)[1]
+        out.reached |= _flow_ids(ctx, expr, budget=6000)
     if out.targets:
+        _narrow_compound(ctx, out)
         _follow_methods(ctx, out)
     return out
+
+
+def _flow_ids(ctx: FileContext, expr: cst.CSTNode, budget: int) -> set[int]:
+    """``id()`` of the binding statements (and function/class bodies) whose values flow into
+    ``expr``: :func:`dependencies`, except that a name a function body *assigns* is not a read
+    (``loss = f(x)`` in a helper does not depend on a module-level ``loss`` bound later)."""
+    reached: set[int] = set()
+    seen: set[int] = set()
+    todo: list[cst.CSTNode] = [expr]
+    while todo and budget > 0:
+        node = todo.pop()
+        if id(node) in seen or node not in ctx.index:
+            continue
+        seen.add(id(node))
+        for n in ctx.descendants(node):
+            budget -= 1
+            if budget <= 0:
+                break
+            t = type(n)
+            if t is cst.Name:
+                p = ctx.parents.get(n)
+                if (isinstance(p, cst.Attribute) and p.attr is n) or (isinstance(p, cst.Arg) and p.keyword is n):
+                    continue
+            elif t is cst.Attribute:
+                d = dotted(n)
+                if not d or not d.startswith("self.") or d.count(".") != 1:
+                    continue
+            else:
+                continue
+            if ctx.is_store(n):
+                continue
+            b = ctx.binding(n)
+            if b is None or (b.kind in ("import", "param") and b.value is None):
+                continue
+            reached.add(id(b.node))
+            if b.kind in ("def", "class"):
+                todo.append(b.node)
+                continue
+            if b.value is not None:
+                todo.append(b.value)
+            if b.kind == "augassign":
+                todo.append(b.node.value)  # type: ignore[attr-defined]
+                for earlier in ctx.bindings_of(b.name, b.scope):
+                    if earlier.index < b.index and earlier.value is not None:
+                        reached.add(id(earlier.node))
+                        todo.append(earlier.value)
+    return reached
+
+
+def _narrow_compound(ctx: FileContext, out: GradientTargets) -> None:
+    """A name bound by ``for x in it`` / ``with c as x`` reaches the target through ``it`` /
+    ``c`` only, not through the whole body of the statement."""
+    reached = out.reached
+    for n in ctx.nodes:
+        t = type(n)
+        if (t is cst.For or t is cst.With) and id(n) in reached:
+            reached.discard(id(n))
+            if t is cst.For:
+                reached.add(id(n.iter))
+                reached.add(id(n.target))
+            else:
+                for item in n.items:
+                    reached.add(id(item))
 
 
 def _follow_methods(ctx: FileContext, out: GradientTargets) -> None:
@@ -146,7 +210,7 @@ def _follow_methods(ctx: FileContext, out: GradientTargets) -> None:
             for stmt in cls.body.body:
                 if isinstance(stmt, cst.FunctionDef) and stmt.name.value == name and id(stmt) not in out.reached:
                     out.reached.add(id(stmt))
-                    out.reached |= dependencies(ctx, stmt, budget=3000)[1]
+                    out.reached |= _flow_ids(ctx, stmt, budget=3000)
                     new = True
         if not new:
             break

@@ -742,8 +742,10 @@ class Flow:
                 s = self._object(call.func.value, call, None, depth + 1, hops)
                 found.append(s.hop(f"y_pred of `{fname}` in `{short(ctx, call.func, 30)}`", call))
                 on_path.append(True)  # Keras differentiates the compiled loss
-        if any(on_path):  # the calls that training differentiates, not a printed evaluation
-            found = [s for s, on in zip(found, on_path) if on]
+        # the calls that training differentiates, not a printed evaluation (when they are known)
+        differentiated = [s for s, on in zip(found, on_path) if on and s.kind != "unknown"]
+        if differentiated:
+            found = differentiated
         for want in (PROB, ("activation",), ("logits",)):
             for s in found:
                 if s.kind in want:

@@ -188,6 +188,7 @@ class WeightIndex:
         self._deps: dict[int, frozenset[int]] = {}
         self._embedding_names: set[str] | None = None
         self._bn: dict[int, bool] = {}
+        self._mult_fn: dict[int, bool] = {}
         self.uses: list[WeightUse] = self._collect()
 
     # -- call-site indexes ----------------------------------------------------------------
@@ -737,7 +738,11 @@ class WeightIndex:
                 if not isinstance(call, cst.Call):
                     return []
                 qn = ctx.call_name(call)
-                local = qn is None and isinstance(call.func, cst.Name) and call.func.value in ctx.functions
+                local = (
+                    qn is None
+                    and isinstance(call.func, cst.Name)
+                    and any(self._multiplies_inside(f) for f in ctx.functions.get(call.func.value, ()))
+                )
                 if qn in tfapi.names("initializers", "weight_ops") or local:
                     return [a.value for a in call.args if a is not p]
                 return []
@@ -814,6 +819,20 @@ class WeightIndex:
             )
         name = dotted(call.func)
         return bool(name and _BN_HELPER.search(name.rsplit(".", 1)[-1]))
+
+    def _multiplies_inside(self, fn: cst.FunctionDef) -> bool:
+        """A local helper that applies a weight op (``def conv2d(x, W): return tf.nn.conv2d(...)``),
+        not one that only transforms its argument (``quantize(w, step)``)."""
+        key = id(fn)
+        got = self._mult_fn.get(key)
+        if got is None:
+            ops = tfapi.names("initializers", "weight_ops")
+            got = self._mult_fn[key] = any(
+                (type(n) is cst.Call and self.ctx.call_name(n) in ops)
+                or (type(n) is cst.BinaryOperation and isinstance(n.operator, cst.MatrixMultiply))
+                for n in self.ctx.descendants(fn)
+            )
+        return got
 
     def deps(self, use: WeightUse) -> frozenset[int]:
         """Binding statements (ids) whose values flow into what ``use`` is applied to."""
