@@ -149,6 +149,20 @@ class ClipNoneGradient(Rule):
             for w in weights:
                 w.assign(tf.clip_by_norm(w, 3.0))
         """),
+        # every variable of the explicit list feeds the loss: no None possible (seed 001, issue 9)
+        Valid("""
+            import tensorflow as tf
+            W = tf.get_variable('W', shape=[1, 16])
+            W1 = tf.get_variable('W1', shape=[16, 16])
+            W2 = tf.get_variable('W2', shape=[16, 1])
+            O = tf.nn.relu(tf.matmul(I, W))
+            O1 = tf.nn.relu(tf.matmul(O, W1))
+            loss = tf.reduce_mean(tf.square(tf.matmul(O1, W2) - Y))
+            opt = tf.train.GradientDescentOptimizer(0.01)
+            gvs = opt.compute_gradients(loss, var_list=[W, W1, W2])
+            capped = [(tf.clip_by_value(g, -1., 1.), v) for g, v in gvs]
+            train_op = opt.apply_gradients(capped)
+        """),
     ]
     INVALID = [
         Invalid(
@@ -161,6 +175,7 @@ class ClipNoneGradient(Rule):
             """,
             line=4,
             message="without `var_list`",
+            confidence="low",  # every trainable variable may feed `cost`
             fixed="""
             import tensorflow as tf
             optimizer = tf.train.AdamOptimizer(1e-3)
@@ -180,6 +195,7 @@ class ClipNoneGradient(Rule):
             """,
             line=5,
             message="`model.trainable_variables`",
+            confidence="low",
             fixed="""
             import tensorflow as tf
             with tf.GradientTape() as tape:
@@ -218,6 +234,7 @@ class ClipNoneGradient(Rule):
             line=5,
             count=2,
             message="assumed",
+            confidence="low",
             fixed="""
             import tensorflow as tf
             def apply(opt, grads_and_vars):
@@ -239,6 +256,7 @@ class ClipNoneGradient(Rule):
             """,
             line=4,
             message="`tf.trainable_variables()`",
+            confidence="low",
             fixed="""
             import tensorflow as tf
             gradients = tf.gradients(loss, tf.trainable_variables())
@@ -282,6 +300,8 @@ class ClipNoneGradient(Rule):
         why, grad_call = self._why(source)
         if why is None:
             return
+        # high only when the code shows a variable with no path to the target (an explicit list)
+        shown = source[0] == "grad" and " does not appear to feed " in why
         clip = ctx.code(node.func)
         gname = ctx.code(t)
         origin = (
@@ -294,8 +314,10 @@ class ClipNoneGradient(Rule):
             node,
             f"`{clip}` is applied to every gradient of {origin} without a `{gname} is not None` guard, but {why}: "
             f"`{clip}` raises on None; skip None gradients (`... if {gname} is not None`) "
-            f"or clip with `tf.clip_by_global_norm`, which accepts None",
+            f"or clip with `tf.clip_by_global_norm`, which accepts None"
+            + ("" if shown else " (assumed: the code does not show a variable without a path to the loss)"),
             fix=fix,
+            confidence="high" if shown else "low",
             data={
                 "call_line": ctx.line(node),
                 "grad_line": ctx.line(grad_call) if grad_call is not None else None,
