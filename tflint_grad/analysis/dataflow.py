@@ -55,6 +55,32 @@ def keras_alias(ctx: FileContext) -> str | None:
     return f"{tf}.keras" if tf else None
 
 
+def bind_argument(
+    fn: cst.FunctionDef | cst.Lambda, call: cst.Call, param: str, *, skip_self: bool
+) -> cst.BaseExpression | bool | None:
+    """The argument ``call`` passes for parameter ``param`` of ``fn``; ``None`` when not passed
+    (the default applies); ``False`` when it cannot be told (``*args``/``**kwargs``).
+    (The same contract as ``analysis.models.bind_argument``, which replaces it once merged.)"""
+    for a in call.args:
+        if a.keyword is not None and a.keyword.value == param:
+            return a.value
+    positional = [*fn.params.posonly_params, *fn.params.params]
+    if skip_self and positional:
+        positional = positional[1:]
+    names = [p.name.value for p in positional]
+    if param in names:
+        i = names.index(param)
+        args = [a for a in call.args if a.keyword is None]
+        for j, a in enumerate(args):
+            if a.star:
+                return False
+            if j == i:
+                return a.value
+    if any(a.star for a in call.args):
+        return False
+    return None
+
+
 @dataclass
 class GradientTargets:
     """The gradient targets of one file and what flows into them."""

@@ -29,7 +29,7 @@ import libcst as cst
 
 from tflint_grad import tfapi
 from tflint_grad.analysis.context import Binding, FileContext, dotted, get_arg, number, string_value
-from tflint_grad.analysis.dataflow import gradient_targets, memo
+from tflint_grad.analysis.dataflow import bind_argument, gradient_targets, memo
 
 PROB = ("softmax", "sigmoid")
 MAX_DEPTH = 12
@@ -720,14 +720,14 @@ class Flow:
                     continue
             elif not (is_method and isinstance(func, cst.Attribute)):
                 continue
-            arg = get_arg(site, b.name, idx)
-            if arg is None or arg.star:
+            value = bind_argument(fn, site, b.name, skip_self=is_method)
+            if not isinstance(value, cst.BaseExpression):
                 continue
             if use is None:
-                s = self._source(arg.value, site, depth + 1, hops)
+                s = self._source(value, site, depth + 1, hops)
             else:
-                s = self._object(arg.value, site, use or None, depth + 1, hops)
-            found.append(s.hop(f"the argument `{short(ctx, arg.value, 40)}` of `{fname}()`", site))
+                s = self._object(value, site, use or None, depth + 1, hops)
+            found.append(s.hop(f"the argument `{short(ctx, value, 40)}` of `{fname}()`", site))
             on_path.append(gradient_targets(ctx).reaches(ctx, site))
         # a Keras custom loss: `model.compile(loss=fn)` passes the model's output as y_pred
         if idx == 1 and not is_method and use is None:
@@ -782,21 +782,14 @@ def _literal_params(fn: cst.FunctionDef, use: cst.Call | None, skip_self: bool) 
                 out[p.name.value] = v
     if use is None:
         return out
-    if any(a.star for a in use.args):
-        return {}
-    positional = [a for a in use.args if a.keyword is None]
-    for p, a in zip(params, positional):
+    for p in every:
+        value = bind_argument(fn, use, p.name.value, skip_self=skip_self)
+        if value is None:
+            continue  # the default applies
         out.pop(p.name.value, None)
-        v = _literal(a.value)
+        v = _literal(value) if isinstance(value, cst.BaseExpression) else _NOT_LITERAL
         if v is not _NOT_LITERAL:
             out[p.name.value] = v
-    names_ = {p.name.value for p in every}
-    for a in use.args:
-        if a.keyword is not None and a.keyword.value in names_:
-            out.pop(a.keyword.value, None)
-            v = _literal(a.value)
-            if v is not _NOT_LITERAL:
-                out[a.keyword.value] = v
     return out
 
 

@@ -35,7 +35,7 @@ from tflint_grad.analysis.context import (
     number,
     string_value,
 )
-from tflint_grad.analysis.dataflow import gradient_targets, memo, tf_alias
+from tflint_grad.analysis.dataflow import bind_argument, gradient_targets, memo, tf_alias
 
 _LOOPS = (cst.For, cst.While, cst.CompFor, cst.ListComp, cst.GeneratorExp, cst.SetComp, cst.DictComp)
 _SCOPES = (cst.Module, cst.FunctionDef, cst.Lambda, cst.ClassDef)
@@ -593,23 +593,11 @@ class WeightIndex:
 
     @staticmethod
     def _bind(fn: cst.FunctionDef, site: cst.Call, skip_self: bool) -> list[tuple[str, cst.BaseExpression]]:
-        params = list(fn.params.posonly_params) + list(fn.params.params)
-        if skip_self and params:
-            params = params[1:]
         out: list[tuple[str, cst.BaseExpression]] = []
-        positional = []
-        for a in site.args:
-            if a.keyword is not None:
-                continue
-            if a.star:
-                break
-            positional.append(a)
-        for p, a in zip(params, positional):
-            out.append((p.name.value, a.value))
-        names = {p.name.value for p in params + list(fn.params.kwonly_params)}
-        for a in site.args:
-            if a.keyword is not None and a.keyword.value in names:
-                out.append((a.keyword.value, a.value))
+        for p in [*fn.params.posonly_params, *fn.params.params, *fn.params.kwonly_params]:
+            value = bind_argument(fn, site, p.name.value, skip_self=skip_self)
+            if isinstance(value, cst.BaseExpression):
+                out.append((p.name.value, value))
         return out
 
     # -- names, roles, data flow ----------------------------------------------------------------
