@@ -295,6 +295,35 @@ class UnstableLogProbability(Rule):
             line=10,
             message="TensorArray",
         ),
+        # the actor-critic tutorial: TensorArray-stacked probabilities returned by a helper, reshaped in a
+        # comprehension, and passed to the loss helper (two hops)
+        Invalid(
+            """
+            import tensorflow as tf
+            def run_episode(state, model, max_steps):
+                action_probs = tf.TensorArray(dtype=tf.float32, size=0, dynamic_size=True)
+                values = tf.TensorArray(dtype=tf.float32, size=0, dynamic_size=True)
+                for t in tf.range(max_steps):
+                    action_logits_t, value = model(state)
+                    action = tf.random.categorical(action_logits_t, 1)[0, 0]
+                    action_probs_t = tf.nn.softmax(action_logits_t)
+                    values = values.write(t, tf.squeeze(value))
+                    action_probs = action_probs.write(t, action_probs_t[0, action])
+                return action_probs.stack(), values.stack()
+            def compute_loss(action_probs, values, returns):
+                action_log_probs = tf.math.log(action_probs)
+                return -tf.math.reduce_sum(action_log_probs * (returns - values))
+            def train_step(state, model, optimizer, max_steps):
+                with tf.GradientTape() as tape:
+                    action_probs, values = run_episode(state, model, max_steps)
+                    returns = get_expected_return(values)
+                    action_probs, values = [tf.expand_dims(x, 1) for x in [action_probs, values]]
+                    loss = compute_loss(action_probs, values, returns)
+                grads = tape.gradient(loss, model.trainable_variables)
+            """,
+            line=13,
+            message="return value of `run_episode()`",
+        ),
         # a method parameter fed a sigmoid output at its call sites
         Invalid(
             """

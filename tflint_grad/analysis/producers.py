@@ -33,7 +33,7 @@ from tflint_grad.analysis.dataflow import bind_argument, gradient_targets, memo
 
 PROB = ("softmax", "sigmoid")
 MAX_DEPTH = 12
-MAX_HOPS = 1  # local-function parameters / returns followed
+MAX_HOPS = 2  # local-function parameters / returns followed
 MAX_CALL_SITES = 8
 
 
@@ -253,6 +253,12 @@ class Flow:
                 i = _unpack_position(b.node, expr.value)
                 if i is not None:
                     return self._returned_element(b.value, i, depth + 1, hops + 1).hop(label, b.node)
+            if b.kind == "unpack" and t is cst.Name and isinstance(b.value, (cst.ListComp, cst.GeneratorExp)):
+                # `a, b = [tf.expand_dims(x, 1) for x in [a, b]]`: the comprehension over a literal list
+                i = _unpack_position(b.node, expr.value)
+                element = _comprehension_element(ctx, b.value, i) if i is not None else None
+                if element is not None:
+                    return self._source(element[0], b.node, depth + 1, hops).hop(label, b.node)
             return UNKNOWN
         if t is cst.Call:
             return self._call(expr, at, depth, hops)
@@ -791,6 +797,32 @@ def _literal_params(fn: cst.FunctionDef, use: cst.Call | None, skip_self: bool) 
         if v is not _NOT_LITERAL:
             out[p.name.value] = v
     return out
+
+
+def _comprehension_element(
+    ctx: FileContext, comp: cst.ListComp | cst.GeneratorExp, i: int
+) -> tuple[cst.BaseExpression, cst.BaseExpression] | None:
+    """``[f(x) for x in [a, b, c]]``, element ``i``: the comprehension's value when ``x`` is a
+    pass-through (``f`` keeps ``x``'s kind: the caller checks), as (``x``'s i-th value, elt).
+    Only a single ``for`` over a literal list with a plain name target and no ``if``."""
+    f = comp.for_in
+    if f.inner_for_in is not None or f.ifs or not isinstance(f.target, cst.Name):
+        return None
+    if not isinstance(f.iter, (cst.List, cst.Tuple)) or i >= len(f.iter.elements):
+        return None
+    el = f.iter.elements[i]
+    if isinstance(el, cst.StarredElement):
+        return None
+    # the element expression must be the target itself, or a pass-through op of it
+    elt = comp.elt
+    name = f.target.value
+    if isinstance(elt, cst.Name) and elt.value == name:
+        return el.value, elt
+    if isinstance(elt, cst.Call) and ctx.call_name(elt) in names("losses", "passthrough_ops"):
+        x = first_input(elt)
+        if isinstance(x, cst.Name) and x.value == name:
+            return el.value, elt
+    return None
 
 
 def _unpack_position(stmt: cst.CSTNode, name: str) -> int | None:
