@@ -43,8 +43,10 @@ class TinyWeightInit(Rule):
     The finding points at the initializer's construction and gives the fan-in and ratio.
 
     Not a finding: biases (bias keywords, 1-D shapes, names such as `b`, `b1`, `bias`),
-    batch-norm parameters, embeddings, a single-layer model, and a small-init output head
-    (a policy or value head) when the layers before it are well scaled.
+    batch-norm parameters, embeddings, a single-layer model, a small-init output head
+    (a policy or value head, a detection box head) when the layers before it are well scaled,
+    and layers followed by batch normalization (built in the same `Sequential` list, class
+    or function): BN re-scales their output, so a small init does not compound.
 
     ## Why is this bad?
     Each layer multiplies the signal by about `stddev * sqrt(fan_in)` (times `1/sqrt(2)`

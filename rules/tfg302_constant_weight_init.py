@@ -24,15 +24,20 @@ class ConstantWeightInit(Rule):
     strings `'zeros'` / `'ones'`, or an initial value such as `tf.zeros([784, 256])`,
     `np.ones(...)`, `tf.fill(...)` or `tf.random_uniform(shape, 1., 1.)` (a draw of width 0).
     The initializer is followed through names, parameters and one-weight helper functions
-    to the weights it initializes, like TFG301.
+    to the weights it initializes, like TFG301. Only weights that multiply activations count:
+    a layer's kernel, or a variable read as an operand of `tf.matmul` / `@` / a convolution
+    (or of a local helper that applies one). The finding is shown (confidence `high`) when
+    the layer visibly feeds a gradient target; otherwise it is a `low` candidate.
 
     Not a finding: biases (bias keywords, 1-D shapes, names such as `b`, `b1`, `bias`),
     batch-norm `gamma`/`beta` and other normalization parameters, embeddings, the output
     layer (the last weight layer: zero-initializing it is a common, harmless choice),
     single-layer models (softmax regression's `W = tf.Variable(tf.zeros([784, 10]))`),
     layers of a single unit (`Dense(1)`: no symmetry to break), non-trainable variables, recurrent kernels (`recurrent_initializer`: the input kernel
-    already makes the units differ), and `tf.constant_initializer(array)` (pretrained
-    weights).
+    already makes the units differ), `tf.constant_initializer(array)` (pretrained
+    weights), biases added with `+ b` whatever their shape (`[1, n]` LSTM gate biases), and
+    variables the file updates itself (`v.assign(...)`: optimizer slots, RNN state buffers,
+    simulation state).
 
     ## Why is this bad?
     When every weight of a layer starts equal, every unit of that layer computes the same

@@ -20,7 +20,19 @@ class UnstableLogProbability(Rule):
     functional TF1 layers (`tf.layers.dense(..., activation=tf.nn.softmax)`), the last layer of
     a Keras `Sequential` / functional model called in the script, and one level of local
     functions: a helper's return value, a helper's parameter at its call sites, and the
-    `y_pred` of a custom loss given to `model.compile(loss=...)`.
+    `y_pred` of a custom loss given to `model.compile(loss=...)`. A sigmoid written by hand
+    (`1 / (1 + tf.exp(-z))`, `tf.div(1., 1. + tf.exp(z))`) counts, and so do probabilities
+    written to a `tf.TensorArray` and read back with `stack()`. A helper is read under the
+    constant arguments of its call (`model(x, is_training=True)` skips
+    `if not is_training: x = tf.nn.softmax(x)`), and of its call sites, those on the path to
+    a gradient come first. It also flags the log of an unbounded linear output
+    (`tf.log(tf.matmul(h, W) + b)`): NaN at the first negative value.
+
+    The finding is shown (confidence `high`) when the log visibly lies on the path to a
+    gradient target (the loss of `tape.gradient`, `tf.gradients`, `minimize`,
+    `compute_gradients`, `add_loss`, or `compile`). A log that no gradient target uses (a
+    TensorBoard summary, an evaluation metric, a cost that is only printed in a file that
+    back-propagates by hand) is a `low` candidate, hidden by default.
 
     ## Why is this bad?
     Softmax and sigmoid outputs underflow to exactly 0 (or 1) in float32 once the logits

@@ -32,6 +32,13 @@ class SoftmaxLogitsMismatch(Rule):
       compiled model's last layer is known (`Sequential` list or `.add`, functional `Model`,
       subclassed `call`, a helper that builds the model).
 
+    The model or helper is read under the constant arguments of the call that trains it:
+    `model(x, is_training=True)` skips `if not is_training: x = tf.nn.softmax(x)`, and of a loss
+    helper's call sites, those on the path to a gradient come first (a loss that is only
+    printed does not decide). `Activation('linear')` (a float32 cast in mixed precision) is the
+    identity over its input, and `model.add(...)` calls count only for the model bound where
+    they are made (a later `model = Sequential()` in another cell is another model).
+
     ## Why is this bad?
     A `*_with_logits` loss applies softmax (or sigmoid) itself: feeding it probabilities
     applies it twice. The doubly squashed outputs lie in a narrow band, gradients shrink and

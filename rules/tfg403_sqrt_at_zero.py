@@ -19,7 +19,16 @@ class SqrtAtZero(Rule):
     squared differences (`tf.reduce_sum(tf.square(a - b), axis=1)`, `(a - b) ** 2`,
     `tf.math.squared_difference(a, b)`, `dx ** 2 + dy ** 2`), written inline or bound to a name,
     and the Euclidean `tf.norm` / `tf.linalg.norm` of a difference (`tf.norm(a - b, axis=1)`):
-    the Euclidean distance of contrastive, triplet and siamese losses, and RMSE losses.
+    the Euclidean distance of contrastive, triplet and siamese losses, and RMSE losses;
+    `sqrt(2 * tf.nn.l2_loss(a - b))` (the same norm); and the norm of a gradient that is
+    differentiated again (the WGAN-GP / DRAGAN gradient penalty
+    `sqrt(reduce_sum(square(grads)))` or `tf.norm(grads)`, with `grads` from `tape.gradient` or
+    `tf.gradients`).
+
+    The finding is shown (confidence `high`) when the square root visibly lies on the path to
+    a gradient target; one that no gradient target uses (an evaluation RMSE, a summary, a
+    numeric check) is a `low` candidate, and a gradient norm that is only logged is not
+    flagged.
 
     ## Why is this bad?
     The derivative of `sqrt(x)` is `1 / (2 sqrt(x))`, infinite at `x = 0`. The distance is

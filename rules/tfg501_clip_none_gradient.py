@@ -42,7 +42,9 @@ class ClipNoneGradient(Rule):
     `tf.trainable_variables()`, a collection, `compute_gradients` without `var_list`, a list
     the linter cannot read, an explicit list with a variable outside the loss's dependency
     chain, or a gradient list received from elsewhere (a function parameter named like
-    `grads`, which is assumed to hold gradients; the message says so).
+    `grads`, which is assumed to hold gradients; the message says so). Only the explicit list
+    with a variable outside the loss's dependency chain shows the premise (confidence
+    `high`); the other cases assume it and are `low` candidates, hidden by default.
 
     Not a finding: a None guard, `tf.clip_by_global_norm` (it accepts None), and a list
     filtered or rewritten earlier (`[(g, v) for g, v in gvs if g is not None]`).

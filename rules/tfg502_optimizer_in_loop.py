@@ -27,6 +27,10 @@ class OptimizerInLoop(Rule):
       graph code (and for `tf.train.*Optimizer`) such a function builds the train op once, so
       it is flagged only when it is called from a loop.
 
+    A TF1 graph-mode loop that runs nothing (no `sess.run`, `.run()`, `.eval()` in its body)
+    only builds ops: the multi-GPU tower loop (`compute_gradients` per tower, one
+    `apply_gradients` after the loop) is not a training loop.
+
     ## Why is this bad?
     An optimizer keeps state between steps: Adam's first and second moment estimates,
     momentum accumulators, its iteration count (used for bias correction and learning-rate

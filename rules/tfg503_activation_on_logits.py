@@ -19,7 +19,9 @@ class ActivationOnLogits(Rule):
     logits come straight out of an activation other than softmax/sigmoid: `tf.nn.relu(...)`,
     `Dense(10, activation="relu")`, `tf.layers.dense(h, 10, activation=tf.nn.tanh)`, a final
     `ReLU()` layer, or `tf.contrib.layers.fully_connected(h, 10)` (whose default
-    `activation_fn` is ReLU). Softmax/sigmoid outputs are TFG402.
+    `activation_fn` is ReLU). Softmax/sigmoid outputs are TFG402. Helpers are read under the
+    constant arguments of their call, like TFG402 (`head(h, use_relu=False)` skips
+    `if use_relu: out = tf.nn.relu(out)`).
 
     ## Why is this bad?
     Logits must be free to take any real value. A ReLU on the output layer clamps every
