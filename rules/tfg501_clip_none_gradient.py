@@ -6,6 +6,7 @@ import libcst as cst
 
 from tflint_grad import tfapi
 from tflint_grad.analysis import dependency_names, dotted, get_arg
+from tflint_grad.analysis.dataflow import gradient_targets
 from tflint_grad.rule import Invalid, Outcome, Rule, Valid
 
 _GRADISH = re.compile(r"grad|(^|_)gvs?($|_)|(^|_)gv\d*($|_)", re.IGNORECASE)
@@ -21,6 +22,15 @@ _NO_PARENS = (
     cst.GeneratorExp,
     cst.SetComp,
 )
+
+
+# Gradient requests that return gradients (or pairs), by kind -> the API name messages use.
+_RETURNS_GRADIENTS = {
+    "tape": "tape.gradient",
+    "tf_gradients": "tf.gradients",
+    "compute_gradients": "compute_gradients",
+    "get_gradients": "get_gradients",
+}
 
 
 class ClipNoneGradient(Rule):
@@ -459,19 +469,12 @@ class ClipNoneGradient(Rule):
         return None
 
     def _gradient_call(self, call: cst.Call):
-        ctx = self.ctx
-        func = call.func
-        qn = ctx.call_name(call)
-        for name, tkw, tpos, vkw, vpos in tfapi.table("gradients", "gradient_calls"):
-            if name == "tape.gradient":
-                ok = isinstance(func, cst.Attribute) and func.attr.value == "gradient" and ctx.is_tape(func.value, call)
-            elif "." in name:
-                ok = qn == name
-            else:
-                ok = isinstance(func, cst.Attribute) and func.attr.value == name
-            if ok:
-                return (name, get_arg(call, tkw, tpos), get_arg(call, vkw, vpos), vkw)
-        return None
+        """(API name, target expression, variable-list argument, its keyword) of a call that
+        returns gradients, from the file's gradient requests."""
+        req = gradient_targets(self.ctx).request(call)
+        if req is None or req.kind not in _RETURNS_GRADIENTS:
+            return None
+        return (_RETURNS_GRADIENTS[req.kind], req.target, req.sources, req.sources_keyword)
 
     def _why(self, source) -> tuple[str | None, cst.Call | None]:
         """Why the list can hold None, or (None, call) when every variable feeds the loss."""
@@ -503,12 +506,12 @@ class ClipNoneGradient(Rule):
             ), call
         if target is None:
             return "its target cannot be read, so a variable may not feed it (None gradient)", call
-        deps = dependency_names(ctx, target.value)
+        deps = dependency_names(ctx, target)
         missing = [e for e in elements if e not in deps]
         if not missing:
             return None, call
         shown = ", ".join(f"`{m}`" for m in missing[:5])
-        loss = ctx.code(target.value)
+        loss = ctx.code(target)
         loss = f"`{loss}`" if len(loss) <= 40 else "the loss"
         return f"{shown} in its variable list does not appear to feed {loss}, so its gradient is None", call
 

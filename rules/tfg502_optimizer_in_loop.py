@@ -4,6 +4,7 @@ import libcst as cst
 
 from tflint_grad import tfapi
 from tflint_grad.analysis import get_arg, string_value
+from tflint_grad.analysis.dataflow import gradient_targets
 from tflint_grad.analysis.producers import flow, loop_ancestors, short
 from tflint_grad.rule import Invalid, Outcome, Rule, Valid
 
@@ -340,15 +341,13 @@ class OptimizerInLoop(Rule):
     def _is_step_call(self, call: cst.Call, *, in_loop: bool, follow: bool) -> bool:
         ctx = self.ctx
         func = call.func
-        if ctx.call_name(call) in tfapi.names("gradients", "tf_gradients"):
+        if gradient_targets(ctx).request(call) is not None:  # tape.gradient, minimize, compute_gradients...
             return True
         if isinstance(func, cst.Attribute):
             attr = func.attr.value
-            if attr in tfapi.names("optimizers", "step_methods"):
+            if attr in tfapi.names("optimizers", "step_methods"):  # apply_gradients
                 return True
             if in_loop and attr in tfapi.names("optimizers", "fit_methods"):
-                return True
-            if attr == "gradient" and ctx.is_tape(func.value, call):
                 return True
         if follow:
             target = None

@@ -82,11 +82,29 @@ def bind_argument(
 
 
 @dataclass
-class GradientTargets:
-    """The gradient targets of one file and what flows into them."""
+class GradientRequest:
+    """One request for gradients (the shape of ``analysis.gradients.GradientCall``)."""
 
+    node: cst.Call
+    kind: (
+        str  # tape | tf_gradients | compute_gradients | get_gradients | minimize | compile | add_loss | create_train_op
+    )
+    target: cst.BaseExpression  # what is differentiated (the loss)
+    sources: cst.Arg | None = None  # the variable list argument, as written
+    sources_keyword: str | None = None  # its keyword (`var_list`, `sources`...)
+
+
+@dataclass
+class GradientTargets:
+    """The gradient requests of one file and what flows into their targets."""
+
+    requests: list[GradientRequest] = field(default_factory=list)
     targets: list[tuple[cst.Call, cst.CSTNode]] = field(default_factory=list)  # (call, target expression)
     reached: set[int] = field(default_factory=set)  # id() of target expressions and binding statements
+
+    def request(self, call: cst.CSTNode) -> GradientRequest | None:
+        """The gradient request made by ``call``, if it is one."""
+        return next((r for r in self.requests if r.node is call), None)
 
     @property
     def any(self) -> bool:
@@ -101,15 +119,20 @@ class GradientTargets:
         return any(id(a) in reached for a in ctx.ancestors(node))
 
 
-def _target_calls() -> dict[str, tuple[str, int]]:
-    """Method or function name -> (target keyword, position)."""
-    out: dict[str, tuple[str, int]] = {}
-    for name, kw, pos, *_ in tfapi.table("gradients", "gradient_calls"):
-        out[name] = (kw, pos)
-    out["minimize"] = ("loss", 0)
-    out["add_loss"] = ("losses", 0)
+_KINDS = {"tape.gradient": "tape", "tf.gradients": "tf_gradients"}
+
+
+def _target_calls() -> dict[str, tuple[str, int, str | None, int | None, str]]:
+    """Method or function name -> (target keyword, position, sources keyword, position, kind)."""
+    out: dict[str, tuple[str, int, str | None, int | None, str]] = {}
+    for name, kw, pos, vkw, vpos in tfapi.table("gradients", "gradient_calls"):
+        out[name] = (kw, pos, vkw, vpos, _KINDS.get(name, name))
+    for method, vkw, vpos in tfapi.table("gradients", "var_list_methods"):
+        if method not in out:
+            out[method] = ("loss", 0, vkw, vpos if vpos >= 0 else None, method)
+    out["add_loss"] = ("losses", 0, None, None, "add_loss")
     for name in tfapi.names("graph", "create_train_op"):
-        out[name] = ("total_loss", 0)
+        out[name] = ("total_loss", 0, None, None, "create_train_op")
     return out
 
 
@@ -129,14 +152,17 @@ def _build(ctx: FileContext) -> GradientTargets:
                 if ctx.is_tape(func.value, n):
                     spec = table.get("tape.gradient")
             elif attr == compile_method:
-                spec = (compile_kw, compile_pos)
+                spec = (compile_kw, compile_pos, None, None, "compile")
             elif attr in table and "." not in attr:
                 spec = table[attr]
         if spec is None:
             continue
-        arg = get_arg(n, spec[0], spec[1])
+        kw, pos, vkw, vpos, kind = spec
+        arg = get_arg(n, kw, pos)
         if arg is None or arg.star:
             continue
+        sources = get_arg(n, vkw, vpos) if vkw is not None else None
+        out.requests.append(GradientRequest(n, kind, arg.value, sources, vkw))
         out.targets.append((n, arg.value))
         if qn is None and isinstance(func, cst.Attribute) and func.attr.value == compile_method:
             out.targets.append((n, func.value))  # the compiled model's layers feed its loss
