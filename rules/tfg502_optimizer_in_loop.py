@@ -11,6 +11,10 @@ from tflint_grad.rule import Invalid, Outcome, Rule, Valid
 _DEFS = (cst.FunctionDef, cst.Lambda, cst.ClassDef)
 
 
+# Gradient requests that make a training step (not `compile`, which only configures `fit`).
+_STEP_REQUESTS = frozenset({"tape", "tf_gradients", "minimize", "compute_gradients"})
+
+
 class OptimizerInLoop(Rule):
     """An optimizer constructed inside the training loop or the train-step function.
 
@@ -146,6 +150,17 @@ class OptimizerInLoop(Rule):
             optimizers = []
             for net in nets:
                 optimizers.append(tf.keras.optimizers.Adam(1e-4))
+        """),
+        # a helper that builds and compiles a fresh model (k-fold validation): compile is not a train step
+        Valid("""
+            from tensorflow import keras
+            def build_model():
+                model = keras.Sequential([keras.layers.Dense(64, activation="relu"), keras.layers.Dense(1)])
+                model.compile(optimizer="rmsprop", loss="mse", metrics=["mae"])
+                return model
+            for i in range(k):
+                model = build_model()
+                model.fit(partial_train_data, partial_train_targets, epochs=num_epochs, verbose=0)
         """),
         # TF1 multi-GPU towers (issue 9): the loop only builds ops, compute_gradients per tower and
         # one apply_gradients after the loop
@@ -341,7 +356,8 @@ class OptimizerInLoop(Rule):
     def _is_step_call(self, call: cst.Call, *, in_loop: bool, follow: bool) -> bool:
         ctx = self.ctx
         func = call.func
-        if gradient_targets(ctx).request(call) is not None:  # tape.gradient, minimize, compute_gradients...
+        req = gradient_targets(ctx).request(call)
+        if req is not None and req.kind in _STEP_REQUESTS:
             return True
         if isinstance(func, cst.Attribute):
             attr = func.attr.value
