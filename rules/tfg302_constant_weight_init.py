@@ -3,7 +3,7 @@ from __future__ import annotations
 import libcst as cst
 
 from tflint_grad import tfapi
-from tflint_grad.analysis.dataflow import tf_alias
+from tflint_grad.analysis.facts import tf_alias
 from tflint_grad.analysis.weights import (
     InitSource,
     WeightUse,

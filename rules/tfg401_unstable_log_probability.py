@@ -4,8 +4,9 @@ import libcst as cst
 
 from tflint_grad import tfapi
 from tflint_grad.analysis import get_arg, number
-from tflint_grad.analysis.dataflow import gradient_targets, tf_alias
+from tflint_grad.analysis.facts import tf_alias
 from tflint_grad.analysis.producers import Source, flow, origin, short
+from tflint_grad.analysis.targets import gradient_targets
 from tflint_grad.rule import Invalid, Outcome, Rule, Valid
 
 

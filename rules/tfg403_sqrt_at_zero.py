@@ -4,8 +4,8 @@ import libcst as cst
 
 from tflint_grad import tfapi
 from tflint_grad.analysis import get_arg, number, string_value
-from tflint_grad.analysis.dataflow import gradient_targets
 from tflint_grad.analysis.producers import first_input, flow, short
+from tflint_grad.analysis.targets import gradient_targets
 from tflint_grad.rule import Invalid, Outcome, Rule, Valid
 
 _MAX = 5

@@ -6,7 +6,7 @@ import libcst as cst
 
 from tflint_grad import tfapi
 from tflint_grad.analysis import dependency_names, dotted, get_arg
-from tflint_grad.analysis.dataflow import gradient_targets
+from tflint_grad.analysis.targets import gradient_targets
 from tflint_grad.rule import Invalid, Outcome, Rule, Valid
 
 _GRADISH = re.compile(r"grad|(^|_)gvs?($|_)|(^|_)gv\d*($|_)", re.IGNORECASE)

@@ -4,8 +4,8 @@ import libcst as cst
 
 from tflint_grad import tfapi
 from tflint_grad.analysis import get_arg, string_value
-from tflint_grad.analysis.dataflow import gradient_targets
 from tflint_grad.analysis.producers import flow, loop_ancestors, short
+from tflint_grad.analysis.targets import gradient_targets
 from tflint_grad.rule import Invalid, Outcome, Rule, Valid
 
 _DEFS = (cst.FunctionDef, cst.Lambda, cst.ClassDef)

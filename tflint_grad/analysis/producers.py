@@ -29,7 +29,8 @@ import libcst as cst
 
 from tflint_grad import tfapi
 from tflint_grad.analysis.context import Binding, FileContext, dotted, get_arg, number, string_value
-from tflint_grad.analysis.dataflow import bind_argument, gradient_targets, memo
+from tflint_grad.analysis.facts import bind_argument, memo
+from tflint_grad.analysis.targets import gradient_targets
 
 PROB = ("softmax", "sigmoid")
 MAX_DEPTH = 12

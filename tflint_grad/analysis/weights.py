@@ -35,7 +35,8 @@ from tflint_grad.analysis.context import (
     number,
     string_value,
 )
-from tflint_grad.analysis.dataflow import bind_argument, gradient_targets, memo, tf_alias
+from tflint_grad.analysis.facts import bind_argument, memo, tf_alias
+from tflint_grad.analysis.targets import gradient_targets
 
 _LOOPS = (cst.For, cst.While, cst.CompFor, cst.ListComp, cst.GeneratorExp, cst.SetComp, cst.DictComp)
 _SCOPES = (cst.Module, cst.FunctionDef, cst.Lambda, cst.ClassDef)

@@ -1,84 +1,25 @@
-"""Per-file analyses memoised on the :class:`FileContext`, and "does this op reach a gradient
-target?" for the numerics rules (TFG401-403, TFG501-503).
+"""Gradient requests and "does this op reach a gradient target?" (TFG401-403, TFG501-503).
 
-``memo(ctx, key, factory)`` builds an analysis once per file and keeps it on the context
-(``FileContext.release`` drops it with the tree). :func:`gradient_targets` lists the
-expressions a gradient is taken of (``tape.gradient``, ``tf.gradients``, ``minimize``,
-``compute_gradients``, ``add_loss``, the loss of ``compile``, ``create_train_op``) and the
-binding statements whose values flow into them; an op visibly lies on the path to a gradient
-target when one of its enclosing statements is among them.
+:func:`gradient_targets` lists, once per file, the gradient requests (``tape.gradient``,
+``tf.gradients``, ``minimize``, ``compute_gradients``, ``get_gradients``, ``add_loss``, the
+loss of ``compile`` and the compiled model, ``create_train_op``) and the binding statements
+whose values flow into their targets; an op visibly lies on the path to a gradient target when
+one of its enclosing statements is among them (or the body of a function or ``self.method``
+the target reads). It over-approximates the data flow: "does not reach" is the strong answer.
 
-This is the single place the numerics rules ask it; when ``analysis/gradients.py`` provides
-the same query it replaces :meth:`GradientTargets.reaches`.
+This is the single place the numerics rules ask it; ``analysis.gradients``
+(``ctx.gradient_calls``, ``reaches_gradient``) replaces it once merged.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 import libcst as cst
 
 from tflint_grad import tfapi
 from tflint_grad.analysis.context import FileContext, dotted, get_arg
-
-T = TypeVar("T")
-
-_SLOT = "_analyses"
-
-
-def memo(ctx: FileContext, key: str, factory: Callable[[FileContext], T]) -> T:
-    """The analysis ``key`` of this file, built by ``factory(ctx)`` on first use."""
-    store = ctx.__dict__.setdefault(_SLOT, {})
-    try:
-        return store[key]
-    except KeyError:
-        value = store[key] = factory(ctx)
-        return value
-
-
-def tf_alias(ctx: FileContext) -> str | None:
-    """The local name bound to the TensorFlow module (``tf``; ``tensorflow.compat.v1`` too)."""
-    found = [local for local, full in ctx.imports.items() if "." not in local and tfapi.canonical(full) == "tf"]
-    if "tf" in found:
-        return "tf"
-    return found[0] if found else None
-
-
-def keras_alias(ctx: FileContext) -> str | None:
-    """A prefix that reaches Keras (``keras``, ``tf.keras``) for fixes that write Keras names."""
-    for local, full in ctx.imports.items():
-        if "." not in local and tfapi.canonical(full) == "keras":
-            return local
-    tf = tf_alias(ctx)
-    return f"{tf}.keras" if tf else None
-
-
-def bind_argument(
-    fn: cst.FunctionDef | cst.Lambda, call: cst.Call, param: str, *, skip_self: bool
-) -> cst.BaseExpression | bool | None:
-    """The argument ``call`` passes for parameter ``param`` of ``fn``; ``None`` when not passed
-    (the default applies); ``False`` when it cannot be told (``*args``/``**kwargs``).
-    (The same contract as ``analysis.models.bind_argument``, which replaces it once merged.)"""
-    for a in call.args:
-        if a.keyword is not None and a.keyword.value == param:
-            return a.value
-    positional = [*fn.params.posonly_params, *fn.params.params]
-    if skip_self and positional:
-        positional = positional[1:]
-    names = [p.name.value for p in positional]
-    if param in names:
-        i = names.index(param)
-        args = [a for a in call.args if a.keyword is None]
-        for j, a in enumerate(args):
-            if a.star:
-                return False
-            if j == i:
-                return a.value
-    if any(a.star for a in call.args):
-        return False
-    return None
+from tflint_grad.analysis.facts import memo
 
 
 @dataclass
