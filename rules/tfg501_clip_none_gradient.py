@@ -495,8 +495,8 @@ class ClipNoneGradient(Rule):
                 "its variable list cannot be read, so it can hold variables that do not feed the loss (None gradients)",
                 call,
             )
-        elements = self._elements(var_list.value, call)
-        listed = f"`{ctx.code(var_list.value)}`"
+        elements = self._elements(var_list, call)
+        listed = f"`{ctx.code(var_list)}`"
         if len(listed) > 50:
             listed = "its variable list"
         if elements is None:

@@ -31,7 +31,7 @@ class GradientRequest:
         str  # tape | tf_gradients | compute_gradients | get_gradients | minimize | compile | add_loss | create_train_op
     )
     target: cst.BaseExpression  # what is differentiated (the loss)
-    sources: cst.Arg | None = None  # the variable list argument, as written
+    sources: cst.BaseExpression | None = None  # with respect to what (the variable list), as written
     sources_keyword: str | None = None  # its keyword (`var_list`, `sources`...)
 
 
@@ -103,7 +103,7 @@ def _build(ctx: FileContext) -> GradientTargets:
         if arg is None or arg.star:
             continue
         sources = get_arg(n, vkw, vpos) if vkw is not None else None
-        out.requests.append(GradientRequest(n, kind, arg.value, sources, vkw))
+        out.requests.append(GradientRequest(n, kind, arg.value, sources.value if sources else None, vkw))
         out.targets.append((n, arg.value))
         if qn is None and isinstance(func, cst.Attribute) and func.attr.value == compile_method:
             out.targets.append((n, func.value))  # the compiled model's layers feed its loss
