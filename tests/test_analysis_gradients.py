@@ -42,6 +42,7 @@ def test_every_kind_of_gradient_request_is_one_fact():
         ("tape", "l2", "variables", 12),
         ("minimize", "cost", "variables", 13),
         ("compile", "my_loss", "variables", 14),
+        ("compile", '"mse"', "variables", 15),
         ("tf_gradients", "ys", "unknown", 16),
     ]
     assert ctx.gradient_calls[0].tape is ctx.tapes[0] and ctx.gradient_calls[0].wrt_input

@@ -7,7 +7,8 @@ Every way a script asks for gradients is recognised here, once per file
 - ``tf.gradients(ys, xs)``;
 - ``opt.compute_gradients(loss, var_list)``, ``opt.get_gradients(loss, params)``,
   ``opt.minimize(loss, var_list=...)``;
-- ``model.compile(loss=...)`` (the loss that ``fit`` differentiates).
+- ``model.compile(loss=...)`` (the loss that ``fit`` differentiates), ``add_loss``,
+  ``create_train_op`` (the ``gradients`` tables of ``tf_api.toml``).
 
 Each :class:`GradientCall` says what is differentiated (``target``), with respect to what
 (``sources``; ``wrt``: the trainable variables of a model, a watched input such as an image
@@ -31,15 +32,28 @@ from tflint_grad import tfapi
 if TYPE_CHECKING:
     from tflint_grad.analysis.context import FileContext, TapeBlock
 
-GradientKind = Literal["tape", "tf_gradients", "compute_gradients", "get_gradients", "minimize", "compile"]
+GradientKind = Literal[
+    "tape", "tf_gradients", "compute_gradients", "get_gradients", "minimize", "compile", "add_loss", "create_train_op"
+]
 Wrt = Literal["variables", "input", "unknown"]
 
-# Optimizer methods that differentiate their first argument: method -> (loss kw, sources kw, sources position)
-_OPTIMIZER_METHODS: dict[str, tuple[str, str, int | None]] = {
-    "compute_gradients": ("loss", "var_list", 1),
-    "get_gradients": ("loss", "params", 1),
-    "minimize": ("loss", "var_list", None),  # TF2 Keras: minimize(loss, var_list, tape=None)
-}
+_KINDS = {"tape.gradient": "tape", "tf.gradients": "tf_gradients"}
+
+
+def _target_calls() -> dict[str, tuple[str, int, str | None, int | None, str]]:
+    """Method or function name -> (target keyword, position, sources keyword, position, kind),
+    from the ``gradients`` tables (``gradient_calls``, ``var_list_methods``) plus ``add_loss``
+    and ``create_train_op``."""
+    out: dict[str, tuple[str, int, str | None, int | None, str]] = {}
+    for name, kw, pos, vkw, vpos in tfapi.table("gradients", "gradient_calls"):
+        out[name] = (kw, pos, vkw, vpos, _KINDS.get(name, name))
+    for method, vkw, vpos in tfapi.table("gradients", "var_list_methods"):
+        if method not in out:
+            out[method] = ("loss", 0, vkw, vpos if vpos >= 0 else None, method)
+    out["add_loss"] = ("losses", 0, None, None, "add_loss")
+    for name in tfapi.names("graph", "create_train_op"):
+        out[name] = ("total_loss", 0, None, None, "create_train_op")
+    return out
 
 
 @dataclass
@@ -52,6 +66,7 @@ class GradientCall:
     sources: cst.BaseExpression | None  # with respect to what (variables, or an input)
     tape: TapeBlock | None = None  # the tape block recorded for ``tape.gradient``
     wrt: Wrt = "unknown"
+    sources_keyword: str | None = None  # the keyword of the sources argument (`var_list`, `sources`...)
     # ``id()`` of the binding statements and function bodies the target depends on (lazy)
     _reached: set[int] | None = field(default=None, repr=False)
 
@@ -62,48 +77,42 @@ class GradientCall:
         return self.wrt == "input"
 
 
-def _arg(call: cst.Call, keyword: str | None, position: int | None) -> cst.BaseExpression | None:
-    from tflint_grad.analysis.context import get_arg
-
-    arg = get_arg(call, keyword, position)
-    return arg.value if arg is not None else None
-
-
 def gradient_calls(ctx: FileContext) -> list[GradientCall]:
     """Every gradient request in the file, in document order."""
+    from tflint_grad.analysis.context import get_arg
+
+    table = _target_calls()
+    compile_method, compile_kw, compile_pos = tfapi.table("losses", "compile_method")
     out: list[GradientCall] = []
-    tf_gradients = tfapi.names("gradients", "tf_gradients")
     for n in ctx.nodes:
         if type(n) is not cst.Call:
             continue
+        qn = ctx.call_name(n)
+        spec = table.get(qn) if qn is not None else None
         func = n.func
-        if isinstance(func, cst.Attribute):
-            method = func.attr.value
-            if method == "gradient" and ctx.is_tape(func.value, n):
-                gc = GradientCall(n, "tape", _arg(n, "target", 0), _arg(n, "sources", 1), _tape_of(ctx, func.value, n))
-                out.append(gc)
-                continue
-            spec = _OPTIMIZER_METHODS.get(method)
-            if spec is not None and ctx.qualname(func) is None and n.args:
-                loss_kw, src_kw, src_pos = spec
-                kind: GradientKind = method  # type: ignore[assignment]
-                out.append(GradientCall(n, kind, _arg(n, loss_kw, 0), _arg(n, src_kw, src_pos)))
-                continue
-            if method == "compile" and ctx.qualname(func) is None:
-                loss = _arg(n, "loss", 1)
-                if loss is not None and not _is_string_loss(loss):
-                    out.append(GradientCall(n, "compile", loss, func.value, wrt="variables"))
-                continue
-        if ctx.call_name(n) in tf_gradients:
-            out.append(GradientCall(n, "tf_gradients", _arg(n, "ys", 0), _arg(n, "xs", 1)))
+        if spec is None and qn is None and isinstance(func, cst.Attribute):
+            attr = func.attr.value
+            if attr == "gradient":
+                if ctx.is_tape(func.value, n):
+                    spec = table.get("tape.gradient")
+            elif attr == compile_method:
+                spec = (compile_kw, compile_pos, None, None, "compile")
+            elif attr in table and "." not in attr:
+                spec = table[attr]
+        if spec is None:
+            continue
+        kw, pos, vkw, vpos, kind = spec
+        arg = get_arg(n, kw, pos)
+        if arg is None or arg.star:
+            continue
+        sources = get_arg(n, vkw, vpos) if vkw is not None else None
+        gc = GradientCall(n, kind, arg.value, sources.value if sources else None, sources_keyword=vkw)  # type: ignore[arg-type]
+        if kind == "tape":
+            gc.tape = _tape_of(ctx, func.value, n)  # type: ignore[attr-defined]
+        out.append(gc)
     for gc in out:
-        if gc.kind != "compile":
-            gc.wrt = _classify_sources(ctx, gc)
+        gc.wrt = "variables" if gc.kind in ("compile", "add_loss", "create_train_op") else _classify_sources(ctx, gc)
     return out
-
-
-def _is_string_loss(expr: cst.BaseExpression) -> bool:
-    return isinstance(expr, (cst.SimpleString, cst.ConcatenatedString, cst.FormattedString))
 
 
 def _tape_of(ctx: FileContext, receiver: cst.BaseExpression, at: cst.CSTNode) -> TapeBlock | None:
