@@ -148,13 +148,20 @@ def load_notebook(path: str, raw: bytes) -> SourceFile:
     cells = nb.get("cells") if isinstance(nb, dict) else None
     if not isinstance(cells, list):
         return SourceFile(path, "", cells=[], problem=Problem(1, 1, "the notebook has no 'cells' list"), raw=raw)
+    sources = [(i, cell_source(cell) if isinstance(cell, dict) else None) for i, cell in enumerate(cells)]
+    return from_cells(path, [(i, src) for i, src in sources if src is not None], raw=raw)
+
+
+def from_cells(path: str, cells: list[tuple[int, str]], raw: bytes = b"") -> SourceFile:
+    """A notebook from its code cells, in execution order: (index over all cells, source).
+
+    The text is the cells' Python (see :mod:`tflint_grad.cells`) one after the other, so
+    names bound in a cell are seen by the cells after it.
+    """
     chunks: list[str] = []
     spans: list[CellSpan] = []
     line = 1
-    for i, cell in enumerate(cells):
-        src = cell_source(cell) if isinstance(cell, dict) else None
-        if src is None:
-            continue
+    for i, src in cells:
         code = to_python(src)
         count = code.text.count("\n") + 1
         spans.append(CellSpan(i, line, count, src, code))
