@@ -70,12 +70,32 @@ def backend() -> str:
 
 
 def needs_transform(source: str) -> bool:
-    """False when IPython would return the cell unchanged (the common case: plain Python)."""
-    return bool(_SPECIAL.search(source))
+    """False when IPython would return the cell unchanged (the common case: plain Python).
+
+    True for a line starting with an escape (``!ls``, ``%time``, ``?x``, ``,f a``), a magic
+    or shell assignment (``x = !ls``), help (``x?``), leading blank lines or an indented
+    first line, a ``>>>``/``In [1]:`` prompt on the first two lines. Kept cheap: it runs
+    on every cell.
+    """
+    if not source:
+        return False
+    if source[0] in _FIRST_CHARS or _LINE_START.search(source):
+        return True
+    if "?" in source and _HELP.search(source):
+        return True
+    if ("!" in source or "%" in source) and _ASSIGN.search(source):
+        return True
+    if _PROMPT.match(source):
+        return True
+    nl = source.find("\n")
+    return nl >= 0 and bool(_PROMPT.match(source, nl + 1))
 
 
-# Anything IPython might rewrite: escapes, help, a first line indented or with a prompt.
-_SPECIAL = re.compile(r"[!%?]|^[ \t]*[,;/]|\A\s*[ \t]|^(?:>>>|In \[|\.\.\.)", re.MULTILINE)
+_FIRST_CHARS = frozenset("!%?,;/ \t\r\n")
+_LINE_START = re.compile(r"\n[ \t]*[!%?,;/]")
+_HELP = re.compile(r"\?[ \t]*(?:\r?\n|$)")
+_ASSIGN = re.compile(r"=[ \t]*[!%]")
+_PROMPT = re.compile(r">>>|In \[|[ \t]*\.\.\.")
 
 
 def to_python(source: str) -> CellCode:
