@@ -69,6 +69,26 @@ def backend() -> str:
     return f"ipython {getattr(mod, '__file__', '')}" if mod is not None else "fallback"
 
 
+def backend_id() -> str:
+    """Identifies the transformer without loading it (the static cache's fingerprint)."""
+    if _switched_off():
+        return "fallback"
+    try:
+        spec = importlib.util.find_spec("IPython")
+    except (ImportError, ValueError):
+        return "fallback"
+    if spec is None or not spec.origin:
+        return "fallback"
+    try:
+        return f"ipython {spec.origin} {os.stat(spec.origin).st_mtime_ns}"
+    except OSError:
+        return f"ipython {spec.origin}"
+
+
+def _switched_off() -> bool:
+    return os.environ.get(ENV_SWITCH, "").strip().lower() in ("0", "false", "no", "off")
+
+
 def needs_transform(source: str) -> bool:
     """False when IPython would return the cell unchanged (the common case: plain Python).
 
@@ -181,9 +201,7 @@ def _transform(body: list[str]) -> list[str] | None:
 
 
 def _ipython() -> ModuleType | None:
-    if os.environ.get(ENV_SWITCH, "").strip().lower() in ("0", "false", "no", "off"):
-        return None
-    return _load_ipython()
+    return None if _switched_off() else _load_ipython()
 
 
 @lru_cache(maxsize=1)
