@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from tflint_grad import __version__
-from tflint_grad.config import FORMATS, Config, ConfigError, Selection, load
+from tflint_grad.config import FORMATS, Config, ConfigError, Resolver, Selection, load
 from tflint_grad.discovery import MissingPathError, discover, is_excluded
 
 PROG = "tflint-grad"
@@ -68,12 +68,21 @@ class UsageError(Exception):
 # -- worker ------------------------------------------------------------------------------
 @dataclass
 class WorkerState:
-    settings: Any
+    settings: Any  # the settings of files without their own (Job.config == -1)
     fix: bool = False
     diff: bool = False
     unsafe: bool = False
     keep_source: bool = False
     cache: Any = None  # cache.Cache | None
+    # nested configurations: Job.config -> that configuration's settings and cache
+    configs: dict[int, Any] = field(default_factory=dict)
+    caches: dict[int, Any] = field(default_factory=dict)
+
+    def settings_for(self, job: Job) -> Any:
+        return self.configs.get(job.config, self.settings)
+
+    def cache_for(self, job: Job) -> Any:
+        return self.caches.get(job.config, self.cache)
 
 
 @dataclass
@@ -81,6 +90,7 @@ class Job:
     display: str
     abspath: str | None  # None: stdin
     raw: bytes | None = None  # stdin content
+    config: int = -1  # index of the file's configuration in WorkerState.configs
 
 
 @dataclass
@@ -138,13 +148,14 @@ def _work_unsafe(job: Job) -> Outcome:
     fixing = state.fix or state.diff
     result = None
     key = None
-    if state.cache is not None and not fixing and not state.keep_source:
-        key = state.cache.key(os.path.abspath(job.abspath or job.display), raw)
-        result = state.cache.get(key, job.display)
+    cache = state.cache_for(job)
+    if cache is not None and not fixing and not state.keep_source:
+        key = cache.key(os.path.abspath(job.abspath or job.display), raw)
+        result = cache.get(key, job.display)
     if result is None:
-        result = lint_bytes(raw, job.display, state.settings)
+        result = lint_bytes(raw, job.display, state.settings_for(job))
         if key is not None and not result.errors:
-            state.cache.put(key, result)
+            cache.put(key, result)
     out.result = result
     if fixing:
         try:
@@ -180,13 +191,13 @@ def _fix(out: Outcome, job: Job, raw: bytes, state: WorkerState) -> None:
             f"{job.display}: notebooks are not fixed: {len(todo)} fixable finding(s) left (fix them in the notebook)"
         )
         return
-    fr = fixes.fix_text(src.text, job.display, state.settings, unsafe=state.unsafe)
-    if fr.applied == 0 or fr.text == src.text:
+    fr = fixes.fix_text(src.text, job.display, state.settings_for(job), unsafe=state.unsafe, findings=result.findings)
+    if fr.text == src.text:
         out.notes.append(f"{job.display}: {len(todo)} fix(es) not applied: the fixed code would not parse")
         if job.abspath is None:
             out.fixed_text = src.text
         return
-    if not fixes.parses(fr.text):  # fix_text guarantees this; never write broken code anyway
+    if not fixes.compiles(fr.text):  # fix_text guarantees this; never write broken code anyway
         out.notes.append(f"{job.display}: fixes not applied: the fixed code would not parse")
         return
     encoding = _encoding(raw)
@@ -204,7 +215,7 @@ def _fix(out: Outcome, job: Job, raw: bytes, state: WorkerState) -> None:
         out.fixed_text = fr.text
     else:
         atomic_write(job.abspath, data)
-    out.fixed = fr.applied
+    out.fixed = sum(out.fixed_codes.values())  # findings fixed (as the summary counts them)
     result.findings = fr.remaining
     result.source = SourceFile(job.display, fr.text, newline=src.newline, raw=data)
 
@@ -292,7 +303,10 @@ def _cache_hit(job: Job, state: WorkerState) -> Outcome | None:
             raw = f.read()
     except OSError:
         return None  # the worker reports it
-    result = state.cache.get(state.cache.key(os.path.abspath(job.abspath), raw), job.display)
+    cache = state.cache_for(job)
+    if cache is None:
+        return None
+    result = cache.get(cache.key(os.path.abspath(job.abspath), raw), job.display)
     if result is None:
         return None
     out = Outcome(job.display)
@@ -302,7 +316,7 @@ def _cache_hit(job: Job, state: WorkerState) -> Outcome | None:
 
 def run_jobs(jobs: list[Job], state: WorkerState, n: int, warn=None) -> list[Outcome]:
     """Lint ``jobs``; the outcomes are in the order of ``jobs`` whatever ``n``."""
-    if state.cache is not None and not (state.fix or state.diff or state.keep_source):
+    if (state.cache is not None or state.caches) and not (state.fix or state.diff or state.keep_source):
         hits = [_cache_hit(j, state) for j in jobs]
         misses = [i for i, h in enumerate(hits) if h is None]
         if len(misses) < len(jobs):
@@ -400,6 +414,9 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--extend-select", action="append", metavar="CODES", help="rule codes or prefixes to enable on top of select"
     )
+    g.add_argument(
+        "--extend-ignore", action="append", metavar="CODES", help="rule codes or prefixes to disable on top of ignore"
+    )
 
 
 def _add_config(p: argparse.ArgumentParser) -> None:
@@ -441,6 +458,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--show-fixes", action="store_true", help="show each finding's fix; with --fix, list the fixes applied"
     )
     out.add_argument(
+        "--show-source", action="store_true", help="show the source line under each finding, with carets under the span"
+    )
+    out.add_argument(
+        "--color",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="colour the text output (auto: on a terminal, unless NO_COLOR is set; FORCE_COLOR forces it)",
+    )
+    out.add_argument(
         "-q", "--quiet", action="store_true", help="print the findings and errors only (no summary, no warnings)"
     )
     out.add_argument(
@@ -452,8 +478,23 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument(
         "--exit-zero", action="store_true", help="exit 0 even when there are findings (2 still means an error)"
     )
+    out.add_argument(
+        "--exit-non-zero-on-fix",
+        action="store_true",
+        help="with --fix, exit 1 when files were fixed, even if no finding is left",
+    )
     fx = check.add_argument_group("fixes")
     fx.add_argument("--fix", action="store_true", help="apply safe fixes in place")
+    fx.add_argument(
+        "--fix-only",
+        action="store_true",
+        help="apply fixes (like --fix) but do not report the findings left; exit 0 unless an error occurs",
+    )
+    fx.add_argument(
+        "--add-noqa",
+        action="store_true",
+        help="append `# noqa: CODE` to every line with a finding (adopting the linter on existing code)",
+    )
     fx.add_argument("--unsafe-fixes", action="store_true", help="with --fix or --diff, also apply unsafe fixes")
     fx.add_argument(
         "--diff",
@@ -463,6 +504,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(check)
     files = check.add_argument_group("files")
     files.add_argument(
+        "--exclude",
+        action="append",
+        metavar="PATTERNS",
+        help="gitignore-style patterns to exclude (replaces the configuration's exclude and the defaults)",
+    )
+    files.add_argument(
+        "--extend-exclude",
+        action="append",
+        metavar="PATTERNS",
+        help="patterns to exclude on top of the configuration's (and the default) exclude",
+    )
+    files.add_argument(
         "--force-exclude",
         action="store_true",
         help="apply exclude patterns to files passed explicitly too (pre-commit)",
@@ -471,6 +524,10 @@ def build_parser() -> argparse.ArgumentParser:
     files.add_argument(
         "--no-cache", action="store_true", help="do not read or write the result cache (.tflint-grad-cache)"
     )
+    files.add_argument(
+        "--cache-dir", metavar="DIR", help="keep the result cache in DIR (default: .tflint-grad-cache by the config)"
+    )
+    files.add_argument("--watch", action="store_true", help="lint again whenever a file changes (stop with Ctrl-C)")
     files.add_argument(
         "-j", "--jobs", type=_jobs, metavar="N", help="processes to lint with (default: all cores; 1: in-process)"
     )
@@ -569,14 +626,49 @@ def _selection(args: argparse.Namespace) -> Selection:
     from tflint_grad.settings import SelectionError, expand
 
     sel = Selection(
-        select=_codes(args.select), ignore=_codes(args.ignore) or [], extend_select=_codes(args.extend_select) or []
+        select=_codes(args.select),
+        ignore=_codes(args.ignore) or [],
+        extend_select=_codes(args.extend_select) or [],
+        extend_ignore=_codes(getattr(args, "extend_ignore", None)) or [],
     )
-    for flag, codes in (("--select", sel.select), ("--ignore", sel.ignore), ("--extend-select", sel.extend_select)):
+    for flag, codes in (
+        ("--select", sel.select),
+        ("--ignore", sel.ignore),
+        ("--extend-select", sel.extend_select),
+        ("--extend-ignore", sel.extend_ignore),
+    ):
         try:
             expand(codes or [])
         except SelectionError as e:
             raise UsageError(f"{flag}: {e}") from None
     return sel
+
+
+def _resolver(args: argparse.Namespace) -> Resolver:
+    if args.config and args.isolated:
+        raise UsageError("--config and --isolated cannot be used together")
+    return Resolver(
+        args.config,
+        isolated=args.isolated,
+        exclude=_patterns(getattr(args, "exclude", None)),
+        extend_exclude=_patterns(getattr(args, "extend_exclude", None)),
+    )
+
+
+def _patterns(values: list[str] | None) -> list[str] | None:
+    if values is None:
+        return None
+    return [p.strip() for v in values for p in v.split(",") if p.strip()]
+
+
+_CONFIG_KEYS: dict[int, int] = {}
+
+
+def _config_key(cfg: Config, primary: Config) -> int:
+    """-1 for the run's main configuration, else a small number naming ``cfg``."""
+    if cfg is primary:
+        return -1
+    return _CONFIG_KEYS.setdefault(id(cfg), len(_CONFIG_KEYS))
 
 
 def _load_config(args: argparse.Namespace, start: str | None) -> Config:
@@ -603,14 +695,17 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.stdin_filename and not stdin:
         raise UsageError("--stdin-filename needs - (standard input) as the path")
 
+    # Each file is linted with the closest configuration above it (ruff's hierarchical
+    # configuration; --config / --isolated: one for all). Run-wide options (output format)
+    # come from the configuration of the folder holding every path, whatever their order.
+    resolver = _resolver(args)
     if stdin:
         # the config above where the file would be (its folder need not exist)
-        start = os.path.abspath(args.stdin_filename) if args.stdin_filename else None
+        start = os.path.abspath(args.stdin_filename) if args.stdin_filename else os.getcwd()
+        config = resolver.for_path(start)
     else:
-        start = paths[0]
-        if not os.path.exists(start):
-            start = None
-    config = _load_config(args, start)
+        existing = [os.path.abspath(p) for p in paths if os.path.exists(p)]
+        config = resolver.for_path(os.path.commonpath(existing)) if existing else resolver.for_folder(os.getcwd())
     cli_selection = _selection(args)
     settings = config.settings(cli_selection)
     fmt = args.format or config.output_format or "text"
@@ -634,7 +729,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             from tflint_grad.discovery import display_path
 
             display = display_path(os.path.abspath(name), name)
-        if args.force_exclude and args.stdin_filename and is_excluded(name, config):
+        if args.force_exclude and args.stdin_filename and is_excluded(name, resolver):
             if args.fix:
                 sys.stdout.buffer.write(raw)
                 sys.stdout.flush()
@@ -642,19 +737,32 @@ def cmd_check(args: argparse.Namespace) -> int:
         jobs.append(Job(display, None, raw))
     else:
         try:
-            found = discover(paths, config, force_exclude=args.force_exclude)
+            found = discover(paths, resolver, force_exclude=args.force_exclude)
         except MissingPathError as e:
             raise UsageError(f"no such file or folder: {e}") from None
         io_errors.extend(found.errors)
-        jobs = [Job(e.display, e.abspath) for e in found.files]
+        jobs = [
+            Job(e.display, e.abspath, config=_config_key(resolver.for_path(e.abspath), config)) for e in found.files
+        ]
         if not jobs and not io_errors and not args.quiet and not found.skipped:
             _warn("no Python files found under " + ", ".join(paths))
 
+    nested = {_config_key(c, config): c for c in resolver.configs() if c is not config}
+    nested_settings = {key: c.settings(cli_selection) for key, c in nested.items()}
     cache = None
+    caches: dict[int, Any] = {}
     if not args.no_cache and not stdin and not (args.fix or args.diff):
-        cache = _open_cache(config, settings)
+        cache = _open_cache(config, settings, args.cache_dir)
+        caches = {key: _open_cache(c, nested_settings[key], args.cache_dir) for key, c in nested.items()}
     state = WorkerState(
-        settings, fix=args.fix, diff=args.diff, unsafe=args.unsafe_fixes, keep_source=bool(args.confirm), cache=cache
+        settings,
+        fix=args.fix,
+        diff=args.diff,
+        unsafe=args.unsafe_fixes,
+        keep_source=bool(args.confirm),
+        cache=cache,
+        configs=nested_settings,
+        caches=caches,
     )
     n = args.jobs if args.jobs else default_jobs()
     outcomes = run_jobs(jobs, state, n, warn=None if args.quiet else _warn)
@@ -866,13 +974,13 @@ def _summary(args, outcomes: list[Outcome], findings, files_checked: int, fixed_
     print("\n".join(lines), file=sys.stderr)
 
 
-def _open_cache(config: Config, settings):
+def _open_cache(config: Config, settings, cache_dir: str | None = None):
     try:
         from tflint_grad import cache
     except ImportError:
         return None
     try:
-        return cache.Cache.open(config, settings)
+        return cache.Cache.open(config, settings, cache_dir)
     except Exception:
         return None
 
