@@ -125,3 +125,28 @@ def test_monorepo_in_a_process_pool_matches_one_process(tfg, tmp_path):
     pooled = tfg("check", "--no-cache", "-j", "2", *files)
     assert one.codes() == pooled.codes()
     assert ("A/bn2.py", "TFG101") in one.codes() and ("B/bn2.py", "TFG101") not in one.codes()
+
+
+# -- 3. a fix carries every edit that keeps the code consistent ----------------------------
+def test_tfg101_fix_applied_alone_leaves_no_new_finding(tfg, tmp_path):
+    from tflint_grad.engine import lint_source
+    from tflint_grad.fixes import apply_edits
+
+    text = (SEEDS / "004_bn_gradient_tape.py").read_text()
+    (finding,) = [f for f in lint_source(text, "s.py") if f.code == "TFG101"]
+    assert finding.fix is not None and len(finding.fix.edits) == 2  # gradient(...) and apply_gradients(zip(...))
+    fixed = apply_edits(text, list(finding.fix.edits))  # what an editor's quick fix does
+    assert "tape.gradient(loss, model.trainable_variables)" in fixed
+    assert "apply_gradients(zip(grads, model.trainable_variables))" in fixed
+    assert [f.code for f in lint_source(fixed, "s.py")] == ["TFG201"]
+
+
+def test_fix_counts_agree(tfg, tmp_path):
+    for name in ("004_bn_gradient_tape.py", "000_bn_global_variables.py", "001_tiny_init_relu.py"):
+        if (SEEDS / name).exists():
+            shutil.copy(SEEDS / name, tmp_path / name)
+    check = tfg("check", "--no-cache")
+    fixable = int(check.stderr.split(" fixable with --fix")[0].rsplit("(", 1)[1])
+    assert fixable >= 1
+    assert f"Would fix {fixable} issue" in tfg("check", "--diff").stderr
+    assert f"Fixed {fixable} issue" in tfg("check", "--fix").stderr
