@@ -221,14 +221,14 @@ class Config:
     def exclude_spec(self) -> RootedSpec:
         return RootedSpec([*self.exclude, *self.extend_exclude], self.root)
 
-    def settings(self, cli: Selection | None = None) -> Settings:
-        """The engine's settings: config selection, then the command line's on top."""
+    def settings(self, cli: Selection | None = None, cli_where: str = "command line") -> Settings:
+        """The engine's settings: config selection, then the command line's (or the editor's) on top."""
         from tflint_grad.registry import all_rules
 
         enabled: set[str] = {r.code for r in all_rules()}
         enabled = self.selection.apply(enabled, self._where())
         if cli is not None:
-            enabled = cli.apply(enabled, "command line")
+            enabled = cli.apply(enabled, cli_where)
         pfi: list[tuple[Any, frozenset[str]]] = []
         for pattern, codes in self.per_file_ignores.items():
             try:
