@@ -51,10 +51,9 @@ from typing import Any
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 
-from tflint_grad import __version__
+from tflint_grad import __version__, api
 from tflint_grad.engine import lint_file
 from tflint_grad.finding import Edit, Finding
-from tflint_grad.fixes import fix_text
 from tflint_grad.settings import Settings
 from tflint_grad.sourcefile import SourceFile
 
@@ -299,6 +298,7 @@ class TflintServer(LanguageServer):
         self.cache: dict[str, Linted] = {}  # uri -> the last lint (code actions are answered from it)
         self._pending: dict[str, asyncio.Task] = {}  # debounced lints
         self._running: dict[str, asyncio.Future] = {}  # the lint in flight per document
+        self._pool: Any = None  # the worker process (None: not started, False: unusable)
         # uri -> (version, findings with verdicts) from the last --confirm run
         self.confirmed: dict[str, tuple[int | None, list[Finding]]] = {}
         self._confirming: set[str] = set()
@@ -410,12 +410,15 @@ class TflintServer(LanguageServer):
         settings: Settings,
         excluded: bool,
     ) -> Linted:
-        """Findings and diagnostics of one text (thread-safe: touches no server state but logs)."""
+        """Findings and diagnostics of one text, linted in this process."""
         if excluded:
             return Linted(version, text, [], [])
-        newline = "\r\n" if "\r\n" in text[:10000] else "\n"
-        result = lint_file(SourceFile(path, text, newline=newline), settings)
-        findings = result.findings
+        findings, errors = api.lint_text(path, text, settings)
+        return self._linted(uri, text, version, codec, findings, errors)
+
+    def _linted(
+        self, uri: str, text: str, version: int | None, codec: Any, findings: list[Finding], errors: list[Any]
+    ) -> Linted:
         conf = self.confirmed.get(uri)
         if conf is not None and conf[0] == version:
             findings = conf[1]
@@ -423,7 +426,7 @@ class TflintServer(LanguageServer):
         pmap = PositionMap(lines, codec)
         no_comment = _no_comment_lines(text) if findings else set()
         diagnostics = [to_diagnostic(f, lines, pmap, version, no_comment) for f in findings]
-        return Linted(version, text, findings, diagnostics, list(result.errors))
+        return Linted(version, text, findings, diagnostics, list(errors))
 
     def _remember(self, uri: str, linted: Linted) -> None:
         old = self.cache.get(uri)
@@ -458,13 +461,56 @@ class TflintServer(LanguageServer):
                 continue
             doc = self.workspace.get_text_document(uri)
             settings, excluded = self.config_for(doc.path)
-            args = (uri, doc.path or uri, doc.source, doc.version, doc.position_codec, settings, excluded)
-            future = asyncio.ensure_future(asyncio.to_thread(self._lint_text, *args))
+            future = asyncio.ensure_future(
+                self._lint_off_loop(
+                    uri, doc.path or uri, doc.source, doc.version, doc.position_codec, settings, excluded
+                )
+            )
             self._running[uri] = future
             future.add_done_callback(lambda f, uri=uri: self._lint_done(uri, f))
             linted = await asyncio.shield(future)
             if self.fresh(uri) is linted:
                 return linted
+
+    async def _lint_off_loop(
+        self,
+        uri: str,
+        path: str,
+        text: str,
+        version: int | None,
+        codec: Any,
+        settings: Settings,
+        excluded: bool,
+    ) -> Linted:
+        """Lint in the worker process; the diagnostics are built here (cheap)."""
+        if excluded:
+            return Linted(version, text, [], [])
+        findings, errors = await self.off_loop(api.lint_text, path, text, settings)
+        return self._linted(uri, text, version, codec, findings, errors)
+
+    def _worker(self) -> Any:
+        if self._pool is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            self._pool.submit(api.warm_up)
+        return self._pool
+
+    async def off_loop(self, func: Any, *args: Any) -> Any:
+        """Run ``func`` in the worker process (a thread if the process pool is unusable)."""
+        loop = asyncio.get_running_loop()
+        if self._pool is not False:
+            try:
+                return await loop.run_in_executor(self._worker(), func, *args)
+            except Exception as e:
+                from concurrent.futures.process import BrokenProcessPool
+
+                if not isinstance(e, (BrokenProcessPool, OSError, RuntimeError)):
+                    raise
+                self.log(types.MessageType.Warning, f"tflint-grad: worker process unusable ({e}); linting in a thread")
+                self._pool = False
+        return await asyncio.to_thread(func, *args)
 
     def _lint_done(self, uri: str, future: asyncio.Future) -> None:
         if self._running.get(uri) is future:
@@ -650,7 +696,7 @@ class TflintServer(LanguageServer):
         """Every safe fix of ``linted`` (the fix loop, off the event loop) as one edit."""
         doc = self.workspace.get_text_document(uri)
         settings, _ = self.config_for(doc.path)
-        fixed = await asyncio.to_thread(fix_text, linted.text, doc.path or uri, settings, findings=linted.findings)
+        fixed = await self.off_loop(api.fix_buffer, doc.path or uri, linted.text, settings, linted.findings)
         if fixed.text == linted.text:
             return None
         pmap = PositionMap(split_lines(linted.text), doc.position_codec)
@@ -820,6 +866,12 @@ def create_server() -> TflintServer:
     @server.feature(types.CODE_ACTION_RESOLVE)
     async def code_action_resolve(ls: TflintServer, params: types.CodeAction) -> types.CodeAction:
         return await ls.resolve_code_action(params)
+
+    @server.feature(types.SHUTDOWN)
+    def shutdown(ls: TflintServer, *args: Any) -> None:
+        if ls._pool:
+            ls._pool.shutdown(wait=False, cancel_futures=True)
+        ls._pool = False
 
     @server.command(DEBUG_MODULES_COMMAND)
     def debug_modules(ls: TflintServer, *args: Any) -> dict[str, Any]:
