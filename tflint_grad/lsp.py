@@ -38,12 +38,10 @@ from __future__ import annotations
 
 import asyncio
 import difflib
-import io
 import logging
 import os
 import re
 import sys
-import tokenize
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,7 +49,7 @@ from typing import Any
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 
-from tflint_grad import __version__, api
+from tflint_grad import __version__, api, suppressions
 from tflint_grad.engine import lint_file
 from tflint_grad.finding import Edit, Finding
 from tflint_grad.settings import Settings
@@ -67,8 +65,8 @@ CODE_ACTION_WAIT = 0.2
 DEFAULT_DEBOUNCE = 0.3
 CONFIG_FILES = (".tflint-grad.toml", "tflint-grad.toml", "pyproject.toml")
 
-_NOQA = re.compile(r"#\s*noqa(?::\s*(?P<codes>[A-Z]+[0-9]+(?:\s*,\s*[A-Z]+[0-9]+)*))?", re.IGNORECASE)
-_FILE_NOQA = re.compile(r"#\s*tflint-grad:\s*noqa", re.IGNORECASE)
+_NOQA = suppressions.NOQA
+_FILE_NOQA = suppressions.FILE_NOQA
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
@@ -156,29 +154,7 @@ def _range_from(d: Any) -> types.Range:
     )
 
 
-def _no_comment_lines(text: str) -> set[int]:
-    """1-based lines whose end a trailing comment cannot follow (inside a string, or
-    continued with a backslash)."""
-    bad: set[int] = set()
-    comment_rows: set[int] = set()
-    fstring_starts: list[int] = []
-    try:
-        for tok in tokenize.generate_tokens(io.StringIO(text).readline):
-            kind = tok.type
-            if kind == tokenize.COMMENT:
-                comment_rows.add(tok.start[0])
-            elif kind == tokenize.STRING and tok.end[0] > tok.start[0]:
-                bad.update(range(tok.start[0], tok.end[0]))
-            elif kind == getattr(tokenize, "FSTRING_START", -1):
-                fstring_starts.append(tok.start[0])
-            elif kind == getattr(tokenize, "FSTRING_END", -1) and fstring_starts:
-                bad.update(range(fstring_starts.pop(), tok.end[0]))
-    except (tokenize.TokenError, SyntaxError, IndentationError):
-        pass
-    for i, line in enumerate(split_lines(text), start=1):
-        if line.rstrip().endswith("\\") and i not in comment_rows:
-            bad.add(i)
-    return bad
+_no_comment_lines = suppressions.no_comment_lines
 
 
 def noqa_edit(lines: Sequence[str], line: int, code: str, pmap: PositionMap) -> dict[str, Any] | None:
@@ -191,7 +167,7 @@ def noqa_edit(lines: Sequence[str], line: int, code: str, pmap: PositionMap) -> 
     if m and not _FILE_NOQA.search(text):
         codes = m.group("codes")
         if not codes:
-            return None  # a bare `# noqa` already silences everything
+            return None  # a bare noqa directive already silences everything
         if code.upper() in {c.strip().upper() for c in codes.split(",")}:
             return None
         at = m.end("codes") + 1
