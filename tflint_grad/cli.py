@@ -38,6 +38,7 @@ import tokenize
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
 from tflint_grad import __version__
@@ -694,6 +695,16 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise UsageError("--diff cannot be combined with --confirm")
     if args.stdin_filename and not stdin:
         raise UsageError("--stdin-filename needs - (standard input) as the path")
+    if args.fix_only:
+        args.fix = True
+    if args.add_noqa and (args.fix or args.diff):
+        raise UsageError("--add-noqa cannot be combined with --fix, --fix-only or --diff")
+    if args.add_noqa and stdin:
+        raise UsageError("--add-noqa needs files, not standard input")
+    if args.watch:
+        if stdin or args.fix or args.diff or args.add_noqa:
+            raise UsageError("--watch lints files: it cannot be combined with -, --fix, --diff or --add-noqa")
+        return _watch(args, paths)
 
     # Each file is linted with the closest configuration above it (ruff's hierarchical
     # configuration; --config / --isolated: one for all). Run-wide options (output format)
@@ -759,7 +770,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         fix=args.fix,
         diff=args.diff,
         unsafe=args.unsafe_fixes,
-        keep_source=bool(args.confirm),
+        keep_source=bool(args.confirm or args.add_noqa),
         cache=cache,
         configs=nested_settings,
         caches=caches,
@@ -807,19 +818,25 @@ def cmd_check(args: argparse.Namespace) -> int:
             r.findings.sort(key=lambda f: f.sort_key())
             r.source = None
 
+    if args.add_noqa:
+        return _add_noqa(args, outcomes, jobs, io_errors, internal)
+
     findings = [f for r in results for f in r.findings]
     files_checked = len(results)
     stdin_fix = stdin and args.fix and not args.diff
+    sources = _sources(findings, jobs) if args.show_source and fmt == "text" and not args.statistics else None
 
     # report
     report = _render(
         fmt,
-        findings,
+        [] if args.fix_only else findings,
         args,
         files_checked,
         traced,
         successful=not (io_errors or internal),
         notifications=[*io_errors, *internal],
+        sources=sources,
+        color=_report_color(args, stdin_fix),
     )
     diffs = "".join(o.diff for o in outcomes if o.diff)
     for msg in io_errors:
@@ -847,7 +864,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     fixed_total = sum(o.fixed for o in outcomes)
     active = [f for f in findings if f.verdict != "refuted"]
     if not args.quiet:
-        _summary(args, outcomes, findings, files_checked, fixed_total)
+        _summary(args, outcomes, findings, files_checked, fixed_total, errors=len(io_errors) + len(internal))
     if args.verbose:
         _note(
             f"linted {files_checked} file(s) in {time.perf_counter() - t0:.2f}s with "
@@ -858,9 +875,124 @@ def cmd_check(args: argparse.Namespace) -> int:
         return 2
     if args.diff:
         code = 1 if diffs else 0
+    elif args.fix_only:
+        code = 1 if args.exit_non_zero_on_fix and fixed_total else 0  # as ruff, --fix-only exits 0
     else:
-        code = 1 if active else 0
+        code = 1 if active or (args.exit_non_zero_on_fix and fixed_total) else 0
     return 0 if args.exit_zero else code
+
+
+def _report_color(args: argparse.Namespace, stdin_fix: bool) -> bool:
+    from tflint_grad.report import use_color
+
+    if args.output:
+        return args.color == "always"
+    return use_color(args.color, sys.stderr if stdin_fix else sys.stdout)
+
+
+def _sources(findings, jobs: list[Job]) -> dict[str, str]:
+    """The analysed text of each file with findings (for --show-source; cached results hold none)."""
+    from tflint_grad.sourcefile import load
+
+    wanted = {f.path for f in findings}
+    out: dict[str, str] = {}
+    for job in jobs:
+        if job.display not in wanted:
+            continue
+        raw = job.raw
+        if raw is None and job.abspath is not None:
+            try:
+                with open(job.abspath, "rb") as fh:
+                    raw = fh.read()
+            except OSError:
+                continue
+        if raw is not None:
+            out[job.display] = load(job.display, raw).text
+    return out
+
+
+def _add_noqa(args: argparse.Namespace, outcomes: list[Outcome], jobs: list[Job], io_errors, internal) -> int:
+    """--add-noqa: append ``# noqa: CODE`` to every line with a finding (ruff's --add-noqa)."""
+    from tflint_grad import suppressions
+
+    by_display = {j.display: j for j in jobs}
+    added = 0
+    for o in outcomes:
+        r = o.result
+        job = by_display.get(o.path)
+        if r is None or job is None or job.abspath is None or r.source is None or not r.findings:
+            continue
+        if r.source.is_notebook:
+            _warn(f"{o.path}: notebooks are not edited by --add-noqa")
+            continue
+        if r.source.problem is not None or any(f.code == "TFG000" for f in r.findings):
+            continue  # a file that cannot be parsed: nothing to add a comment to safely
+        text, count = suppressions.add_noqa(r.source.text, suppressions.lines_of(r.findings, r.source.text))
+        if not count:
+            continue
+        raw = r.source.raw
+        try:
+            atomic_write(job.abspath, text.encode(_encoding(raw)))
+        except (OSError, UnicodeEncodeError) as e:
+            io_errors.append(f"{o.path}: cannot write: {getattr(e, 'strerror', None) or e}")
+            continue
+        added += count
+    for msg in io_errors:
+        _error(msg)
+    for msg in internal:
+        print(msg, file=sys.stderr)
+    if not args.quiet:
+        print(f"Added {_plural(added, 'noqa directive')}.", file=sys.stderr)
+    return 2 if io_errors or internal else 0
+
+
+def _watch(args: argparse.Namespace, paths: list[str]) -> int:
+    """--watch: lint, then lint again whenever a linted file or a configuration changes
+    (polling, as portable as it gets). Ctrl-C stops it (exit 0)."""
+    interval = float(os.environ.get("TFLINT_GRAD_WATCH_INTERVAL", "0.5"))
+    args.watch = False
+    previous: dict[str, tuple[int, int]] | None = None
+    try:
+        while True:
+            snapshot = _snapshot(args, paths)
+            if snapshot != previous:
+                if previous is not None:
+                    print(f"{PROG}: file changes detected, linting again", file=sys.stderr)
+                else:
+                    print(f"{PROG}: watching for file changes (Ctrl-C to stop)", file=sys.stderr)
+                try:
+                    cmd_check(argparse.Namespace(**vars(args)))
+                except (UsageError, ConfigError) as e:
+                    _error(str(e))
+                sys.stdout.flush()
+                sys.stderr.flush()
+                previous = snapshot
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _snapshot(args: argparse.Namespace, paths: list[str]) -> dict[str, tuple[int, int]]:
+    from tflint_grad.config import CONFIG_FILES
+
+    out: dict[str, tuple[int, int]] = {}
+    try:
+        found = discover(paths, _resolver(args), force_exclude=args.force_exclude)
+        files = [e.abspath for e in found.files]
+    except (MissingPathError, ConfigError, UsageError):
+        files = []
+    folders = {os.path.dirname(f) for f in files} | {os.path.abspath(p) for p in paths if os.path.isdir(p)}
+    for folder in list(folders):
+        for parent in (folder, *map(str, Path(folder).parents)):
+            folders.add(parent)
+    candidates = files + [os.path.join(d, name) for d in folders for name in CONFIG_FILES]
+    for path in candidates:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        out[path] = (st.st_mtime_ns, st.st_size)
+    return out
 
 
 def _note(message: str) -> None:
@@ -891,8 +1023,19 @@ def _internal_error(err, verbose: bool) -> str:
     return msg
 
 
-def _render(fmt: str, findings, args, files_checked: int, traced: bool, *, successful: bool, notifications) -> str:
-    from tflint_grad import output
+def _render(
+    fmt: str,
+    findings,
+    args,
+    files_checked: int,
+    traced: bool,
+    *,
+    successful: bool,
+    notifications,
+    sources: dict[str, str] | None = None,
+    color: bool = False,
+) -> str:
+    from tflint_grad import output, report
 
     if args.statistics:
         return output.format_statistics(findings, fmt, unsafe=args.unsafe_fixes)
@@ -902,7 +1045,13 @@ def _render(fmt: str, findings, args, files_checked: int, traced: bool, *, succe
         return output.format_sarif(findings, successful=successful, notifications=notifications)
     if fmt == "github":
         return output.format_github(findings)
-    return output.format_text(findings, traced=traced, show_fixes=args.show_fixes, unsafe=args.unsafe_fixes)
+    if fmt == "junit":
+        return report.format_junit(findings)
+    if fmt == "gitlab":
+        return report.format_gitlab(findings)
+    return report.format_text(
+        findings, color=color, sources=sources, traced=traced, show_fixes=args.show_fixes, unsafe=args.unsafe_fixes
+    )
 
 
 def _write_report(text: str, path: str | None, stream: TextIO | None = None) -> None:
@@ -922,7 +1071,7 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
-def _summary(args, outcomes: list[Outcome], findings, files_checked: int, fixed_total: int) -> None:
+def _summary(args, outcomes: list[Outcome], findings, files_checked: int, fixed_total: int, errors: int = 0) -> None:
     from tflint_grad.output import is_fixable
 
     lines: list[str] = []
@@ -932,6 +1081,10 @@ def _summary(args, outcomes: list[Outcome], findings, files_checked: int, fixed_
             lines.append(f"Would fix {_plural(fixed_total, 'issue')} in {_plural(n_files, 'file')}")
         else:
             lines.append(f"No fixes available ({_plural(files_checked, 'file')})")
+        print("\n".join(lines), file=sys.stderr)
+        return
+    if args.fix_only:
+        lines.append(f"Fixed {_plural(fixed_total, 'issue')} ({len(findings)} remaining)")
         print("\n".join(lines), file=sys.stderr)
         return
     if args.fix:
@@ -970,7 +1123,10 @@ def _summary(args, outcomes: list[Outcome], findings, files_checked: int, fixed_
             + (f" ({', '.join(extra)})" if extra else "")
         )
     else:
-        lines.append(f"All checks passed ({_plural(files_checked, 'file')})")
+        if errors:  # not "All checks passed": some files were not checked, or not completely
+            lines.append(f"No findings in {_plural(files_checked, 'file')}, but {_plural(errors, 'error')} (see above)")
+        else:
+            lines.append(f"All checks passed ({_plural(files_checked, 'file')})")
     print("\n".join(lines), file=sys.stderr)
 
 
