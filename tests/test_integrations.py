@@ -150,3 +150,258 @@ def test_fix_counts_agree(tfg, tmp_path):
     assert fixable >= 1
     assert f"Would fix {fixable} issue" in tfg("check", "--diff").stderr
     assert f"Fixed {fixable} issue" in tfg("check", "--fix").stderr
+
+
+# -- 4. noqa: real comments only, exact codes, --add-noqa ----------------------------------
+SEED4 = (SEEDS / "004_bn_gradient_tape.py").read_text()
+
+
+def test_noqa_in_a_string_or_docstring_silences_nothing(tfg, tmp_path):
+    write(tmp_path, "doc.py", '"""Silence a file with # tflint-grad: noqa."""\n' + SEED4)
+    write(tmp_path, "str.py", SEED4.replace("model.variables)\n", "model.variables); s = '# noqa'\n", 1))
+    write(tmp_path, "real.py", "# tflint-grad: noqa\n" + SEED4)
+    r = tfg("check", "--no-cache")
+    codes = r.codes()
+    assert ("doc.py", "TFG101") in codes and ("doc.py", "TFG201") in codes
+    assert ("str.py", "TFG101") in codes
+    assert not [c for c in codes if c[0] == "real.py"]
+
+
+def test_noqa_codes_are_exact(tfg, tmp_path):
+    write(tmp_path, "prefix.py", SEED4.replace("model.variables)\n", "model.variables)  # noqa: TFG1\n", 1))
+    write(tmp_path, "exact.py", SEED4.replace("model.variables)\n", "model.variables)  # NOQA:tfg101\n", 1))
+    codes = tfg("check", "--no-cache").codes()
+    assert ("prefix.py", "TFG101") in codes  # a prefix is not a code (ruff's rule)
+    assert ("exact.py", "TFG101") not in codes and ("exact.py", "TFG201") in codes
+
+
+def test_add_noqa_silences_every_finding_and_keeps_the_code(tfg, tmp_path):
+    write(tmp_path, "a.py", SEED4)
+    write(tmp_path, "b.py", BAD.replace("model.variables)", "model.variables)  # noqa: E501"))
+    r = tfg("check", "--add-noqa")
+    assert r.returncode == 0 and "Added 3 noqa directives." in r.stderr
+    assert "  y = model(np.expand_dims(x, axis=1))  # noqa: TFG201\n" in (tmp_path / "a.py").read_text()
+    assert (tmp_path / "b.py").read_text().endswith("model.variables)  # noqa: E501, TFG101\n")
+    assert tfg("check", "--no-cache").returncode == 0
+    assert "Added 0 noqa directives." in tfg("check", "--add-noqa").stderr  # idempotent
+    stripped = (tmp_path / "a.py").read_text().replace("  # noqa: TFG201", "").replace("  # noqa: TFG101", "")
+    assert stripped == SEED4
+
+
+# -- 5. small defects ---------------------------------------------------------------------
+def test_syntax_error_is_reported_whatever_the_selection(tfg, tmp_path):
+    write(tmp_path, "s.py", "import tensorflow as tf\ndef f(:\n pass\n")
+    write(tmp_path, "pyproject.toml", '[tool.tflint-grad]\nselect = ["TFG1"]\n')
+    r = tfg("check", "--select", "TFG1")
+    assert r.returncode == 1 and r.codes() == [("s.py", "TFG000")]
+    assert tfg("check").codes() == [("s.py", "TFG000")]
+
+
+def test_a_non_tf_file_is_skipped_whatever_its_content(tfg, tmp_path):
+    (tmp_path / "bytes.py").write_bytes(b"print(1)\n\xff\n")
+    write(tmp_path, "syntax.py", "def f(:\n")
+    (tmp_path / "tf_bytes.py").write_bytes(b"import tensorflow as tf\n\xff\n")
+    r = tfg("check", "--no-cache")
+    assert r.codes() == [("tf_bytes.py", "TFG000")]
+
+
+def test_unreadable_file_is_not_all_checks_passed(tfg, tmp_path, monkeypatch):
+    write(tmp_path, "ok.py", BAD.replace("model.variables", "model.trainable_variables"))
+    write(tmp_path, "locked.py", BAD)
+    real_open = open
+
+    def deny(path, *a, **k):  # root reads everything: simulate the permission error
+        if str(path).endswith("locked.py"):
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, *a, **k)
+
+    monkeypatch.setattr("builtins.open", deny)
+    r = tfg("check", "--no-cache", "-j", "1")
+    assert r.returncode == 2
+    assert "locked.py: cannot read: Permission denied" in r.stderr
+    assert "All checks passed" not in r.stderr and "1 error" in r.stderr
+
+
+def test_fix_in_a_read_only_folder_rewrites_the_writable_file(tfg, tmp_path, monkeypatch):
+    import tempfile
+
+    target = write(tmp_path, "ro/train.py", BAD)
+
+    def no_temp(*a, **k):  # a folder where no file can be created (root ignores chmod 555)
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", no_temp)
+    r = tfg("check", "--fix", "--no-cache", "ro")
+    assert r.returncode == 0, r.stderr
+    assert target.read_text() == BAD.replace("model.variables", "model.trainable_variables")
+
+
+def test_version_does_not_import_libcst(tmp_path):
+    code = "import sys; from tflint_grad import cli; cli.main(['--version']); print('libcst' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.splitlines() == [f"tflint-grad {cli.__version__}", "False"]
+
+
+# -- 6. comforts ----------------------------------------------------------------------------
+def test_color_follows_flag_and_environment(tmp_path):
+    write(tmp_path, "a.py", BAD)
+    plain = run("check", "--no-cache", "a.py", cwd=tmp_path, env={"NO_COLOR": "", "FORCE_COLOR": ""}).stdout
+    assert b"\x1b[" not in plain  # not a terminal
+    forced = run("check", "--no-cache", "a.py", cwd=tmp_path, env={"FORCE_COLOR": "1"}).stdout
+    assert b"\x1b[31m\x1b[1mTFG101\x1b[0m" in forced and b"\x1b[1ma.py\x1b[0m:4:29" in forced
+    always = run("check", "--no-cache", "--color", "always", "a.py", cwd=tmp_path, env={"NO_COLOR": "1"}).stdout
+    assert b"\x1b[" in always
+    never = run("check", "--no-cache", "--color", "never", "a.py", cwd=tmp_path, env={"FORCE_COLOR": "1"}).stdout
+    assert b"\x1b[" not in never
+    assert (
+        forced.replace(b"\x1b[31m", b"").replace(b"\x1b[1m", b"").replace(b"\x1b[36m", b"").replace(b"\x1b[0m", b"")
+        == plain
+    )
+
+
+def test_color_on_a_terminal_unless_no_color(tmp_path):
+    pty = pytest.importorskip("pty")
+    write(tmp_path, "a.py", BAD)
+    exe = shutil.which("tflint-grad") or sys.executable
+
+    def on_tty(env: dict[str, str]) -> bytes:
+        master, slave = pty.openpty()
+        proc = subprocess.Popen(
+            [exe, "check", "--no-cache", "a.py"],
+            cwd=tmp_path,
+            stdout=slave,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "NO_COLOR": "", "FORCE_COLOR": "", "TERM": "xterm", **env},
+        )
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        proc.wait(timeout=60)
+        os.close(master)
+        return b"".join(chunks)
+
+    assert b"\x1b[" in on_tty({})
+    assert b"\x1b[" not in on_tty({"NO_COLOR": "1"})
+
+
+def test_show_source(tfg, tmp_path):
+    write(tmp_path, "a.py", BAD)
+    r = tfg("check", "--no-cache", "--show-source", "a.py")
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("a.py:4:29: TFG101")
+    assert lines[2] == "4 | grads = tape.gradient(loss, model.variables)"
+    assert lines[3] == "  | " + " " * 28 + "^" * len("model.variables")
+    cached = tfg("check", "--show-source", "a.py")  # twice: the second answer comes from the cache
+    assert tfg("check", "--show-source", "a.py").stdout == cached.stdout == r.stdout
+
+
+def test_fix_only_and_exit_non_zero_on_fix(tfg, tmp_path):
+    write(tmp_path, "a.py", SEED4)
+    r = tfg("check", "--fix-only", "--no-cache")
+    assert r.returncode == 0 and r.stdout == "" and "Fixed 1 issue (1 remaining)" in r.stderr
+    write(tmp_path, "a.py", BAD)
+    r = tfg("check", "--fix", "--no-cache")
+    assert r.returncode == 0  # fixed, nothing left
+    write(tmp_path, "a.py", BAD)
+    r = tfg("check", "--fix", "--exit-non-zero-on-fix", "--no-cache")
+    assert r.returncode == 1 and "Fixed 1 issue" in r.stderr
+    r = tfg("check", "--fix", "--exit-non-zero-on-fix", "--no-cache")
+    assert r.returncode == 0  # nothing fixed this time
+    write(tmp_path, "a.py", BAD)
+    assert tfg("check", "--fix-only", "--exit-non-zero-on-fix", "--no-cache").returncode == 1
+
+
+def test_command_line_exclude_extend_exclude_extend_ignore(tfg, tmp_path):
+    write(tmp_path, "pyproject.toml", '[tool.tflint-grad]\nextend-exclude = ["legacy/"]\n')
+    for name in ("src/a.py", "legacy/b.py", "third_party/c.py", "build/d.py"):
+        write(tmp_path, name, SEED4)
+    files = lambda r: sorted({p for p, _ in r.codes()})  # noqa: E731
+    assert files(tfg("check")) == ["src/a.py", "third_party/c.py"]
+    assert files(tfg("check", "--extend-exclude", "third_party/")) == ["src/a.py"]
+    # --exclude replaces the exclude list (the defaults too: build/ comes back), as ruff's
+    assert files(tfg("check", "--exclude", "third_party/")) == ["build/d.py", "src/a.py"]  # extend-exclude stays
+    r = tfg("check", "--extend-ignore", "TFG201", "src")
+    assert r.codes() == [("src/a.py", "TFG101")]
+
+
+def test_cache_dir(tfg, tmp_path):
+    write(tmp_path, "proj/a.py", BAD)
+    r1 = tfg("check", "--cache-dir", "cache", "proj")
+    r2 = tfg("check", "--cache-dir", "cache", "proj")
+    assert r1.stdout == r2.stdout and r1.returncode == r2.returncode == 1
+    assert list((tmp_path / "cache").rglob("*.json"))
+    assert not (tmp_path / ".tflint-grad-cache").exists() and not (tmp_path / "proj" / ".tflint-grad-cache").exists()
+
+
+def test_junit_format(tfg, tmp_path):
+    import xml.etree.ElementTree as ET
+
+    write(tmp_path, "a.py", SEED4)
+    write(tmp_path, "clean.py", "import tensorflow as tf\n")
+    root = ET.fromstring(tfg("check", "--format", "junit").stdout)
+    assert root.tag == "testsuites" and root.get("failures") == "2"
+    (suite,) = root.findall("testsuite")
+    assert suite.get("name") == "a.py"
+    cases = suite.findall("testcase")
+    assert [(c.get("name"), c.get("line")) for c in cases] == [
+        ("tflint-grad.TFG201", "17"),
+        ("tflint-grad.TFG101", "19"),
+    ]
+    assert cases[1].find("failure").text.startswith("line 19, col 31, gradients taken")
+    empty = ET.fromstring(tfg("check", "--format", "junit", "clean.py").stdout)
+    assert empty.get("failures") == "0" and empty.find("testsuite/testcase").get("name") == "No errors found"
+
+
+def test_gitlab_format(tfg, tmp_path, monkeypatch):
+    write(tmp_path, "src/a.py", SEED4)
+    monkeypatch.setenv("CI_PROJECT_DIR", str(tmp_path))
+    data = json.loads(tfg("check", "--format", "gitlab", "src").stdout)
+    assert [(d["check_name"], d["location"]["path"], d["location"]["positions"]["begin"]["line"]) for d in data] == [
+        ("TFG201", "src/a.py", 17),
+        ("TFG101", "src/a.py", 19),
+    ]
+    assert all(d["severity"] in ("info", "minor", "major", "critical", "blocker") for d in data)
+    assert len({d["fingerprint"] for d in data}) == 2
+    again = json.loads(tfg("check", "--format", "gitlab", "src").stdout)
+    assert [d["fingerprint"] for d in again] == [d["fingerprint"] for d in data]  # stable across runs
+
+
+def test_watch_relints_on_change(tmp_path):
+    target = write(tmp_path, "a.py", BAD.replace("model.variables", "model.trainable_variables"))
+    exe = shutil.which("tflint-grad")
+    command = [exe] if exe else [sys.executable, "-m", "tflint_grad"]
+    proc = subprocess.Popen(
+        [*command, "check", "--watch", "--no-cache", "a.py"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "TFLINT_GRAD_WATCH_INTERVAL": "0.1"},
+    )
+    try:
+        import selectors
+        import time
+
+        def wait_for(stream, needle: bytes, timeout: float = 60) -> bytes:
+            sel = selectors.DefaultSelector()
+            sel.register(stream, selectors.EVENT_READ)
+            seen = b""
+            deadline = time.monotonic() + timeout
+            while needle not in seen and time.monotonic() < deadline:
+                if sel.select(timeout=0.5):
+                    seen += os.read(stream.fileno(), 65536)
+            return seen
+
+        assert b"All checks passed" in wait_for(proc.stderr, b"All checks passed")
+        time.sleep(0.2)
+        target.write_text(BAD + "# edited\n")
+        assert b"a.py:4:29: TFG101" in wait_for(proc.stdout, b"TFG101")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

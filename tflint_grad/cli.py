@@ -232,14 +232,24 @@ def _encoding(raw: bytes) -> str:
 def atomic_write(path: str, data: bytes) -> None:
     """Write via a temporary file in the same folder and ``os.replace``; keep the mode.
 
-    A symlink is followed (its target is rewritten; the link stays a link).
+    A symlink is followed (its target is rewritten; the link stays a link). In a folder
+    where no file can be created, a writable file is rewritten in place.
     """
     import tempfile
 
     target = os.path.realpath(path)
     mode = stat.S_IMODE(os.stat(target).st_mode)
     folder = os.path.dirname(target)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".", suffix=".tflint-grad.tmp", dir=folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".", suffix=".tflint-grad.tmp", dir=folder)
+    except PermissionError:
+        # a read-only folder holding a writable file (as ruff does): rewrite the file in place
+        with open(target, "r+b") as f:
+            f.write(data)
+            f.truncate()
+            f.flush()
+            os.fsync(f.fileno())
+        return
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
