@@ -6,7 +6,10 @@ the ``lsp`` extra: ``pip install 'tflint-grad[lsp]'``.
 What it does:
 
 * lints the **buffer** (not the file on disk) on ``didOpen``, ``didSave`` and, debounced
-  per document (0.3 s), on ``didChange``; ``didClose`` clears the document's diagnostics;
+  per document (0.3 s), on ``didChange``; ``didClose`` clears the document's diagnostics.
+  Linting runs in a worker process (libcst's parser holds the GIL: a thread would still
+  stall the event loop), one run per document at a time; a run that a newer edit made
+  stale is dropped and the current text linted instead;
 * each diagnostic has ``code`` (``TFG101``), ``codeDescription.href`` (the rule page),
   ``source = "tflint-grad"``, a severity (Error for ``error`` findings and for findings
   the tracer confirmed, Warning, Information) and a range in the client's position
@@ -14,10 +17,11 @@ What it does:
   flagged expression counts 2);
 * ``data`` carries the fix edits and the ``# noqa`` edit (as LSP ranges, for the
   document version that was linted), so code actions need no re-lint;
-* code actions: apply the rule's fix (``quickfix``, preferred when safe), "Disable
-  TFG101 for this line" (appends ``  # noqa: TFG101`` or merges into the line's
-  ``# noqa:`` list) and ``source.fixAll.tflint-grad`` (every safe fix, via
-  :func:`tflint_grad.fixes.fix_text`);
+* code actions are answered from the last lint: apply the rule's fix (``quickfix``,
+  preferred when safe), "Disable TFG101 for this line" (appends ``  # noqa: TFG101`` or
+  merges into the line's ``# noqa:`` list) and ``source.fixAll.tflint-grad`` (every safe
+  fix, via :func:`tflint_grad.fixes.fix_text`), whose edit is computed lazily by
+  ``codeAction/resolve`` (at once when the request asks for fix-all kinds only);
 * with the setting ``{"confirm": true}`` (``initializationOptions`` or
   ``workspace/didChangeConfiguration``), every save also runs ``--confirm`` in the
   background (the tracer runs TensorFlow in a child process) and republishes the
