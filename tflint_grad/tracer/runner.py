@@ -543,7 +543,7 @@ def _discover(result: Any, src: Any, trace: TraceResult, settings: Any, warnings
     enabled = settings.enabled_for(result.path) if settings is not None else None
     text = src.text if src is not None else ""
     lines = text.splitlines()
-    noqa = suppressions.parse(text)  # the same `# noqa` rules as the static findings
+    noqa = suppressions.parse(text)  # the same noqa rules as the static findings
     existing = {
         (f.code, f.data.get("source_line", f.line) if isinstance(f.data, dict) else f.line) for f in result.findings
     }
