@@ -784,6 +784,11 @@ def create_server() -> TflintServer:
     @server.feature(types.INITIALIZE)
     def initialize(ls: TflintServer, params: types.InitializeParams) -> None:
         ls.apply_options(params.initialization_options)
+        try:
+            ls._worker()  # start the worker process (and import the rules) before the first lint
+        except Exception as e:
+            ls._pool = False
+            LOG.warning("no worker process (%s): linting in a thread", e)
 
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
     def did_change_configuration(ls: TflintServer, params: types.DidChangeConfigurationParams) -> None:
