@@ -240,12 +240,41 @@ def to_diagnostic(
     )
 
 
+def _opcodes(a: list[str], b: list[str]) -> list[tuple[str, int, int, int, int]]:
+    """Line-level differences in linear time for what fixes produce (lines rewritten in
+    place: same line count between the common prefix and suffix); difflib otherwise (it
+    is quadratic on the repetitive lines of big scripts)."""
+    n = min(len(a), len(b))
+    head = 0
+    while head < n and a[head] == b[head]:
+        head += 1
+    tail = 0
+    while tail < n - head and a[len(a) - 1 - tail] == b[len(b) - 1 - tail]:
+        tail += 1
+    a_end, b_end = len(a) - tail, len(b) - tail
+    if a_end - head != b_end - head:
+        matcher = difflib.SequenceMatcher(None, a[head:a_end], b[head:b_end], autojunk=False)
+        return [(t, i1 + head, i2 + head, j1 + head, j2 + head) for t, i1, i2, j1, j2 in matcher.get_opcodes()]
+    out: list[tuple[str, int, int, int, int]] = []
+    i = head
+    while i < a_end:
+        if a[i] == b[i]:
+            i += 1
+            continue
+        j = i
+        while j < a_end and a[j] != b[j]:
+            j += 1
+        out.append(("replace", i, j, i, j))
+        i = j
+    return out
+
+
 def diff_edits(before: str, after: str, pmap: PositionMap) -> list[types.TextEdit]:
     """Minimal line-level edits turning ``before`` into ``after``."""
     a = before.splitlines(keepends=True)
     b = after.splitlines(keepends=True)
     edits: list[types.TextEdit] = []
-    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+    for tag, i1, i2, j1, j2 in _opcodes(a, b):
         if tag == "equal":
             continue
         start = types.Position(line=i1, character=0)
