@@ -188,6 +188,14 @@ def test_add_noqa_silences_every_finding_and_keeps_the_code(tfg, tmp_path):
     assert stripped == SEED4
 
 
+def test_add_noqa_leaves_strings_alone(tfg, tmp_path):
+    line = 'tag = "# noqa: E501"; grads = tape.gradient(loss, model.variables)'
+    write(tmp_path, "s.py", BAD.replace("grads = tape.gradient(loss, model.variables)", line))
+    assert "Added 1 noqa directive." in tfg("check", "--add-noqa").stderr
+    assert f"{line}  # noqa: TFG101\n" in (tmp_path / "s.py").read_text()
+    assert tfg("check", "--no-cache").returncode == 0
+
+
 # -- 5. small defects ---------------------------------------------------------------------
 def test_syntax_error_is_reported_whatever_the_selection(tfg, tmp_path):
     write(tmp_path, "s.py", "import tensorflow as tf\ndef f(:\n pass\n")

@@ -124,19 +124,21 @@ def noqa_line(first: int, last: int, no_comment: set[int]) -> int | None:
     return None
 
 
-def line_with_codes(line: str, codes: Iterable[str]) -> str | None:
-    """``line`` with ``# noqa: CODES`` added (merged into its ``# noqa:`` list); None when
-    it already silences them all."""
+def line_with_codes(line: str, codes: Iterable[str], comment: str | None = None) -> str | None:
+    """``line`` with ``# noqa: CODES`` added (merged into the ``# noqa:`` list of its real
+    comment ``comment``, if any); None when it already silences them all. A ``# noqa``
+    inside a string on the line is left alone."""
     wanted = sorted(set(codes))
-    m = NOQA.search(line)
-    if m is not None and not FILE_NOQA.search(line):
+    at_comment = line.rfind(comment) if comment else -1
+    m = NOQA.search(comment) if comment and at_comment >= 0 else None
+    if m is not None and not FILE_NOQA.search(comment or ""):
         present = _codes(m)
         if not present:
             return None  # a bare noqa directive already silences everything
         missing = [c for c in wanted if c not in present]
         if not missing:
             return None
-        at = m.end("codes")
+        at = at_comment + m.end("codes")
         return line[:at] + ", " + ", ".join(missing) + line[at:]
     body = line.rstrip()
     return f"{body}  # noqa: {', '.join(wanted)}" + line[len(body) :].lstrip(" \t")
@@ -145,6 +147,7 @@ def line_with_codes(line: str, codes: Iterable[str]) -> str | None:
 def add_noqa(text: str, lines_codes: dict[int, set[str]]) -> tuple[str, int]:
     """Add ``# noqa: CODE`` directives: ``lines_codes`` maps 1-based lines to codes.
     Returns the new text and the number of lines changed (ruff's ``--add-noqa``)."""
+    real = dict(comments(text))
     parts = text.splitlines(keepends=True)
     changed = 0
     for line, codes in sorted(lines_codes.items()):
@@ -153,7 +156,7 @@ def add_noqa(text: str, lines_codes: dict[int, set[str]]) -> tuple[str, int]:
         raw = parts[line - 1]
         body = raw.rstrip("\r\n")
         ending = raw[len(body) :]
-        new = line_with_codes(body, codes)
+        new = line_with_codes(body, codes, real.get(line))
         if new is not None:
             parts[line - 1] = new + ending
             changed += 1
