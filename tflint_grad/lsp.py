@@ -22,6 +22,8 @@ What it does:
   merges into the line's ``# noqa:`` list) and ``source.fixAll.tflint-grad`` (every safe
   fix, via :func:`tflint_grad.fixes.fix_text`), whose edit is computed lazily by
   ``codeAction/resolve`` (at once when the request asks for fix-all kinds only);
+* notebooks (LSP 3.17 ``notebookDocument/*``): the code cells are linted together and
+  each cell gets its own diagnostics and quick fixes (see :mod:`tflint_grad.lsp_notebook`);
 * with the setting ``{"confirm": true}`` (``initializationOptions`` or
   ``workspace/didChangeConfiguration``), every save also runs ``--confirm`` in the
   background (the tracer runs TensorFlow in a child process) and republishes the
@@ -53,7 +55,7 @@ from typing import Any
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 
-from tflint_grad import __version__, api, suppressions
+from tflint_grad import __version__, api, lsp_notebook, suppressions
 from tflint_grad.engine import lint_file
 from tflint_grad.finding import Edit, Finding
 from tflint_grad.settings import Settings
@@ -298,7 +300,13 @@ class Linted:
 
 class TflintServer(LanguageServer):
     def __init__(self) -> None:
-        super().__init__("tflint-grad", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Incremental)
+        super().__init__(
+            "tflint-grad",
+            __version__,
+            text_document_sync_kind=types.TextDocumentSyncKind.Incremental,
+            notebook_document_sync=lsp_notebook.SYNC_OPTIONS,
+        )
+        self.notebook_cells: dict[str, set[str]] = {}  # notebook URI -> its code cells' URIs
         self.options = Options()
         self._resolver: Any = None  # tflint_grad.config.Resolver, as the CLI resolves configs
         self._last_good: dict[str, Any] = {}  # folder -> its last valid Config (a broken save keeps it)
@@ -457,6 +465,8 @@ class TflintServer(LanguageServer):
         thread), one run per document at a time. A run that ends stale (the buffer changed
         meanwhile) is dropped and the current text is linted instead: bursts of edits never
         queue up runs."""
+        if self.workspace.get_notebook_document(cell_uri=uri) is not None:
+            return self.current(uri)  # a notebook cell: the notebook is linted in this process
         while True:
             cached = self.fresh(uri)
             if cached is not None:
@@ -538,14 +548,24 @@ class TflintServer(LanguageServer):
         self._remember(uri, linted)
 
     def current(self, uri: str) -> Linted:
-        """The lint of the current text, linting synchronously if needed (for --confirm)."""
-        return self.fresh(uri) or self.lint(uri)
+        """The lint of the current text, linting synchronously if needed."""
+        cached = self.fresh(uri)
+        if cached is not None:
+            return cached
+        nb = self.workspace.get_notebook_document(cell_uri=uri)
+        if nb is not None:  # a notebook cell: lint the notebook
+            doc = self.workspace.get_text_document(uri)
+            return lsp_notebook.lint_notebook(self, nb.uri).get(uri) or Linted(doc.version, doc.source, [], [])
+        return self.lint(uri)
 
     def publish(self, uri: str) -> None:
         """Lint (off the event loop) and publish the document's diagnostics."""
         self.schedule(uri, 0)
 
     async def publish_now(self, uri: str) -> None:
+        if uri in self.open_uris and self.workspace.get_notebook_document(notebook_uri=uri) is not None:
+            lsp_notebook.publish_notebook(self, uri)  # notebooks are linted in this process
+            return
         if uri not in self.open_uris or not self.wants(uri):
             return
         linted = await self.lint_current(uri)
@@ -677,7 +697,8 @@ class TflintServer(LanguageServer):
         if _wanted(only, types.CodeActionKind.QuickFix):
             for diag, data in self._diagnostics_for(params, version, linted):
                 actions.extend(self._quick_fixes(uri, version, diag, data))
-        if _wanted(only, FIX_ALL_KIND) and linted is not None and linted.version == version:
+        notebook_cell = self.workspace.get_notebook_document(cell_uri=uri) is not None
+        if _wanted(only, FIX_ALL_KIND) and not notebook_cell and linted is not None and linted.version == version:
             count = sum(1 for f in linted.findings if f.fix is not None and f.fix.applicability == "safe")
             if count:
                 title = f"tflint-grad: fix all safely fixable problems ({count})"
@@ -891,6 +912,8 @@ def create_server() -> TflintServer:
         if ls._pool:
             ls._pool.shutdown(wait=False, cancel_futures=True)
         ls._pool = False
+
+    lsp_notebook.register(server)
 
     @server.command(DEBUG_MODULES_COMMAND)
     def debug_modules(ls: TflintServer, *args: Any) -> dict[str, Any]:
