@@ -41,10 +41,10 @@ def settings_for(filename: str) -> Settings:
     rule_options: dict[str, dict[str, Any]] = {}
     min_confidence = "high"  # the CLI's default: findings whose premise was assumed stay hidden
     try:
-        from tflint_grad.config import ConfigError, load
+        from tflint_grad.config import ConfigError
 
         try:
-            cfg = load(start=folder)
+            cfg = _resolver().for_folder(folder)
             rule_options, min_confidence = cfg.rule_options, cfg.min_confidence()
         except ConfigError as e:
             LOG.warning("tflint-grad: invalid configuration (%s); using the default rule options", e)
@@ -54,6 +54,19 @@ def settings_for(filename: str) -> Settings:
     settings.min_confidence = min_confidence  # type: ignore[assignment]
     _SETTINGS[folder] = settings
     return settings
+
+
+_RESOLVER: Any = None
+
+
+def _resolver() -> Any:
+    """The closest configuration of each folder, resolved as ``tflint-grad check`` does."""
+    global _RESOLVER
+    if _RESOLVER is None:
+        from tflint_grad.config import Resolver
+
+        _RESOLVER = Resolver()
+    return _RESOLVER
 
 
 class Checker:
