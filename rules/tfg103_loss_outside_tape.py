@@ -14,9 +14,9 @@ _ACCESSORS = frozenset({"get", "pop", "setdefault", "__getitem__"})
 def _computes(expr: cst.BaseExpression) -> bool:
     if not isinstance(expr, _COMPUTATION):
         return False
-    if isinstance(expr, cst.Call) and isinstance(expr.func, cst.Attribute) and expr.func.attr.value in _ACCESSORS:
-        return False
-    return True
+    return not (
+        isinstance(expr, cst.Call) and isinstance(expr.func, cst.Attribute) and expr.func.attr.value in _ACCESSORS
+    )
 
 
 class LossOutsideTape(Rule):

@@ -3,6 +3,7 @@ from __future__ import annotations
 import math
 
 import libcst as cst
+
 from tflint_grad.analysis.weights import (
     InitSource,
     WeightUse,
@@ -10,7 +11,6 @@ from tflint_grad.analysis.weights import (
     uses_relu,
     weight_index,
 )
-
 from tflint_grad.rule import Invalid, Outcome, Rule, Valid
 
 _CONFIRM_RATIO = 100.0  # RULES.md: the counterfactual first-layer gradient grows at least 100x

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import libcst as cst
+
+from tflint_grad import tfapi
 from tflint_grad.analysis.weights import (
     InitSource,
     WeightUse,
@@ -9,8 +11,6 @@ from tflint_grad.analysis.weights import (
     uses_relu,
     weight_index,
 )
-
-from tflint_grad import tfapi
 from tflint_grad.rule import Invalid, Outcome, Rule, Valid
 
 

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 import libcst as cst
-from tflint_grad.analysis.producers import Flow, Source, origin, short, tf_alias
 
 from tflint_grad import tfapi
 from tflint_grad.analysis import get_arg, number
+from tflint_grad.analysis.producers import Flow, Source, origin, short, tf_alias
 from tflint_grad.rule import Invalid, Outcome, Rule, Valid
 
 

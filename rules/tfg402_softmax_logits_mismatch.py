@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import libcst as cst
+
+from tflint_grad import tfapi
 from tflint_grad.analysis.producers import (
     Flow,
     LossSite,
@@ -12,8 +14,6 @@ from tflint_grad.analysis.producers import (
     set_keyword,
     short,
 )
-
-from tflint_grad import tfapi
 from tflint_grad.rule import Invalid, Outcome, Rule, Valid
 
 

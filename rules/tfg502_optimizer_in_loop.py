@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 import libcst as cst
-from tflint_grad.analysis.producers import Flow, loop_ancestors, short
 
 from tflint_grad import tfapi
 from tflint_grad.analysis import get_arg, string_value
+from tflint_grad.analysis.producers import Flow, loop_ancestors, short
 from tflint_grad.rule import Invalid, Outcome, Rule, Valid
 
 _DEFS = (cst.FunctionDef, cst.Lambda, cst.ClassDef)

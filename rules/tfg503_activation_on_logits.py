@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 import libcst as cst
-from tflint_grad.analysis.producers import Flow, fit_lines, loss_site, origin, set_keyword, short
 
 from tflint_grad import tfapi
+from tflint_grad.analysis.producers import Flow, fit_lines, loss_site, origin, set_keyword, short
 from tflint_grad.rule import Invalid, Outcome, Rule, Valid
 
 _ATOMS = (cst.Name, cst.Attribute, cst.Call, cst.Subscript)

@@ -53,7 +53,9 @@ def lint(root: Path, names: list[str], extra: list[str]) -> list[dict]:
     return json.loads(proc.stdout)["findings"]
 
 
-def match(findings: list[dict], judged: list[dict], slack: int) -> tuple[list[tuple[dict, dict]], list[dict], list[dict]]:
+def match(
+    findings: list[dict], judged: list[dict], slack: int
+) -> tuple[list[tuple[dict, dict]], list[dict], list[dict]]:
     """Pair findings with judgments: same (path, code, cell), nearest line within ``slack``."""
     pool: dict[tuple, list[dict]] = defaultdict(list)
     for j in judged:

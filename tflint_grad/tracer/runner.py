@@ -625,7 +625,7 @@ def confirm(
     info = tensorflow_info(options.python or sys.executable)
     if not info.get("tensorflow"):
         reason = _unavailable_reason(info)
-        for result, src, _ in selected:
+        for result, _src, _ in selected:
             for f in result.findings:
                 if f.code != "TFG000" and f.verdict == "unconfirmed":
                     f.verdict, f.evidence = "inconclusive", reason
@@ -664,7 +664,7 @@ def confirm(
         sandbox.kill_all()
         raise
 
-    for (result, src, job), (trace, warns) in zip(selected, outcomes):
+    for (result, src, _job), (trace, warns) in zip(selected, outcomes):
         warnings.extend(warns)
         if traces is not None:
             traces[result.path] = trace
