@@ -867,10 +867,8 @@ def _summary(args, outcomes: list[Outcome], findings, files_checked: int, fixed_
 
 
 def _open_cache(config: Config, settings):
-    try:
-        from tflint_grad import cache
-    except ImportError:
-        return None
+    from tflint_grad import cache
+
     try:
         return cache.Cache.open(config, settings)
     except Exception:

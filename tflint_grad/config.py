@@ -194,10 +194,7 @@ class RootedSpec:
 
 def check_spec(spec: pathspec.PathSpec, rel: str) -> tuple[bool, int | None]:
     """(matches, deciding pattern index); negated patterns count (gitignore rules)."""
-    check = getattr(spec, "check_file", None)
-    if check is None:  # pathspec < 0.12
-        return bool(spec.match_file(rel)), None
-    res = check(rel)
+    res = spec.check_file(rel)
     return bool(res.include), res.index
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import inspect
 import textwrap
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -141,6 +140,3 @@ class Rule:
 
 def dedent(code: str) -> str:
     return textwrap.dedent(code).lstrip("\n")
-
-
-Handler = Callable[[cst.CSTNode], None]

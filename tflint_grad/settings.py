@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tflint_grad.registry import all_rules
+from tflint_grad.registry import all_rules, lookup
 
 
 class SelectionError(ValueError):
@@ -26,8 +26,6 @@ def expand(selectors: Iterable[str], *, what: str = "selector") -> set[str]:
             continue
         matched = [c for c in codes if c.startswith(sel)]
         if not matched:
-            from tflint_grad.registry import lookup
-
             rule = lookup(raw.strip())
             if rule is None:
                 raise SelectionError(
@@ -47,19 +45,6 @@ class Settings:
     @classmethod
     def default(cls) -> Settings:
         return cls(frozenset(r.code for r in all_rules()))
-
-    @classmethod
-    def from_selection(
-        cls,
-        select: Iterable[str] | None = None,
-        ignore: Iterable[str] = (),
-        extend_select: Iterable[str] = (),
-        rule_options: dict[str, dict[str, Any]] | None = None,
-    ) -> Settings:
-        enabled = expand(select if select is not None else ["ALL"])
-        enabled |= expand(extend_select)
-        enabled -= expand(ignore)
-        return cls(frozenset(enabled), rule_options or {})
 
     def enabled_for(self, path: str) -> frozenset[str]:
         enabled = self.enabled
