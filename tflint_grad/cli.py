@@ -986,7 +986,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     options = {
         code: {**dict(r.options), **settings.rule_options.get(code, {})} for code, r in rules.items() if r.options
     }
-    data = {
+    data: dict[str, Any] = {
         "config_file": str(config.path) if config.path else None,
         "root": str(config.root),
         "select": config.selection.select,
@@ -1052,12 +1052,8 @@ def cmd_server(args: argparse.Namespace) -> int:
         from tflint_grad.lsp import main as lsp_main
     except ImportError as e:
         raise UsageError(f"the language server cannot start: {e}; {SERVER_NEEDS_PYGLS}") from None
-    try:
-        params = inspect.signature(lsp_main).parameters
-    except (TypeError, ValueError):
-        params = {}
-    rc = lsp_main(args.args) if params else lsp_main()
-    return int(rc or 0)
+    lsp_main()
+    return 0
 
 
 def run() -> None:

@@ -12,6 +12,7 @@ import ast
 import gc
 import re
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import libcst as cst
@@ -19,7 +20,7 @@ import libcst as cst
 from tflint_grad.analysis import FileContext
 from tflint_grad.finding import Finding
 from tflint_grad.registry import all_rules, by_code
-from tflint_grad.rule import Rule
+from tflint_grad.rule import Report, Rule
 from tflint_grad.settings import Settings
 from tflint_grad.sourcefile import Problem, SourceFile, diagnose, load
 
@@ -149,7 +150,7 @@ def _lint_file(src: SourceFile, settings: Settings | None) -> Result:
 
 
 def _run_rules(ctx: FileContext, rules: list[Rule], result: Result) -> None:
-    table: dict[type, list[tuple[Rule, object]]] = {}
+    table: dict[type[cst.CSTNode], list[tuple[Rule, Callable[[cst.CSTNode], object]]]] = {}
     for rule in rules:
         for node_type, attr in type(rule).visitors().items():
             table.setdefault(node_type, []).append((rule, getattr(rule, attr)))
@@ -162,7 +163,7 @@ def _run_rules(ctx: FileContext, rules: list[Rule], result: Result) -> None:
             if rule.code in broken:
                 continue
             try:
-                handler(node)  # type: ignore[operator]
+                handler(node)
             except RecursionError:
                 broken.add(rule.code)
                 result.errors.append(InternalError(ctx.path, rule.code, "RecursionError (expression too deep)", ""))
@@ -180,7 +181,7 @@ def _run_rules(ctx: FileContext, rules: list[Rule], result: Result) -> None:
             result.errors.append(InternalError(ctx.path, rule.code, f"{type(e).__name__}: {e}", traceback.format_exc()))
 
 
-def _to_finding(src: SourceFile, ctx: FileContext, rule: Rule, rep) -> Finding:
+def _to_finding(src: SourceFile, ctx: FileContext, rule: Rule, rep: Report) -> Finding:
     line, col, end_line, end_col = ctx.range(rep.node)
     cell, cell_line = src.locate(line)
     end_cell_line = end_line - (line - cell_line)
@@ -230,7 +231,7 @@ def _cheap_syntax_check(src: SourceFile, result: Result) -> None:
         result.findings.append(_tfg000(src, Problem(1, 1, f"cannot parse: {type(e).__name__}: {e}")))
 
 
-def _parse_codes(m: re.Match) -> set[str]:
+def _parse_codes(m: re.Match[str]) -> set[str]:
     codes = m.group("codes")
     return {c.strip().upper() for c in codes.split(",")} if codes else set()
 

@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Severity = Literal["error", "warning", "info"]
-Verdict = Literal["unconfirmed", "confirmed", "refuted", "inconclusive"]
+# What an oracle concludes from a trace; a finding starts "unconfirmed" and gets one of these.
+OracleVerdict = Literal["confirmed", "refuted", "inconclusive"]
+Verdict = Literal["unconfirmed"] | OracleVerdict
 Applicability = Literal["safe", "unsafe"]
 
 DOCS_URL = "https://github.com/tflint-grad/tflint-grad/blob/main/docs/rules/{code}.md"
@@ -70,7 +72,7 @@ class Finding:
     def url(self) -> str:
         return DOCS_URL.format(code=self.code)
 
-    def sort_key(self) -> tuple:
+    def sort_key(self) -> tuple[str, int, int, int, str]:
         return (self.path, self.cell if self.cell is not None else -1, self.line, self.column, self.code)
 
     def to_dict(self) -> dict[str, Any]:

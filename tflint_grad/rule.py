@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import libcst as cst
 
-from tflint_grad.finding import Edit, Fix, Severity
+from tflint_grad.finding import Applicability, Edit, Finding, Fix, OracleVerdict, Severity
 
 if TYPE_CHECKING:
     from tflint_grad.analysis import FileContext
@@ -51,7 +51,7 @@ class Invalid:
 class Outcome:
     """What an oracle concluded from a trace."""
 
-    verdict: str  # confirmed | refuted | inconclusive
+    verdict: OracleVerdict
     evidence: str
 
 
@@ -94,18 +94,20 @@ class Rule:
     ) -> None:
         self.reports.append(Report(node, message, fix, severity, data or {}))
 
-    def replace(self, node: cst.CSTNode, new: cst.CSTNode | str, message: str, applicability: str = "safe") -> Fix:
+    def replace(
+        self, node: cst.CSTNode, new: cst.CSTNode | str, message: str, applicability: Applicability = "safe"
+    ) -> Fix:
         """A fix that replaces ``node``'s source text with ``new`` (a node or code)."""
         text = new if isinstance(new, str) else self.ctx.module.code_for_node(new)
         line, col, end_line, end_col = self.ctx.range(node)
-        return Fix(message, (Edit(line, col, end_line, end_col, text),), applicability)  # type: ignore[arg-type]
+        return Fix(message, (Edit(line, col, end_line, end_col, text),), applicability)
 
     def finish(self) -> None:
         """Called once after every node has been visited (whole-file checks)."""
 
     # -- confirmation ---------------------------------------------------------------
     @classmethod
-    def confirm(cls, finding: Any, trace: TraceResult) -> Outcome | None:
+    def confirm(cls, finding: Finding, trace: TraceResult) -> Outcome | None:
         """Map trace events to a verdict. None: this rule has no oracle."""
         return None
 

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from tflint_grad.registry import all_rules, lookup
 
 
 class SelectionError(ValueError):
     pass
+
+
+class PathMatcher(Protocol):
+    """A per-file-ignores pattern set (``config.RootedSpec``)."""
+
+    def match_file(self, path: str) -> bool: ...
 
 
 def expand(selectors: Iterable[str], *, what: str = "selector") -> set[str]:
@@ -40,7 +46,7 @@ def expand(selectors: Iterable[str], *, what: str = "selector") -> set[str]:
 class Settings:
     enabled: frozenset[str]
     rule_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    per_file_ignores: list[tuple[Any, frozenset[str]]] = field(default_factory=list)  # (pathspec, codes)
+    per_file_ignores: list[tuple[PathMatcher, frozenset[str]]] = field(default_factory=list)
 
     @classmethod
     def default(cls) -> Settings:

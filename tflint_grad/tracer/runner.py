@@ -40,11 +40,16 @@ import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tflint_grad.finding import Finding
 from tflint_grad.tracer import sandbox
 from tflint_grad.tracer.report import TraceResult
+
+if TYPE_CHECKING:
+    from tflint_grad.engine import Result
+    from tflint_grad.settings import Settings
+    from tflint_grad.sourcefile import SourceFile
 
 CACHE_VERSION = 1
 MAX_RESULT_BYTES = 64 * 1024 * 1024
@@ -178,10 +183,10 @@ class TraceJob:
     notebook: bool = False
 
 
-def _siblings_fingerprint(origin_dir: str | None, skip: str) -> list:
+def _siblings_fingerprint(origin_dir: str | None, skip: str) -> list[list[str | int]]:
     if not origin_dir:
         return []
-    out = []
+    out: list[list[str | int]] = []
     try:
         with os.scandir(origin_dir) as it:
             for i, entry in enumerate(sorted(it, key=lambda e: e.name)):
@@ -413,8 +418,8 @@ def _interpret(
         if name == "SIGKILL":
             return failed("killed", "the traced process was killed (SIGKILL; out of memory?)")
         line = sandbox.crash_line(outcome.stderr, script)
-        where = f" at line {line}" if line is not None else ""
-        reason = f"the traced process crashed ({name}){where}"
+        at = f" at line {line}" if line is not None else ""
+        reason = f"the traced process crashed ({name}){at}"
         warnings.append(f"{job.path}: {reason}" + (f": {stderr_hint}" if stderr_hint else ""))
         trace = failed("crashed", reason)
         trace.error_line = line
@@ -431,10 +436,9 @@ def _interpret(
 # -- confirm ---------------------------------------------------------------------------------------
 
 
-def _source_of(result: Any):
-    src = getattr(result, "source", None)
-    if src is not None:
-        return src
+def _source_of(result: Result) -> SourceFile | None:
+    if result.source is not None:
+        return result.source
     try:
         from tflint_grad.sourcefile import load
 
@@ -444,7 +448,7 @@ def _source_of(result: Any):
         return None
 
 
-def _job_for(result: Any, src: Any) -> TraceJob | None:
+def _job_for(result: Result, src: SourceFile | None) -> TraceJob | None:
     if src is None or src.problem is not None:
         return None
     path = result.path
@@ -457,7 +461,7 @@ def _job_for(result: Any, src: Any) -> TraceJob | None:
     return TraceJob(path=path, name=_safe_name(path, notebook), data=data, origin_dir=origin, notebook=notebook)
 
 
-def _wants_trace(result: Any, src: Any, options: TraceOptions) -> bool:
+def _wants_trace(result: Result, src: SourceFile | None, options: TraceOptions) -> bool:
     if any(f.code == "TFG000" for f in result.findings):
         return False  # not analyzable (Python 2, bad encoding...): it cannot run either
     if any(f.code != "TFG000" for f in result.findings):
@@ -469,7 +473,7 @@ def _wants_trace(result: Any, src: Any, options: TraceOptions) -> bool:
     return False
 
 
-def _display_line(src: Any, line: int) -> str:
+def _display_line(src: SourceFile | None, line: int) -> str:
     if src is not None and src.is_notebook:
         cell, cell_line = src.locate(line)
         if cell is not None:
@@ -480,13 +484,13 @@ def _display_line(src: Any, line: int) -> str:
 _LINE_REF = re.compile(r"\bline (\d+)\b")
 
 
-def _map_reason(src: Any, reason: str | None) -> str | None:
+def _map_reason(src: SourceFile | None, reason: str | None) -> str | None:
     if reason is None or src is None or not src.is_notebook:
         return reason
     return _LINE_REF.sub(lambda m: _display_line(src, int(m.group(1))), reason)
 
 
-def _not_reached(trace: TraceResult, src: Any, line: int) -> str:
+def _not_reached(trace: TraceResult, src: SourceFile | None, line: int) -> str:
     where = _display_line(src, line)
     if trace.status == "stopped":
         return f"flagged {where} not reached within {trace.steps} training steps"
@@ -498,7 +502,7 @@ def _not_reached(trace: TraceResult, src: Any, line: int) -> str:
     return _map_reason(src, trace.reason) or f"the trace ended ({trace.status}) before flagged {where} ran"
 
 
-def _give_verdicts(result: Any, src: Any, trace: TraceResult, warnings: list[str]) -> None:
+def _give_verdicts(result: Result, src: SourceFile | None, trace: TraceResult, warnings: list[str]) -> None:
     from tflint_grad.registry import by_code
 
     rules = by_code()
@@ -533,7 +537,9 @@ def _give_verdicts(result: Any, src: Any, trace: TraceResult, warnings: list[str
             f.verdict, f.evidence = outcome.verdict, outcome.evidence
 
 
-def _discover(result: Any, src: Any, trace: TraceResult, settings: Any, warnings: list[str]) -> None:
+def _discover(
+    result: Result, src: SourceFile | None, trace: TraceResult, settings: Settings | None, warnings: list[str]
+) -> None:
     from tflint_grad.engine import _file_noqa, _line_noqa
     from tflint_grad.registry import all_rules
 
@@ -597,10 +603,10 @@ def _unavailable_reason(info: dict[str, Any]) -> str:
 
 
 def confirm(
-    results: list[Any],
+    results: list[Result],
     options: TraceOptions | None = None,
     *,
-    settings: Any = None,
+    settings: Settings | None = None,
     traces: dict[str, TraceResult] | None = None,
 ) -> list[str]:
     """Trace the files of ``results`` and set each finding's verdict; returns warnings.
@@ -612,7 +618,7 @@ def confirm(
     if not isinstance(options.args, tuple):
         options = dataclasses.replace(options, args=tuple(options.args or ()))
     warnings: list[str] = []
-    selected: list[tuple[Any, Any, TraceJob]] = []
+    selected: list[tuple[Result, SourceFile | None, TraceJob]] = []
     for result in results:
         src = _source_of(result)
         if not _wants_trace(result, src, options):
@@ -635,7 +641,7 @@ def confirm(
     jobs = max(1, min(int(options.jobs or 1), len(selected)))
     lock = threading.Lock()
 
-    def work(item: tuple[Any, Any, TraceJob]) -> tuple[TraceResult, list[str]]:
+    def work(item: tuple[Result, SourceFile | None, TraceJob]) -> tuple[TraceResult, list[str]]:
         _, _, job = item
         key = cache_key(job, options, info) if options.cache else None
         if key is not None:
@@ -657,8 +663,8 @@ def confirm(
                 try:
                     outcomes = [f.result() for f in futures]
                 except BaseException:
-                    for f in futures:
-                        f.cancel()
+                    for fut in futures:
+                        fut.cancel()
                     raise
     except BaseException:  # Ctrl-C: the children live in their own sessions, end them now
         sandbox.kill_all()
