@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from tflint_grad.finding import Confidence
 from tflint_grad.registry import all_rules, lookup
 
 
@@ -47,6 +48,8 @@ class Settings:
     enabled: frozenset[str]
     rule_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     per_file_ignores: list[tuple[PathMatcher, frozenset[str]]] = field(default_factory=list)
+    # Findings below this confidence are kept aside as candidates (``Result.candidates``).
+    min_confidence: Confidence = "high"
 
     @classmethod
     def default(cls) -> Settings:
