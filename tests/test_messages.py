@@ -37,7 +37,8 @@ def render_rule(rule: type[Rule]) -> str:
     """The snapshot text of ``rule``: its INVALID examples linted with only that rule enabled."""
     parts = [HEADER.format(what=f"{rule.code} {rule.name}: `tflint-grad check --show-fixes` on each INVALID example")]
     for i, case in enumerate(rule.INVALID):
-        settings = Settings(frozenset({rule.code}), {rule.code: dict(case.options)} if case.options else {})
+        options = {rule.code: dict(case.options)} if case.options else {}
+        settings = Settings(frozenset({rule.code}), options, min_confidence=case.confidence)
         findings = lint_source(dedent(case.code), "example.py", settings)
         parts.append(f"\n## INVALID[{i}]\n" + (output.format_text(findings, show_fixes=True) or "(no finding)\n"))
     return "".join(parts)
