@@ -4,6 +4,7 @@ import libcst as cst
 
 from tflint_grad import tfapi
 from tflint_grad.analysis import dotted, get_arg, string_value
+from tflint_grad.finding import Severity
 from tflint_grad.rule import Invalid, Outcome, Rule, Valid
 
 
@@ -153,7 +154,7 @@ class GradientWrtNonTrainable(Rule):
         fix = None
         if fix_node is not None:
             fix = self.replace(fix_node, fix_text, f"Use `{fix_text}`")
-        severity = None
+        severity: Severity | None = None
         why = (
             "which includes non-trainable variables (e.g. BatchNormalization moving_mean/moving_variance): "
             "their gradients are always None"

@@ -278,7 +278,7 @@ class LossOutsideTape(Rule):
         value = b.value
         if isinstance(value, (cst.Name, cst.Attribute)):
             return self._outside_computation(value, stmt, scope, blocks, depth + 1)
-        if _computes(value):
+        if value is not None and _computes(value):
             return b, value
         return None
 
