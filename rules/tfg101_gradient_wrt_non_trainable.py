@@ -4,7 +4,6 @@ import libcst as cst
 
 from tflint_grad import tfapi
 from tflint_grad.analysis import dotted, get_arg, string_value
-from tflint_grad.finding import Severity
 from tflint_grad.rule import Invalid, Outcome, Rule, Valid
 
 
@@ -154,7 +153,7 @@ class GradientWrtNonTrainable(Rule):
         fix = None
         if fix_node is not None:
             fix = self.replace(fix_node, fix_text, f"Use `{fix_text}`")
-        severity: Severity | None = None
+        severity = None
         why = (
             "which includes non-trainable variables (e.g. BatchNormalization moving_mean/moving_variance): "
             "their gradients are always None"

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from tflint_grad.rule import Outcome, Rule
+from tflint_grad.rule import Invalid, Outcome, Rule, Valid
 
 _SHOW = 8
 
@@ -66,8 +66,8 @@ class DisconnectedVariables(Rule):
     requires = ()
 
     # Trace-only: exempt from the example tests (see tests/test_rule_examples.py).
-    VALID = []
-    INVALID = []
+    VALID: list[Valid] = []
+    INVALID: list[Invalid] = []
 
     @classmethod
     def _analyze(cls, ev: dict) -> tuple[int, str, str] | None:

@@ -7,9 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Severity = Literal["error", "warning", "info"]
-# What an oracle concludes from a trace; a finding starts "unconfirmed" and gets one of these.
-OracleVerdict = Literal["confirmed", "refuted", "inconclusive"]
-Verdict = Literal["unconfirmed"] | OracleVerdict
+Verdict = Literal["unconfirmed", "confirmed", "refuted", "inconclusive"]
 Applicability = Literal["safe", "unsafe"]
 # high: the code shows the finding's premise; low: the premise was assumed (a model whose
 # layers cannot be seen, an unknown callable). Low findings are hidden by default.

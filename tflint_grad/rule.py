@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import libcst as cst
 
-from tflint_grad.finding import Applicability, Confidence, Edit, Finding, Fix, OracleVerdict, Severity
+from tflint_grad.finding import Applicability, Confidence, Edit, Finding, Fix, Severity, Verdict
 
 if TYPE_CHECKING:
     from tflint_grad.analysis import FileContext
@@ -54,7 +54,7 @@ class Invalid:
 class Outcome:
     """What an oracle concluded from a trace."""
 
-    verdict: OracleVerdict
+    verdict: Verdict
     evidence: str
 
 

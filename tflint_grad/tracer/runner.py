@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from tflint_grad.finding import Finding
 from tflint_grad.tracer import sandbox
-from tflint_grad.tracer.report import TraceResult, TraceStatus
+from tflint_grad.tracer.report import TraceResult
 
 if TYPE_CHECKING:
     from tflint_grad.engine import Result
@@ -386,7 +386,7 @@ def _interpret(
     memory_reason = f"memory limit of {options.memory_mb} MB exceeded"
     stderr_hint = sandbox.last_line(outcome.stderr)
 
-    def failed(status: TraceStatus, reason: str) -> TraceResult:
+    def failed(status: str, reason: str) -> TraceResult:
         return TraceResult(status, reason=reason, step_limit=options.steps, duration=round(outcome.duration, 3))
 
     if outcome.launch_error:
