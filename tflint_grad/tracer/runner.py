@@ -395,8 +395,8 @@ def _interpret(
     if data is not None:
         trace = TraceResult.from_dict(data)
         if trace.status == "timeout":  # the harness wrote "timed out at line 12": where the script was
-            where = re.search(r"\bat line \d+", trace.reason or "")
-            trace.reason = timeout_reason + (f" {where.group(0)}" if where else "")
+            at_line = re.search(r"\bat line \d+", trace.reason or "")
+            trace.reason = timeout_reason + (f" {at_line.group(0)}" if at_line else "")
             if trace.steps:
                 trace.reason += f" ({trace.steps} training step{'s' if trace.steps != 1 else ''} done)"
         for w in data.get("warnings") or ():
@@ -418,8 +418,8 @@ def _interpret(
         if name == "SIGKILL":
             return failed("killed", "the traced process was killed (SIGKILL; out of memory?)")
         line = sandbox.crash_line(outcome.stderr, script)
-        at = f" at line {line}" if line is not None else ""
-        reason = f"the traced process crashed ({name}){at}"
+        where = f" at line {line}" if line is not None else ""
+        reason = f"the traced process crashed ({name}){where}"
         warnings.append(f"{job.path}: {reason}" + (f": {stderr_hint}" if stderr_hint else ""))
         trace = failed("crashed", reason)
         trace.error_line = line
