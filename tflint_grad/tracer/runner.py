@@ -355,6 +355,8 @@ def _run_trace(job: TraceJob, options: TraceOptions, jobs: int) -> tuple[TraceRe
             cmd.append("--alias-v1")
         if mode.legacy_keras:
             cmd.append("--legacy-keras")
+        if job.notebook:
+            cmd.append("--notebook")
         cmd += ["--", *map(str, options.args)]
         threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
         env = sandbox.child_env(work, legacy_keras=mode.legacy_keras, threads=threads, extra_pythonpath=_package_root())
@@ -559,7 +561,7 @@ def _give_verdicts(result: Result, src: SourceFile | None, trace: TraceResult, w
                 evidence += f" ({_map_reason(src, trace.reason)})"
             f.verdict, f.evidence = "inconclusive", evidence
         else:
-            f.verdict, f.evidence = outcome.verdict, outcome.evidence
+            f.verdict, f.evidence = outcome.verdict, _map_reason(src, outcome.evidence)
 
 
 def _discover(
@@ -711,10 +713,13 @@ def confirm(
         sandbox.kill_all()
         raise
 
-    for (result, src, _job), (trace, warns) in zip(selected, outcomes):
+    for (result, src, job), (trace, warns) in zip(selected, outcomes):
         warnings.extend(warns)
         if traces is not None:
             traces[result.path] = trace
+        if job.notebook and trace.status == "error" and trace.reason:  # which cell stopped "Run all"
+            reason = _map_reason(src, trace.reason) or trace.reason
+            warnings.append(f"{result.path}: the notebook {reason.removeprefix('script ')}")
         try:
             _give_verdicts(result, src, trace, warnings)
             _discover(result, src, trace, settings, warnings)
