@@ -271,16 +271,16 @@ def test_python2_file_is_a_finding_not_a_traceback(tmp_path):
 def test_selection(tfg, tmp_path):
     write(tmp_path, "bad.py", BAD)
     write(tmp_path, "old.py", PY2)
-    assert {line.split()[1] for line in tfg("check").stdout.splitlines()} == {"TFG101", "TFG000"}
-    assert {line.split()[1] for line in tfg("check", "--select", "TFG0").stdout.splitlines()} == {"TFG000"}
-    assert {line.split()[1] for line in tfg("check", "--ignore", "TFG101").stdout.splitlines()} == {"TFG000"}
+    assert {l.split()[1] for l in tfg("check").stdout.splitlines()} == {"TFG101", "TFG000"}
+    assert {l.split()[1] for l in tfg("check", "--select", "TFG0").stdout.splitlines()} == {"TFG000"}
+    assert {l.split()[1] for l in tfg("check", "--ignore", "TFG101").stdout.splitlines()} == {"TFG000"}
     assert {
-        line.split()[1] for line in tfg("check", "--select", "TFG000", "--extend-select", "TFG101").stdout.splitlines()
+        l.split()[1] for l in tfg("check", "--select", "TFG000", "--extend-select", "TFG101").stdout.splitlines()
     } == {"TFG000", "TFG101"}
     assert {
-        line.split()[1] for line in tfg("check", "--select", "ALL", "--ignore", "TFG000,TFG1").stdout.splitlines()
+        l.split()[1] for l in tfg("check", "--select", "ALL", "--ignore", "TFG000,TFG1").stdout.splitlines()
     } == set()
-    assert {line.split()[1] for line in tfg("check", "--select", "gradient-wrt-non-trainable").stdout.splitlines()} == {
+    assert {l.split()[1] for l in tfg("check", "--select", "gradient-wrt-non-trainable").stdout.splitlines()} == {
         "TFG101"
     }
     r = tfg("check", "--select", "TFG999")
@@ -293,13 +293,13 @@ def test_config_selection_and_cli_override(tfg, tmp_path):
     write(tmp_path, "bad.py", BAD)
     write(tmp_path, "old.py", PY2)
     write(tmp_path, "pyproject.toml", '[tool.tflint-grad]\nignore = ["TFG101"]\n')
-    assert {line.split()[1] for line in tfg("check").stdout.splitlines()} == {"TFG000"}
+    assert {l.split()[1] for l in tfg("check").stdout.splitlines()} == {"TFG000"}
     # --select on the command line replaces the config's selection
-    assert {line.split()[1] for line in tfg("check", "--select", "TFG101").stdout.splitlines()} == {"TFG101"}
+    assert {l.split()[1] for l in tfg("check", "--select", "TFG101").stdout.splitlines()} == {"TFG101"}
     # --isolated ignores the config
-    assert {line.split()[1] for line in tfg("check", "--isolated").stdout.splitlines()} == {"TFG000", "TFG101"}
+    assert {l.split()[1] for l in tfg("check", "--isolated").stdout.splitlines()} == {"TFG000", "TFG101"}
     other = write(tmp_path, "conf/other.toml", 'select = ["TFG101"]\n')
-    assert {line.split()[1] for line in tfg("check", "--config", str(other)).stdout.splitlines()} == {"TFG101"}
+    assert {l.split()[1] for l in tfg("check", "--config", str(other)).stdout.splitlines()} == {"TFG101"}
     r = tfg("check", "--config", "missing.toml")
     assert r.returncode == 2 and "does not exist" in r.stderr
     r = tfg("check", "--config", str(other), "--isolated")
@@ -340,10 +340,10 @@ def test_config_found_from_a_subfolder_and_patterns_are_relative_to_it(tfg, tmp_
     write(tmp_path, "pyproject.toml", '[tool.tflint-grad]\nper-file-ignores = { "pkg/gen_*.py" = ["TFG1"] }\n')
     write(tmp_path, "pkg/gen_a.py", BAD)
     write(tmp_path, "pkg/b.py", BAD)
-    assert [line.split(":")[0] for line in tfg("check").stdout.splitlines()] == ["pkg/b.py"]
+    assert [l.split(":")[0] for l in tfg("check").stdout.splitlines()] == ["pkg/b.py"]
     monkeypatch.chdir(tmp_path / "pkg")
-    assert [line.split(":")[0] for line in tfg("check").stdout.splitlines()] == ["b.py"]
-    assert [line.split(":")[0] for line in tfg("check", "gen_a.py", "b.py").stdout.splitlines()] == ["b.py"]
+    assert [l.split(":")[0] for l in tfg("check").stdout.splitlines()] == ["b.py"]
+    assert [l.split(":")[0] for l in tfg("check", "gen_a.py", "b.py").stdout.splitlines()] == ["b.py"]
 
 
 def test_a_pyproject_without_the_section_is_skipped(tfg, tmp_path, monkeypatch):
@@ -360,7 +360,7 @@ def test_noqa(tfg, tmp_path):
     write(tmp_path, "c.py", BAD.replace("model.variables)", "model.variables)  # noqa: TFG000"))
     write(tmp_path, "d.py", "# tflint-grad: noqa: TFG101\n" + BAD)
     r = tfg("check")
-    assert [line.split(":")[0] for line in r.stdout.splitlines()] == ["c.py"]
+    assert [l.split(":")[0] for l in r.stdout.splitlines()] == ["c.py"]
 
 
 def test_notebooks(tfg, tmp_path):
@@ -504,7 +504,7 @@ def test_gitignore_and_excludes(tfg, tmp_path):
     write(tmp_path, "env2/lib/e.py", BAD)
     write(tmp_path, "legacy/old.py", BAD)
     write(tmp_path, "README.md", "not python")
-    files = lambda r: sorted({line.split(":")[0] for line in r.stdout.splitlines()})  # noqa: E731
+    files = lambda r: sorted({l.split(":")[0] for l in r.stdout.splitlines()})  # noqa: E731
     assert files(tfg("check")) == ["legacy/old.py", "pkg/keep_pb2.py", "pkg/mod.py"]
     # walking from a subfolder still honours the parent's .gitignore
     assert files(tfg("check", "pkg")) == ["pkg/keep_pb2.py", "pkg/mod.py"]
@@ -522,7 +522,7 @@ def test_explicit_file_with_any_extension_and_dir_named_like_a_file(tfg, tmp_pat
     write(tmp_path, "script", BAD)
     write(tmp_path, "weird.py/inner.py", BAD)  # a folder named weird.py
     r = tfg("check", "script", "weird.py")
-    assert [line.split(":")[0] for line in r.stdout.splitlines()] == ["script", "weird.py/inner.py"]
+    assert [l.split(":")[0] for l in r.stdout.splitlines()] == ["script", "weird.py/inner.py"]
     assert r.returncode == 1
 
 
@@ -682,7 +682,7 @@ def test_rules_and_rule(tfg):
     r = tfg("rules")
     assert r.returncode == 0
     assert r.stdout.splitlines()[0].split() == ["CODE", "NAME", "FIX", "SUMMARY"]
-    row = next(line for line in r.stdout.splitlines() if line.startswith("TFG101"))
+    row = next(l for l in r.stdout.splitlines() if l.startswith("TFG101"))
     assert "gradient-wrt-non-trainable" in row and " yes " in row
     data = json.loads(tfg("rules", "--format", "json").stdout)
     assert {"code", "name", "fixable", "summary"} <= set(data[0])

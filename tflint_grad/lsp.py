@@ -192,7 +192,7 @@ def noqa_edit(lines: Sequence[str], line: int, code: str, pmap: PositionMap) -> 
     if m and not _FILE_NOQA.search(text):
         codes = m.group("codes")
         if not codes:
-            return None  # a bare noqa comment already silences everything
+            return None  # a bare noqa directive already silences everything
         if code.upper() in {c.strip().upper() for c in codes.split(",")}:
             return None
         at = m.end("codes") + 1
