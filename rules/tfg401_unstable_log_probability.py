@@ -7,7 +7,6 @@ from tflint_grad.analysis import get_arg, number
 from tflint_grad.analysis.facts import tf_alias
 from tflint_grad.analysis.producers import Source, flow, origin, short
 from tflint_grad.analysis.targets import gradient_targets
-from tflint_grad.finding import Confidence
 from tflint_grad.rule import Invalid, Outcome, Rule, Valid
 
 
@@ -413,7 +412,7 @@ class UnstableLogProbability(Rule):
         assumed = ""
         if "y_pred" in src.via_text():
             assumed = " (assuming this loss is only used for that model)"
-        confidence: Confidence = "high"
+        confidence = "high"
         if not gradient_targets(ctx).reaches(ctx, node):
             # a metric, a summary, a printed cost: never differentiated, as far as the file shows
             confidence = "low"
