@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from tflint_grad import __version__
-from tflint_grad.config import ConfigError, load
+from tflint_grad.config import ConfigError
 from tflint_grad.engine import is_tf_source, lint_file
 from tflint_grad.settings import Settings
 from tflint_grad.sourcefile import SourceFile
@@ -41,12 +41,25 @@ def settings_for(filename: str) -> Settings:
         return cached
     rule_options: dict[str, dict[str, Any]] = {}
     try:
-        rule_options = load(start=folder).rule_options
+        rule_options = _resolver().for_folder(folder).rule_options
     except ConfigError as e:
         LOG.warning("tflint-grad: invalid configuration (%s); using the default rule options", e)
     settings = Settings(Settings.default().enabled, {k: dict(v) for k, v in rule_options.items()})
     _SETTINGS[folder] = settings
     return settings
+
+
+_RESOLVER: Any = None
+
+
+def _resolver() -> Any:
+    """The closest configuration of each folder, resolved as ``tflint-grad check`` does."""
+    global _RESOLVER
+    if _RESOLVER is None:
+        from tflint_grad.config import Resolver
+
+        _RESOLVER = Resolver()
+    return _RESOLVER
 
 
 class Checker:
