@@ -4,7 +4,9 @@ Parent side: this module never imports TensorFlow (``tests/test_tracer_sandbox.p
 
 ``confirm(results, options)`` picks the files to trace (those with findings other than TFG000;
 with ``confirm_all`` every TensorFlow script that parsed), traces each in its own child
-(``sandbox.run`` + ``harness``), ``options.jobs`` at a time, and then, per finding:
+(``sandbox.run`` + ``harness``), ``options.jobs`` at a time (with ``options.warm``, the default,
+each child is forked from one process that imported TensorFlow once, ``warm.WarmPool``; when the
+warm path cannot take a script, it runs cold, in a new Python), and then, per finding:
 
 - its line (``finding.data["source_line"]``, the line in the traced text) never ran, or the trace
   failed before it → ``inconclusive`` with the reason ("script stopped at line 12:
@@ -652,7 +654,9 @@ def confirm(
     jobs = max(1, min(int(options.jobs or 1), len(selected)))
     lock = threading.Lock()
     own_pool = None
-    if pool is None and options.warm and warm.available() is None:
+    if not options.warm:
+        pool = None
+    elif pool is None and warm.available() is None:
         threads = max(1, (os.cpu_count() or 1) // jobs)
         pool = own_pool = warm.WarmPool(options.python or sys.executable, threads=threads)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import json
 import os
 import select
@@ -101,7 +102,7 @@ class WarmPool:
             problem = self._start_locked()
             if problem is not None:
                 self.unavailable = problem
-                self._stop_locked()
+                self._stop_locked(wait=0)
                 return False
             return True
 
@@ -164,20 +165,19 @@ class WarmPool:
             return ""
         return f": {line}" if line else ""
 
-    def _stop_locked(self) -> None:
+    def _stop_locked(self, wait: float = CLOSE_WAIT) -> None:
         sock, self._sock = self._sock, None
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.close()  # the zygote's cue to leave
         proc, self._proc = self._proc, None
         if proc is not None:
-            try:
-                proc.wait(timeout=CLOSE_WAIT)
-            except subprocess.TimeoutExpired:
-                pass
-            sandbox.kill_tree(proc.pid)  # and whatever it left (a supervisor, a trace)
             with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=CLOSE_WAIT)
+                proc.wait(timeout=wait)
+            if proc.poll() is None:  # still there (unreaped: its pid cannot be reused meanwhile)
+                sandbox.kill_tree(proc.pid)  # and whatever it left (a supervisor, a trace)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=CLOSE_WAIT)
         if self._home:
             shutil.rmtree(self._home, ignore_errors=True)
             self._home = None
@@ -214,13 +214,7 @@ class WarmPool:
             "cwd": cwd,
             "env": env,
             "netns": netns,
-            "limits": {
-                "timeout": limits.timeout,
-                "memory_mb": limits.memory_mb,
-                "startup_timeout": limits.startup_timeout,
-                "grace": limits.grace,
-                "output_keep": limits.output_keep,
-            },
+            "limits": dataclasses.asdict(limits),
         }
         reply_r, reply_w = os.pipe()
         try:

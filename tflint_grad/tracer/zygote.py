@@ -301,7 +301,8 @@ def supervise(request: dict[str, Any], reply: int) -> None:
             return
     env = dict(request["env"])
     env["TFLINT_GRAD_PARENT"] = str(os.getpid())  # the harness dies with its supervisor
-    limits = sandbox.Limits(**request["limits"])
+    fields = set(sandbox.Limits.__dataclass_fields__)
+    limits = sandbox.Limits(**{k: v for k, v in request["limits"].items() if k in fields})
 
     def started(pid: int) -> None:
         try:
