@@ -659,6 +659,7 @@ def confirm(
     elif pool is None and warm.available() is None:
         threads = max(1, (os.cpu_count() or 1) // jobs)
         pool = own_pool = warm.WarmPool(options.python or sys.executable, threads=threads)
+    errors_before = len(pool.errors) if pool is not None else 0
 
     def work(item: tuple[Any, Any, TraceJob]) -> tuple[TraceResult, list[str]]:
         _, _, job = item
@@ -694,6 +695,11 @@ def confirm(
     if pool is not None and pool.unavailable and pool.served == 0 and warm.available() is None:
         warnings.append(
             f"--confirm: the warm tracer is unavailable ({pool.unavailable}); each script imported TensorFlow"
+        )
+    elif pool is not None and len(pool.errors) > errors_before:
+        failed = pool.errors[errors_before:]
+        warnings.append(
+            f"--confirm: the warm tracer failed {len(failed)} time(s) ({failed[-1]}); those scripts were traced cold"
         )
 
     for (result, src, job), (trace, warns) in zip(selected, outcomes):

@@ -21,6 +21,7 @@ import json
 import os
 import select
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -83,6 +84,7 @@ class WarmPool:
         self.unavailable: str | None = available()  # why the warm path is off (then it stays off)
         self.info: dict[str, Any] = {}
         self.served = 0
+        self.errors: list[str] = []  # traces the warm path gave up on (they ran cold)
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
         self._sock: socket.socket | None = None
@@ -224,8 +226,9 @@ class WarmPool:
                     return None
                 try:
                     socket.send_fds(sock, [json.dumps(request).encode()], [reply_w])
-                except OSError:
-                    return None  # the zygote is gone: start() restarts it next time
+                except OSError as e:  # the zygote is gone: start() restarts it next time
+                    self.errors.append(f"the worker process is gone ({type(e).__name__}: {e})")
+                    return None
             os.close(reply_w)
             reply_w = -1
             deadline = time.monotonic() + limits.startup_timeout + limits.timeout + limits.grace + REPLY_SLACK
@@ -243,26 +246,31 @@ class WarmPool:
         buffer = b""
         child: int | None = None  # the running trace (its supervisor reaps it)
         registered: int | None = None
+        supervisor: int | None = None
         try:
             while True:
                 wait = deadline - time.monotonic()
-                if wait <= 0:
-                    return None  # a wedged supervisor: the finally below kills the trace
+                if wait <= 0:  # a wedged supervisor: the finally below kills the trace
+                    self.errors.append("no answer from the worker in time")
+                    return None
                 readable, _, _ = select.select([reply], [], [], min(wait, 1.0))
                 if not readable:
                     continue
                 data = os.read(reply, 65536)
                 if not data:
-                    return None  # the supervisor died without an answer
+                    self.errors.append("the worker's supervisor process ended without an answer")
+                    return None
                 buffer += data
                 while b"\n" in buffer:
                     line, buffer = buffer.split(b"\n", 1)
                     try:
                         message = json.loads(line)
                     except ValueError:
+                        self.errors.append("an unreadable answer from the worker")
                         return None
                     if "started" in message:
                         child = registered = int(message["started"])
+                        supervisor = int(message.get("supervisor") or 0) or None
                         with sandbox._active_lock:  # Ctrl-C in the linter: sandbox.kill_all ends it
                             sandbox._active.add(registered)
                     elif "outcome" in message:
@@ -271,10 +279,14 @@ class WarmPool:
                         child = None  # ended and reaped by its supervisor: never signal that pid again
                         return outcome
                     else:
+                        self.errors.append(sandbox.last_line(str(message.get("error") or message)))
                         return None
         finally:
             if child is not None:
                 sandbox.kill_tree(child)
+                if supervisor is not None:
+                    with contextlib.suppress(OSError):
+                        os.kill(supervisor, signal.SIGKILL)
             if registered is not None:
                 with sandbox._active_lock:
                     sandbox._active.discard(registered)

@@ -306,7 +306,7 @@ def supervise(request: dict[str, Any], reply: int) -> None:
 
     def started(pid: int) -> None:
         try:
-            _write_message(reply, {"started": pid})
+            _write_message(reply, {"started": pid, "supervisor": os.getpid()})
         except OSError:  # the linter stopped listening: the trace still runs to its end, contained
             pass
 
