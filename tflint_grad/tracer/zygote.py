@@ -48,6 +48,8 @@ PRELOAD = (
     "tflint_grad.tracer.recorder",
     "tflint_grad.tracer.probes",
 )
+# ... and besides those, the legacy-Keras zygote (what ``TF_USE_LEGACY_KERAS=1`` and ``tf.keras`` import).
+LEGACY_PRELOAD = ("tf_keras", "tf_keras.api._v2.keras", "tf_keras.api._v1.keras")
 _LEGACY_VALUES = ("true", "True", "1")
 _CLONE_NEWUSER, _CLONE_NEWNET = 0x10000000, 0x40000000
 
@@ -317,12 +319,13 @@ def supervise(request: dict[str, Any], reply: int) -> None:
     _write_message(reply, {"outcome": outcome.__dict__})
 
 
-def _start_supervisor(sock: socket.socket, request: dict[str, Any], reply: int) -> int:
+def _start_supervisor(listening: list[socket.socket], request: dict[str, Any], reply: int) -> int:
     pid = os.fork()
     if pid == 0:
         code = 0
         try:
-            sock.close()
+            for sock in listening:
+                sock.close()
             _die_with(signal.SIGKILL)
             supervise(request, reply)
         except BaseException:
@@ -361,43 +364,119 @@ def prepare() -> dict[str, Any]:
     }
 
 
-def serve(sock: socket.socket) -> None:
-    """Fork a supervisor per request until the socket closes."""
-    children: set[int] = set()
-    while True:
-        try:
-            readable, _, _ = select.select([sock], [], [], 1.0)
-        except InterruptedError:
-            continue
-        while children:  # reap finished supervisors
+def prepare_legacy() -> list[str]:
+    """Turn a fork of the zygote into the legacy-Keras zygote: what a cold TF1 trace has after
+    ``import tensorflow`` with ``TF_USE_LEGACY_KERAS=1`` and the harness's ``tf.keras``, without
+    resolving ``tf.keras`` (the trace does) or creating the eager context. Returns problems."""
+    import tensorflow as tf
+
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    switch_keras(True)
+    for name in LEGACY_PRELOAD:
+        __import__(name)
+    return [p for p in fork_problems(tf) if not p.startswith(("TF_USE_LEGACY_KERAS", "tf_keras"))]
+
+
+class Zygote:
+    """Forks a supervisor per request until the socket closes; the main zygote hands requests for
+    legacy-Keras traces to a legacy zygote it forks on the first one (``prepare_legacy``)."""
+
+    def __init__(self, sock: socket.socket, *, legacy: bool = False) -> None:
+        self.sock = sock
+        self.legacy = legacy  # this is the legacy zygote
+        self.children: set[int] = set()
+        self.legacy_sock: socket.socket | None = None
+        self.legacy_pid: int | None = None
+        self.legacy_broken = False  # then this zygote serves legacy traces itself (``switch_keras``)
+
+    def reap(self) -> None:
+        while True:
             try:
                 pid, _ = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                children.clear()
-                break
+                self.children.clear()
+                return
             if not pid:
-                break
-            children.discard(pid)
-        if not readable:
-            continue
-        try:
-            data, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 4)
-        except OSError:
-            return
-        if not data:
-            for fd in fds:
-                os.close(fd)
-            return  # the linter closed the pool, or died
-        if len(fds) != 1:
-            for fd in fds:
-                os.close(fd)
-            continue
-        try:
-            request = json.loads(data)
-        except ValueError:
-            os.close(fds[0])
-            continue
-        children.add(_start_supervisor(sock, request, fds[0]))
+                return
+            self.children.discard(pid)
+            if pid == self.legacy_pid:
+                self.legacy_broken = True  # it only leaves with this zygote, unless it failed
+                self._drop_legacy()
+
+    def _drop_legacy(self) -> None:
+        if self.legacy_sock is not None:
+            self.legacy_sock.close()
+        self.legacy_sock, self.legacy_pid = None, None
+
+    def _start_legacy(self) -> bool:
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                mine.close()
+                self.sock.close()
+                _die_with(signal.SIGKILL)
+                if prepare_legacy():
+                    code = 70  # unsafe: the requests sent meanwhile fail and run cold
+                else:
+                    Zygote(theirs, legacy=True).serve()
+            except BaseException:
+                traceback.print_exc()
+                code = 70
+            finally:
+                os._exit(code)
+        theirs.close()
+        self.legacy_sock, self.legacy_pid = mine, pid
+        self.children.add(pid)
+        return True
+
+    def _forward(self, data: bytes, reply: int) -> bool:
+        """Hand a legacy request to the legacy zygote (started on first use)."""
+        if self.legacy_broken:
+            return False
+        for _ in range(2):
+            if self.legacy_sock is None:
+                self._start_legacy()
+            try:
+                socket.send_fds(self.legacy_sock, [data], [reply])  # type: ignore[arg-type]
+                return True
+            except OSError:
+                self._drop_legacy()
+        return False
+
+    def serve(self) -> None:
+        while True:
+            try:
+                readable, _, _ = select.select([self.sock], [], [], 1.0)
+            except InterruptedError:
+                continue
+            self.reap()
+            if not readable:
+                continue
+            try:
+                data, fds, _, _ = socket.recv_fds(self.sock, MAX_MESSAGE, 4)
+            except OSError:
+                return
+            if not data:
+                for fd in fds:
+                    os.close(fd)
+                return  # the linter closed the pool, or died
+            if len(fds) != 1:
+                for fd in fds:
+                    os.close(fd)
+                continue
+            try:
+                request = json.loads(data)
+                legacy = request["env"].get("TF_USE_LEGACY_KERAS") in _LEGACY_VALUES
+            except (ValueError, KeyError, TypeError, AttributeError):
+                os.close(fds[0])
+                continue
+            if legacy and not self.legacy and self._forward(data, fds[0]):
+                os.close(fds[0])
+                continue
+            listening = [self.sock] + ([self.legacy_sock] if self.legacy_sock is not None else [])
+            self.children.add(_start_supervisor(listening, request, fds[0]))
 
 
 def main() -> None:
@@ -410,7 +489,7 @@ def main() -> None:
     sock.sendall(json.dumps({"ready": info}).encode())
     if info.get("problems"):
         return
-    serve(sock)
+    Zygote(sock).serve()
 
 
 if __name__ == "__main__":
