@@ -6,9 +6,13 @@ process (measurements and the reasons: ``bench/PROFILE.md``, "warm tracer"):
 
 - the **zygote** (this module's ``main``): ``import tensorflow`` and the tracer's own modules, then
   checks that nothing a trace must own exists yet (no eager context, ``tf.keras`` unresolved,
-  ``TF_USE_LEGACY_KERAS`` unset), says "ready" and waits. It never runs an op or a user's line.
+  ``TF_USE_LEGACY_KERAS`` unset, ``tf_keras`` not imported: it registers hooks in TensorFlow that a
+  Keras 3 trace must not have), says "ready" and waits. It never runs an op or a user's line.
   Each request (the harness command ``sandbox.run`` would start cold, its folder, environment and
-  limits, plus the write end of a reply pipe passed with ``SCM_RIGHTS``) gets a supervisor;
+  limits, plus the write end of a reply pipe passed with ``SCM_RIGHTS``) gets a supervisor.
+  Requests for legacy-Keras traces (``TF_USE_LEGACY_KERAS=1``: TF1 scripts) go to the **legacy
+  zygote**, forked from the zygote on the first one: it switches TensorFlow's Keras paths to
+  ``tf_keras`` (``switch_keras``) and imports ``tf_keras``, then serves them the same way;
 - a **supervisor** per trace, forked from the zygote (single-threaded, so ``unshare`` works):
   enters the empty network namespace the cold command's ``unshare --net`` prefix asks for, then
   runs ``sandbox.run`` itself, with a launcher that forks the harness instead of executing
