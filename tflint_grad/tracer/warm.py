@@ -34,6 +34,7 @@ from tflint_grad.tracer import sandbox
 
 HARNESS = "tflint_grad.tracer.harness"
 ZYGOTE = "tflint_grad.tracer.zygote"
+POOL_HOME_PREFIX = "tflint-grad-warm-"  # as zygote.POOL_HOME_PREFIX (that module imports TensorFlow)
 CLOSE_WAIT = 5.0  # seconds the zygote gets to leave after the socket closes
 REPLY_SLACK = 60.0  # beyond the trace's own limits, before a silent supervisor is given up on
 
@@ -109,7 +110,7 @@ class WarmPool:
             return True
 
     def _start_locked(self) -> str | None:
-        home = os.path.realpath(tempfile.mkdtemp(prefix="tflint-grad-warm-"))
+        home = os.path.realpath(tempfile.mkdtemp(prefix=POOL_HOME_PREFIX))
         self._home = home
         os.makedirs(os.path.join(home, ".tmp"))
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -43,6 +44,7 @@ import traceback
 from typing import Any
 
 ZYGOTE_FD_ENV = "TFLINT_GRAD_ZYGOTE_FD"
+POOL_HOME_PREFIX = "tflint-grad-warm-"  # the worker's folder (its cwd and $HOME)
 MAX_MESSAGE = 1 << 20
 # Modules the zygote imports besides TensorFlow (the harness imports them in every trace).
 PRELOAD = (
@@ -491,9 +493,15 @@ def main() -> None:
     except BaseException as e:
         info = {"problems": [f"import failed: {type(e).__name__}: {e}"]}
     sock.sendall(json.dumps({"ready": info}).encode())
-    if info.get("problems"):
-        return
-    Zygote(sock).serve()
+    if not info.get("problems"):
+        Zygote(sock).serve()
+    # The linter closed the socket, or died: leave now (no interpreter teardown of TensorFlow);
+    # the supervisors and their traces follow (PR_SET_PDEATHSIG). The folder is the linter's to
+    # remove, unless it died.
+    home = os.getcwd()
+    if os.path.basename(home).startswith(POOL_HOME_PREFIX) and os.environ.get("HOME") == home:
+        shutil.rmtree(home, ignore_errors=True)
+    os._exit(0)
 
 
 if __name__ == "__main__":
