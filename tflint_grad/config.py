@@ -30,6 +30,7 @@ Layout::
     timeout = 120                    # seconds
     memory = 4096                    # MB
     args = "--epochs 1"              # argv for the traced script (shlex-split), or a list
+    allow-read = ["../datasets"]     # more the traced script may read (relative: to this file)
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ _TOP_KEYS = (
     "rules",
     "trace",
 )
-_TRACE_KEYS = ("steps", "timeout", "memory", "args")
+_TRACE_KEYS = ("steps", "timeout", "memory", "args", "allow-read")
 
 
 class ConfigError(Exception):
@@ -109,6 +110,7 @@ class TraceConfig:
     timeout: float = 120.0
     memory: int = 4096  # MB
     args: list[str] = field(default_factory=list)
+    allow_read: list[str] = field(default_factory=list)  # absolute (relative ones: to the config's folder)
 
 
 @dataclass
@@ -393,6 +395,7 @@ def parse(table: dict[str, Any], path: Path | None = None, root: Path | None = N
             cfg.rule_options = _parse_rules(value, prefix, fname)
         elif key == "trace":
             cfg.trace = _parse_trace(value, prefix, fname, key_error)
+            cfg.trace.allow_read = [os.path.join(str(cfg.root), os.path.expanduser(p)) for p in cfg.trace.allow_read]
     # Validate selectors now so a typo is reported even if the CLI overrides it.
     checks = [
         ("select", cfg.selection.select or []),
@@ -510,6 +513,12 @@ def _parse_trace(value: Any, prefix: str, fname: str, key_error) -> TraceConfig:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
                 raise ConfigError(f"{where} must be a positive number of seconds, got {_tname(v)}")
             tc.timeout = float(v)
+        elif key == "allow-read":
+            if isinstance(v, str):
+                v = [v]
+            if not isinstance(v, list) or not all(isinstance(a, str) and a for a in v):
+                raise ConfigError(f"{where} must be a path or a list of paths, got {_tname(v)}")
+            tc.allow_read = list(v)
         elif key == "args":
             if isinstance(v, str):
                 try:

@@ -649,7 +649,12 @@ def run_confirm(
     options = TraceOptions(jobs=1)
     if trace is not None:  # [tool.tflint-grad.trace] of the file's config
         options = TraceOptions(
-            steps=trace.steps, timeout=trace.timeout, memory_mb=trace.memory, args=tuple(trace.args), jobs=1
+            steps=trace.steps,
+            timeout=trace.timeout,
+            memory_mb=trace.memory,
+            args=tuple(trace.args),
+            jobs=1,
+            allow_read=tuple(getattr(trace, "allow_read", ())),
         )
     warnings = confirm([result], options, settings=settings, pool=pool)
     return result.findings, list(warnings or [])

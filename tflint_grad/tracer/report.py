@@ -9,7 +9,8 @@ The harness writes one JSON object::
      "step_limit": int,
      "executed_lines": [int, ...],   # lines of the user script that ran
      "events": [{"kind": str, "line": int, ...}, ...],
-     "tf_version": str, "keras": str, "duration": float}
+     "tf_version": str, "keras": str, "duration": float,
+     "sandbox": [str, ...]}          # kernel protections active: "Landlock ABI 7: writes", "reads", "signals"...
 
 Every event has ``kind``, ``line`` (1-based line in the USER SCRIPT: the innermost
 frame of the script on the call stack when recorded, or from ``op.traceback`` for
@@ -106,6 +107,7 @@ class TraceResult:
     tf_version: str | None = None
     keras: str | None = None
     duration: float = 0.0
+    sandbox: list[str] = field(default_factory=list)  # the kernel protections that were active
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TraceResult:
@@ -120,6 +122,7 @@ class TraceResult:
             tf_version=d.get("tf_version"),
             keras=d.get("keras"),
             duration=float(d.get("duration") or 0.0),
+            sandbox=[str(p) for p in d.get("sandbox") or () if isinstance(p, str)],
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -134,6 +137,7 @@ class TraceResult:
             "tf_version": self.tf_version,
             "keras": self.keras,
             "duration": self.duration,
+            "sandbox": self.sandbox,
         }
 
     @property
