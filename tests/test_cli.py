@@ -381,16 +381,17 @@ def test_notebooks(tfg, tmp_path):
     assert r.returncode == 1
     lines = r.stdout.splitlines()
     assert lines[0].startswith("broken.ipynb:1:2: TFG000 the notebook is not valid JSON")
-    # text: 1-based cell number as Jupyter shows it; no [*]: notebooks are not fixed
-    assert lines[1].startswith("nb.ipynb:cell 3:4:29: TFG101 gradients taken")
+    # text: 1-based cell number as Jupyter shows it; [*]: --fix edits the cell
+    assert lines[1].startswith("nb.ipynb:cell 3:4:29: TFG101 [*] gradients taken")
     data = json.loads(tfg("check", "--format", "json").stdout)
     nb = [f for f in data["findings"] if f["path"] == "nb.ipynb"]
     assert [(f["cell"], f["line"], f["column"]) for f in nb] == [(2, 4, 29)]  # JSON: 0-based cell index
     assert "cell" not in [f for f in data["findings"] if f["path"] == "broken.ipynb"][0] or True
     before = (tmp_path / "nb.ipynb").read_bytes()
     r = tfg("check", "--fix")
-    assert (tmp_path / "nb.ipynb").read_bytes() == before
-    assert "nb.ipynb: notebooks are not fixed" in r.stderr
+    after = (tmp_path / "nb.ipynb").read_bytes()
+    assert after == before.replace(b"model.variables)", b"model.trainable_variables)")
+    assert "Fixed 1 issue" in r.stderr
 
 
 def test_json_contract(tfg, tmp_path):

@@ -28,8 +28,10 @@ MAX_ENTRIES = 20000
 def _package_fingerprint() -> str:
     import tflint_grad
     import tflint_grad.rules
+    from tflint_grad.cells import backend_id
 
     h = hashlib.sha256(__version__.encode())
+    h.update(backend_id().encode())  # notebooks: IPython's transformer or the fallback
     package = tflint_grad.__path__[0]
     # The package and every subpackage (analysis/, data/, tracer/...), plus the rules, which an
     # editable install maps from the top-level ``rules/`` folder.

@@ -13,7 +13,9 @@ error: printed on stderr with the file and the rule (``-v`` adds the traceback),
 goes on, exit 2.
 
 ``--fix`` writes through a temporary file and ``os.replace`` (mode kept, symlinks
-followed), never writes code that does not parse, and never touches notebooks. Refuted
+followed) and never writes code that does not parse. In a notebook it edits code cells
+only: the edited cells' ``source`` values change, everything else in the file stays byte
+for byte (outputs, metadata, ids, layout); ``--diff`` shows the edited cells. Refuted
 findings (``--confirm``) are still printed but do not make the exit code 1.
 
 The static path never imports TensorFlow: ``--confirm`` imports the tracer lazily.
@@ -176,9 +178,7 @@ def _fix(out: Outcome, job: Job, raw: bytes, state: WorkerState) -> None:
             out.fixed_text = src.text
         return
     if src.is_notebook:
-        out.notes.append(
-            f"{job.display}: notebooks are not fixed: {len(todo)} fixable finding(s) left (fix them in the notebook)"
-        )
+        _fix_notebook(out, job, raw, state, todo)
         return
     fr = fixes.fix_text(src.text, job.display, state.settings, unsafe=state.unsafe)
     if fr.applied == 0 or fr.text == src.text:
@@ -207,6 +207,32 @@ def _fix(out: Outcome, job: Job, raw: bytes, state: WorkerState) -> None:
     out.fixed = fr.applied
     result.findings = fr.remaining
     result.source = SourceFile(job.display, fr.text, newline=src.newline, raw=data)
+
+
+def _fix_notebook(out: Outcome, job: Job, raw: bytes, state: WorkerState, todo: list) -> None:
+    """Fix the code cells; only the edited cells' ``source`` changes in the file."""
+    from tflint_grad import fixes
+
+    result = out.result
+    fr = fixes.fix_notebook(raw, job.display, state.settings, unsafe=state.unsafe)
+    if fr.note:
+        out.notes.append(f"{job.display}: some fixes not applied: {fr.note}")
+    if fr.applied == 0 or fr.data == raw:
+        if job.abspath is None:
+            out.fixed_text = result.source.raw.decode("utf-8-sig", errors="replace")
+        return
+    before = Counter(f.code for f in todo)
+    after = Counter(f.code for f in fixes.choose(fr.remaining, state.unsafe))
+    out.fixed_codes = {c: before[c] - after[c] for c in sorted(before) if before[c] > after[c]}
+    if state.diff:
+        out.diff = fixes.notebook_diff(fr, job.display)
+    elif job.abspath is None:
+        out.fixed_text = fr.data.decode("utf-8-sig")
+    else:
+        atomic_write(job.abspath, fr.data)
+    out.fixed = fr.applied
+    result.findings = fr.remaining
+    result.source = fr.source
 
 
 def _encoding(raw: bytes) -> str:

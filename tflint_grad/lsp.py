@@ -18,6 +18,8 @@ What it does:
   TFG101 for this line" (appends ``  # noqa: TFG101`` or merges into the line's
   ``# noqa:`` list) and ``source.fixAll.tflint-grad`` (every safe fix, via
   :func:`tflint_grad.fixes.fix_text`);
+* notebooks (LSP 3.17 ``notebookDocument/*``): the code cells are linted together and
+  each cell gets its own diagnostics and quick fixes (see :mod:`tflint_grad.lsp_notebook`);
 * with the setting ``{"confirm": true}`` (``initializationOptions`` or
   ``workspace/didChangeConfiguration``), every save also runs ``--confirm`` in the
   background (the tracer runs TensorFlow in a child process) and republishes the
@@ -54,7 +56,7 @@ from typing import Any
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 
-from tflint_grad import __version__
+from tflint_grad import __version__, lsp_notebook
 from tflint_grad.engine import lint_file
 from tflint_grad.finding import Edit, Finding
 from tflint_grad.fixes import fix_text
@@ -290,7 +292,13 @@ class Linted:
 
 class TflintServer(LanguageServer):
     def __init__(self) -> None:
-        super().__init__("tflint-grad", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Incremental)
+        super().__init__(
+            "tflint-grad",
+            __version__,
+            text_document_sync_kind=types.TextDocumentSyncKind.Incremental,
+            notebook_document_sync=lsp_notebook.SYNC_OPTIONS,
+        )
+        self.notebook_cells: dict[str, set[str]] = {}  # notebook URI -> its code cells' URIs
         self.options = Options()
         self._configs: dict[str, Any] = {}  # folder -> tflint_grad.config.Config
         self._reported_config_errors: set[str] = set()
@@ -430,6 +438,9 @@ class TflintServer(LanguageServer):
         return linted
 
     def publish(self, uri: str) -> None:
+        if uri in self.open_uris and self.workspace.get_notebook_document(notebook_uri=uri) is not None:
+            lsp_notebook.publish_notebook(self, uri)
+            return
         if uri not in self.open_uris or not self.wants(uri):
             return
         linted = self.lint(uri)
@@ -445,6 +456,9 @@ class TflintServer(LanguageServer):
         cached = self.cache.get(uri)
         if cached is not None and cached.version == doc.version and cached.text == doc.source:
             return cached
+        nb = self.workspace.get_notebook_document(cell_uri=uri)
+        if nb is not None:  # a notebook cell: lint the notebook
+            return lsp_notebook.lint_notebook(self, nb.uri).get(uri) or Linted(doc.version, doc.source, [], [])
         return self.lint(uri)
 
     def schedule(self, uri: str, delay: float) -> None:
@@ -553,7 +567,7 @@ class TflintServer(LanguageServer):
         if _wanted(only, types.CodeActionKind.QuickFix):
             for diag, data in self._diagnostics_for(params, doc.version):
                 actions.extend(self._quick_fixes(uri, doc.version, diag, data))
-        if _wanted(only, FIX_ALL_KIND):
+        if _wanted(only, FIX_ALL_KIND) and self.workspace.get_notebook_document(cell_uri=uri) is None:
             linted = self.current(uri)
             if any(f.fix is not None and f.fix.applicability == "safe" for f in linted.findings):
                 fixed = fix_text(linted.text, doc.path or uri, self.config_for(doc.path)[0])
@@ -729,6 +743,8 @@ def create_server() -> TflintServer:
     )
     def code_action(ls: TflintServer, params: types.CodeActionParams) -> list[types.CodeAction]:
         return ls.code_actions(params)
+
+    lsp_notebook.register(server)
 
     @server.command(DEBUG_MODULES_COMMAND)
     def debug_modules(ls: TflintServer, *args: Any) -> dict[str, Any]:

@@ -366,6 +366,8 @@ def _run_trace(
             cmd.append("--alias-v1")
         if mode.legacy_keras:
             cmd.append("--legacy-keras")
+        if job.notebook:
+            cmd.append("--notebook")
         cmd += ["--", *map(str, options.args)]
         threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
         env = sandbox.child_env(work, legacy_keras=mode.legacy_keras, threads=threads, extra_pythonpath=_package_root())
@@ -571,7 +573,7 @@ def _give_verdicts(result: Any, src: Any, trace: TraceResult, warnings: list[str
                 evidence += f" ({_map_reason(src, trace.reason)})"
             f.verdict, f.evidence = "inconclusive", evidence
         else:
-            f.verdict, f.evidence = outcome.verdict, outcome.evidence
+            f.verdict, f.evidence = outcome.verdict, _map_reason(src, outcome.evidence)
 
 
 def _discover(result: Any, src: Any, trace: TraceResult, settings: Any, warnings: list[str]) -> None:
@@ -747,6 +749,8 @@ def confirm(
         warnings.extend(warns)
         if traces is not None:
             traces[result.path] = trace
+        if job.notebook and trace.status == "error" and trace.reason:  # which cell stopped "Run all"
+            warnings.append(f"{result.path}: the notebook {_map_reason(src, trace.reason).removeprefix('script ')}")
         try:
             _give_verdicts(result, src, trace, warnings)
             _discover(result, src, trace, settings, warnings)

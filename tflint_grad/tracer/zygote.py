@@ -409,6 +409,19 @@ class Zygote:
                 self.legacy_broken = True  # it only leaves with this zygote, unless it failed
                 self._drop_legacy()
 
+    def wind_down(self, wait: float = 2.0) -> None:
+        """Before leaving: let the legacy zygote go (its socket closes) and reap what has ended, so
+        every process's CPU time reaches the linter's accounting; what still runs after ``wait``
+        seconds (the linter died mid-trace) dies with this process."""
+        if self.legacy_sock is not None:
+            self.legacy_sock.close()
+            self.legacy_sock = None
+        deadline = time.monotonic() + wait
+        while self.children and time.monotonic() < deadline:
+            self.reap()
+            if self.children:
+                time.sleep(0.02)
+
     def _drop_legacy(self) -> None:
         if self.legacy_sock is not None:
             self.legacy_sock.close()
@@ -463,10 +476,11 @@ class Zygote:
             try:
                 data, fds, _, _ = socket.recv_fds(self.sock, MAX_MESSAGE, 4)
             except OSError:
-                return
+                data, fds = b"", []
             if not data:
                 for fd in fds:
                     os.close(fd)
+                self.wind_down()
                 return  # the linter closed the pool, or died
             if len(fds) != 1:
                 for fd in fds:
