@@ -703,6 +703,10 @@ def confirm(
         threads = max(1, (os.cpu_count() or 1) // jobs)
         pool = own_pool = warm.WarmPool(options.python or sys.executable, threads=threads)
     errors_before = len(pool.errors) if pool is not None else 0
+    if pool is not None and any(
+        sandbox.detect_tf_mode(job.data.decode("utf-8", "replace")).legacy_keras for _, _, job in selected
+    ):
+        pool.expect(legacy=True)
 
     def work(item: tuple[Any, Any, TraceJob]) -> tuple[TraceResult, list[str]]:
         _, _, job = item

@@ -85,6 +85,7 @@ class WarmPool:
         self.unavailable: str | None = available()  # why the warm path is off (then it stays off)
         self.info: dict[str, Any] = {}
         self.served = 0
+        self.expect_legacy = False  # TF1 traces will come: the worker prepares its legacy-Keras fork early
         self.errors: list[str] = []  # traces the warm path gave up on (they ran cold)
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
@@ -156,7 +157,23 @@ class WarmPool:
         problems = self.info.get("problems")
         if problems:
             return "unsafe to fork: " + "; ".join(map(str, problems))
+        if self.expect_legacy:
+            self._send_prepare_locked()
         return None
+
+    def _send_prepare_locked(self) -> None:
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.send(b'{"prepare": "legacy"}')
+
+    def expect(self, *, legacy: bool) -> None:
+        """Say that legacy-Keras (TF1) traces will come, so that the worker prepares for them
+        while the first traces run (else the first TF1 trace waits for it)."""
+        if legacy and not self.expect_legacy:
+            with self._lock:
+                self.expect_legacy = True
+                if self._proc is not None and self._proc.poll() is None:
+                    self._send_prepare_locked()
 
     def _log_hint(self) -> str:
         if not self._home:

@@ -485,6 +485,9 @@ class Zygote:
             if len(fds) != 1:
                 for fd in fds:
                     os.close(fd)
+                prepare = data == b'{"prepare": "legacy"}' and not self.legacy and not self.legacy_broken
+                if prepare and self.legacy_sock is None:
+                    self._start_legacy()  # TF1 traces are coming: import tf_keras meanwhile
                 continue
             try:
                 request = json.loads(data)
