@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import libcst as cst
 
+from tflint_grad import suppressions
 from tflint_grad.analysis import FileContext
 from tflint_grad.finding import Edit, Finding, Fix
 from tflint_grad.registry import all_rules, by_code
@@ -26,10 +27,7 @@ from tflint_grad.sourcefile import CellSpan, Problem, SourceFile, diagnose, load
 
 # A file must mention one of these to be parsed at all.
 _TF_TEXT = re.compile(r"tensorflow|keras|\btf\.|tf_slim")
-_NOQA = re.compile(r"#\s*noqa(?::\s*(?P<codes>[A-Z]+[0-9]+(?:\s*,\s*[A-Z]+[0-9]+)*))?", re.IGNORECASE)
-_FILE_NOQA = re.compile(
-    r"#\s*tflint-grad:\s*noqa(?::\s*(?P<codes>[A-Z]+[0-9]+(?:\s*,\s*[A-Z]+[0-9]+)*))?", re.IGNORECASE
-)
+_TF_BYTES = re.compile(rb"tensorflow|keras|\btf\.|tf_slim")
 
 
 @dataclass
@@ -84,16 +82,19 @@ def _lint_file(src: SourceFile, settings: Settings | None) -> Result:
     settings = settings or Settings.default()
     enabled = settings.enabled_for(src.path)
     result = Result(src.path, source=src)
+    # A file that cannot be analyzed (undecodable, not parseable) is always reported, whatever
+    # the selection, as ruff reports syntax errors; a file that never mentions TensorFlow is
+    # skipped whatever its content (syntax errors and undecodable bytes alike).
     if src.problem is not None:
-        if "TFG000" in enabled:
+        if not src.raw or _TF_BYTES.search(src.raw):
             result.findings.append(_tfg000(src, src.problem))
         return result
     text = src.text
     if not is_tf_source(text):
         return result
-    file_noqa = _file_noqa(text)
-    if file_noqa is not None and not file_noqa:
-        return result  # `# tflint-grad: noqa` silences the whole file
+    noqa = suppressions.parse(text)
+    if noqa.whole_file:
+        return result  # `# tflint-grad: noqa` (in a comment) silences the whole file
     rules = [
         r
         for r in all_rules()
@@ -103,12 +104,10 @@ def _lint_file(src: SourceFile, settings: Settings | None) -> Result:
         and (not r.requires or any(tok in text for tok in r.requires))
     ]
     if not rules:
-        if "TFG000" in enabled:
-            _cheap_syntax_check(src, result)
+        _cheap_syntax_check(src, result)
         return result
     module, parsed, problems = _parse(src)
-    if "TFG000" in enabled:
-        result.findings.extend(_tfg000(src, p) for p in problems)
+    result.findings.extend(_tfg000(src, p) for p in problems)  # always reported (see above)
     if module is None:
         return result
     text = parsed.text
@@ -116,13 +115,11 @@ def _lint_file(src: SourceFile, settings: Settings | None) -> Result:
     try:
         ctx = FileContext(module, text, src.path)
     except RecursionError:
-        if "TFG000" in enabled:
-            result.findings.append(_tfg000(src, Problem(1, 1, "cannot analyze: the file is too deeply nested")))
+        result.findings.append(_tfg000(src, Problem(1, 1, "cannot analyze: the file is too deeply nested")))
         return result
     try:
         instances = [r(ctx, settings.rule_options.get(r.code)) for r in rules]
         _run_rules(ctx, instances, result)
-        noqa = _line_noqa(text)
         for rule in instances:
             for rep in rule.reports:
                 try:
@@ -132,7 +129,8 @@ def _lint_file(src: SourceFile, settings: Settings | None) -> Result:
                         InternalError(src.path, rule.code, f"{type(e).__name__}: {e}", traceback.format_exc())
                     )
                     continue
-                if _suppressed(finding, noqa, file_noqa, src):
+                first = finding.data.get("source_line", finding.line)
+                if noqa.suppresses(finding.code, first, first + (finding.end_line - finding.line)):
                     continue
                 if finding.shown_at(settings.min_confidence):
                     result.findings.append(finding)
@@ -337,46 +335,3 @@ def _cheap_syntax_check(src: SourceFile, result: Result) -> None:
         result.findings.append(_tfg000(src, diagnose(src.text, e.lineno or 1, e.offset or 1, e.msg)))
     except (ValueError, RecursionError, MemoryError) as e:
         result.findings.append(_tfg000(src, Problem(1, 1, f"cannot parse: {type(e).__name__}: {e}")))
-
-
-def _parse_codes(m: re.Match) -> set[str]:
-    codes = m.group("codes")
-    return {c.strip().upper() for c in codes.split(",")} if codes else set()
-
-
-def _file_noqa(text: str) -> set[str] | None:
-    """None: no file-level directive; empty set: silence everything; else the codes."""
-    if "tflint-grad" not in text:
-        return None
-    found: set[str] | None = None
-    for m in _FILE_NOQA.finditer(text):
-        codes = _parse_codes(m)
-        if not codes:
-            return set()
-        found = (found or set()) | codes
-    return found
-
-
-def _line_noqa(text: str) -> dict[int, set[str]]:
-    out: dict[int, set[str]] = {}
-    if "noqa" not in text.lower():
-        return out
-    for i, line in enumerate(text.splitlines(), start=1):
-        if "noqa" not in line.lower():
-            continue
-        m = _NOQA.search(line)
-        if m and not _FILE_NOQA.search(line):
-            out[i] = _parse_codes(m)
-    return out
-
-
-def _suppressed(f: Finding, noqa: dict[int, set[str]], file_noqa: set[str] | None, src: SourceFile) -> bool:
-    if file_noqa and f.code in file_noqa:
-        return True
-    first = f.data.get("source_line", f.line)
-    last = first + (f.end_line - f.line)
-    for line in (first, last):
-        codes = noqa.get(line)
-        if codes is not None and (not codes or f.code in codes):
-            return True
-    return False

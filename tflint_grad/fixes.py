@@ -61,38 +61,48 @@ def choose(findings: list[Finding], unsafe: bool, codes: set[str] | None = None)
 
 
 def fix_text(
-    text: str, path: str, settings: Settings | None = None, *, unsafe: bool = False, codes: set[str] | None = None
+    text: str,
+    path: str,
+    settings: Settings | None = None,
+    *,
+    unsafe: bool = False,
+    codes: set[str] | None = None,
+    findings: list[Finding] | None = None,
 ) -> FixResult:
-    """Apply fixes until none is left (at most ``MAX_PASSES`` re-lints)."""
+    """Apply fixes until none is left (at most ``MAX_PASSES`` re-lints).
+
+    ``findings``: the findings of ``text`` when the caller has just linted it (the CLI, the
+    language server): the fix loop then lints only the texts it produced, and each re-lint
+    is also the parse check of the fixed text. ``applied`` counts findings, not edits: the
+    fixable findings of ``text`` minus those left (a fix that cascades into a second one
+    still counts once).
+    """
     from tflint_grad.engine import lint_file
 
-    applied = 0
     current = text
-    findings = lint_file(SourceFile(path, current), settings).findings
+    if findings is None:
+        findings = lint_file(SourceFile(path, current), settings).findings
+    before = len(choose(findings, unsafe, codes))
     for _ in range(MAX_PASSES):
         todo = choose(findings, unsafe, codes)
         if not todo:
             break
         # one fix per finding; edits of overlapping fixes are deferred to the next pass
         edits: list[Edit] = []
-        taken: list[tuple[int, int]] = []
-        count = 0
         for f in todo:
             assert f.fix is not None
-            span = (min(e.line for e in f.fix.edits), max(e.end_line for e in f.fix.edits))
-            if any(not (span[1] < a or span[0] > b) for a, b in taken) and any(
-                _overlap(e, x) for e in f.fix.edits for x in edits
-            ):
+            if any(_overlap(e, x) for e in f.fix.edits for x in edits):
                 continue
             edits.extend(f.fix.edits)
-            taken.append(span)
-            count += 1
         candidate = apply_edits(current, edits)
-        if candidate == current or not parses(candidate):
+        if candidate == current:
+            break
+        result = lint_file(SourceFile(path, candidate), settings)
+        if not result.parsed and not parses(candidate):  # a fix must never break the code
             break
         current = candidate
-        applied += count
-        findings = lint_file(SourceFile(path, current), settings).findings
+        findings = result.findings
+    applied = max(0, before - len(choose(findings, unsafe, codes))) if current != text else 0
     return FixResult(current, applied, findings)
 
 
@@ -105,6 +115,20 @@ def parses(text: str) -> bool:
         cst.parse_module(text)
         return True
     except Exception:
+        return False
+
+
+def compiles(text: str) -> bool:
+    """CPython's own (fast) parser accepts ``text``: the last guard before a fixed file is written."""
+    import ast
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ast.parse(text)
+        return True
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
         return False
 
 

@@ -577,7 +577,7 @@ def _give_verdicts(result: Any, src: Any, trace: TraceResult, warnings: list[str
 
 
 def _discover(result: Any, src: Any, trace: TraceResult, settings: Any, warnings: list[str]) -> None:
-    from tflint_grad.engine import _file_noqa, _line_noqa
+    from tflint_grad import suppressions
     from tflint_grad.registry import all_rules
 
     rules = [r for r in all_rules() if r.trace_only]
@@ -586,15 +586,14 @@ def _discover(result: Any, src: Any, trace: TraceResult, settings: Any, warnings
     enabled = settings.enabled_for(result.path) if settings is not None else None
     text = src.text if src is not None else ""
     lines = text.splitlines()
-    file_noqa = _file_noqa(text)
-    noqa = _line_noqa(text)
+    noqa = suppressions.parse(text)  # the same noqa rules as the static findings
     existing = {
         (f.code, f.data.get("source_line", f.line) if isinstance(f.data, dict) else f.line) for f in result.findings
     }
     for rule in rules:
         if enabled is not None and rule.code not in enabled:
             continue
-        if file_noqa is not None and (not file_noqa or rule.code in file_noqa):
+        if noqa.file is not None and (not noqa.file or rule.code in noqa.file):
             continue
         try:
             found = rule.discover(trace) or []
@@ -607,8 +606,7 @@ def _discover(result: Any, src: Any, trace: TraceResult, settings: Any, warnings
                 line = int(line)
             except (TypeError, ValueError):
                 continue
-            codes = noqa.get(line)
-            if (rule.code, line) in existing or (codes is not None and (not codes or rule.code in codes)):
+            if (rule.code, line) in existing or noqa.suppresses(rule.code, line):
                 continue
             existing.add((rule.code, line))
             cell, cell_line = src.locate(line) if src is not None else (None, line)
