@@ -27,6 +27,8 @@ the tree, all from ``wait4``):
    tensorflow"``, and the speed-up of ``-j 2`` over ``-j 1`` on ``examples/seeds/*.py``.
 5. The zero-internal-error check: tflint-grad over ALL ``.py`` files of the installed
    tensorflow, keras and tf_keras packages (files, findings, TFG000s, internal errors).
+6. The warm tracer against cold traces (``bench/warm.py``: ``--confirm`` on the examples with
+   findings, the marginal cost of a script, the hostile suite, confirm on save in the editor).
 
 It writes ``bench/RESULTS.md`` (machine, versions, tables, targets met/missed) and prints
 it. The tools run with the bytecode cache on (``PYTHONDONTWRITEBYTECODE`` removed,
@@ -671,7 +673,7 @@ def main(argv: list[str] | None = None) -> int:
         "--skip",
         action="append",
         default=[],
-        choices=["pylint", "fixit", "static", "single", "cache", "confirm", "zero-errors"],
+        choices=["pylint", "fixit", "static", "single", "cache", "confirm", "zero-errors", "warm"],
         help="leave a part out",
     )
     ap.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"))
@@ -758,6 +760,11 @@ def main(argv: list[str] | None = None) -> int:
     if "zero-errors" not in args.skip:
         progress(f"zero-internal-error check over all {len(all_files)} files")
         sections["zero"], summary["zero"] = zero_errors(tools, base, all_files, env)
+    if "warm" not in args.skip:
+        progress("warm tracer against cold traces (bench/warm.py)")
+        import warm as warm_bench  # bench/warm.py
+
+        sections["warm"] = warm_bench.measure_all(confirm_reps + 1, hostile=not args.quick)
 
     elapsed = time.perf_counter() - started
     report = render(
@@ -919,6 +926,8 @@ def render(
         ]
     if "zero" in sections:
         parts += ["", "## Zero-internal-error check over ALL installed TF/Keras sources", "", sections["zero"], ""]
+    if "warm" in sections:
+        parts += ["", sections["warm"], ""]
     if notes:
         parts += ["", "## Notes", ""] + [f"- {n}" for n in notes]
     parts.append("")

@@ -390,6 +390,8 @@ async def test_confirm_on_save_republishes_with_verdicts(client: LanguageClient,
     first = await _open(client, uri, script)
     assert {d.code for d in first.diagnostics} == {"TFG101", "TFG201"}
     assert all("[confirmed" not in d.message for d in first.diagnostics)
+    # turning confirm on starts the warm tracer (TensorFlow imported once, in a child process)
+    await _wait_for_log(client, "warm tracer ready", 240)
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 240
@@ -414,7 +416,8 @@ async def test_confirm_on_save_republishes_with_verdicts(client: LanguageClient,
     assert d.severity == types.DiagnosticSeverity.Error
     assert d.data["verdict"] == "confirmed"
     assert "[confirmed: " in by_code["TFG201"].message
-    await _wait_for_log(client, "--confirm done", 5)
+    done = await _wait_for_log(client, "--confirm done", 5)
+    assert "(warm tracer)" in done, done
 
     status = await client.workspace_execute_command_async(
         types.ExecuteCommandParams(command="tflint-grad.debugModules", arguments=[])

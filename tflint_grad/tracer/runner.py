@@ -4,7 +4,9 @@ Parent side: this module never imports TensorFlow (``tests/test_tracer_sandbox.p
 
 ``confirm(results, options)`` picks the files to trace (those with findings other than TFG000;
 with ``confirm_all`` every TensorFlow script that parsed), traces each in its own child
-(``sandbox.run`` + ``harness``), ``options.jobs`` at a time, and then, per finding:
+(``sandbox.run`` + ``harness``), ``options.jobs`` at a time (with ``options.warm``, the default,
+each child is forked from one process that imported TensorFlow once, ``warm.WarmPool``; when the
+warm path cannot take a script, it runs cold, in a new Python), and then, per finding:
 
 - its line (``finding.data["source_line"]``, the line in the traced text) never ran, or the trace
   failed before it → ``inconclusive`` with the reason ("script stopped at line 12:
@@ -44,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from tflint_grad.finding import Finding
 from tflint_grad.scripttext import clean, quote
-from tflint_grad.tracer import sandbox
+from tflint_grad.tracer import sandbox, warm
 from tflint_grad.tracer.report import TraceResult
 
 if TYPE_CHECKING:
@@ -92,6 +94,7 @@ class TraceOptions:
     confirm_all: bool = False
     python: str = sys.executable
     allow_read: tuple[str, ...] = ()  # read roots granted on top of the project (--trace-allow-read)
+    warm: bool = True  # trace from a process that imported TensorFlow once (``warm``), else cold
 
 
 # -- the TensorFlow the child will import -----------------------------------------------------------
@@ -304,17 +307,30 @@ def _package_root() -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(tflint_grad.__file__)))
 
 
-def run_trace(job: TraceJob, options: TraceOptions, *, jobs: int = 1) -> tuple[TraceResult, list[str]]:
-    """Trace one script in a fresh sandbox. Never raises."""
+def run_trace(
+    job: TraceJob, options: TraceOptions, *, jobs: int = 1, pool: warm.WarmPool | None = None
+) -> tuple[TraceResult, list[str]]:
+    """Trace one script in a fresh sandbox (forked from ``pool``'s zygote if it can). Never raises."""
     try:
-        return _run_trace(job, options, jobs)
+        return _run_trace(job, options, jobs, pool)
     except Exception as e:
         return TraceResult("crashed", reason=f"the tracer failed: {type(e).__name__}: {e}", step_limit=options.steps), [
             f"{job.path}: the tracer failed: {type(e).__name__}: {e}"
         ]
 
 
-def _run_trace(job: TraceJob, options: TraceOptions, jobs: int) -> tuple[TraceResult, list[str]]:
+def _launch(
+    pool: warm.WarmPool | None, cmd: list[str], *, cwd: str, env: dict[str, str], limits: sandbox.Limits
+) -> sandbox.Outcome:
+    outcome = pool.run(cmd, cwd=cwd, env=env, limits=limits) if pool is not None else None
+    if outcome is None:  # no warm path for this one: a cold child imports TensorFlow itself
+        outcome = sandbox.run(cmd, cwd=cwd, env=env, limits=limits)
+    return outcome
+
+
+def _run_trace(
+    job: TraceJob, options: TraceOptions, jobs: int, pool: warm.WarmPool | None = None
+) -> tuple[TraceResult, list[str]]:
     warnings: list[str] = []
     text = job.data.decode("utf-8", "replace")
     mode = sandbox.detect_tf_mode(text)
@@ -361,7 +377,7 @@ def _run_trace(job: TraceJob, options: TraceOptions, jobs: int) -> tuple[TraceRe
         threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
         env = sandbox.child_env(work, legacy_keras=mode.legacy_keras, threads=threads, extra_pythonpath=_package_root())
         limits = sandbox.Limits(timeout=float(options.timeout), memory_mb=int(options.memory_mb))
-        outcome = sandbox.run(cmd, cwd=work, env=env, limits=limits)
+        outcome = _launch(pool, cmd, cwd=work, env=env, limits=limits)
         data, garbled = _load_result(out)
         prefix = sandbox.netns_prefix()
         if (
@@ -373,7 +389,7 @@ def _run_trace(job: TraceJob, options: TraceOptions, jobs: int) -> tuple[TraceRe
         ):
             # the network namespace could not be created this time: run with the audit hooks only
             warnings.append(f"{job.path}: {sandbox.last_line(outcome.stderr)}; traced without a network namespace")
-            outcome = sandbox.run(cmd[len(prefix) :], cwd=work, env=env, limits=limits)
+            outcome = _launch(pool, cmd[len(prefix) :], cwd=work, env=env, limits=limits)
             data, garbled = _load_result(out)
         trace = _interpret(job, script, options, limits, outcome, data, garbled, warnings)
         return trace, warnings
@@ -649,11 +665,14 @@ def confirm(
     *,
     settings: Settings | None = None,
     traces: dict[str, TraceResult] | None = None,
+    pool: warm.WarmPool | None = None,
 ) -> list[str]:
     """Trace the files of ``results`` and set each finding's verdict; returns warnings.
 
     ``settings`` (optional) filters trace-only rules per file; ``traces``, when a dict is
-    given, receives the TraceResult of every traced path.
+    given, receives the TraceResult of every traced path. ``pool``: a warm tracer to use (the
+    language server keeps one); by default, with ``options.warm``, one is started on the first
+    trace that is not cached and closed before returning.
     """
     options = options or TraceOptions()
     if not isinstance(options.args, tuple):
@@ -681,6 +700,17 @@ def confirm(
     sandbox.netns_prefix()  # probe once, before the workers start
     jobs = max(1, min(int(options.jobs or 1), len(selected)))
     lock = threading.Lock()
+    own_pool = None
+    if not options.warm:
+        pool = None
+    elif pool is None and warm.available() is None:
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        pool = own_pool = warm.WarmPool(options.python or sys.executable, threads=threads)
+    errors_before = len(pool.errors) if pool is not None else 0
+    if pool is not None and any(
+        sandbox.detect_tf_mode(job.data.decode("utf-8", "replace")).legacy_keras for _, _, job in selected
+    ):
+        pool.expect(legacy=True)
 
     def work(item: tuple[Result, SourceFile | None, TraceJob]) -> tuple[TraceResult, list[str]]:
         _, _, job = item
@@ -689,7 +719,7 @@ def confirm(
             hit = _cache_load(options, key)
             if hit is not None:
                 return hit
-        trace, warns = run_trace(job, options, jobs=jobs)
+        trace, warns = run_trace(job, options, jobs=jobs, pool=pool)
         if key is not None and trace.status in CACHEABLE:
             with lock:
                 _cache_store(options, key, trace, warns)
@@ -699,8 +729,8 @@ def confirm(
         if jobs == 1:
             outcomes = [work(item) for item in selected]
         else:
-            with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="tflint-grad-trace") as pool:
-                futures = [pool.submit(work, item) for item in selected]
+            with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="tflint-grad-trace") as executor:
+                futures = [executor.submit(work, item) for item in selected]
                 try:
                     outcomes = [f.result() for f in futures]
                 except BaseException:
@@ -710,6 +740,18 @@ def confirm(
     except BaseException:  # Ctrl-C: the children live in their own sessions, end them now
         sandbox.kill_all()
         raise
+    finally:
+        if own_pool is not None:
+            own_pool.close()
+    if pool is not None and pool.unavailable and pool.served == 0 and warm.available() is None:
+        warnings.append(
+            f"--confirm: the warm tracer is unavailable ({pool.unavailable}); each script imported TensorFlow"
+        )
+    elif pool is not None and len(pool.errors) > errors_before:
+        failed = pool.errors[errors_before:]
+        warnings.append(
+            f"--confirm: the warm tracer failed {len(failed)} time(s) ({failed[-1]}); those scripts were traced cold"
+        )
 
     for (result, src, job), (trace, warns) in zip(selected, outcomes):
         warnings.extend(warns)
