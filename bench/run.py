@@ -114,8 +114,9 @@ def measure(
     cmd: list[str], cwd: str, env: dict[str, str], ok_codes=(0, 1), timeout: float = 3600, output: str | None = None
 ) -> Sample:
     """Run ``cmd``; wall time, CPU (user+sys incl. reaped children) and max RSS via wait4."""
-    err = tempfile.TemporaryFile()
-    out = open(output, "wb") if output else subprocess.DEVNULL
+    # closed explicitly after wait4 (a with-block would wrap the whole measurement)
+    err = tempfile.TemporaryFile()  # noqa: SIM115
+    out = open(output, "wb") if output else subprocess.DEVNULL  # noqa: SIM115
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True

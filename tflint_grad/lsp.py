@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import functools
 import logging
 import os
 import re
@@ -426,7 +427,7 @@ class TflintServer(LanguageServer):
             except ConfigError:
                 settings, kept = Settings.default(), "the defaults"
             self._report_config_error(f"tflint-grad: invalid setting: {e}; using {kept}")
-        excluded = bool(path) and cfg.exclude_spec().match_path_or_parents(path)  # type: ignore[arg-type]
+        excluded = bool(path) and cfg.exclude_spec().match_path_or_parents(path)
         return settings, excluded
 
     def trace_config_for(self, path: str | None) -> Any:
@@ -528,7 +529,7 @@ class TflintServer(LanguageServer):
                 )
             )
             self._running[uri] = future
-            future.add_done_callback(lambda f, uri=uri: self._lint_done(uri, f))
+            future.add_done_callback(functools.partial(self._lint_done, uri))
             linted = await asyncio.shield(future)
             if self.fresh(uri) is linted:
                 return linted

@@ -42,12 +42,17 @@ import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tflint_grad.finding import Finding
 from tflint_grad.scripttext import clean, quote
 from tflint_grad.tracer import sandbox, warm
 from tflint_grad.tracer.report import TraceResult
+
+if TYPE_CHECKING:
+    from tflint_grad.engine import Result
+    from tflint_grad.settings import Settings
+    from tflint_grad.sourcefile import SourceFile
 
 CACHE_VERSION = 1
 MAX_RESULT_BYTES = 64 * 1024 * 1024
@@ -185,10 +190,10 @@ class TraceJob:
     notebook: bool = False
 
 
-def _siblings_fingerprint(origin_dir: str | None, skip: str) -> list:
+def _siblings_fingerprint(origin_dir: str | None, skip: str) -> list[list[str | int]]:
     if not origin_dir:
         return []
-    out = []
+    out: list[list[str | int]] = []
     try:
         with os.scandir(origin_dir) as it:
             for i, entry in enumerate(sorted(it, key=lambda e: e.name)):
@@ -422,8 +427,8 @@ def _interpret(
         ]
         trace = TraceResult.from_dict(data)
         if trace.status == "timeout":  # the harness wrote "timed out at line 12": where the script was
-            where = re.search(r"\bat line \d+", trace.reason or "")
-            trace.reason = timeout_reason + (f" {where.group(0)}" if where else "")
+            at_line = re.search(r"\bat line \d+", trace.reason or "")
+            trace.reason = timeout_reason + (f" {at_line.group(0)}" if at_line else "")
             if trace.steps:
                 trace.reason += f" ({trace.steps} training step{'s' if trace.steps != 1 else ''} done)"
         for w in data.get("warnings") or ():
@@ -474,10 +479,9 @@ def _interpret(
 # -- confirm ---------------------------------------------------------------------------------------
 
 
-def _source_of(result: Any):
-    src = getattr(result, "source", None)
-    if src is not None:
-        return src
+def _source_of(result: Result) -> SourceFile | None:
+    if result.source is not None:
+        return result.source
     try:
         from tflint_grad.sourcefile import load
 
@@ -487,7 +491,7 @@ def _source_of(result: Any):
         return None
 
 
-def _job_for(result: Any, src: Any) -> TraceJob | None:
+def _job_for(result: Result, src: SourceFile | None) -> TraceJob | None:
     if src is None or src.problem is not None:
         return None
     path = result.path
@@ -500,7 +504,7 @@ def _job_for(result: Any, src: Any) -> TraceJob | None:
     return TraceJob(path=path, name=_safe_name(path, notebook), data=data, origin_dir=origin, notebook=notebook)
 
 
-def _wants_trace(result: Any, src: Any, options: TraceOptions) -> bool:
+def _wants_trace(result: Result, src: SourceFile | None, options: TraceOptions) -> bool:
     if any(f.code == "TFG000" for f in result.findings):
         return False  # not analyzable (Python 2, bad encoding...): it cannot run either
     if any(f.code != "TFG000" for f in result.findings):
@@ -512,7 +516,7 @@ def _wants_trace(result: Any, src: Any, options: TraceOptions) -> bool:
     return False
 
 
-def _display_line(src: Any, line: int) -> str:
+def _display_line(src: SourceFile | None, line: int) -> str:
     if src is not None and src.is_notebook:
         cell, cell_line = src.locate(line)
         if cell is not None:
@@ -523,13 +527,13 @@ def _display_line(src: Any, line: int) -> str:
 _LINE_REF = re.compile(r"\bline (\d+)\b")
 
 
-def _map_reason(src: Any, reason: str | None) -> str | None:
+def _map_reason(src: SourceFile | None, reason: str | None) -> str | None:
     if reason is None or src is None or not src.is_notebook:
         return reason
     return _LINE_REF.sub(lambda m: _display_line(src, int(m.group(1))), reason)
 
 
-def _not_reached(trace: TraceResult, src: Any, line: int) -> str:
+def _not_reached(trace: TraceResult, src: SourceFile | None, line: int) -> str:
     where = _display_line(src, line)
     if trace.status == "stopped":
         return f"flagged {where} not reached within {trace.steps} training steps"
@@ -541,7 +545,7 @@ def _not_reached(trace: TraceResult, src: Any, line: int) -> str:
     return _map_reason(src, trace.reason) or f"the trace ended ({trace.status}) before flagged {where} ran"
 
 
-def _give_verdicts(result: Any, src: Any, trace: TraceResult, warnings: list[str]) -> None:
+def _give_verdicts(result: Result, src: SourceFile | None, trace: TraceResult, warnings: list[str]) -> None:
     from tflint_grad.registry import by_code
 
     rules = by_code()
@@ -576,7 +580,9 @@ def _give_verdicts(result: Any, src: Any, trace: TraceResult, warnings: list[str
             f.verdict, f.evidence = outcome.verdict, _map_reason(src, outcome.evidence)
 
 
-def _discover(result: Any, src: Any, trace: TraceResult, settings: Any, warnings: list[str]) -> None:
+def _discover(
+    result: Result, src: SourceFile | None, trace: TraceResult, settings: Settings | None, warnings: list[str]
+) -> None:
     from tflint_grad import suppressions
     from tflint_grad.registry import all_rules
 
@@ -654,10 +660,10 @@ def _unavailable_reason(info: dict[str, Any]) -> str:
 
 
 def confirm(
-    results: list[Any],
+    results: list[Result],
     options: TraceOptions | None = None,
     *,
-    settings: Any = None,
+    settings: Settings | None = None,
     traces: dict[str, TraceResult] | None = None,
     pool: warm.WarmPool | None = None,
 ) -> list[str]:
@@ -672,7 +678,7 @@ def confirm(
     if not isinstance(options.args, tuple):
         options = dataclasses.replace(options, args=tuple(options.args or ()))
     warnings: list[str] = []
-    selected: list[tuple[Any, Any, TraceJob]] = []
+    selected: list[tuple[Result, SourceFile | None, TraceJob]] = []
     for result in results:
         src = _source_of(result)
         if not _wants_trace(result, src, options):
@@ -685,7 +691,7 @@ def confirm(
     info = tensorflow_info(options.python or sys.executable)
     if not info.get("tensorflow"):
         reason = _unavailable_reason(info)
-        for result, src, _ in selected:
+        for result, _src, _ in selected:
             for f in result.findings:
                 if f.code != "TFG000" and f.verdict == "unconfirmed":
                     f.verdict, f.evidence = "inconclusive", reason
@@ -706,7 +712,7 @@ def confirm(
     ):
         pool.expect(legacy=True)
 
-    def work(item: tuple[Any, Any, TraceJob]) -> tuple[TraceResult, list[str]]:
+    def work(item: tuple[Result, SourceFile | None, TraceJob]) -> tuple[TraceResult, list[str]]:
         _, _, job = item
         key = cache_key(job, options, info) if options.cache else None
         if key is not None:
@@ -728,8 +734,8 @@ def confirm(
                 try:
                     outcomes = [f.result() for f in futures]
                 except BaseException:
-                    for f in futures:
-                        f.cancel()
+                    for fut in futures:
+                        fut.cancel()
                     raise
     except BaseException:  # Ctrl-C: the children live in their own sessions, end them now
         sandbox.kill_all()
@@ -752,7 +758,8 @@ def confirm(
         if traces is not None:
             traces[result.path] = trace
         if job.notebook and trace.status == "error" and trace.reason:  # which cell stopped "Run all"
-            warnings.append(f"{result.path}: the notebook {_map_reason(src, trace.reason).removeprefix('script ')}")
+            reason = _map_reason(src, trace.reason) or trace.reason
+            warnings.append(f"{result.path}: the notebook {reason.removeprefix('script ')}")
         try:
             _give_verdicts(result, src, trace, warnings)
             _discover(result, src, trace, settings, warnings)

@@ -476,6 +476,7 @@ def run(
     out.pid = proc.pid
     with _active_lock:
         _active.add(proc.pid)
+    assert proc.stdout is not None and proc.stderr is not None  # both are PIPE
     bufs = {
         proc.stdout.fileno(): CappedBuffer(limits.output_keep),
         proc.stderr.fileno(): CappedBuffer(limits.output_keep),
