@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from tflint_grad import __version__
+from tflint_grad.config import ConfigError
 from tflint_grad.engine import is_tf_source, lint_file
 from tflint_grad.settings import Settings
 from tflint_grad.sourcefile import SourceFile
@@ -41,15 +42,10 @@ def settings_for(filename: str) -> Settings:
     rule_options: dict[str, dict[str, Any]] = {}
     min_confidence = "high"  # the CLI's default: findings whose premise was assumed stay hidden
     try:
-        from tflint_grad.config import ConfigError
-
-        try:
-            cfg = _resolver().for_folder(folder)
-            rule_options, min_confidence = cfg.rule_options, cfg.min_confidence()
-        except ConfigError as e:
-            LOG.warning("tflint-grad: invalid configuration (%s); using the default rule options", e)
-    except ImportError:  # pragma: no cover - older layouts without config.py
-        pass
+        cfg = _resolver().for_folder(folder)
+        rule_options, min_confidence = cfg.rule_options, cfg.min_confidence()
+    except ConfigError as e:
+        LOG.warning("tflint-grad: invalid configuration (%s); using the default rule options", e)
     settings = Settings(Settings.default().enabled, {k: dict(v) for k, v in rule_options.items()})
     settings.min_confidence = min_confidence  # type: ignore[assignment]
     _SETTINGS[folder] = settings
