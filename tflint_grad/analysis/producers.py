@@ -29,8 +29,9 @@ from typing import Literal, cast
 import libcst as cst
 
 from tflint_grad import tfapi
+from tflint_grad.analysis.calls import bind_arguments
 from tflint_grad.analysis.context import Binding, FileContext, dotted, get_arg, number, string_value
-from tflint_grad.analysis.facts import bind_argument, memo
+from tflint_grad.analysis.facts import memo
 from tflint_grad.analysis.targets import gradient_targets
 
 PROB = ("softmax", "sigmoid")
@@ -727,7 +728,7 @@ class Flow:
                     continue
             elif not (is_method and isinstance(func, cst.Attribute)):
                 continue
-            value = bind_argument(fn, site, b.name, skip_self=is_method)
+            value = bind_arguments(fn, site, skip_self=is_method).passed(b.name)
             if not isinstance(value, cst.BaseExpression):
                 continue
             if use is None:
@@ -789,8 +790,9 @@ def _literal_params(fn: cst.FunctionDef, use: cst.Call | None, skip_self: bool) 
                 out[p.name.value] = v
     if use is None:
         return out
+    bound = bind_arguments(fn, use, skip_self=skip_self)
     for p in every:
-        value = bind_argument(fn, use, p.name.value, skip_self=skip_self)
+        value = bound.passed(p.name.value)
         if value is None:
             continue  # the default applies
         out.pop(p.name.value, None)
