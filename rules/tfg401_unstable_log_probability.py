@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 import libcst as cst
-from tflint_grad.analysis.producers import Flow, Source, origin, short, tf_alias
 
 from tflint_grad import tfapi
 from tflint_grad.analysis import get_arg, number
-from tflint_grad.rule import Invalid, Outcome, Rule, Valid
+from tflint_grad.analysis.producers import Flow, Source, origin, short, tf_alias
+from tflint_grad.rule import Invalid, Outcome, Rule, Traced, Valid, confirmed, inconclusive, refuted
+from tflint_grad.tracer.events import event
 
 
 class UnstableLogProbability(Rule):
@@ -309,27 +310,80 @@ class UnstableLogProbability(Rule):
         return self.replace(neg, new, "Compute the cross-entropy from the logits with the fused loss", "unsafe")
 
     # -- confirmation -------------------------------------------------------------------
+    CONFIRMS = [
+        Traced(
+            (event("log_input", 10, op="Log", input_op_type="Softmax", clipped=False, differentiated=True),),
+            evidence="Log ← Softmax (line 9), no clipping, on the differentiated path",
+            data={"producer_line": 9},
+        ),
+        Traced(  # issue 10: `log(h)` and `log(1 - h)` on one line: each is judged, the Sub-fed one is not clean
+            (
+                event("log_input", 10, op="Log", input_op_type="Sub", clipped=False, differentiated=True),
+                event("log_input", 10, op="Log_1", input_op_type="Sigmoid", clipped=False, differentiated=True),
+            ),
+            evidence="Log ← Sigmoid",
+        ),
+        Traced(
+            (event("nonfinite", 10, op="Log", op_type="Log", where="forward", value="Inf"),),
+            evidence="forward became Inf",
+        ),
+    ]
+    REFUTES = [
+        Traced(
+            (event("log_input", 10, op="Log", input_op_type="Softmax", clipped=True, differentiated=True),),
+            evidence="the traced Log at line 10 is clipped",
+        )
+    ]
+    INCONCLUSIVE = [
+        Traced(  # issue 10: a cost printed but never differentiated: the shape without the consequence
+            (event("log_input", 10, op="Log", input_op_type="Sigmoid", clipped=False, differentiated=False),),
+            evidence="not on the path of any gradient",
+        ),
+        Traced(  # a Log fed by an op the trace cannot classify: not proof of safety
+            (event("log_input", 10, op="Log", input_op_type="Sub", clipped=False, differentiated=True),),
+            evidence="fed by Sub",
+        ),
+        Traced((), evidence="no Log op was traced at line 10"),
+    ]
+
     @classmethod
     def confirm(cls, finding, trace) -> Outcome | None:
         probs = set(tfapi.names("losses", "probability_op_types"))
         logs = trace.events_at("log_input", finding.line, finding.end_line)
-        nan = _nonfinite_note(trace)
-        bad = [e for e in logs if e.get("input_op_type") in probs and not e.get("clipped")]
-        if bad:
-            e = bad[0]
-            where = finding.data.get("producer_line")
-            at = f" (line {where})" if where else ""
-            return Outcome(
-                "confirmed", f"Log ← {e.get('input_op_type')}{at}, no clipping" + (f"; {nan}" if nan else "")
-            )
         hits = trace.events_at("nonfinite", finding.line, finding.end_line)
         if hits:
-            return Outcome("confirmed", _nonfinite_text(hits[0]))
-        if logs:
-            e = logs[0]
-            why = "clipped" if e.get("clipped") else f"fed by {e.get('input_op_type')}, not a probability"
-            return Outcome("refuted", f"the traced Log at line {e.get('line')} is {why}")
-        return None
+            return confirmed(_nonfinite_text(hits[0]))
+        nan = _nonfinite_note(trace)
+        risky = [e for e in logs if e.get("input_op_type") in probs and not e.get("clipped")]
+        where = finding.data.get("producer_line")
+        for e in risky:
+            if e.get("differentiated") is True:
+                at = f" (line {where})" if where else ""
+                return confirmed(
+                    f"Log ← {e.get('input_op_type')}{at}, no clipping, on the differentiated path"
+                    + (f"; {nan}" if nan else "")
+                )
+        if risky:
+            e = risky[0]
+            if e.get("differentiated") is False:
+                return inconclusive(
+                    f"Log ← {e.get('input_op_type')} at line {e.get('line')}, no clipping, but it is not on the path "
+                    "of any gradient the script took: the instability cannot reach training"
+                )
+            return inconclusive(
+                f"Log ← {e.get('input_op_type')} at line {e.get('line')}, no clipping; "
+                "whether a gradient flows through it was not observed"
+            )
+        if logs and all(e.get("clipped") for e in logs):
+            return refuted(f"the traced Log at line {logs[0].get('line')} is clipped")
+        unknown = [e for e in logs if not e.get("clipped")]
+        if unknown:
+            kinds = ", ".join(sorted({str(e.get("input_op_type")) for e in unknown}))
+            return inconclusive(
+                f"the Log at line {unknown[0].get('line')} is fed by {kinds}, which the trace cannot classify as "
+                "a probability or a guarded value"
+            )
+        return inconclusive(f"no Log op was traced at line {finding.line}")
 
 
 def _nonfinite_text(e: dict) -> str:

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 import libcst as cst
-from tflint_grad.analysis.producers import Flow, loop_ancestors, short
 
 from tflint_grad import tfapi
 from tflint_grad.analysis import get_arg, string_value
-from tflint_grad.rule import Invalid, Outcome, Rule, Valid
+from tflint_grad.analysis.producers import Flow, loop_ancestors, short
+from tflint_grad.rule import Invalid, Outcome, Rule, Traced, Valid, confirmed, inconclusive, refuted
+from tflint_grad.tracer.events import event
 
 _DEFS = (cst.FunctionDef, cst.Lambda, cst.ClassDef)
 
@@ -410,18 +411,44 @@ class OptimizerInLoop(Rule):
         return False
 
     # -- confirmation -------------------------------------------------------------------
+    CONFIRMS = [
+        Traced(
+            (event("optimizer_created", 10, count=5, **{"class": "Adam"}),),
+            evidence="5 Adam instances created in 5 steps",
+            data={"class": "Adam", "stmt_line": 10, "stmt_end_line": 10},
+        )
+    ]
+    REFUTES = [
+        Traced(
+            (event("optimizer_created", 10, count=1, **{"class": "Adam"}),),
+            evidence="a single Adam instance was created during the 5 traced steps",
+            data={"class": "Adam", "stmt_line": 10, "stmt_end_line": 10},
+        )
+    ]
+    INCONCLUSIVE = [
+        Traced(  # one step only: one instance is what the bug would also give
+            (event("optimizer_created", 10, count=1, **{"class": "Adam"}),),
+            evidence="only 1 training step ran",
+            steps=1,
+            data={"class": "Adam", "stmt_line": 10, "stmt_end_line": 10},
+        ),
+        Traced((), evidence="no optimizer creation was recorded", data={"stmt_line": 10, "stmt_end_line": 10}),
+    ]
+
     @classmethod
     def confirm(cls, finding, trace) -> Outcome | None:
         lo = finding.data.get("stmt_line", finding.line)
         hi = max(finding.data.get("stmt_end_line", finding.end_line), finding.end_line)
         events = trace.events_at("optimizer_created", lo, hi)
         if not events:
-            return None
+            return inconclusive(f"no optimizer creation was recorded at line {lo}")
         n = sum(int(e.get("count") or 1) for e in events)
         name = events[0].get("class") or finding.data.get("class") or "optimizer"
         steps = trace.steps or len({e.get("step") for e in events})
         if n > 1:
-            return Outcome(
-                "confirmed", f"{n} {name} instances created in {steps} steps: slot variables reset each step"
+            return confirmed(f"{n} {name} instances created in {steps} steps: slot variables reset each step")
+        if trace.steps < 2:
+            return inconclusive(
+                f"only {trace.steps} training step ran: one {name} instance is what the loop would also create"
             )
-        return Outcome("refuted", f"a single {name} instance was created during the {steps} traced steps")
+        return refuted(f"a single {name} instance was created during the {steps} traced steps")

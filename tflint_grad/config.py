@@ -34,6 +34,7 @@ Layout::
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import shlex
@@ -45,7 +46,7 @@ from typing import Any
 
 import pathspec
 
-from tflint_grad.settings import SelectionError, Settings, expand
+from tflint_grad.settings import SelectionError, Settings, TraceSettings, expand
 
 SECTION = "tool.tflint-grad"
 CONFIG_FILES = (".tflint-grad.toml", "tflint-grad.toml", "pyproject.toml")
@@ -101,14 +102,6 @@ _TRACE_KEYS = ("steps", "timeout", "memory", "args")
 
 class ConfigError(Exception):
     """Invalid configuration (exit 2)."""
-
-
-@dataclass
-class TraceConfig:
-    steps: int = 5
-    timeout: float = 120.0
-    memory: int = 4096  # MB
-    args: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -212,7 +205,7 @@ class Config:
     respect_gitignore: bool = True
     output_format: str | None = None
     rule_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    trace: TraceConfig = field(default_factory=TraceConfig)
+    trace: TraceSettings = field(default_factory=TraceSettings)
 
     @property
     def display_name(self) -> str:
@@ -494,10 +487,10 @@ def _check_option(value: Any, default: Any, where: str) -> Any:
     return value
 
 
-def _parse_trace(value: Any, prefix: str, fname: str, key_error) -> TraceConfig:
+def _parse_trace(value: Any, prefix: str, fname: str, key_error) -> TraceSettings:
     if not isinstance(value, dict):
         raise ConfigError(f"'{prefix}trace' in {fname} must be a table")
-    tc = TraceConfig()
+    tc = TraceSettings()
     for key, v in value.items():
         where = f"'{prefix}trace.{key}' in {fname}"
         if key not in _TRACE_KEYS:
@@ -505,19 +498,19 @@ def _parse_trace(value: Any, prefix: str, fname: str, key_error) -> TraceConfig:
         if key in ("steps", "memory"):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ConfigError(f"{where} must be a positive integer, got {_tname(v)}")
-            setattr(tc, key, v)
+            tc = dataclasses.replace(tc, **{"memory_mb" if key == "memory" else key: v})
         elif key == "timeout":
             if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
                 raise ConfigError(f"{where} must be a positive number of seconds, got {_tname(v)}")
-            tc.timeout = float(v)
+            tc = dataclasses.replace(tc, timeout=float(v))
         elif key == "args":
             if isinstance(v, str):
                 try:
-                    tc.args = shlex.split(v)
+                    tc = dataclasses.replace(tc, args=tuple(shlex.split(v)))
                 except ValueError as e:
                     raise ConfigError(f"{where}: cannot split {v!r}: {e}") from None
             elif isinstance(v, list) and all(isinstance(a, str) for a in v):
-                tc.args = list(v)
+                tc = dataclasses.replace(tc, args=tuple(v))
             else:
                 raise ConfigError(f"{where} must be a string or a list of strings, got {_tname(v)}")
     return tc

@@ -22,13 +22,11 @@ from tflint_grad.registry import all_rules, by_code
 from tflint_grad.rule import Rule
 from tflint_grad.settings import Settings
 from tflint_grad.sourcefile import Problem, SourceFile, diagnose, load
+from tflint_grad.suppressions import file_noqa as _file_noqa
+from tflint_grad.suppressions import line_noqa as _line_noqa
 
 # A file must mention one of these to be parsed at all.
 _TF_TEXT = re.compile(r"tensorflow|keras|\btf\.|tf_slim")
-_NOQA = re.compile(r"#\s*noqa(?::\s*(?P<codes>[A-Z]+[0-9]+(?:\s*,\s*[A-Z]+[0-9]+)*))?", re.IGNORECASE)
-_FILE_NOQA = re.compile(
-    r"#\s*tflint-grad:\s*noqa(?::\s*(?P<codes>[A-Z]+[0-9]+(?:\s*,\s*[A-Z]+[0-9]+)*))?", re.IGNORECASE
-)
 
 
 @dataclass
@@ -202,6 +200,26 @@ def _to_finding(src: SourceFile, ctx: FileContext, rule: Rule, rep) -> Finding:
     )
 
 
+def make_finding(rule: type[Rule], path: str, src: SourceFile | None, line: int, message: str) -> Finding:
+    """A finding spanning line ``line`` of the parsed text (trace-only rules: no node to point at)."""
+    lines = src.text.splitlines() if src is not None else []
+    cell, cell_line = src.locate(line) if src is not None else (None, line)
+    text_line = lines[line - 1] if 0 < line <= len(lines) else ""
+    return Finding(
+        code=rule.code,
+        name=rule.name,
+        path=path,
+        line=max(cell_line, 1),
+        column=1,
+        end_line=max(cell_line, 1),
+        end_column=max(len(text_line), 1) + 1,
+        message=message,
+        severity=rule.severity,
+        cell=cell,
+        data={"source_line": line},
+    )
+
+
 def _tfg000(src: SourceFile, problem: Problem) -> Finding:
     rule = by_code().get("TFG000")
     cell, line = src.locate(problem.line)
@@ -228,37 +246,6 @@ def _cheap_syntax_check(src: SourceFile, result: Result) -> None:
         result.findings.append(_tfg000(src, diagnose(src.text, e.lineno or 1, e.offset or 1, e.msg)))
     except (ValueError, RecursionError, MemoryError) as e:
         result.findings.append(_tfg000(src, Problem(1, 1, f"cannot parse: {type(e).__name__}: {e}")))
-
-
-def _parse_codes(m: re.Match) -> set[str]:
-    codes = m.group("codes")
-    return {c.strip().upper() for c in codes.split(",")} if codes else set()
-
-
-def _file_noqa(text: str) -> set[str] | None:
-    """None: no file-level directive; empty set: silence everything; else the codes."""
-    if "tflint-grad" not in text:
-        return None
-    found: set[str] | None = None
-    for m in _FILE_NOQA.finditer(text):
-        codes = _parse_codes(m)
-        if not codes:
-            return set()
-        found = (found or set()) | codes
-    return found
-
-
-def _line_noqa(text: str) -> dict[int, set[str]]:
-    out: dict[int, set[str]] = {}
-    if "noqa" not in text.lower():
-        return out
-    for i, line in enumerate(text.splitlines(), start=1):
-        if "noqa" not in line.lower():
-            continue
-        m = _NOQA.search(line)
-        if m and not _FILE_NOQA.search(line):
-            out[i] = _parse_codes(m)
-    return out
 
 
 def _suppressed(f: Finding, noqa: dict[int, set[str]], file_noqa: set[str] | None, src: SourceFile) -> bool:

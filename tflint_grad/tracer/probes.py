@@ -952,7 +952,7 @@ class _Probes:
                     {"variable": entry["name"], "op": view.name(b), "op_type": view.op_type(b), "line": view.line(b)}
                 )
         if view is not None:
-            self._scan_eager_logs(view)
+            self._scan_eager_logs(view, target_nodes)
 
     # ---- nonfinite ----------------------------------------------------------------------
     _ZERO_SENSITIVE = frozenset(
@@ -2384,15 +2384,42 @@ class _Probes:
     # ===================================================================================
     # log inputs
     # ===================================================================================
+    def _differentiated_in_graph(self, g: Any, view: Any) -> set | None:
+        """Ops of graph ``g`` that some gradient call differentiated through (ancestors of its
+        targets); None when no gradient call targeted this graph (nothing observed)."""
+        target_ops = []
+        for site in list(self.grad_sites.values()):
+            if site is None or site.graph is not g:
+                continue
+            for t in site.targets:
+                if getattr(t, "graph", None) is g:
+                    target_ops.append(t.op)
+        if not target_ops:
+            return None
+        return G.ancestors(view, target_ops, control=False)
+
+    @staticmethod
+    def _mark_differentiated(ev: dict, on_path: set | None, node: Any) -> None:
+        """``differentiated``: the op lies on the path of a gradient the script took (True wins
+        over an earlier False); absent when no gradient target was known."""
+        if on_path is None:
+            return
+        ev["differentiated"] = bool(ev.get("differentiated")) or node in on_path
+
     def _scan_graph_for_logs(self, g: Any) -> None:
         if g is None or id(g) in self._logs_scanned:
             return
         self._logs_scanned.add(id(g))
         view = self.view()
+        try:
+            on_path = self._differentiated_in_graph(g, view)
+        except Exception:
+            _debug("differentiated ops")
+            on_path = None
         n = n_sqrt = 0
         for op in g.get_operations():
             if op.type == "Sqrt" and n_sqrt < _MAX_LIST_EVENTS:
-                n_sqrt += self._emit_sqrt(view, op, view.line(op), op.name)
+                n_sqrt += self._emit_sqrt(view, op, view.line(op), op.name, on_path=on_path)
                 continue
             if op.type not in ("Log", "Log1p") or n >= _MAX_LIST_EVENTS:
                 continue
@@ -2402,7 +2429,7 @@ class _Probes:
             prod, clipped = G.feeding_type(view, op)
             if prod is None:
                 continue
-            self.rec.emit(
+            ev = self.rec.emit(
                 "log_input",
                 line,
                 key=("log", op.type, prod.type, clipped),
@@ -2410,20 +2437,22 @@ class _Probes:
                 input_op_type=prod.type,
                 clipped=clipped,
             )
+            self._mark_differentiated(ev, on_path, op)
             n += 1
 
-    def _scan_eager_logs(self, view: Any) -> None:
+    def _scan_eager_logs(self, view: Any, target_nodes: list | None = None) -> None:
+        on_path = G.ancestors(view, target_nodes, control=False) if target_nodes else None
         n_sqrt = 0
         for i, r in enumerate(view.records):
             if r["type"] == "Sqrt" and n_sqrt < _MAX_LIST_EVENTS:
-                n_sqrt += self._emit_sqrt(view, i, r.get("line"), f"Sqrt_{i}", r.get("in_t") or ())
+                n_sqrt += self._emit_sqrt(view, i, r.get("line"), f"Sqrt_{i}", r.get("in_t") or (), on_path=on_path)
                 continue
             if r["type"] not in ("Log", "Log1p"):
                 continue
             prod, clipped = G.feeding_type(view, i)
             if prod is None:
                 continue
-            self.rec.emit(
+            ev = self.rec.emit(
                 "log_input",
                 r.get("line"),
                 key=("log", r["type"], view.op_type(prod), clipped),
@@ -2431,8 +2460,11 @@ class _Probes:
                 input_op_type=view.op_type(prod),
                 clipped=clipped,
             )
+            self._mark_differentiated(ev, on_path, i)
 
-    def _emit_sqrt(self, view: Any, node: Any, line: int | None, name: str, ins: Any = ()) -> int:
+    def _emit_sqrt(
+        self, view: Any, node: Any, line: int | None, name: str, ins: Any = (), on_path: set | None = None
+    ) -> int:
         """``sqrt_input`` for a Sqrt op (TFG403); eager: whether its input held an exact 0."""
         if line is None:
             return 0
@@ -2455,6 +2487,7 @@ class _Probes:
                 input_op_type=rad["chain"][0] if rad["chain"] else None,
                 **rad,
             )
+            self._mark_differentiated(ev, on_path, node)
             if extra and ("zeros" not in ev or (extra["zeros"] and not ev["zeros"])):
                 ev.update(extra)  # the first observation, or the first one with a zero
                 if extra["zeros"]:

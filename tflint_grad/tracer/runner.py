@@ -2,21 +2,11 @@
 
 Parent side: this module never imports TensorFlow (``tests/test_tracer_sandbox.py`` checks).
 
-``confirm(results, options)`` picks the files to trace (those with findings other than TFG000;
-with ``confirm_all`` every TensorFlow script that parsed), traces each in its own child
-(``sandbox.run`` + ``harness``), ``options.jobs`` at a time, and then, per finding:
-
-- its line (``finding.data["source_line"]``, the line in the traced text) never ran, or the trace
-  failed before it → ``inconclusive`` with the reason ("script stopped at line 12:
-  FileNotFoundError: data.csv (No such file or directory)", "flagged line 57 not reached within 5
-  training steps", "timed out after 120 s at line 60 (2 training steps done)", "memory limit of
-  4096 MB exceeded", "TensorFlow not installed");
-- the trace was cut short by a limit or died (``CUT_SHORT``: timeout, memory, killed, crashed),
-  even after the line ran → ``inconclusive`` with that reason;
-- otherwise the rule's oracle ``confirm(finding, trace)`` decides; ``None`` → ``inconclusive``
-  ("the trace recorded no evidence for this rule").
-
-Trace-only rules (``rule.trace_only``) add ``confirmed`` findings from ``rule.discover(trace)``.
+``trace(jobs, settings)`` traces each script in its own child (``sandbox.run`` + ``harness``),
+``settings.jobs`` at a time, and returns one :class:`TraceResult` per script ("script stopped at
+line 12: FileNotFoundError: data.csv", "timed out after 120 s at line 60 (2 training steps done)",
+"memory limit of 4096 MB exceeded", "TensorFlow not installed"...). It gives no verdicts: that is
+:mod:`tflint_grad.verdicts`, which imports this module, never the reverse.
 
 Traces are cached under ``options.cache_dir`` keyed by the traced bytes, the names/sizes/mtimes
 of the files next to the script, the options that change a trace (steps, args), the
@@ -26,7 +16,6 @@ Only deterministic outcomes are cached (finished, stopped, error), never timeout
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import json
@@ -39,20 +28,17 @@ import tempfile
 import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from tflint_grad.finding import Finding
+from tflint_grad.settings import TraceSettings
 from tflint_grad.tracer import sandbox
-from tflint_grad.tracer.report import TraceResult
+from tflint_grad.tracer.events import TraceResult
 
 CACHE_VERSION = 1
 MAX_RESULT_BYTES = 64 * 1024 * 1024
 MAX_SIBLINGS = 2000
 CACHEABLE = ("finished", "stopped", "error")
-# Ended by a limit of the tracer (or died): the run was cut short, so even a flagged line that ran
-# gets no verdict (an oracle judges the steps it asked for, not a fragment of the first one).
-CUT_SHORT = ("timeout", "memory", "killed", "crashed")
 TF_DISTRIBUTIONS = (
     "tensorflow",
     "tensorflow-cpu",
@@ -65,25 +51,7 @@ TF_DISTRIBUTIONS = (
 )
 
 
-def default_cache_dir() -> str:
-    env = os.environ.get("TFLINT_GRAD_CACHE_DIR")
-    if env:
-        return env
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "tflint-grad")
-
-
-@dataclass
-class TraceOptions:
-    steps: int = 5
-    timeout: float = 120.0
-    memory_mb: int = 4096
-    args: tuple[str, ...] = ()
-    jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
-    cache: bool = True
-    cache_dir: str = field(default_factory=default_cache_dir)
-    confirm_all: bool = False
-    python: str = sys.executable
+TraceOptions = TraceSettings  # the old name, kept for scripts that import it
 
 
 # -- the TensorFlow the child will import -----------------------------------------------------------
@@ -199,7 +167,7 @@ def _siblings_fingerprint(origin_dir: str | None, skip: str) -> list:
     return out
 
 
-def cache_key(job: TraceJob, options: TraceOptions, info: dict[str, Any]) -> str:
+def cache_key(job: TraceJob, options: TraceSettings, info: dict[str, Any]) -> str:
     payload = {
         "data": hashlib.sha256(job.data).hexdigest(),
         "name": job.name,
@@ -213,11 +181,11 @@ def cache_key(job: TraceJob, options: TraceOptions, info: dict[str, Any]) -> str
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _cache_path(options: TraceOptions, key: str) -> str:
+def _cache_path(options: TraceSettings, key: str) -> str:
     return os.path.join(options.cache_dir, "traces", key[:2], key + ".json")
 
 
-def _cache_load(options: TraceOptions, key: str) -> tuple[TraceResult, list[str]] | None:
+def _cache_load(options: TraceSettings, key: str) -> tuple[TraceResult, list[str]] | None:
     try:
         with open(_cache_path(options, key), encoding="utf-8") as fh:
             d = json.load(fh)
@@ -226,7 +194,7 @@ def _cache_load(options: TraceOptions, key: str) -> tuple[TraceResult, list[str]
         return None
 
 
-def _cache_store(options: TraceOptions, key: str, trace: TraceResult, warnings: list[str]) -> None:
+def _cache_store(options: TraceSettings, key: str, trace: TraceResult, warnings: list[str]) -> None:
     path = _cache_path(options, key)
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -238,7 +206,7 @@ def _cache_store(options: TraceOptions, key: str, trace: TraceResult, warnings: 
         pass
 
 
-def _safe_name(name: str, notebook: bool) -> str:
+def safe_name(name: str, notebook: bool) -> str:
     base = os.path.basename(name) or "script.py"
     if notebook:
         base = os.path.splitext(base)[0] + ".py"
@@ -294,7 +262,7 @@ def _package_root() -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(tflint_grad.__file__)))
 
 
-def run_trace(job: TraceJob, options: TraceOptions, *, jobs: int = 1) -> tuple[TraceResult, list[str]]:
+def run_trace(job: TraceJob, options: TraceSettings, *, jobs: int = 1) -> tuple[TraceResult, list[str]]:
     """Trace one script in a fresh sandbox. Never raises."""
     try:
         return _run_trace(job, options, jobs)
@@ -304,7 +272,7 @@ def run_trace(job: TraceJob, options: TraceOptions, *, jobs: int = 1) -> tuple[T
         ]
 
 
-def _run_trace(job: TraceJob, options: TraceOptions, jobs: int) -> tuple[TraceResult, list[str]]:
+def _run_trace(job: TraceJob, options: TraceSettings, jobs: int) -> tuple[TraceResult, list[str]]:
     warnings: list[str] = []
     text = job.data.decode("utf-8", "replace")
     mode = sandbox.detect_tf_mode(text)
@@ -370,7 +338,7 @@ def _run_trace(job: TraceJob, options: TraceOptions, jobs: int) -> tuple[TraceRe
 def _interpret(
     job: TraceJob,
     script: str,
-    options: TraceOptions,
+    options: TraceSettings,
     limits: sandbox.Limits,
     outcome: sandbox.Outcome,
     data: dict[str, Any] | None,
@@ -428,166 +396,7 @@ def _interpret(
     return failed("crashed", reason)
 
 
-# -- confirm ---------------------------------------------------------------------------------------
-
-
-def _source_of(result: Any):
-    src = getattr(result, "source", None)
-    if src is not None:
-        return src
-    try:
-        from tflint_grad.sourcefile import load
-
-        with open(result.path, "rb") as fh:
-            return load(result.path, fh.read())
-    except OSError:
-        return None
-
-
-def _job_for(result: Any, src: Any) -> TraceJob | None:
-    if src is None or src.problem is not None:
-        return None
-    path = result.path
-    notebook = bool(src.is_notebook)
-    if notebook:
-        data = src.text.encode("utf-8")
-    else:
-        data = src.raw or src.text.encode("utf-8")
-    origin = os.path.dirname(os.path.abspath(path)) if os.path.exists(path) else None
-    return TraceJob(path=path, name=_safe_name(path, notebook), data=data, origin_dir=origin, notebook=notebook)
-
-
-def _wants_trace(result: Any, src: Any, options: TraceOptions) -> bool:
-    if any(f.code == "TFG000" for f in result.findings):
-        return False  # not analyzable (Python 2, bad encoding...): it cannot run either
-    if any(f.code != "TFG000" for f in result.findings):
-        return True
-    if options.confirm_all and src is not None and src.problem is None:
-        from tflint_grad.engine import is_tf_source
-
-        return is_tf_source(src.text)
-    return False
-
-
-def _display_line(src: Any, line: int) -> str:
-    if src is not None and src.is_notebook:
-        cell, cell_line = src.locate(line)
-        if cell is not None:
-            return f"cell {cell + 1}, line {cell_line}"
-    return f"line {line}"
-
-
-_LINE_REF = re.compile(r"\bline (\d+)\b")
-
-
-def _map_reason(src: Any, reason: str | None) -> str | None:
-    if reason is None or src is None or not src.is_notebook:
-        return reason
-    return _LINE_REF.sub(lambda m: _display_line(src, int(m.group(1))), reason)
-
-
-def _not_reached(trace: TraceResult, src: Any, line: int) -> str:
-    where = _display_line(src, line)
-    if trace.status == "stopped":
-        return f"flagged {where} not reached within {trace.steps} training steps"
-    if trace.status == "finished":
-        if trace.reason:  # "script called sys.exit(0) at line 12"
-            return f"flagged {where} never ran: {_map_reason(src, trace.reason)}"
-        ran = f" after {trace.steps} training steps" if trace.steps else ""
-        return f"flagged {where} never ran (the script finished{ran} without reaching it)"
-    return _map_reason(src, trace.reason) or f"the trace ended ({trace.status}) before flagged {where} ran"
-
-
-def _give_verdicts(result: Any, src: Any, trace: TraceResult, warnings: list[str]) -> None:
-    from tflint_grad.registry import by_code
-
-    rules = by_code()
-    for f in result.findings:
-        if f.code == "TFG000" or f.verdict != "unconfirmed":
-            continue
-        line = f.data.get("source_line", f.line) if isinstance(f.data, dict) else f.line
-        if not trace.executed(line):
-            f.verdict, f.evidence = "inconclusive", _not_reached(trace, src, line)
-            continue
-        if trace.status in CUT_SHORT:  # the line ran, but the run was cut short: no verdict on part of it
-            f.verdict, f.evidence = (
-                "inconclusive",
-                _map_reason(src, trace.reason) or f"the trace ended ({trace.status})",
-            )
-            continue
-        rule = rules.get(f.code)
-        outcome = None
-        if rule is not None:
-            try:
-                outcome = rule.confirm(f, trace)
-            except Exception as e:
-                warnings.append(f"{f.code} oracle failed on {result.path}: {type(e).__name__}: {e}")
-                f.verdict, f.evidence = "inconclusive", f"the {f.code} oracle failed: {type(e).__name__}: {e}"
-                continue
-        if outcome is None or getattr(outcome, "verdict", None) not in ("confirmed", "refuted", "inconclusive"):
-            evidence = "the trace recorded no evidence for this rule"
-            if not trace.ran and trace.reason:
-                evidence += f" ({_map_reason(src, trace.reason)})"
-            f.verdict, f.evidence = "inconclusive", evidence
-        else:
-            f.verdict, f.evidence = outcome.verdict, outcome.evidence
-
-
-def _discover(result: Any, src: Any, trace: TraceResult, settings: Any, warnings: list[str]) -> None:
-    from tflint_grad.engine import _file_noqa, _line_noqa
-    from tflint_grad.registry import all_rules
-
-    rules = [r for r in all_rules() if r.trace_only]
-    if not rules or not trace.events:
-        return
-    enabled = settings.enabled_for(result.path) if settings is not None else None
-    text = src.text if src is not None else ""
-    lines = text.splitlines()
-    file_noqa = _file_noqa(text)
-    noqa = _line_noqa(text)
-    existing = {
-        (f.code, f.data.get("source_line", f.line) if isinstance(f.data, dict) else f.line) for f in result.findings
-    }
-    for rule in rules:
-        if enabled is not None and rule.code not in enabled:
-            continue
-        if file_noqa is not None and (not file_noqa or rule.code in file_noqa):
-            continue
-        try:
-            found = rule.discover(trace) or []
-        except Exception as e:
-            warnings.append(f"{rule.code} discovery failed on {result.path}: {type(e).__name__}: {e}")
-            continue
-        for item in found:
-            try:
-                line, message, evidence = item
-                line = int(line)
-            except (TypeError, ValueError):
-                continue
-            codes = noqa.get(line)
-            if (rule.code, line) in existing or (codes is not None and (not codes or rule.code in codes)):
-                continue
-            existing.add((rule.code, line))
-            cell, cell_line = src.locate(line) if src is not None else (None, line)
-            text_line = lines[line - 1] if 0 < line <= len(lines) else ""
-            result.findings.append(
-                Finding(
-                    code=rule.code,
-                    name=rule.name,
-                    path=result.path,
-                    line=max(cell_line, 1),
-                    column=1,
-                    end_line=max(cell_line, 1),
-                    end_column=max(len(text_line), 1) + 1,
-                    message=message,
-                    severity=rule.severity,
-                    verdict="confirmed",
-                    evidence=evidence,
-                    cell=cell,
-                    data={"source_line": line},
-                )
-            )
-    result.findings.sort(key=Finding.sort_key)
+# -- many traces ----------------------------------------------------------------------------------
 
 
 def _unavailable_reason(info: dict[str, Any]) -> str:
@@ -596,81 +405,48 @@ def _unavailable_reason(info: dict[str, Any]) -> str:
     return "TensorFlow not installed"
 
 
-def confirm(
-    results: list[Any],
-    options: TraceOptions | None = None,
-    *,
-    settings: Any = None,
-    traces: dict[str, TraceResult] | None = None,
-) -> list[str]:
-    """Trace the files of ``results`` and set each finding's verdict; returns warnings.
+def trace(jobs: list[TraceJob], options: TraceSettings) -> tuple[list[tuple[TraceResult, list[str]]], list[str]]:
+    """Trace every job (``options.jobs`` at a time, through the trace cache).
 
-    ``settings`` (optional) filters trace-only rules per file; ``traces``, when a dict is
-    given, receives the TraceResult of every traced path.
+    Returns one (TraceResult, warnings) per job, in order, and the run's own warnings. Without
+    TensorFlow every job gets an ``unavailable`` result whose reason says so.
     """
-    options = options or TraceOptions()
-    if not isinstance(options.args, tuple):
-        options = dataclasses.replace(options, args=tuple(options.args or ()))
-    warnings: list[str] = []
-    selected: list[tuple[Any, Any, TraceJob]] = []
-    for result in results:
-        src = _source_of(result)
-        if not _wants_trace(result, src, options):
-            continue
-        job = _job_for(result, src)
-        if job is not None:
-            selected.append((result, src, job))
-    if not selected:
-        return warnings
+    if not jobs:
+        return [], []
     info = tensorflow_info(options.python or sys.executable)
     if not info.get("tensorflow"):
         reason = _unavailable_reason(info)
-        for result, src, _ in selected:
-            for f in result.findings:
-                if f.code != "TFG000" and f.verdict == "unconfirmed":
-                    f.verdict, f.evidence = "inconclusive", reason
-        return [f"--confirm: {reason}; findings left inconclusive"]
+        return [(TraceResult("unavailable", reason=reason, step_limit=options.steps), []) for _ in jobs], [
+            f"--confirm: {reason}; findings left inconclusive"
+        ]
 
     sandbox.netns_prefix()  # probe once, before the workers start
-    jobs = max(1, min(int(options.jobs or 1), len(selected)))
+    workers = max(1, min(int(options.jobs or 1), len(jobs)))
     lock = threading.Lock()
 
-    def work(item: tuple[Any, Any, TraceJob]) -> tuple[TraceResult, list[str]]:
-        _, _, job = item
+    def work(job: TraceJob) -> tuple[TraceResult, list[str]]:
         key = cache_key(job, options, info) if options.cache else None
         if key is not None:
             hit = _cache_load(options, key)
             if hit is not None:
                 return hit
-        trace, warns = run_trace(job, options, jobs=jobs)
-        if key is not None and trace.status in CACHEABLE:
+        result, warns = run_trace(job, options, jobs=workers)
+        if key is not None and result.status in CACHEABLE:
             with lock:
-                _cache_store(options, key, trace, warns)
-        return trace, warns
+                _cache_store(options, key, result, warns)
+        return result, warns
 
     try:
-        if jobs == 1:
-            outcomes = [work(item) for item in selected]
-        else:
-            with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="tflint-grad-trace") as pool:
-                futures = [pool.submit(work, item) for item in selected]
-                try:
-                    outcomes = [f.result() for f in futures]
-                except BaseException:
-                    for f in futures:
-                        f.cancel()
-                    raise
+        if workers == 1:
+            return [work(job) for job in jobs], []
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tflint-grad-trace") as pool:
+            futures = [pool.submit(work, job) for job in jobs]
+            try:
+                return [f.result() for f in futures], []
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
     except BaseException:  # Ctrl-C: the children live in their own sessions, end them now
         sandbox.kill_all()
         raise
-
-    for (result, src, job), (trace, warns) in zip(selected, outcomes):
-        warnings.extend(warns)
-        if traces is not None:
-            traces[result.path] = trace
-        try:
-            _give_verdicts(result, src, trace, warnings)
-            _discover(result, src, trace, settings, warnings)
-        except Exception as e:
-            warnings.append(f"{result.path}: could not apply the trace: {type(e).__name__}: {e}")
-    return list(dict.fromkeys(warnings))
