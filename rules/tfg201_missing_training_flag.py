@@ -569,7 +569,7 @@ class MissingTrainingFlag(Rule):
                     training=None,
                     in_tape=True,
                     keras="keras3",
-                    call_line=10,
+                    stack=[10],
                     **{"class": "BatchNormalization"},
                 ),
                 event(
@@ -587,7 +587,13 @@ class MissingTrainingFlag(Rule):
         Traced(  # a layer inside a tf.function / subclassed call, attributed to the model call by the stack
             (
                 event(
-                    "layer_call", 31, layer="drop", training=False, in_tape=True, call_line=10, **{"class": "Dropout"}
+                    "layer_call",
+                    40,
+                    layer="drop",
+                    training=False,
+                    in_tape=True,
+                    stack=[31, 10, 40],
+                    **{"class": "Dropout"},
                 ),
             ),
             evidence="Dropout `drop` ran with training=False in the tape",

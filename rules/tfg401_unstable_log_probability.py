@@ -261,7 +261,11 @@ class UnstableLogProbability(Rule):
             + ("loss (or `tf.nn.log_softmax`)" if src.kind == "softmax" else "loss")
             + ", or clip first (`tf.clip_by_value(p, 1e-10, 1.0)`)",
             fix=self._fix(node, src),
-            data={"producer": producer, "producer_line": ctx.line(src.node) if src.node is not None else None},
+            data={
+                "producer": producer,
+                "producer_line": ctx.line(src.node) if src.node is not None else None,
+                "complement": bool(src.complement),
+            },
         )
 
     def _fix(self, log_call: cst.Call, src: Source):
@@ -316,7 +320,23 @@ class UnstableLogProbability(Rule):
             evidence="Log ← Softmax (line 9), no clipping, on the differentiated path",
             data={"producer_line": 9},
         ),
-        Traced(  # issue 10: `log(h)` and `log(1 - h)` on one line: each is judged, the Sub-fed one is not clean
+        Traced(  # issue 10: `log(h)` and `log(1 - h)` on one line: each finding is judged by its own Log
+            (
+                event("log_input", 10, op="Log", input_op_type="Sigmoid", clipped=True, differentiated=True),
+                event(
+                    "log_input",
+                    10,
+                    op="Log_1",
+                    input_op_type="Sigmoid",
+                    clipped=False,
+                    differentiated=True,
+                    complement=True,
+                ),
+            ),
+            evidence="Log ← 1 - Sigmoid",
+            data={"complement": True},
+        ),
+        Traced(  # an older trace without `complement`: a Sub-fed Log does not hide the Sigmoid-fed one
             (
                 event("log_input", 10, op="Log", input_op_type="Sub", clipped=False, differentiated=True),
                 event("log_input", 10, op="Log_1", input_op_type="Sigmoid", clipped=False, differentiated=True),
@@ -350,6 +370,9 @@ class UnstableLogProbability(Rule):
     def confirm(cls, finding, trace) -> Outcome | None:
         probs = set(tfapi.names("losses", "probability_op_types"))
         logs = trace.events_at("log_input", finding.line, finding.end_line)
+        # several logs on one line (`log(h)` and `log(1 - h)`): judge the ones of this finding's kind
+        want = bool(finding.data.get("complement"))
+        logs = [e for e in logs if bool(e.get("complement")) == want] or logs
         hits = trace.events_at("nonfinite", finding.line, finding.end_line)
         if hits:
             return confirmed(_nonfinite_text(hits[0]))
@@ -359,8 +382,9 @@ class UnstableLogProbability(Rule):
         for e in risky:
             if e.get("differentiated") is True:
                 at = f" (line {where})" if where else ""
+                of = "1 - " if e.get("complement") else ""
                 return confirmed(
-                    f"Log ← {e.get('input_op_type')}{at}, no clipping, on the differentiated path"
+                    f"Log ← {of}{e.get('input_op_type')}{at}, no clipping, on the differentiated path"
                     + (f"; {nan}" if nan else "")
                 )
         if risky:

@@ -21,14 +21,16 @@ def moving_text(stats: Event) -> str:
 
 
 def layer_calls(trace: TraceResult, line: int, end: int) -> list[Event]:
-    """BN/Dropout ``layer_call`` events attributed to the model call at [line, end]: by the
-    call stack (``call_line``) or, for older traces, by the outermost script frame (``line``)."""
+    """BN/Dropout ``layer_call`` events attributed to the model call at [line, end]: any script
+    line on their call stack (``stack``: also inside ``tf.function`` traces and subclassed
+    ``call``s), else the outermost script frame (``line``)."""
     out = []
     for e in trace.events_of("layer_call"):
-        at = e.get("call_line")
-        if not isinstance(at, int):
-            at = e.get("line")
-        if isinstance(at, int) and line <= at <= end:
+        stack = e.get("stack")
+        at = [x for x in stack if isinstance(x, int)] if isinstance(stack, list) else []
+        if not at and isinstance(e.get("line"), int):
+            at = [e["line"]]
+        if any(line <= x <= end for x in at):
             out.append(e)
     return out
 

@@ -76,7 +76,7 @@ LayerCall = TypedDict(
         "keras": str,
         "trainable": bool,
         "training_kind": str,
-        "call_line": "int | None",
+        "stack": "list[int]",
     },
     total=False,
 )
@@ -165,6 +165,7 @@ class LogInput(_Base, total=False):
     input_op_type: str
     clipped: bool
     differentiated: bool
+    complement: bool
 
 
 class LogitsInput(_Base, total=False):

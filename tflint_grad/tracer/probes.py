@@ -266,6 +266,8 @@ class _Probes:
         self.steps = steps
         self.script = rec.script
         self.local = threading.local()
+        self._model_calls: set[tuple[int, int]] = set()
+        self._failed: set[str] = set()
         self._is_script: dict[str, bool] = {}
         import numpy as np
 
@@ -330,6 +332,29 @@ class _Probes:
                     return found
             f = f.f_back
         return found
+
+    def stack_lines(self) -> list[int]:
+        """Script lines of every script frame on the stack, innermost first (AutoGraph mapped):
+        a layer call inside a subclassed ``call`` or a ``tf.function`` is attributed to each
+        call site it ran under, down to the ``model(x)`` line of the training loop."""
+        f = sys._getframe(1)
+        out: list[int] = []
+        cache = self._is_script
+        maps = getattr(self.rec, "line_maps", None) or None
+        while f is not None:
+            fn = f.f_code.co_filename
+            v = cache.get(fn)
+            if v is None:
+                try:
+                    v = os.path.realpath(fn) == self.script
+                except Exception:
+                    v = False
+                cache[fn] = v
+            ln = f.f_lineno if v else (maps[fn].get(f.f_lineno) if maps and fn in maps else None)
+            if ln is not None and ln not in out:
+                out.append(ln)
+            f = f.f_back
+        return out
 
     def view(self) -> G.TFGraphView:
         return G.TFGraphView(self.script, getattr(self.rec, "line_maps", None))
@@ -2242,21 +2267,23 @@ class _Probes:
                         else None
                     )
                     in_tape = P._in_tape()
-                    line = P.line(outermost=True)
+                    stack = P.stack_lines()
+                    line = stack[-1] if stack else None
                     fields = {
                         "layer": getattr(layer, "name", type(layer).__name__),
                         "class": type(layer).__name__,
                         "training": resolved,
                         "in_tape": in_tape,
                         "keras": flavor,
+                        "stack": stack,
                     }
                     if kind:
                         fields["training_kind"] = kind
                     if is_bn:
                         fields["trainable"] = bool(getattr(layer, "trainable", True))
-                    P.rec.emit("layer_call", line, key=(fields["layer"], resolved, in_tape), **fields)
+                    P.rec.emit("layer_call", line, key=(fields["layer"], resolved, in_tape, tuple(stack)), **fields)
                 except Exception:
-                    _debug("layer call probe")
+                    P.failed("layer_call")
             return orig(layer, inputs, *args, **kwargs)
 
         return call
@@ -2290,7 +2317,8 @@ class _Probes:
     def _read_eager(self, v: Any) -> Any:
         try:
             tv = self.tf_var(v)
-            return self.np.array(tv.numpy())
+            with self.tf.init_scope():  # also while a tf.function is being traced
+                return self.np.array(tv.numpy())
         except Exception:
             return None
 
@@ -2323,6 +2351,70 @@ class _Probes:
 
         self._patch(Layer, "__init__", make_init)
         self._hook_add_weight(Layer, flavor)
+        self._patch(Layer, "__call__", self._make_model_call)
+
+    _TRAINING_LAYERS = ("BatchNormalization", "BatchNormalizationBase", "Dropout")
+
+    def _make_model_call(self, orig):
+        """The outermost layer/model call the script makes: record (once per object and line) the
+        BN/Dropout layers it holds, recursively, and start watching their moving statistics."""
+        P = self
+
+        def __call__(layer, *args, **kwargs):
+            depth = getattr(P.local, "layer_depth", 0)
+            if depth == 0 and not P.busy():
+                try:
+                    P._on_model_call(layer)
+                except Exception:
+                    P.failed("model_layers")
+            P.local.layer_depth = depth + 1
+            try:
+                return orig(layer, *args, **kwargs)
+            finally:
+                P.local.layer_depth = depth
+
+        return __call__
+
+    def _on_model_call(self, layer: Any) -> None:
+        line = self.line()
+        if line is None:
+            return
+        key = (id(layer), line)
+        if key in self._model_calls:
+            return
+        self._model_calls.add(key)
+        found = []
+        try:
+            subs = list(layer._flatten_layers(include_self=True, recursive=True))
+        except Exception:
+            subs = [layer, *list(getattr(layer, "submodules", ()) or ())]
+        for sub in subs:
+            names = {c.__name__ for c in type(sub).__mro__}
+            if names & set(self._TRAINING_LAYERS):
+                found.append(sub)
+                if "Dropout" not in names and getattr(sub, "built", False):
+                    if not any(b[0] is sub for b in self.bn_layers):
+                        self._on_bn_build(sub)
+        self.rec.emit(
+            "model_layers",
+            line,
+            model=getattr(layer, "name", type(layer).__name__),
+            layers=[getattr(x, "name", "?") for x in found],
+            classes=[type(x).__name__ for x in found],
+        )
+
+    def failed(self, probe: str) -> None:
+        """Record that a probe raised: the oracles relying on it say inconclusive, never refuted."""
+        _debug(probe)
+        try:
+            if probe not in self._failed:
+                self._failed.add(probe)
+                err = sys.exc_info()[1]
+                self.rec.emit(
+                    "probe_failed", None, probe=probe, error=f"{type(err).__name__}: {err}" if err else "unknown"
+                )
+        except Exception:
+            pass
 
     def layer_line(self, layer: Any) -> int | None:
         try:
@@ -2399,6 +2491,16 @@ class _Probes:
         return G.ancestors(view, target_ops, control=False)
 
     @staticmethod
+    def _log_source(view: Any, prod: Any, clipped: bool) -> tuple[str, bool, bool]:
+        """(op type feeding the Log, clipped, complement): ``log(1 - p)`` is judged by ``p``'s producer."""
+        kind = view.op_type(prod)
+        if kind == "Sub":
+            comp = G.complement_source(view, prod)
+            if comp is not None and comp[0] is not None:
+                return view.op_type(comp[0]), clipped or comp[1], True
+        return kind, clipped, False
+
+    @staticmethod
     def _mark_differentiated(ev: dict, on_path: set | None, node: Any) -> None:
         """``differentiated``: the op lies on the path of a gradient the script took (True wins
         over an earlier False); absent when no gradient target was known."""
@@ -2429,13 +2531,15 @@ class _Probes:
             prod, clipped = G.feeding_type(view, op)
             if prod is None:
                 continue
+            kind, clipped, complement = self._log_source(view, prod, clipped)
             ev = self.rec.emit(
                 "log_input",
                 line,
-                key=("log", op.type, prod.type, clipped),
+                key=("log", op.type, kind, clipped, complement),
                 op=op.name,
-                input_op_type=prod.type,
+                input_op_type=kind,
                 clipped=clipped,
+                **({"complement": True} if complement else {}),
             )
             self._mark_differentiated(ev, on_path, op)
             n += 1
@@ -2452,13 +2556,15 @@ class _Probes:
             prod, clipped = G.feeding_type(view, i)
             if prod is None:
                 continue
+            kind, clipped, complement = self._log_source(view, prod, clipped)
             ev = self.rec.emit(
                 "log_input",
                 r.get("line"),
-                key=("log", r["type"], view.op_type(prod), clipped),
+                key=("log", r["type"], kind, clipped, complement),
                 op=r["type"],
-                input_op_type=view.op_type(prod),
+                input_op_type=kind,
                 clipped=clipped,
+                **({"complement": True} if complement else {}),
             )
             self._mark_differentiated(ev, on_path, i)
 

@@ -39,8 +39,9 @@ Kinds:
   ``class``, ``training``: true | false | null (the value the layer resolved),
   ``in_tape``: bool (a GradientTape was recording), ``keras``: which Keras ("keras3" or
   "tf_keras"), ``trainable``: bool (BN only), ``training_kind: "tensor"`` (a symbolic flag:
-  ``training`` is then null), ``call_line``: the script line of the model call the layer ran
-  under, through the call stack (also inside ``tf.function`` traces and subclassed ``call``).
+  ``training`` is then null), ``stack``: the script lines of every script frame on the call stack,
+  innermost first (a layer inside a subclassed ``call`` or a ``tf.function`` is attributed to the
+  ``model(x)`` line through it).
 - ``moving_stats``: one per BatchNormalization layer at the end of the run; ``layer``,
   ``line`` (where the layer was created), ``before``/``after``: {"moving_mean": [first values],
   "moving_variance": [...]}, ``changed``: bool, ``keras: true`` for Keras layers read in eager
@@ -75,7 +76,8 @@ Kinds:
   fetched loss or gradient tensor (``line`` where the loss op was created, or the
   gradient call).
 - ``log_input``: a Log op at ``line`` whose input comes from ``input_op_type`` (Softmax,
-  Sigmoid...), ``clipped``: bool; ``op``; ``differentiated``: bool, the Log lies on the path of a
+  Sigmoid...), ``clipped``: bool; ``op``; ``complement: true`` for ``log(1 - p)`` (``input_op_type``
+  is then ``p``'s producer); ``differentiated``: bool, the Log lies on the path of a
   gradient the script took (absent when no gradient target was known for its graph/tape).
 - ``logits_input``: a loss with logits at ``line`` whose logits come from ``input_op_type``;
   ``function`` (the loss function called).
