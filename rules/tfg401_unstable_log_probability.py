@@ -374,19 +374,19 @@ class UnstableLogProbability(Rule):
         want = bool(finding.data.get("complement"))
         logs = [e for e in logs if bool(e.get("complement")) == want] or logs
         hits = trace.events_at("nonfinite", finding.line, finding.end_line)
-        if hits:
-            return confirmed(_nonfinite_text(hits[0]))
-        nan = _nonfinite_note(trace)
+        nan = _nonfinite_text(hits[0]) if hits else _nonfinite_note(trace)
         risky = [e for e in logs if e.get("input_op_type") in probs and not e.get("clipped")]
         where = finding.data.get("producer_line")
-        for e in risky:
-            if e.get("differentiated") is True:
-                at = f" (line {where})" if where else ""
+        at = f" (line {where})" if where else ""
+        for e in risky:  # the consequence: on the differentiated path, or a NaN/Inf at this line
+            if e.get("differentiated") is True or hits:
                 of = "1 - " if e.get("complement") else ""
+                path = ", on the differentiated path" if e.get("differentiated") is True else ""
                 return confirmed(
-                    f"Log ← {of}{e.get('input_op_type')}{at}, no clipping, on the differentiated path"
-                    + (f"; {nan}" if nan else "")
+                    f"Log ← {of}{e.get('input_op_type')}{at}, no clipping{path}" + (f"; {nan}" if nan else "")
                 )
+        if hits:
+            return confirmed(_nonfinite_text(hits[0]))
         if risky:
             e = risky[0]
             if e.get("differentiated") is False:

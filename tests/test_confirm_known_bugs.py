@@ -51,3 +51,34 @@ def test_a_printed_cost_is_not_confirmed(judged):
     ((code, _, verdict, evidence),) = judged["printed_cost.py"]
     assert code == "TFG401" and verdict == "inconclusive"
     assert "not on the path of any gradient" in evidence
+
+
+# -- real scripts that need stand-ins to run ----------------------------------------------------------
+
+REAL = Path(__file__).resolve().parent / "fixtures" / "real_scripts"
+
+
+@pytest.fixture(scope="module")
+def real():
+    from tflint_grad.settings import TraceSettings
+    from tflint_grad.verdicts import confirm
+
+    paths = [REAL / "proj" / "scripts" / "train.py", REAL / "tfds_script.py", REAL / "folder_script.py"]
+    results = {p.name: lint_bytes(p.read_bytes(), str(p)) for p in paths}
+    traces: dict = {}
+    confirm(list(results.values()), TraceSettings(steps=3, jobs=2, cache=False, timeout=300), traces=traces)
+    return {name: [(f.code, f.verdict, f.evidence) for f in r.findings] for name, r in results.items()}
+
+
+@pytest.mark.parametrize(
+    "name,stand_in",
+    [
+        ("train.py", "synthetic MNIST (random 28x28 images) for input_data.read_data_sets"),
+        ("tfds_script.py", "synthetic mnist (512 random 28x28x1 images) for tfds.load"),
+        ("folder_script.py", "image_dataset_from_directory: no images found, synthetic 64x64x3 images"),
+    ],
+)
+def test_real_scripts_run_on_stand_ins_and_say_so(real, name, stand_in):
+    ((code, verdict, evidence),) = real[name]
+    assert code == "TFG201" and verdict == "confirmed", real[name]
+    assert stand_in in evidence

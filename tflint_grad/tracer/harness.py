@@ -981,6 +981,7 @@ class Harness:
         self.recorder: Any = None
         self.counter: StepCounter | None = None
         self.probes: Any = None
+        self.standins: Any = None
         self.written = False
         self.user_code_running = False
         self._real_exit = os._exit
@@ -1001,6 +1002,8 @@ class Harness:
             r["notes"] = [*r["notes"], *dict.fromkeys(self.counter.notes)]
         if self.guard.refused:
             r["refused"] = self.guard.refused
+        if self.standins is not None and self.standins.used:
+            r["stand_ins"] = list(self.standins.used)
         r["duration"] = round(time.monotonic() - self.t0, 3)
         tmp = self.args.out + ".tmp"
         with self.guard.allowed():
@@ -1060,6 +1063,14 @@ class Harness:
         notes, warnings = __import__("tflint_grad.tracer.shims", fromlist=["apply_all"]).apply_all(
             tf, v1, tf1=self.args.alias_v1, check_write=self.guard.check_write
         )
+        self.result["notes"].extend(notes)
+        for w in warnings:
+            self.warn(w)
+        from tflint_grad.tracer import standins
+
+        self.standins = standins
+        notes, warnings = [], []
+        standins.install(self.args.origin_dir, notes, warnings)
         self.result["notes"].extend(notes)
         for w in warnings:
             self.warn(w)
