@@ -413,10 +413,12 @@ def test_json_contract(tfg, tmp_path):
         "message",
         "severity",
         "verdict",
+        "confidence",
         "evidence",
         "fix",
         "url",
     }
+    assert f["confidence"] == "high"
     assert (f["code"], f["name"], f["path"], f["line"], f["column"], f["end_line"], f["end_column"]) == (
         "TFG101",
         "gradient-wrt-non-trainable",

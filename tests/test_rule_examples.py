@@ -18,7 +18,11 @@ def _cases(kind: str):
 
 
 def _settings(rule, case) -> Settings:
-    return Settings(frozenset({rule.code}), {rule.code: dict(case.options)} if case.options else {})
+    return Settings(
+        frozenset({rule.code}),
+        {rule.code: dict(case.options)} if case.options else {},
+        min_confidence=getattr(case, "confidence", "high"),
+    )
 
 
 @pytest.mark.parametrize("rule,case", list(_cases("VALID")))
@@ -34,6 +38,7 @@ def test_invalid(rule, case: Invalid):
     findings = lint_source(code, "example.py", _settings(rule, case))
     assert findings, f"{rule.code} did not flag:\n{code}"
     assert all(f.code == rule.code for f in findings)
+    assert findings[0].confidence == case.confidence, (findings[0].confidence, findings[0].message)
     if case.line is not None:
         assert findings[0].line == case.line, [(f.line, f.message) for f in findings]
     if case.message is not None:

@@ -55,7 +55,12 @@ def _settings_fingerprint(settings: Any) -> str:
         (getattr(spec, "patterns", repr(spec)), getattr(spec, "root", ""), sorted(codes))
         for spec, codes in settings.per_file_ignores
     ]
-    data = {"enabled": sorted(settings.enabled), "options": settings.rule_options, "pfi": pfi}
+    data = {
+        "enabled": sorted(settings.enabled),
+        "options": settings.rule_options,
+        "pfi": pfi,
+        "min_confidence": settings.min_confidence,
+    }
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=repr).encode()).hexdigest()
 
 
@@ -103,7 +108,8 @@ class Cache:
             findings = [Finding.from_dict({**d, "path": path}) for d in data["findings"]]
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        return Result(path, findings=findings, parsed=bool(data.get("parsed")))
+        candidates = [Finding.from_dict({**d, "path": path}) for d in data.get("candidates", [])]
+        return Result(path, findings=findings, candidates=candidates, parsed=bool(data.get("parsed")))
 
     def put(self, key: str, result: Any) -> None:
         try:
@@ -111,6 +117,7 @@ class Cache:
                 {
                     "parsed": result.parsed,
                     "findings": [{**f.to_dict(), "data": f.data} for f in result.findings],
+                    "candidates": [{**f.to_dict(), "data": f.data} for f in result.candidates],
                 }
             )
         except (TypeError, ValueError):

@@ -41,6 +41,8 @@ class InternalError:
 class Result:
     path: str
     findings: list[Finding] = field(default_factory=list)
+    # Findings below ``settings.min_confidence``: hidden, but traced by --confirm.
+    candidates: list[Finding] = field(default_factory=list)
     errors: list[InternalError] = field(default_factory=list)
     parsed: bool = False
     source: SourceFile | None = None
@@ -139,10 +141,14 @@ def _lint_file(src: SourceFile, settings: Settings | None) -> Result:
                     continue
                 if _suppressed(finding, noqa, file_noqa, src):
                     continue
-                result.findings.append(finding)
+                if finding.shown_at(settings.min_confidence):
+                    result.findings.append(finding)
+                else:
+                    result.candidates.append(finding)
     finally:
         ctx.release()  # a per-file cache that outlives the file keeps a hollow object, not the tree
     result.findings.sort(key=Finding.sort_key)
+    result.candidates.sort(key=Finding.sort_key)
     return result
 
 
@@ -196,6 +202,7 @@ def _to_finding(src: SourceFile, ctx: FileContext, rule: Rule, rep) -> Finding:
         severity=rep.severity or rule.severity,
         fix=rep.fix,
         cell=cell,
+        confidence=rep.confidence,
         data=data,
     )
 

@@ -25,6 +25,10 @@ class Verdict(StrEnum):
 
 
 Applicability = Literal["safe", "unsafe"]
+# high: the code shows the finding's premise; low: the premise was assumed (a model whose
+# layers cannot be seen, an unknown callable). Low findings are hidden by default.
+Confidence = Literal["high", "low"]
+CONFIDENCE_RANK: dict[str, int] = {"low": 0, "high": 1}
 
 DOCS_URL = "https://github.com/tflint-grad/tflint-grad/blob/main/docs/rules/{code}.md"
 
@@ -79,8 +83,13 @@ class Finding:
     evidence: str | None = None
     fix: Fix | None = None
     cell: int | None = None
+    confidence: Confidence = "high"
     # Extra facts a rule records for its confirmation oracle (not part of the JSON contract).
     data: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def shown_at(self, min_confidence: Confidence) -> bool:
+        """Whether this finding is at or above ``min_confidence``."""
+        return CONFIDENCE_RANK[self.confidence] >= CONFIDENCE_RANK[min_confidence]
 
     @property
     def url(self) -> str:
@@ -101,6 +110,7 @@ class Finding:
             "message": self.message,
             "severity": self.severity,
             "verdict": self.verdict,
+            "confidence": self.confidence,
             "evidence": self.evidence,
             "fix": self.fix.to_dict() if self.fix else None,
             "url": self.url,
@@ -132,5 +142,6 @@ class Finding:
             evidence=d.get("evidence"),
             fix=fix,
             cell=d.get("cell"),
+            confidence=d.get("confidence", "high"),
             data=d.get("data") or {},
         )

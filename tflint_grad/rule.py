@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import libcst as cst
 
-from tflint_grad.finding import Edit, Fix, Severity, Verdict
+from tflint_grad.finding import Confidence, Edit, Fix, Severity, Verdict
 
 if TYPE_CHECKING:
     from tflint_grad.analysis import FileContext
@@ -37,7 +37,9 @@ class Invalid:
     """Code the rule must flag.
 
     ``line``: the 1-based line of the (first) finding; ``message``: a substring of its
-    message; ``fixed``: the whole code after applying the rule's fixes (safe and unsafe).
+    message; ``fixed``: the whole code after applying the rule's fixes (safe and unsafe);
+    ``confidence``: of the findings (``low``: a candidate hidden by default, shown by
+    ``--min-confidence low`` or when ``--confirm`` confirms it).
     """
 
     code: str
@@ -46,6 +48,7 @@ class Invalid:
     fixed: str | None = None
     count: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    confidence: Confidence = "high"
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,7 @@ class Report:
     fix: Fix | None
     severity: Severity | None
     data: dict[str, Any]
+    confidence: Confidence = "high"
 
 
 class Rule:
@@ -153,8 +157,11 @@ class Rule:
         fix: Fix | None = None,
         severity: Severity | None = None,
         data: dict[str, Any] | None = None,
+        confidence: Confidence = "high",
     ) -> None:
-        self.reports.append(Report(node, message, fix, severity, data or {}))
+        """Report a finding at ``node``. ``confidence="low"`` when its premise was assumed,
+        not shown by the code; the message then says what was assumed."""
+        self.reports.append(Report(node, message, fix, severity, data or {}, confidence))
 
     def replace(self, node: cst.CSTNode, new: cst.CSTNode | str, message: str, applicability: str = "safe") -> Fix:
         """A fix that replaces ``node``'s source text with ``new`` (a node or code)."""

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tflint_grad.finding import Confidence
 from tflint_grad.registry import all_rules
 
 
@@ -45,6 +46,8 @@ class Settings:
     enabled: frozenset[str]
     rule_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     per_file_ignores: list[tuple[Any, frozenset[str]]] = field(default_factory=list)  # (pathspec, codes)
+    # Findings below this confidence are kept aside as candidates (``Result.candidates``).
+    min_confidence: Confidence = "high"
 
     @classmethod
     def default(cls) -> Settings:

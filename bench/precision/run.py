@@ -5,9 +5,10 @@
 The corpora are public repositories checked out at the commits in ``commits.txt``, each in a
 folder named ``owner+name`` under ``--corpora`` (default ``~/.cache/tflint-corpora``; fetch them
 with ``git clone https://github.com/owner/name owner+name && git -C owner+name checkout SHA``).
-Nothing of theirs is kept in this repository: only ``judged.json`` (one object per finding ever
-reported: path, code, line, cell, verdict TP/FP/DEBATABLE, reason) and ``missed.json`` (real bugs
-no finding reported).
+Nothing of theirs is kept in this repository: only the judgments, ``judged.json`` plus any
+``judged-*.json`` beside it (one object per finding ever reported: path, code, line, cell, verdict
+TP/FP/DEBATABLE, reason; new judgments go in a ``judged-<topic>.json`` so parallel work merges
+cleanly) and ``missed.json`` (real bugs no finding reported).
 
 The script runs ``tflint-grad check --format json`` over every corpus (default settings unless
 extra arguments are given), matches each finding with a judgment (same path, code and cell, the
@@ -53,7 +54,9 @@ def lint(root: Path, names: list[str], extra: list[str]) -> list[dict]:
     return json.loads(proc.stdout)["findings"]
 
 
-def match(findings: list[dict], judged: list[dict], slack: int) -> tuple[list[tuple[dict, dict]], list[dict], list[dict]]:
+def match(
+    findings: list[dict], judged: list[dict], slack: int
+) -> tuple[list[tuple[dict, dict]], list[dict], list[dict]]:
     """Pair findings with judgments: same (path, code, cell), nearest line within ``slack``."""
     pool: dict[tuple, list[dict]] = defaultdict(list)
     for j in judged:
@@ -104,7 +107,9 @@ def _row(label: str, c: Counter) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpora", type=Path, default=DEFAULT_CORPORA)
-    parser.add_argument("--judged", type=Path, default=HERE / "judged.json")
+    parser.add_argument(
+        "--judged", type=Path, action="append", help="judgment files (default: judged.json and judged-*.json here)"
+    )
     parser.add_argument("--missed", type=Path, default=HERE / "missed.json")
     parser.add_argument("--commits", type=Path, default=HERE / "commits.txt")
     parser.add_argument("--slack", type=int, default=3, help="lines a finding may move and stay the same finding")
@@ -126,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     findings = lint(args.corpora, names, args.extra)
     if args.json:
         args.json.write_text(json.dumps(findings, indent=1))
-    judged = json.loads(args.judged.read_text())
+    files = args.judged or [HERE / "judged.json", *sorted(HERE.glob("judged-*.json"))]
+    judged = [j for file in files for j in json.loads(file.read_text())]
     pairs, unjudged, lost = match(findings, judged, args.slack)
     text, precision = table(pairs, unjudged)
     missed = json.loads(args.missed.read_text()) if args.missed.exists() else []
