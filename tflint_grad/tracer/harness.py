@@ -105,7 +105,7 @@ def set_limits(memory_mb: int) -> None:
     if memory_mb > 0:
         lower(resource.RLIMIT_DATA, memory_mb * 1024 * 1024)
     lower(resource.RLIMIT_CORE, 0)
-    from tflint_grad.tracer.sandbox import FILE_SIZE_LIMIT_MB
+    from tflint_grad.tracer.protocol import FILE_SIZE_LIMIT_MB
 
     lower(resource.RLIMIT_FSIZE, FILE_SIZE_LIMIT_MB * 1024 * 1024)
     with contextlib.suppress(Exception):
@@ -228,7 +228,7 @@ def become_subreaper() -> bool:
 def kill_descendants() -> int:
     """SIGKILL every live process below this one (before leaving: nothing the script started
     outlives the trace). Returns how many were signalled."""
-    from tflint_grad.tracer.sandbox import proc_table
+    from tflint_grad.tracer.protocol import proc_table
 
     me, total = os.getpid(), 0
     for _ in range(5):  # a process may fork while we look: look again
@@ -1176,7 +1176,7 @@ class Harness:
             status, reason = "timeout", "timed out" + (f" at line {line}" if line is not None else "")
         except ScriptSignal as e:
             line = _script_line_of(e.__traceback__, self.script, self.line_maps)
-            from tflint_grad.tracer.sandbox import signal_name
+            from tflint_grad.tracer.protocol import signal_name
 
             status = "error"
             reason = f"script terminated by {signal_name(e.args[0])}" + (f" at line {line}" if line is not None else "")
@@ -1224,7 +1224,7 @@ class Harness:
         self.result.update(status=status, reason=reason, error_line=line if status in ("error", "memory") else None)
 
     def _signal_ready(self) -> None:
-        from tflint_grad.tracer.sandbox import READY_ENV
+        from tflint_grad.tracer.protocol import READY_ENV
 
         fd = os.environ.pop(READY_ENV, None)
         if fd is None:

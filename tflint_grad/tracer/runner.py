@@ -124,13 +124,16 @@ def tracer_fingerprint() -> str:
     """Hash of the tracer's own source (harness, shims, probes...): edits invalidate the cache."""
     h = hashlib.sha256(f"cache-v{CACHE_VERSION}".encode())
     folder = os.path.dirname(os.path.abspath(__file__))
-    for name in sorted(os.listdir(folder)):
-        if name.endswith(".py"):
-            try:
-                with open(os.path.join(folder, name), "rb") as fh:
-                    h.update(name.encode() + b"\0" + fh.read())
-            except OSError:
-                pass
+    for sub, dirs, files in os.walk(folder):  # the tracer's subpackages (probes/) too
+        dirs[:] = sorted(d for d in dirs if not d.startswith((".", "__")))
+        for name in sorted(files):
+            if name.endswith(".py"):
+                rel = os.path.relpath(os.path.join(sub, name), folder)
+                try:
+                    with open(os.path.join(sub, name), "rb") as fh:
+                        h.update(rel.encode() + b"\0" + fh.read())
+                except OSError:
+                    pass
     return h.hexdigest()
 
 
