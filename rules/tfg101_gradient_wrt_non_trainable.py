@@ -261,6 +261,7 @@ class GradientWrtNonTrainable(Rule):
         )
 
     # -- confirmation -------------------------------------------------------------------
+    OBSERVES = ("gradient_call", "apply_gradients")
     CONFIRMS = [
         Traced(
             (

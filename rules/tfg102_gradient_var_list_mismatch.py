@@ -526,6 +526,7 @@ class GradientVarListMismatch(Rule):
         return True
 
     # -- confirmation -------------------------------------------------------------------
+    OBSERVES = ("gradient_call", "apply_gradients")
     CONFIRMS = [
         Traced(
             (

@@ -314,6 +314,7 @@ class LossOutsideTape(Rule):
         )
 
     # -- confirmation -------------------------------------------------------------------
+    OBSERVES = ("gradient_call",)
     CONFIRMS = [
         Traced(
             (event("gradient_call", 10, variables=[{"name": "w", "grad": "none"}, {"name": "b", "grad": "none"}]),),

@@ -577,6 +577,7 @@ class NonDifferentiableOp(Rule):
         return got
 
     # -- confirmation -------------------------------------------------------------------
+    OBSERVES = ("gradient_call",)
     CONFIRMS = [
         Traced(
             (

@@ -128,6 +128,7 @@ class DisconnectedVariables(Rule):
                 out.append(found)
         return out
 
+    OBSERVES = ("gradient_call",)
     CONFIRMS = [
         Traced(
             (

@@ -559,6 +559,7 @@ class MissingTrainingFlag(Rule):
         return lines[l0 - 1][c0 - 1 :] + "".join(lines[l0 : l1 - 1]) + lines[l1 - 1][: c1 - 1]
 
     # -- confirmation -------------------------------------------------------------------
+    OBSERVES = ("layer_call", "model_layers", "moving_stats")
     CONFIRMS = [
         Traced(
             (

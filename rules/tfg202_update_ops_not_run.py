@@ -441,6 +441,7 @@ class UpdateOpsNotRun(Rule):
         return best
 
     # -- confirmation -------------------------------------------------------------------
+    OBSERVES = ("update_ops", "moving_stats")
     CONFIRMS = [
         Traced(
             (

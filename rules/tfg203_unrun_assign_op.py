@@ -354,6 +354,7 @@ class UnrunAssignOp(Rule):
         self._name_loads, self._attr_loads = names, attrs
 
     # -- confirmation -------------------------------------------------------------------
+    OBSERVES = ("assign_op",)
     CONFIRMS = [
         Traced(
             (

@@ -296,6 +296,7 @@ class MisspelledTrainingKwarg(Rule):
         return name in owners
 
     # -- confirmation -------------------------------------------------------------------
+    OBSERVES = ("layer_call", "moving_stats")
     CONFIRMS = [
         Traced(
             (),

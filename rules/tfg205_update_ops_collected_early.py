@@ -254,6 +254,7 @@ class UpdateOpsCollectedEarly(Rule):
         return result
 
     # -- confirmation -------------------------------------------------------------------
+    OBSERVES = ("update_ops_collected",)
     CONFIRMS = [
         Traced(
             (event("update_ops_collected", 10, size=0, size_at_first_step=2),),

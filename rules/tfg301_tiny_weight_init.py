@@ -480,6 +480,7 @@ class TinyWeightInit(Rule):
         return src.scale_node, new
 
     # -- confirmation -------------------------------------------------------------------------
+    OBSERVES = ("layer_grad_norms", "initializer")
     CONFIRMS = [
         Traced(
             (

@@ -315,6 +315,7 @@ class ConstantWeightInit(Rule):
         return f"{alias}.random.truncated_normal({self.ctx.code(shape)}, stddev={std})"
 
     # -- confirmation ---------------------------------------------------------------------------
+    OBSERVES = ("initializer", "gradient_call")
     CONFIRMS = [
         Traced(
             (

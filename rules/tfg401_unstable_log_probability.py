@@ -314,6 +314,7 @@ class UnstableLogProbability(Rule):
         return self.replace(neg, new, "Compute the cross-entropy from the logits with the fused loss", "unsafe")
 
     # -- confirmation -------------------------------------------------------------------
+    OBSERVES = ("log_input", "nonfinite")
     CONFIRMS = [
         Traced(
             (event("log_input", 10, op="Log", input_op_type="Softmax", clipped=False, differentiated=True),),

@@ -386,6 +386,7 @@ class SoftmaxLogitsMismatch(Rule):
         return None
 
     # -- confirmation -------------------------------------------------------------------
+    OBSERVES = ("logits_input", "log_input")
     CONFIRMS = [
         Traced(
             (event("logits_input", 10, function="softmax_cross_entropy_with_logits", input_op_type="Softmax"),),

@@ -268,6 +268,7 @@ class SqrtAtZero(Rule):
         )
 
     # -- confirmation -------------------------------------------------------------------
+    OBSERVES = ("sqrt_input", "nonfinite")
     CONFIRMS = [
         Traced(
             (

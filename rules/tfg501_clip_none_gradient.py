@@ -539,6 +539,7 @@ class ClipNoneGradient(Rule):
         return self.replace(call, text, f"Clip only non-None gradients (`if {gname} is not None else None`)", "unsafe")
 
     # -- confirmation -----------------------------------------------------------------------------
+    OBSERVES = ("clip_none", "gradient_call")
     CONFIRMS = [
         Traced(
             (event("clip_none", 12, function="clip_by_norm"),),

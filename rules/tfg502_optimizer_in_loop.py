@@ -411,6 +411,7 @@ class OptimizerInLoop(Rule):
         return False
 
     # -- confirmation -------------------------------------------------------------------
+    OBSERVES = ("optimizer_created",)
     CONFIRMS = [
         Traced(
             (event("optimizer_created", 10, count=5, **{"class": "Adam"}),),

@@ -225,6 +225,7 @@ class ActivationOnLogits(Rule):
         return None
 
     # -- confirmation -------------------------------------------------------------------
+    OBSERVES = ("logits_input",)
     CONFIRMS = [
         Traced(
             (event("logits_input", 10, function="softmax_cross_entropy_with_logits", input_op_type="Relu"),),

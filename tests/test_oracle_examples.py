@@ -78,3 +78,18 @@ def test_stand_ins_are_named_in_the_evidence():
 def test_unknown_event_fields_are_reported():
     assert problems(event("layer_call", 3, layer="bn", trainig=True)) == ["layer_call: unknown field 'trainig'"]
     assert problems({"kind": "nope"}) == ["unknown event kind 'nope'"]
+
+
+def test_a_failed_probe_the_oracle_does_not_read_leaves_the_refutation():
+    rule = next(r for r in all_rules() if r.code == "TFG101")
+    case = rule.REFUTES[0]
+    trace = case.trace()
+    trace.events.append(event("probe_failed", None, probe="sqrt_input", error="RuntimeError: boom"))
+    assert judge(_finding(rule, case), rule, trace).verdict is Verdict.REFUTED
+
+
+def test_every_observed_kind_is_an_event_kind():
+    from tflint_grad.tracer.events import EVENT_TYPES
+
+    for rule in all_rules():
+        assert set(rule.OBSERVES) <= set(EVENT_TYPES), rule.code

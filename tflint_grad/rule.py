@@ -138,6 +138,9 @@ class Rule:
     trace_only: ClassVar[bool] = False
     VALID: ClassVar[list[Valid | str]] = []
     INVALID: ClassVar[list[Invalid]] = []
+    # The event kinds the oracle reads: a failed probe of one of them makes a refutation
+    # inconclusive (empty: any failed probe does).
+    OBSERVES: ClassVar[tuple[str, ...]] = ()
     # Oracle examples over synthetic traces (see Traced): the verdict each must get.
     CONFIRMS: ClassVar[list[Traced]] = []
     REFUTES: ClassVar[list[Traced]] = []

@@ -89,7 +89,7 @@ def judge(finding: Finding, rule: type[Rule] | None, trace: TraceResult, src: An
         if not trace.ran and trace.reason:
             evidence += f" ({_map_reason(src, trace.reason)})"
         return Outcome(Verdict.INCONCLUSIVE, evidence)
-    failed = trace.probe_failures()
+    failed = [p for p in trace.probe_failures() if rule is None or not rule.OBSERVES or p in rule.OBSERVES]
     if outcome.verdict is Verdict.REFUTED and failed:
         return Outcome(
             Verdict.INCONCLUSIVE,
