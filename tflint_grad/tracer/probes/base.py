@@ -342,12 +342,12 @@ class ProbeContext:
         return False
 
     def called_from_script(self) -> bool:
-        """The nearest frame outside this module (and its generated wrappers) is the script."""
+        """The nearest frame outside the probes package (and its generated wrappers) is the script."""
         f = sys._getframe(1)
-        here = __file__
+        here = os.path.dirname(__file__)
         while f is not None:
             fn = f.f_code.co_filename
-            if fn != here and not fn.startswith("<tflint-grad probe"):
+            if os.path.dirname(fn) != here and not fn.startswith("<tflint-grad probe"):
                 v = self._is_script.get(fn)
                 if v is None:
                     v = self._is_script[fn] = os.path.realpath(fn) == self.script
