@@ -639,6 +639,29 @@ class MissingTrainingFlag(Rule):
             evidence="updated by another call in training mode",
             data={"call_line": 10, "end_line": 10},
         ),
+        Traced(  # a frozen BatchNormalization runs in inference mode whatever the flag: not this bug's doing
+            (
+                event(
+                    "layer_call",
+                    10,
+                    layer="bn",
+                    training=None,
+                    in_tape=True,
+                    trainable=False,
+                    **{"class": "BatchNormalization"},
+                ),
+                event(
+                    "moving_stats",
+                    4,
+                    layer="bn",
+                    before={"moving_mean": [0.0]},
+                    after={"moving_mean": [0.0]},
+                    changed=False,
+                ),
+            ),
+            evidence="frozen",
+            data={"call_line": 10, "end_line": 10},
+        ),
         Traced(  # outside any tape and statistics unknown: no consequence observed
             (event("layer_call", 10, layer="drop", training=None, in_tape=False, **{"class": "Dropout"}),),
             evidence="no consequence",
@@ -678,5 +701,7 @@ class MissingTrainingFlag(Rule):
         if mode.updated_elsewhere:
             return inconclusive(evidence + " (the statistics are updated by another call in training mode)")
         if not mode.harmful:
-            return inconclusive(evidence + " (outside a tape, with no moving statistics read: no consequence observed)")
+            return inconclusive(
+                evidence + " (no consequence observed: frozen layers, or outside a tape with no moving statistics read)"
+            )
         return confirmed(evidence)

@@ -350,5 +350,7 @@ class MisspelledTrainingKwarg(Rule):
         if mode.updated_elsewhere:
             return inconclusive(evidence + " (the statistics are updated by another call in training mode)")
         if not mode.harmful:
-            return inconclusive(evidence + " (outside a tape, with no moving statistics read: no consequence observed)")
+            return inconclusive(
+                evidence + " (no consequence observed: frozen layers, or outside a tape with no moving statistics read)"
+            )
         return confirmed(evidence)

@@ -334,3 +334,15 @@ def test_graph_update_ops_logs_logits_clip(traced):
     # whatever the static rules flagged here, the trace decided it
     for f in findings:
         assert f.verdict in ("confirmed", "refuted"), _describe(findings)
+
+
+def test_every_recorded_event_follows_the_contract(traced):
+    """The real probes emit exactly the kinds and fields tracer/events.py declares."""
+    from tflint_grad.tracer.events import problems
+
+    _, traces, _ = traced
+    for key, trace in traces.items():
+        if trace is None:
+            continue
+        for ev in trace.events:
+            assert not problems(ev), (key, problems(ev), ev.get("kind"))

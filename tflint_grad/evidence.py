@@ -60,6 +60,9 @@ def inference_mode(trace: TraceResult, falsy: list[Event]) -> InferenceMode:
         tape = " in the tape" if e.get("in_tape") else ""
         parts.append(f"{e.get('class', 'layer')} `{layer}` ran with training={'None' if seen is None else seen}{tape}")
         s = stats.get(layer)
+        if "Normalization" in str(e.get("class", "")) and e.get("trainable") is False:
+            parts[-1] += " (frozen: inference mode whatever the flag)"
+            continue
         if s is not None and "Normalization" in str(e.get("class", "")):
             moves.append(moving_text(s))
             bn_moved.append(bool(s.get("changed")))
