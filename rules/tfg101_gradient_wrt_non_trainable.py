@@ -48,8 +48,10 @@ class GradientWrtNonTrainable(Rule):
     fix is not offered.
 
     ## Confirmation
-    The traced variable list holds non-trainable variables whose gradient is None
-    (evidence names them); `refuted` when every variable in the list is trainable.
+    The traced variable list holds non-trainable variables and a consequence is seen: their
+    gradient is None, or their gradient was applied to them (evidence names them); a
+    non-trainable variable with a gradient never applied is `inconclusive`. `refuted` when
+    every variable in the list is trainable.
     """
 
     code = "TFG101"

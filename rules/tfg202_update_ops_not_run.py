@@ -55,8 +55,9 @@ class UpdateOpsNotRun(Rule):
     ## Confirmation
     In the traced graph the moving-average assign ops are not ancestors of the train op
     (walking `op.inputs` and `op.control_inputs`) and are not fetched with it, and
-    `moving_mean` is unchanged after the steps; `refuted` when the train op depends on
-    them or they are fetched together.
+    `moving_mean` is unchanged after the steps (statistics that could not be read, or that
+    moved anyway, give `inconclusive`); `refuted` when the train op depends on them or they
+    are fetched together.
     """
 
     code = "TFG202"

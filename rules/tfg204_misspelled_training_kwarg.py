@@ -49,7 +49,8 @@ class MisspelledTrainingKwarg(Rule):
 
     ## Confirmation
     The call at the flagged line raises, or the BatchNormalization/Dropout layers it
-    runs see `training` unset/false; `refuted` when they run in training mode.
+    runs see `training` unset/false with a consequence (moving statistics unchanged, or the
+    layers off while the tape recorded); `refuted` when they run in training mode.
     """
 
     code = "TFG204"

@@ -67,9 +67,10 @@ class ConstantWeightInit(Rule):
 
     ## Confirmation
     The traced `initializer` events of the flagged variables show a measured standard
-    deviation of 0 at initialization (every unit starts identical, so their gradients are
-    identical): `confirmed`, with the variable names and shapes; `refuted` when the traced
-    weights are not constant.
+    deviation of 0 at initialization, and the traced gradient of such a variable has identical
+    columns (every unit gets the same gradient): `confirmed`, with the variable names and shapes.
+    `refuted` when the traced weights are not constant, or when the units' gradients differ
+    (an output layer: symmetry is broken downstream); no gradient measured: `inconclusive`.
     """
 
     code = "TFG302"

@@ -55,10 +55,13 @@ class UnstableLogProbability(Rule):
 
     ## Confirmation
     `--confirm` looks for the `Log` op created at the flagged line (`log_input` event):
-    `confirmed` when its input comes from a `Softmax`/`Sigmoid` op with no clipping in
-    between (evidence: "Log ← Softmax (line 12), no clipping"); a NaN/Inf seen in the loss
-    or the gradients during the traced steps is added to the evidence ("loss became NaN at
-    step 37"). `refuted` when the traced `Log` input is clipped or is not a probability.
+    `confirmed` when its input comes from a `Softmax`/`Sigmoid` op (or `1 -` one) with no
+    clipping in between and the `Log` lies on the path of a gradient the script took, or a
+    NaN/Inf appears at that line (evidence: "Log ← Softmax (line 12), no clipping, on the
+    differentiated path"; a NaN/Inf in the loss or gradients is added). Several logs on one
+    line are judged each by its own kind (`log(h)`, `log(1 - h)`). `refuted` when every traced
+    `Log` at the line is clipped; a `Log` never differentiated (a printed cost) or fed by an
+    op the trace cannot classify is `inconclusive`.
     """
 
     code = "TFG401"

@@ -50,9 +50,9 @@ class SqrtAtZero(Rule):
     sum or mean of squares with no `maximum`/epsilon in between (evidence: "Sqrt ← Sum ← Square
     ← Sub at line 42, no epsilon"), with, in eager code, how many values of the radicand were
     exactly 0 in the first traced step, and the first NaN/Inf produced at that line. Identical
-    pairs may not occur in the few traced steps: the structure alone confirms. A NaN/Inf at the
-    flagged line with no recorded `Sqrt` also confirms; `refuted` when the traced `Sqrt` input is
-    guarded.
+    pairs may not occur in the few traced steps: the unguarded root on the path of a gradient the
+    script took confirms (one never differentiated is `inconclusive`). A NaN/Inf at the flagged
+    line with no recorded `Sqrt` also confirms; `refuted` when the traced `Sqrt` input is guarded.
     """
 
     code = "TFG403"

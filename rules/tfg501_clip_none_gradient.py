@@ -77,9 +77,9 @@ class ClipNoneGradient(Rule):
 
     ## Confirmation
     `confirmed` when a `None` gradient reaches the clip call during the traced steps (a
-    `clip_none` event at its line, or a None gradient at the gradient call it iterates);
-    `refuted` when the clip line ran and every gradient of that call was non-None over the
-    traced steps.
+    `clip_none` event at its line, or a None gradient at the gradient call it iterates and the
+    clip line raised); `refuted` when the clip line ran and every gradient of that call was
+    non-None over the traced steps.
     """
 
     code = "TFG501"

@@ -62,7 +62,8 @@ class OptimizerInLoop(Rule):
     ## Confirmation
     `--confirm` counts the `optimizer_created` events at the flagged line: `confirmed` when
     more than one optimizer instance was created during the traced steps ("3 Adam instances
-    created in 3 steps: slot variables reset each step"), `refuted` when exactly one was.
+    created in 3 steps: slot variables reset each step"), `refuted` when exactly one was over
+    at least two training steps.
     """
 
     code = "TFG502"
