@@ -60,8 +60,8 @@ class UnstableLogProbability(Rule):
     NaN/Inf appears at that line (evidence: "Log ← Softmax (line 12), no clipping, on the
     differentiated path"; a NaN/Inf in the loss or gradients is added). Several logs on one
     line are judged each by its own kind (`log(h)`, `log(1 - h)`). `refuted` when every traced
-    `Log` at the line is clipped; a `Log` never differentiated (a printed cost) or fed by an
-    op the trace cannot classify is `inconclusive`.
+    `Log` at the line is clipped, or when the script ran to its end without differentiating it
+    (a printed cost); a `Log` fed by an op the trace cannot classify is `inconclusive`.
     """
 
     code = "TFG401"
@@ -356,12 +356,18 @@ class UnstableLogProbability(Rule):
         Traced(
             (event("log_input", 10, op="Log", input_op_type="Softmax", clipped=True, differentiated=True),),
             evidence="the traced Log at line 10 is clipped",
-        )
+        ),
+        Traced(  # issue 10: a cost printed but never differentiated, and the script ran to its end
+            (event("log_input", 10, op="Log", input_op_type="Sigmoid", clipped=False, differentiated=False),),
+            evidence="the instability cannot reach training",
+            status="finished",
+        ),
     ]
     INCONCLUSIVE = [
-        Traced(  # issue 10: a cost printed but never differentiated: the shape without the consequence
+        Traced(  # issue 10: a cost printed but never differentiated, in a run stopped at the step limit
             (event("log_input", 10, op="Log", input_op_type="Sigmoid", clipped=False, differentiated=False),),
             evidence="not on the path of any gradient",
+            status="stopped",
         ),
         Traced(  # a Log fed by an op the trace cannot classify: not proof of safety
             (event("log_input", 10, op="Log", input_op_type="Sub", clipped=False, differentiated=True),),
@@ -394,10 +400,12 @@ class UnstableLogProbability(Rule):
         if risky:
             e = risky[0]
             if e.get("differentiated") is False:
-                return inconclusive(
+                text = (
                     f"Log ← {e.get('input_op_type')} at line {e.get('line')}, no clipping, but it is not on the path "
                     "of any gradient the script took: the instability cannot reach training"
                 )
+                # the whole script ran: every gradient it takes was seen (else a later one might)
+                return refuted(text) if trace.status == "finished" else inconclusive(text)
             return inconclusive(
                 f"Log ← {e.get('input_op_type')} at line {e.get('line')}, no clipping; "
                 "whether a gradient flows through it was not observed"

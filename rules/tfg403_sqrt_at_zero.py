@@ -51,7 +51,8 @@ class SqrtAtZero(Rule):
     ← Sub at line 42, no epsilon"), with, in eager code, how many values of the radicand were
     exactly 0 in the first traced step, and the first NaN/Inf produced at that line. Identical
     pairs may not occur in the few traced steps: the unguarded root on the path of a gradient the
-    script took confirms (one never differentiated is `inconclusive`). A NaN/Inf at the flagged
+    script took confirms (one never differentiated: `refuted` when the script ran to its end, else
+    `inconclusive`). A NaN/Inf at the flagged
     line with no recorded `Sqrt` also confirms; `refuted` when the traced `Sqrt` input is guarded.
     """
 
@@ -340,6 +341,7 @@ class SqrtAtZero(Rule):
                 ),
             ),
             evidence="not on the path of any gradient",
+            status="stopped",
         ),
         Traced((), evidence="no Sqrt op was traced at line 10"),
     ]
@@ -380,14 +382,12 @@ class SqrtAtZero(Rule):
             )
         if bad:
             e = bad[0]
-            why = (
-                "it is not on the path of any gradient the script took"
-                if e.get("differentiated") is False
-                else "whether a gradient flows through it was not observed"
-            )
-            return inconclusive(
-                f"Sqrt ← {' ← '.join(e.get('chain') or ())} at line {e.get('line')}, no epsilon, but {why}"
-            )
+            text = f"Sqrt ← {' ← '.join(e.get('chain') or ())} at line {e.get('line')}, no epsilon, but "
+            if e.get("differentiated") is False:
+                text += "it is not on the path of any gradient the script took"
+                # the whole script ran: every gradient it takes was seen (else a later one might)
+                return refuted(text) if trace.status == "finished" else inconclusive(text)
+            return inconclusive(text + "whether a gradient flows through it was not observed")
         if roots and all(e.get("clipped") for e in roots):
             e = roots[0]
             return refuted(

@@ -60,10 +60,11 @@ class OptimizerInLoop(Rule):
     in a nested loop (one optimizer per run, e.g. a learning-rate sweep).
 
     ## Confirmation
-    `--confirm` counts the `optimizer_created` events at the flagged line: `confirmed` when
-    more than one optimizer instance was created during the traced steps ("3 Adam instances
-    created in 3 steps: slot variables reset each step"), `refuted` when exactly one was over
-    at least two training steps.
+    `--confirm` counts the `optimizer_created` events at the flagged line per training step:
+    `confirmed` when instances were created in more than one training step ("3 Adam instances
+    created in 3 training steps: slot variables reset each step"); `refuted` when, over at least
+    two training steps, one instance was created, or all were created within one step (one per
+    GPU tower while the graph is built).
     """
 
     code = "TFG502"
@@ -415,8 +416,8 @@ class OptimizerInLoop(Rule):
     OBSERVES = ("optimizer_created",)
     CONFIRMS = [
         Traced(
-            (event("optimizer_created", 10, count=5, **{"class": "Adam"}),),
-            evidence="5 Adam instances created in 5 steps",
+            tuple(event("optimizer_created", 10, step=k, count=1, **{"class": "Adam"}) for k in range(5)),
+            evidence="5 Adam instances created in 5 training steps",
             data={"class": "Adam", "stmt_line": 10, "stmt_end_line": 10},
         )
     ]
@@ -425,7 +426,12 @@ class OptimizerInLoop(Rule):
             (event("optimizer_created", 10, count=1, **{"class": "Adam"}),),
             evidence="a single Adam instance was created during the 5 traced steps",
             data={"class": "Adam", "stmt_line": 10, "stmt_end_line": 10},
-        )
+        ),
+        Traced(  # one per GPU tower while the graph is built: all before the first step, none per step
+            (event("optimizer_created", 10, step=0, count=2, **{"class": "AdamOptimizer"}),),
+            evidence="all 2 AdamOptimizer instances were created within step 0",
+            data={"class": "AdamOptimizer", "stmt_line": 10, "stmt_end_line": 10},
+        ),
     ]
     INCONCLUSIVE = [
         Traced(  # one step only: one instance is what the bug would also give
@@ -446,11 +452,18 @@ class OptimizerInLoop(Rule):
             return inconclusive(f"no optimizer creation was recorded at line {lo}")
         n = sum(int(e.get("count") or 1) for e in events)
         name = events[0].get("class") or finding.data.get("class") or "optimizer"
-        steps = trace.steps or len({e.get("step") for e in events})
-        if n > 1:
-            return confirmed(f"{n} {name} instances created in {steps} steps: slot variables reset each step")
+        steps = sorted({int(e.get("step") or 0) for e in events})
+        if len(steps) > 1:  # the consequence: a fresh optimizer (fresh slots) in several training steps
+            return confirmed(
+                f"{n} {name} instances created in {len(steps)} training steps: slot variables reset each step"
+            )
         if trace.steps < 2:
             return inconclusive(
-                f"only {trace.steps} training step ran: one {name} instance is what the loop would also create"
+                f"only {trace.steps} training step ran: one {name} instance per step is what the loop would also create"
             )
-        return refuted(f"a single {name} instance was created during the {steps} traced steps")
+        if n > 1:
+            return refuted(
+                f"all {n} {name} instances were created within step {steps[0]} (e.g. one per tower while the "
+                f"graph is built), none in the {trace.steps} later training steps: no slot variables are reset"
+            )
+        return refuted(f"a single {name} instance was created during the {trace.steps} traced steps")

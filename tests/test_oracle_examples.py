@@ -93,3 +93,12 @@ def test_every_observed_kind_is_an_event_kind():
 
     for rule in all_rules():
         assert set(rule.OBSERVES) <= set(EVENT_TYPES), rule.code
+
+
+def test_oracles_read_a_notebook_finding_at_its_traced_line():
+    rule = next(r for r in all_rules() if r.code == "TFG401")
+    case = rule.CONFIRMS[0]  # a Log event at line 10 of the traced text
+    finding = _finding(rule, case)
+    finding.line, finding.end_line, finding.cell = 3, 3, 2  # line 3 of cell 2 is line 10 of the traced text
+    outcome = judge(finding, rule, case.trace())
+    assert outcome.verdict is Verdict.CONFIRMED, outcome

@@ -80,8 +80,11 @@ def judge(finding: Finding, rule: type[Rule] | None, trace: TraceResult, src: An
         return Outcome(Verdict.INCONCLUSIVE, _map_reason(src, trace.reason) or f"the trace ended ({trace.status})")
     outcome = None
     if rule is not None:
+        # the oracle reads the finding at its lines in the traced text (a notebook's cell lines
+        # are not the trace's lines)
+        traced = dataclasses.replace(finding, line=line, end_line=line + (finding.end_line - finding.line), cell=None)
         try:
-            outcome = rule.confirm(finding, trace)
+            outcome = rule.confirm(traced, trace)
         except Exception as e:
             return Outcome(Verdict.INCONCLUSIVE, f"the {finding.code} oracle failed: {type(e).__name__}: {e}")
     if not isinstance(outcome, Outcome):

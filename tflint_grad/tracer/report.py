@@ -57,8 +57,8 @@ Kinds:
   order; ``counterfactual``: the same with those weights re-drawn fan-in scaled (He for
   ReLU, Glorot otherwise); ``first_ratio``: counterfactual first-layer norm / actual;
   ``flagged``: [{"variable", "redraw": "he"|"glorot"}] the weights found tiny and re-drawn.
-- ``optimizer_created``: ``class``; one event per (line, class), ``count`` = instances
-  created there.
+- ``optimizer_created``: ``class``; one event per (line, class, step), ``count`` = instances
+  created there during that step.
 - ``clip_none``: a per-tensor clip call received None (it raises); ``function``.
 - ``assign_op``: TF1 graph: an assign op created by the script; ``op``, ``op_type``,
   ``target``, ``ran``: bool (an ancestor of anything the script fetched), ``moving``: bool,

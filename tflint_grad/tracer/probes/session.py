@@ -118,7 +118,14 @@ class SessionProbes(ProbeContext):
                     except Exception:
                         pass
                     line = P.line()
-                    P.rec.emit("optimizer_created", line, key=type(opt).__name__, **{"class": type(opt).__name__})
+                    # one event per (line, class, step): instances created within one step (graph
+                    # building, one per tower) are told apart from one per training step
+                    P.rec.emit(
+                        "optimizer_created",
+                        line,
+                        key=(type(opt).__name__, P.rec.step),
+                        **{"class": type(opt).__name__},
+                    )
             except Exception:
                 _debug("optimizer init probe")
 
