@@ -44,8 +44,10 @@ class TinyWeightInit(Rule):
     The finding points at the initializer's construction and gives the fan-in and ratio.
 
     Not a finding: biases (bias keywords, 1-D shapes, names such as `b`, `b1`, `bias`),
-    batch-norm parameters, embeddings, a single-layer model, and a small-init output head
-    (a policy or value head) when the layers before it are well scaled.
+    batch-norm parameters, embeddings, a single-layer model, a small-init output head
+    (a policy or value head, a detection box head) when the layers before it are well scaled,
+    and layers followed by batch normalization (built in the same `Sequential` list, class
+    or function): BN re-scales their output, so a small init does not compound.
 
     ## Why is this bad?
     Each layer multiplies the signal by about `stddev * sqrt(fan_in)` (times `1/sqrt(2)`
@@ -229,6 +231,27 @@ class TinyWeightInit(Rule):
             P1 = tf.Variable(tf.random.normal([64, 64], stddev=0.001), trainable=False)
             P2 = tf.Variable(tf.random.normal([64, 64], stddev=0.001), trainable=False)
         """),
+        # small-init convs each followed by batch normalization (scale-invariant), and a small-init
+        # output head on its own (RetinaNet/EfficientDet box nets, issue 9)
+        Valid("""
+            import tensorflow as tf
+            class BoxNet(tf.keras.layers.Layer):
+                def __init__(self, repeats, num_filters, num_anchors):
+                    super().__init__()
+                    self.conv_ops, self.bns = [], []
+                    for i in range(repeats):
+                        self.conv_ops.append(tf.keras.layers.Conv2D(
+                            num_filters, 3, padding='same',
+                            kernel_initializer=tf.random_normal_initializer(stddev=0.01)))
+                        self.bns.append(build_batch_norm(name='box-%d-bn' % i))
+                def call(self, image, training):
+                    for conv, bn in zip(self.conv_ops, self.bns):
+                        image = tf.nn.swish(bn(conv(image), training=training))
+                    return image
+            def box_head(num_anchors):
+                return tf.keras.layers.Conv2D(4 * num_anchors, 3, padding='same',
+                                              kernel_initializer=tf.random_normal_initializer(stddev=0.01))
+        """),
     ]
     INVALID = [
         # Seed 001.
@@ -403,7 +426,8 @@ class TinyWeightInit(Rule):
         threshold = self._option("threshold")
         unknown = self._option("max-unknown-scale")
         idx = weight_index(self.ctx)
-        tiny = [u for u in idx.uses if self._tiny(u, threshold, unknown)]
+        # a layer followed by batch normalization is scale-invariant: its small init does not compound
+        tiny = [u for u in idx.uses if self._tiny(u, threshold, unknown) and not idx.normalized(u)]
         if not tiny:
             return
         stacked = [u for u in tiny if u.repeated or any(idx.feeds(u, v) or idx.feeds(v, u) for v in tiny if v is not u)]

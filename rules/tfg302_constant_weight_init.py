@@ -3,11 +3,11 @@ from __future__ import annotations
 import libcst as cst
 
 from tflint_grad import tfapi
+from tflint_grad.analysis.facts import tf_alias
 from tflint_grad.analysis.weights import (
     InitSource,
     WeightUse,
     fan_in_initializer,
-    tf_alias,
     uses_relu,
     weight_index,
 )
@@ -25,15 +25,20 @@ class ConstantWeightInit(Rule):
     strings `'zeros'` / `'ones'`, or an initial value such as `tf.zeros([784, 256])`,
     `np.ones(...)`, `tf.fill(...)` or `tf.random_uniform(shape, 1., 1.)` (a draw of width 0).
     The initializer is followed through names, parameters and one-weight helper functions
-    to the weights it initializes, like TFG301.
+    to the weights it initializes, like TFG301. Only weights that multiply activations count:
+    a layer's kernel, or a variable read as an operand of `tf.matmul` / `@` / a convolution
+    (or of a local helper that applies one). The finding is shown (confidence `high`) when
+    the layer visibly feeds a gradient target; otherwise it is a `low` candidate.
 
     Not a finding: biases (bias keywords, 1-D shapes, names such as `b`, `b1`, `bias`),
     batch-norm `gamma`/`beta` and other normalization parameters, embeddings, the output
     layer (the last weight layer: zero-initializing it is a common, harmless choice),
     single-layer models (softmax regression's `W = tf.Variable(tf.zeros([784, 10]))`),
     layers of a single unit (`Dense(1)`: no symmetry to break), non-trainable variables, recurrent kernels (`recurrent_initializer`: the input kernel
-    already makes the units differ), and `tf.constant_initializer(array)` (pretrained
-    weights).
+    already makes the units differ), `tf.constant_initializer(array)` (pretrained
+    weights), biases added with `+ b` whatever their shape (`[1, n]` LSTM gate biases), and
+    variables the file updates itself (`v.assign(...)`: optimizer slots, RNN state buffers,
+    simulation state).
 
     ## Why is this bad?
     When every weight of a layer starts equal, every unit of that layer computes the same
@@ -149,6 +154,34 @@ class ConstantWeightInit(Rule):
                 tf.keras.layers.Dense(10),
             ])
         """),
+        # not weights that multiply activations (issue 9): LSTM gate biases of shape [1, n] added with `+ b`,
+        # RNN state buffers and simulation state the file assigns itself, hand-written optimizer slots
+        Valid("""
+            import numpy as np
+            import tensorflow as tf
+            ix = tf.Variable(tf.truncated_normal([vocabulary_size, num_nodes], -0.1, 0.1))
+            im = tf.Variable(tf.truncated_normal([num_nodes, num_nodes], -0.1, 0.1))
+            ib = tf.Variable(tf.zeros([1, num_nodes]))
+            saved_output = tf.Variable(tf.zeros([1, num_nodes]))
+            def lstm_cell(i, o):
+                return tf.sigmoid(tf.matmul(i, ix) + tf.matmul(o, im) + ib)
+            output = lstm_cell(sample_input, saved_output)
+            reset = saved_output.assign(tf.zeros([1, num_nodes]))
+            w = tf.Variable(tf.truncated_normal([num_nodes, vocabulary_size], -0.1, 0.1))
+            logits = tf.matmul(output, w)
+            loss = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=y, logits=logits))
+            train_op = tf.train.GradientDescentOptimizer(1.0).minimize(loss)
+            U = tf.Variable(np.zeros([500, 500], dtype=np.float32))
+            Ut = tf.Variable(np.zeros([500, 500], dtype=np.float32))
+            step = tf.group(U.assign(U + eps * Ut), Ut.assign(Ut + eps * tf.matmul(U, kernel)))
+            class Adam(tf.Module):
+                def apply_gradients(self, grads, vars):
+                    for var in vars:
+                        v = tf.Variable(tf.zeros(shape=var.shape))
+                        s = tf.Variable(tf.zeros(shape=var.shape))
+                        self.v_dvar.append(v)
+                        self.s_dvar.append(s)
+        """),
     ]
     INVALID = [
         Invalid(
@@ -161,6 +194,8 @@ class ConstantWeightInit(Rule):
             b2 = tf.Variable(tf.zeros([10]))
             h = tf.nn.relu(tf.matmul(x, W1) + b1)
             logits = tf.matmul(h, W2) + b2
+            loss = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits_v2(labels=y, logits=logits))
+            train_op = tf.train.GradientDescentOptimizer(0.5).minimize(loss)
             """,
             line=3,
             message="`W1`",
@@ -174,6 +209,8 @@ class ConstantWeightInit(Rule):
             b2 = tf.Variable(tf.zeros([10]))
             h = tf.nn.relu(tf.matmul(x, W1) + b1)
             logits = tf.matmul(h, W2) + b2
+            loss = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits_v2(labels=y, logits=logits))
+            train_op = tf.train.GradientDescentOptimizer(0.5).minimize(loss)
             """,
         ),
         Invalid(
@@ -184,6 +221,7 @@ class ConstantWeightInit(Rule):
                 keras.layers.Dense(128, activation='tanh', kernel_initializer=keras.initializers.Constant(0.5)),
                 keras.layers.Dense(10, kernel_initializer='zeros'),
             ])
+            model.compile(optimizer='sgd', loss='mse')
             """,
             line=3,
             message="symmetry",
@@ -195,6 +233,7 @@ class ConstantWeightInit(Rule):
                 keras.layers.Dense(128, activation='tanh', kernel_initializer=keras.initializers.GlorotUniform()),
                 keras.layers.Dense(10, kernel_initializer='zeros'),
             ])
+            model.compile(optimizer='sgd', loss='mse')
             """,
         ),
         Invalid(
@@ -204,6 +243,7 @@ class ConstantWeightInit(Rule):
             h1 = tf.layers.dense(x, 64, activation=tf.nn.relu, kernel_initializer=w_init)
             h2 = tf.layers.dense(h1, 64, activation=tf.nn.relu, kernel_initializer=tf.glorot_uniform_initializer())
             out = tf.layers.dense(h2, 1)
+            train_op = tf.train.AdamOptimizer().minimize(tf.losses.mean_squared_error(y, out))
             """,
             line=2,
             message="`h1`",
@@ -213,6 +253,7 @@ class ConstantWeightInit(Rule):
             h1 = tf.layers.dense(x, 64, activation=tf.nn.relu, kernel_initializer=w_init)
             h2 = tf.layers.dense(h1, 64, activation=tf.nn.relu, kernel_initializer=tf.glorot_uniform_initializer())
             out = tf.layers.dense(h2, 1)
+            train_op = tf.train.AdamOptimizer().minimize(tf.losses.mean_squared_error(y, out))
             """,
         ),
         # A helper shared by every layer: no fix (it also initializes the output layer).
@@ -230,6 +271,7 @@ class ConstantWeightInit(Rule):
             """,
             line=3,
             message="constant",
+            confidence="low",  # nothing in the file differentiates it
         ),
     ]
 
@@ -237,7 +279,9 @@ class ConstantWeightInit(Rule):
     def finish(self) -> None:
         idx = weight_index(self.ctx)
         exempt = tfapi.names("initializers", "constant_exempt_keywords")
-        weights = [u for u in idx.uses if u.role == "weight"]
+        # only weights that multiply activations: not biases added with `+ b` (even of shape [1, n]),
+        # optimizer slots, state buffers or simulation state that the file updates itself
+        weights = [u for u in idx.uses if u.role == "weight" and idx.multiplies(u)]
         groups: dict[int, list[tuple[WeightUse, WeightUse]]] = {}
         for u in weights:
             src = u.source
@@ -251,9 +295,12 @@ class ConstantWeightInit(Rule):
             return
         relu = uses_relu(self.ctx)
         for group in groups.values():
-            self._report(group, idx.uses, relu)
+            on_path = any(idx.on_gradient_path(u) for u, _ in group)
+            self._report(group, idx.uses, relu, on_path)
 
-    def _report(self, group: list[tuple[WeightUse, WeightUse]], uses: list[WeightUse], relu: bool) -> None:
+    def _report(
+        self, group: list[tuple[WeightUse, WeightUse]], uses: list[WeightUse], relu: bool, on_path: bool
+    ) -> None:
         ctx = self.ctx
         src: InitSource = group[0][0].source  # type: ignore[assignment]
         text = ctx.code(src.node)
@@ -282,8 +329,11 @@ class ConstantWeightInit(Rule):
             src.node,
             f"`{text}` sets every weight of {layers} ({hidden}, {feeds}) to the same constant{value}: every unit "
             f"of the layer computes the same output and receives the same gradient, so the units stay identical "
-            f"(symmetry is never broken); {advice}",
+            f"(symmetry is never broken)"
+            + ("" if on_path else " (assuming the layer is trained: no gradient target of this file visibly uses it)")
+            + f"; {advice}",
             fix=fix,
+            confidence="high" if on_path else "low",
             data={
                 "use_lines": sorted({ctx.line(u.call) for u, _ in group}),
                 "variables": [u.name for u, _ in group if u.name],

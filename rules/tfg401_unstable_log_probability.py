@@ -4,7 +4,9 @@ import libcst as cst
 
 from tflint_grad import tfapi
 from tflint_grad.analysis import get_arg, number
-from tflint_grad.analysis.producers import Flow, Source, origin, short, tf_alias
+from tflint_grad.analysis.facts import tf_alias
+from tflint_grad.analysis.producers import Source, flow, origin, short
+from tflint_grad.analysis.targets import gradient_targets
 from tflint_grad.rule import Invalid, Outcome, Rule, Traced, Valid, confirmed, inconclusive, refuted
 from tflint_grad.tracer.events import event
 
@@ -20,7 +22,19 @@ class UnstableLogProbability(Rule):
     functional TF1 layers (`tf.layers.dense(..., activation=tf.nn.softmax)`), the last layer of
     a Keras `Sequential` / functional model called in the script, and one level of local
     functions: a helper's return value, a helper's parameter at its call sites, and the
-    `y_pred` of a custom loss given to `model.compile(loss=...)`.
+    `y_pred` of a custom loss given to `model.compile(loss=...)`. A sigmoid written by hand
+    (`1 / (1 + tf.exp(-z))`, `tf.div(1., 1. + tf.exp(z))`) counts, and so do probabilities
+    written to a `tf.TensorArray` and read back with `stack()`. A helper is read under the
+    constant arguments of its call (`model(x, is_training=True)` skips
+    `if not is_training: x = tf.nn.softmax(x)`), and of its call sites, those on the path to
+    a gradient come first. It also flags the log of an unbounded linear output
+    (`tf.log(tf.matmul(h, W) + b)`): NaN at the first negative value.
+
+    The finding is shown (confidence `high`) when the log visibly lies on the path to a
+    gradient target (the loss of `tape.gradient`, `tf.gradients`, `minimize`,
+    `compute_gradients`, `add_loss`, or `compile`). A log that no gradient target uses (a
+    TensorBoard summary, an evaluation metric, a cost that is only printed in a file that
+    back-propagates by hand) is a `low` candidate, hidden by default.
 
     ## Why is this bad?
     Softmax and sigmoid outputs underflow to exactly 0 (or 1) in float32 once the logits
@@ -114,6 +128,20 @@ class UnstableLogProbability(Rule):
             var = tf.exp(log_var)
             nll = 0.5 * tf.math.log(var) + tf.square(y - mu) / var
         """),
+        # never differentiated: back-propagation by hand (the cost is only printed), a summary, a metric
+        Valid("""
+            import tensorflow as tf
+            Y_pred = tf.sigmoid(tf.matmul(X, W) + b)
+            cost = -tf.reduce_mean(Y * tf.log(Y_pred) + (1 - Y) * tf.log(1 - Y_pred))
+            d_Y_pred = (Y_pred - Y) / (Y_pred * (1.0 - Y_pred) + 1e-7)
+            d_W = tf.matmul(tf.transpose(X), d_Y_pred * Y_pred * (1 - Y_pred))
+            update = tf.assign(W, W - learning_rate * d_W)
+            tf.summary.scalar('entropy', -tf.reduce_sum(Y_pred * tf.log(Y_pred)))
+            with tf.Session() as sess:
+                for step in range(1000):
+                    _, cost_val = sess.run([update, cost], feed_dict={X: x_data, Y: y_data})
+                    print(step, cost_val)
+        """),
         # a helper that returns logits when training and probabilities otherwise: unknown
         Valid("""
             import tensorflow as tf
@@ -134,6 +162,7 @@ class UnstableLogProbability(Rule):
             y_ = tf.placeholder(tf.float32, [None, 10])
             y_conv = tf.nn.softmax(tf.matmul(h_fc1_drop, W_fc2) + b_fc2)
             cross_entropy = -tf.reduce_sum(y_ * tf.log(y_conv))
+            train_step = tf.train.AdamOptimizer(1e-4).minimize(cross_entropy)
             """,
             line=5,
             message="softmax",
@@ -143,6 +172,7 @@ class UnstableLogProbability(Rule):
             y_ = tf.placeholder(tf.float32, [None, 10])
             y_conv = tf.nn.softmax(tf.matmul(h_fc1_drop, W_fc2) + b_fc2)
             cross_entropy = tf.reduce_sum(tf.nn.softmax_cross_entropy_with_logits(labels=y_, logits=tf.matmul(h_fc1_drop, W_fc2) + b_fc2))
+            train_step = tf.train.AdamOptimizer(1e-4).minimize(cross_entropy)
             """,
         ),
         # per-example form (reduction_indices=[1])
@@ -151,12 +181,14 @@ class UnstableLogProbability(Rule):
             import tensorflow as tf
             y = tf.nn.softmax(tf.matmul(x, W) + b)
             cross_entropy = tf.reduce_mean(-tf.reduce_sum(y_ * tf.log(y), reduction_indices=[1]))
+            train_step = tf.train.GradientDescentOptimizer(0.5).minimize(cross_entropy)
             """,
             line=3,
             fixed="""
             import tensorflow as tf
             y = tf.nn.softmax(tf.matmul(x, W) + b)
             cross_entropy = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=y_, logits=tf.matmul(x, W) + b))
+            train_step = tf.train.GradientDescentOptimizer(0.5).minimize(cross_entropy)
             """,
         ),
         # TF2 names, sigmoid and 1 - sigmoid: two findings, no fix
@@ -165,6 +197,7 @@ class UnstableLogProbability(Rule):
             import tensorflow as tf
             p = tf.math.sigmoid(z)
             loss = -tf.reduce_mean(y * tf.math.log(p) + (1 - y) * tf.math.log(1 - p))
+            grads = tf.gradients(loss, [w])
             """,
             line=3,
             message="sigmoid",
@@ -179,6 +212,7 @@ class UnstableLogProbability(Rule):
             with tf.GradientTape() as tape:
                 probs = model(x, training=True)
                 loss = -tf.reduce_mean(tf.reduce_sum(y * tf.math.log(probs), axis=1))
+            grads = tape.gradient(loss, model.trainable_variables)
             """,
             line=6,
             message="last layer of `model`",
@@ -206,6 +240,7 @@ class UnstableLogProbability(Rule):
                 return -tf.reduce_sum(labels * tf.log(p))
             pred = tf.layers.dense(h, 10, activation=tf.nn.softmax)
             loss = cross_entropy(pred, y)
+            train = tf.train.AdamOptimizer().minimize(loss)
             """,
             line=3,
             message="cross_entropy()",
@@ -220,6 +255,7 @@ class UnstableLogProbability(Rule):
             D_real, D_logit_real = discriminator(X)
             D_fake, D_logit_fake = discriminator(G_sample)
             D_loss = -tf.reduce_mean(tf.log(D_real) + tf.log(1. - D_fake))
+            D_solver = tf.train.AdamOptimizer().minimize(D_loss, var_list=theta_D)
             """,
             line=7,
             message="return value of `discriminator()`",
@@ -231,14 +267,137 @@ class UnstableLogProbability(Rule):
             import tensorflow as tf
             all_act_prob = tf.nn.softmax(all_act, name='act_prob')
             neg_log_prob = tf.reduce_sum(-tf.log(all_act_prob) * tf.one_hot(acts, n_actions), axis=1)
+            loss = tf.reduce_mean(neg_log_prob * tf_vt)
+            train_op = tf.train.AdamOptimizer(lr).minimize(loss)
             """,
             line=3,
+        ),
+        # the log of a hand-written sigmoid, 1 / (1 + exp(-z)) (issue 9)
+        Invalid(
+            """
+            import tensorflow as tf
+            hypothesis = tf.div(1., 1. + tf.exp(tf.matmul(X, W) + b))
+            cost = -tf.reduce_mean(Y * tf.log(hypothesis) + (1 - Y) * tf.log(1 - hypothesis))
+            train = tf.train.GradientDescentOptimizer(learning_rate=0.01).minimize(cost)
+            """,
+            line=3,
+            message="sigmoid",
+            count=2,
+        ),
+        Invalid(
+            """
+            import tensorflow as tf
+            p = 1 / (1 + tf.exp(-logits))
+            loss = -tf.reduce_mean(y * tf.math.log(p))
+            grads = tf.gradients(loss, params)
+            """,
+            line=3,
+            message="sigmoid",
+        ),
+        # probabilities written to a TensorArray and stacked (the actor-critic tutorial's shape)
+        Invalid(
+            """
+            import tensorflow as tf
+            def train_step(model, states, actions, returns):
+                with tf.GradientTape() as tape:
+                    action_probs = tf.TensorArray(dtype=tf.float32, size=0, dynamic_size=True)
+                    for t in tf.range(n):
+                        logits_t = model(states[t])
+                        probs_t = tf.nn.softmax(logits_t)
+                        action_probs = action_probs.write(t, probs_t[0, actions[t]])
+                    action_probs = action_probs.stack()
+                    loss = -tf.reduce_sum(tf.math.log(action_probs) * returns)
+                grads = tape.gradient(loss, model.trainable_variables)
+            """,
+            line=10,
+            message="TensorArray",
+        ),
+        # the actor-critic tutorial: TensorArray-stacked probabilities returned by a helper, reshaped in a
+        # comprehension, and passed to the loss helper (two hops)
+        Invalid(
+            """
+            import tensorflow as tf
+            def run_episode(state, model, max_steps):
+                action_probs = tf.TensorArray(dtype=tf.float32, size=0, dynamic_size=True)
+                values = tf.TensorArray(dtype=tf.float32, size=0, dynamic_size=True)
+                for t in tf.range(max_steps):
+                    action_logits_t, value = model(state)
+                    action = tf.random.categorical(action_logits_t, 1)[0, 0]
+                    action_probs_t = tf.nn.softmax(action_logits_t)
+                    values = values.write(t, tf.squeeze(value))
+                    action_probs = action_probs.write(t, action_probs_t[0, action])
+                return action_probs.stack(), values.stack()
+            def compute_loss(action_probs, values, returns):
+                action_log_probs = tf.math.log(action_probs)
+                return -tf.math.reduce_sum(action_log_probs * (returns - values))
+            def train_step(state, model, optimizer, max_steps):
+                with tf.GradientTape() as tape:
+                    action_probs, values = run_episode(state, model, max_steps)
+                    returns = get_expected_return(values)
+                    action_probs, values = [tf.expand_dims(x, 1) for x in [action_probs, values]]
+                    loss = compute_loss(action_probs, values, returns)
+                grads = tape.gradient(loss, model.trainable_variables)
+            """,
+            line=13,
+            message="return value of `run_episode()`",
+        ),
+        # a method parameter fed a sigmoid output at its call sites
+        Invalid(
+            """
+            import tensorflow as tf
+            class GAN:
+                def bce(self, p, y):
+                    return -tf.reduce_mean(y * tf.math.log(p) + (1 - y) * tf.math.log(1 - p))
+                def train_step(self, x):
+                    with tf.GradientTape() as tape:
+                        d_real = tf.sigmoid(self.disc(x))
+                        loss = self.bce(d_real, tf.ones_like(d_real))
+                    grads = tape.gradient(loss, self.disc.trainable_variables)
+            """,
+            line=4,
+            message="argument",
+            count=2,
+        ),
+        # keras.ops.log of y_pred in a custom loss passed to compile
+        Invalid(
+            """
+            import keras
+            model = keras.Sequential([keras.layers.Dense(32, activation="relu"), keras.layers.Dense(1, activation="sigmoid")])
+            def bce(y_true, y_pred):
+                return -keras.ops.mean(y_true * keras.ops.log(y_pred) + (1 - y_true) * keras.ops.log(1 - y_pred))
+            model.compile(optimizer="adam", loss=bce)
+            """,
+            line=4,
+            message="y_pred",
+            count=2,
+        ),
+        # the log of an unbounded linear output: NaN at the first negative value
+        Invalid(
+            """
+            import tensorflow as tf
+            h = tf.nn.relu(tf.matmul(x, W1) + b1)
+            y = tf.matmul(h, W2) + b2
+            cost = -tf.reduce_sum(y_ * tf.log(y))
+            train = tf.train.AdamOptimizer().minimize(cost)
+            """,
+            line=4,
+            message="unbounded linear output",
+        ),
+        # the same log, printed but never differentiated: a candidate only
+        Invalid(
+            """
+            import tensorflow as tf
+            all_act_prob = tf.nn.softmax(all_act, name='act_prob')
+            neg_log_prob = tf.reduce_sum(-tf.log(all_act_prob) * tf.one_hot(acts, n_actions), axis=1)
+            """,
+            line=3,
+            confidence="low",
         ),
     ]
 
     def __init__(self, ctx, options=None) -> None:
         super().__init__(ctx, options)
-        self.flow = Flow(ctx)
+        self.flow = flow(ctx)
 
     # -- static ---------------------------------------------------------------------
     def visit_Call(self, node: cst.Call) -> None:
@@ -250,11 +409,18 @@ class UnstableLogProbability(Rule):
             return
         src = self.flow.source(arg.value, node)
         if not src.prob:
+            if src.kind == "logits" and self._unbounded(src):
+                self._report_linear(node, src)
             return
         what = f"1 - a {src.kind}" if src.complement else f"a {src.kind}"
         assumed = ""
         if "y_pred" in src.via_text():
             assumed = " (assuming this loss is only used for that model)"
+        confidence = "high"
+        if not gradient_targets(ctx).reaches(ctx, node):
+            # a metric, a summary, a printed cost: never differentiated, as far as the file shows
+            confidence = "low"
+            assumed += " (assuming it is differentiated: no gradient target of this file visibly uses it)"
         producer = "Softmax" if src.kind == "softmax" else "Sigmoid"
         self.report(
             node,
@@ -269,6 +435,33 @@ class UnstableLogProbability(Rule):
                 "producer_line": ctx.line(src.node) if src.node is not None else None,
                 "complement": bool(src.complement),
             },
+            confidence=confidence,
+        )
+
+    def _unbounded(self, src: Source) -> bool:
+        """The value is a matrix product (plus a bias): nothing keeps it positive."""
+        node = src.node
+        if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Add):
+            node = next((n for n in (node.left, node.right) if self._linear_op(n)), None)
+        return node is not None and self._linear_op(node)
+
+    def _linear_op(self, node: cst.CSTNode) -> bool:
+        if isinstance(node, cst.BinaryOperation):
+            return isinstance(node.operator, cst.MatrixMultiply)
+        return isinstance(node, cst.Call) and self.ctx.call_name(node) in tfapi.names("numerics", "unbounded_linear")
+
+    def _report_linear(self, node: cst.Call, src: Source) -> None:
+        ctx = self.ctx
+        on_path = gradient_targets(ctx).reaches(ctx, node)
+        assumed = "" if on_path else " (assuming it is differentiated: no gradient target of this file visibly uses it)"
+        self.report(
+            node,
+            f"`{short(ctx, node)}` takes the log of an unbounded linear output ({origin(ctx, src)}){assumed}: "
+            "a matrix product is negative for some inputs, and the log of a negative value is NaN (of 0, -inf), "
+            "so the loss and gradients become NaN; apply a softmax/sigmoid and use a `*_cross_entropy_with_logits` "
+            "loss on the linear output, or `tf.nn.softplus` if a positive value is meant",
+            data={"producer": "MatMul", "producer_line": ctx.line(src.node) if src.node is not None else None},
+            confidence="high" if on_path else "low",
         )
 
     def _fix(self, log_call: cst.Call, src: Source):
@@ -351,6 +544,11 @@ class UnstableLogProbability(Rule):
             (event("nonfinite", 10, op="Log", op_type="Log", where="forward", value="Inf"),),
             evidence="forward became Inf",
         ),
+        Traced(  # the log of an unbounded linear output (x @ w + b), differentiated
+            (event("log_input", 10, op="Log", input_op_type="BiasAdd", clipped=False, differentiated=True),),
+            evidence="Log ← BiasAdd (line 9), no clipping, on the differentiated path",
+            data={"producer": "MatMul", "producer_line": 9},
+        ),
     ]
     REFUTES = [
         Traced(
@@ -379,6 +577,8 @@ class UnstableLogProbability(Rule):
     @classmethod
     def confirm(cls, finding, trace) -> Outcome | None:
         probs = set(tfapi.names("losses", "probability_op_types"))
+        if finding.data.get("producer") == "MatMul":  # the log of an unbounded linear output
+            probs = set(tfapi.names("losses", "linear_op_types"))
         logs = trace.events_at("log_input", finding.line, finding.end_line)
         # several logs on one line (`log(h)` and `log(1 - h)`): judge the ones of this finding's kind
         want = bool(finding.data.get("complement"))

@@ -3,11 +3,11 @@ from __future__ import annotations
 import libcst as cst
 
 from tflint_grad import tfapi
+from tflint_grad.analysis.facts import keras_alias
 from tflint_grad.analysis.producers import (
-    Flow,
     LossSite,
     fit_lines,
-    keras_alias,
+    flow,
     literal_bool,
     loss_site,
     origin,
@@ -32,6 +32,13 @@ class SoftmaxLogitsMismatch(Rule):
       string (`'sparse_categorical_crossentropy'`), a loss object or a loss function, when the
       compiled model's last layer is known (`Sequential` list or `.add`, functional `Model`,
       subclassed `call`, a helper that builds the model).
+
+    The model or helper is read under the constant arguments of the call that trains it:
+    `model(x, is_training=True)` skips `if not is_training: x = tf.nn.softmax(x)`, and of a loss
+    helper's call sites, those on the path to a gradient come first (a loss that is only
+    printed does not decide). `Activation('linear')` (a float32 cast in mixed precision) is the
+    identity over its input, and `model.add(...)` calls count only for the model bound where
+    they are made (a later `model = Sequential()` in another cell is another model).
 
     ## Why is this bad?
     A `*_with_logits` loss applies softmax (or sigmoid) itself: feeding it probabilities
@@ -127,6 +134,60 @@ class SoftmaxLogitsMismatch(Rule):
             import tensorflow as tf
             probs = tf.nn.softmax(logits)
             loss = tf.keras.losses.categorical_crossentropy(y, probs)
+        """),
+        # helpers read under the training call's constant arguments (issue 9): the softmax runs only
+        # `if not is_training`, and training calls `model(x, is_training=True)`
+        Valid("""
+            import tensorflow as tf
+            from tensorflow.keras import Model, layers
+            class NeuralNet(Model):
+                def __init__(self):
+                    super().__init__()
+                    self.fc1 = layers.Dense(256, activation=tf.nn.relu)
+                    self.out = layers.Dense(10)
+                def call(self, x, is_training=False):
+                    x = self.fc1(x)
+                    x = self.out(x)
+                    if not is_training:
+                        x = tf.nn.softmax(x)
+                    return x
+            neural_net = NeuralNet()
+            def cross_entropy_loss(x, y):
+                return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=x))
+            def run_optimization(x, y):
+                with tf.GradientTape() as g:
+                    pred = neural_net(x, is_training=True)
+                    loss = cross_entropy_loss(pred, y)
+                gradients = g.gradient(loss, neural_net.trainable_variables)
+            for step, (batch_x, batch_y) in enumerate(train_data):
+                run_optimization(batch_x, batch_y)
+                pred = neural_net(batch_x)  # a displayed loss, never differentiated
+                print(step, cross_entropy_loss(pred, batch_y))
+        """),
+        # `Activation('linear')` is the identity (a float32 cast in mixed precision): the model outputs the softmax
+        Valid("""
+            from tensorflow import keras
+            from tensorflow.keras import layers
+            inputs = keras.Input(shape=(784,))
+            x = layers.Dense(64, activation='relu')(inputs)
+            x = layers.Dense(10)(x)
+            outputs = layers.Activation('softmax')(x)
+            outputs = layers.Activation('linear', dtype='float32')(outputs)
+            model = keras.Model(inputs=inputs, outputs=outputs)
+            model.compile(loss='sparse_categorical_crossentropy', optimizer='rmsprop')
+        """),
+        # a later `model = Sequential()` (another notebook cell) does not change the model compiled before it
+        Valid("""
+            from tensorflow.keras import layers
+            from tensorflow.keras.models import Sequential
+            model = Sequential()
+            model.add(layers.Dense(32, activation='relu'))
+            model.add(layers.Dense(1, activation='sigmoid'))
+            model.compile(optimizer='rmsprop', loss='binary_crossentropy')
+            model = Sequential()
+            model.add(layers.Dense(32, activation='relu'))
+            model.add(layers.Dense(1))
+            model.compile(optimizer='rmsprop', loss='mae')
         """),
     ]
     INVALID = [
@@ -291,11 +352,33 @@ class SoftmaxLogitsMismatch(Rule):
             line=3,
             message="bce()",
         ),
+        # the same model called without `is_training` (default False) in the tape: the softmax runs
+        Invalid(
+            """
+            import tensorflow as tf
+            from tensorflow.keras import Model, layers
+            class NeuralNet(Model):
+                def __init__(self):
+                    super().__init__()
+                    self.out = layers.Dense(10)
+                def call(self, x, is_training=False):
+                    x = self.out(x)
+                    if not is_training:
+                        x = tf.nn.softmax(x)
+                    return x
+            net = NeuralNet()
+            with tf.GradientTape() as g:
+                loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=net(x))
+            grads = g.gradient(loss, net.trainable_variables)
+            """,
+            line=14,
+            message="softmax",
+        ),
     ]
 
     def __init__(self, ctx, options=None) -> None:
         super().__init__(ctx, options)
-        self.flow = Flow(ctx)
+        self.flow = flow(ctx)
 
     # -- static ---------------------------------------------------------------------
     def visit_Call(self, node: cst.Call) -> None:

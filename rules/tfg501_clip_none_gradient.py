@@ -6,6 +6,7 @@ import libcst as cst
 
 from tflint_grad import tfapi
 from tflint_grad.analysis import dependency_names, dotted, get_arg
+from tflint_grad.analysis.targets import gradient_targets
 from tflint_grad.rule import Invalid, Outcome, Rule, Traced, Valid, confirmed, inconclusive, refuted
 from tflint_grad.tracer.events import event
 
@@ -22,6 +23,15 @@ _NO_PARENS = (
     cst.GeneratorExp,
     cst.SetComp,
 )
+
+
+# Gradient requests that return gradients (or pairs), by kind -> the API name messages use.
+_RETURNS_GRADIENTS = {
+    "tape": "tape.gradient",
+    "tf_gradients": "tf.gradients",
+    "compute_gradients": "compute_gradients",
+    "get_gradients": "get_gradients",
+}
 
 
 class ClipNoneGradient(Rule):
@@ -43,7 +53,9 @@ class ClipNoneGradient(Rule):
     `tf.trainable_variables()`, a collection, `compute_gradients` without `var_list`, a list
     the linter cannot read, an explicit list with a variable outside the loss's dependency
     chain, or a gradient list received from elsewhere (a function parameter named like
-    `grads`, which is assumed to hold gradients; the message says so).
+    `grads`, which is assumed to hold gradients; the message says so). Only the explicit list
+    with a variable outside the loss's dependency chain shows the premise (confidence
+    `high`); the other cases assume it and are `low` candidates, hidden by default.
 
     Not a finding: a None guard, `tf.clip_by_global_norm` (it accepts None), and a list
     filtered or rewritten earlier (`[(g, v) for g, v in gvs if g is not None]`).
@@ -150,6 +162,20 @@ class ClipNoneGradient(Rule):
             for w in weights:
                 w.assign(tf.clip_by_norm(w, 3.0))
         """),
+        # every variable of the explicit list feeds the loss: no None possible (seed 001, issue 9)
+        Valid("""
+            import tensorflow as tf
+            W = tf.get_variable('W', shape=[1, 16])
+            W1 = tf.get_variable('W1', shape=[16, 16])
+            W2 = tf.get_variable('W2', shape=[16, 1])
+            O = tf.nn.relu(tf.matmul(I, W))
+            O1 = tf.nn.relu(tf.matmul(O, W1))
+            loss = tf.reduce_mean(tf.square(tf.matmul(O1, W2) - Y))
+            opt = tf.train.GradientDescentOptimizer(0.01)
+            gvs = opt.compute_gradients(loss, var_list=[W, W1, W2])
+            capped = [(tf.clip_by_value(g, -1., 1.), v) for g, v in gvs]
+            train_op = opt.apply_gradients(capped)
+        """),
     ]
     INVALID = [
         Invalid(
@@ -162,6 +188,7 @@ class ClipNoneGradient(Rule):
             """,
             line=4,
             message="without `var_list`",
+            confidence="low",  # every trainable variable may feed `cost`
             fixed="""
             import tensorflow as tf
             optimizer = tf.train.AdamOptimizer(1e-3)
@@ -181,6 +208,7 @@ class ClipNoneGradient(Rule):
             """,
             line=5,
             message="`model.trainable_variables`",
+            confidence="low",
             fixed="""
             import tensorflow as tf
             with tf.GradientTape() as tape:
@@ -219,6 +247,7 @@ class ClipNoneGradient(Rule):
             line=5,
             count=2,
             message="assumed",
+            confidence="low",
             fixed="""
             import tensorflow as tf
             def apply(opt, grads_and_vars):
@@ -240,6 +269,7 @@ class ClipNoneGradient(Rule):
             """,
             line=4,
             message="`tf.trainable_variables()`",
+            confidence="low",
             fixed="""
             import tensorflow as tf
             gradients = tf.gradients(loss, tf.trainable_variables())
@@ -283,6 +313,8 @@ class ClipNoneGradient(Rule):
         why, grad_call = self._why(source)
         if why is None:
             return
+        # high only when the code shows a variable with no path to the target (an explicit list)
+        shown = source[0] == "grad" and " does not appear to feed " in why
         clip = ctx.code(node.func)
         gname = ctx.code(t)
         origin = (
@@ -295,8 +327,10 @@ class ClipNoneGradient(Rule):
             node,
             f"`{clip}` is applied to every gradient of {origin} without a `{gname} is not None` guard, but {why}: "
             f"`{clip}` raises on None; skip None gradients (`... if {gname} is not None`) "
-            f"or clip with `tf.clip_by_global_norm`, which accepts None",
+            f"or clip with `tf.clip_by_global_norm`, which accepts None"
+            + ("" if shown else " (assumed: the code does not show a variable without a path to the loss)"),
             fix=fix,
+            confidence="high" if shown else "low",
             data={
                 "call_line": ctx.line(node),
                 "grad_line": ctx.line(grad_call) if grad_call is not None else None,
@@ -436,19 +470,12 @@ class ClipNoneGradient(Rule):
         return None
 
     def _gradient_call(self, call: cst.Call):
-        ctx = self.ctx
-        func = call.func
-        qn = ctx.call_name(call)
-        for name, tkw, tpos, vkw, vpos in tfapi.table("gradients", "gradient_calls"):
-            if name == "tape.gradient":
-                ok = isinstance(func, cst.Attribute) and func.attr.value == "gradient" and ctx.is_tape(func.value, call)
-            elif "." in name:
-                ok = qn == name
-            else:
-                ok = isinstance(func, cst.Attribute) and func.attr.value == name
-            if ok:
-                return (name, get_arg(call, tkw, tpos), get_arg(call, vkw, vpos), vkw)
-        return None
+        """(API name, target expression, variable-list argument, its keyword) of a call that
+        returns gradients, from the file's gradient requests."""
+        req = gradient_targets(self.ctx).request(call)
+        if req is None or req.kind not in _RETURNS_GRADIENTS:
+            return None
+        return (_RETURNS_GRADIENTS[req.kind], req.target, req.sources, req.sources_keyword)
 
     def _why(self, source) -> tuple[str | None, cst.Call | None]:
         """Why the list can hold None, or (None, call) when every variable feeds the loss."""
@@ -469,8 +496,8 @@ class ClipNoneGradient(Rule):
                 "its variable list cannot be read, so it can hold variables that do not feed the loss (None gradients)",
                 call,
             )
-        elements = self._elements(var_list.value, call)
-        listed = f"`{ctx.code(var_list.value)}`"
+        elements = self._elements(var_list, call)
+        listed = f"`{ctx.code(var_list)}`"
         if len(listed) > 50:
             listed = "its variable list"
         if elements is None:
@@ -480,12 +507,12 @@ class ClipNoneGradient(Rule):
             ), call
         if target is None:
             return "its target cannot be read, so a variable may not feed it (None gradient)", call
-        deps = dependency_names(ctx, target.value)
+        deps = dependency_names(ctx, target)
         missing = [e for e in elements if e not in deps]
         if not missing:
             return None, call
         shown = ", ".join(f"`{m}`" for m in missing[:5])
-        loss = ctx.code(target.value)
+        loss = ctx.code(target)
         loss = f"`{loss}`" if len(loss) <= 40 else "the loss"
         return f"{shown} in its variable list does not appear to feed {loss}, so its gradient is None", call
 

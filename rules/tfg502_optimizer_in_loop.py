@@ -4,11 +4,16 @@ import libcst as cst
 
 from tflint_grad import tfapi
 from tflint_grad.analysis import get_arg, string_value
-from tflint_grad.analysis.producers import Flow, loop_ancestors, short
+from tflint_grad.analysis.producers import flow, loop_ancestors, short
+from tflint_grad.analysis.targets import gradient_targets
 from tflint_grad.rule import Invalid, Outcome, Rule, Traced, Valid, confirmed, inconclusive, refuted
 from tflint_grad.tracer.events import event
 
 _DEFS = (cst.FunctionDef, cst.Lambda, cst.ClassDef)
+
+
+# Gradient requests that make a training step (not `compile`, which only configures `fit`).
+_STEP_REQUESTS = frozenset({"tape", "tf_gradients", "minimize", "compute_gradients"})
 
 
 class OptimizerInLoop(Rule):
@@ -27,6 +32,10 @@ class OptimizerInLoop(Rule):
       `tf.function`, named `*step*`, or not called in the file (a Keras `train_step`). In TF1
       graph code (and for `tf.train.*Optimizer`) such a function builds the train op once, so
       it is flagged only when it is called from a loop.
+
+    A TF1 graph-mode loop that runs nothing (no `sess.run`, `.run()`, `.eval()` in its body)
+    only builds ops: the multi-GPU tower loop (`compute_gradients` per tower, one
+    `apply_gradients` after the loop) is not a training loop.
 
     ## Why is this bad?
     An optimizer keeps state between steps: Adam's first and second moment estimates,
@@ -145,6 +154,33 @@ class OptimizerInLoop(Rule):
             for net in nets:
                 optimizers.append(tf.keras.optimizers.Adam(1e-4))
         """),
+        # a helper that builds and compiles a fresh model (k-fold validation): compile is not a train step
+        Valid("""
+            from tensorflow import keras
+            def build_model():
+                model = keras.Sequential([keras.layers.Dense(64, activation="relu"), keras.layers.Dense(1)])
+                model.compile(optimizer="rmsprop", loss="mse", metrics=["mae"])
+                return model
+            for i in range(k):
+                model = build_model()
+                model.fit(partial_train_data, partial_train_targets, epochs=num_epochs, verbose=0)
+        """),
+        # TF1 multi-GPU towers (issue 9): the loop only builds ops, compute_gradients per tower and
+        # one apply_gradients after the loop
+        Valid("""
+            import tensorflow as tf
+            tower_grads = []
+            for i in range(num_gpus):
+                with tf.device('/gpu:%d' % i):
+                    loss_op = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(logits=conv_net(X[i]), labels=Y[i]))
+                    optimizer = tf.train.AdamOptimizer(learning_rate=learning_rate)
+                    grads = optimizer.compute_gradients(loss_op)
+                    tower_grads.append(grads)
+            train_op = optimizer.apply_gradients(average_gradients(tower_grads))
+            with tf.Session() as sess:
+                for step in range(num_steps):
+                    sess.run(train_op, feed_dict={X: batch_x, Y: batch_y})
+        """),
     ]
     INVALID = [
         Invalid(
@@ -232,7 +268,7 @@ class OptimizerInLoop(Rule):
 
     def __init__(self, ctx, options=None) -> None:
         super().__init__(ctx, options)
-        self.flow = Flow(ctx)
+        self.flow = flow(ctx)
         self._own_step: dict[int, cst.Call | None] = {}
 
     # -- static ---------------------------------------------------------------------
@@ -309,6 +345,10 @@ class OptimizerInLoop(Rule):
                 return None
             step = self._trains_in(loop, node)
             if step is not None:
+                if graph_mode and not self._fits(step) and not self._runs_graph(loop):
+                    # TF1 graph building (one tower per GPU): the loop creates ops once, nothing runs
+                    # in it, and each optimizer keeps its own slots for the whole training
+                    return None
                 return "loop", loop, step
         if fn is not None and not loops:
             step = self._own_step_call(fn)
@@ -319,15 +359,14 @@ class OptimizerInLoop(Rule):
     def _is_step_call(self, call: cst.Call, *, in_loop: bool, follow: bool) -> bool:
         ctx = self.ctx
         func = call.func
-        if ctx.call_name(call) in tfapi.names("gradients", "tf_gradients"):
+        req = gradient_targets(ctx).request(call)
+        if req is not None and req.kind in _STEP_REQUESTS:
             return True
         if isinstance(func, cst.Attribute):
             attr = func.attr.value
-            if attr in tfapi.names("optimizers", "step_methods"):
+            if attr in tfapi.names("optimizers", "step_methods"):  # apply_gradients
                 return True
             if in_loop and attr in tfapi.names("optimizers", "fit_methods"):
-                return True
-            if attr == "gradient" and ctx.is_tape(func.value, call):
                 return True
         if follow:
             target = None
@@ -347,6 +386,19 @@ class OptimizerInLoop(Rule):
                         None,
                     )
             if target is not None and self._own_step_call(target) is not None:
+                return True
+        return False
+
+    @staticmethod
+    def _fits(call: cst.Call) -> bool:
+        func = call.func
+        return isinstance(func, cst.Attribute) and func.attr.value in tfapi.names("optimizers", "fit_methods")
+
+    def _runs_graph(self, loop: cst.CSTNode) -> bool:
+        """Whether the loop body runs the graph (``sess.run``, ``op.run()``, ``t.eval()``)."""
+        run = tfapi.names("optimizers", "graph_run_methods")
+        for c in self.ctx.calls_in(loop.body):  # type: ignore[attr-defined]
+            if isinstance(c.func, cst.Attribute) and c.func.attr.value in run:
                 return True
         return False
 

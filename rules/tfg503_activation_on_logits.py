@@ -3,7 +3,7 @@ from __future__ import annotations
 import libcst as cst
 
 from tflint_grad import tfapi
-from tflint_grad.analysis.producers import Flow, fit_lines, loss_site, origin, set_keyword, short
+from tflint_grad.analysis.producers import fit_lines, flow, loss_site, origin, set_keyword, short
 from tflint_grad.rule import Invalid, Outcome, Rule, Traced, Valid, confirmed, inconclusive, refuted
 from tflint_grad.tracer.events import event
 
@@ -20,7 +20,9 @@ class ActivationOnLogits(Rule):
     logits come straight out of an activation other than softmax/sigmoid: `tf.nn.relu(...)`,
     `Dense(10, activation="relu")`, `tf.layers.dense(h, 10, activation=tf.nn.tanh)`, a final
     `ReLU()` layer, or `tf.contrib.layers.fully_connected(h, 10)` (whose default
-    `activation_fn` is ReLU). Softmax/sigmoid outputs are TFG402.
+    `activation_fn` is ReLU). Softmax/sigmoid outputs are TFG402. Helpers are read under the
+    constant arguments of their call, like TFG402 (`head(h, use_relu=False)` skips
+    `if use_relu: out = tf.nn.relu(out)`).
 
     ## Why is this bad?
     Logits must be free to take any real value. A ReLU on the output layer clamps every
@@ -86,6 +88,17 @@ class ActivationOnLogits(Rule):
             model.compile(loss=tf.keras.losses.CategoricalCrossentropy(from_logits=True))
             other = tf.keras.Sequential([tf.keras.layers.Dense(10), CustomHead()])
             other.compile(loss=tf.keras.losses.CategoricalCrossentropy(from_logits=True))
+        """),
+        # a ReLU under a branch the training call does not take (issue 9)
+        Valid("""
+            import tensorflow as tf
+            def head(h, use_relu=True):
+                out = tf.layers.dense(h, 10)
+                if use_relu:
+                    out = tf.nn.relu(out)
+                return out
+            logits = head(features, use_relu=False)
+            loss = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits_v2(labels=y, logits=logits))
         """),
     ]
     INVALID = [
@@ -166,7 +179,7 @@ class ActivationOnLogits(Rule):
 
     def __init__(self, ctx, options=None) -> None:
         super().__init__(ctx, options)
-        self.flow = Flow(ctx)
+        self.flow = flow(ctx)
 
     # -- static ---------------------------------------------------------------------
     def visit_Call(self, node: cst.Call) -> None:

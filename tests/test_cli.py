@@ -811,3 +811,21 @@ def test_confirm_end_to_end_with_tensorflow(tmp_path):
     write(tmp_path / "config", "pyproject.toml", '[tool.tflint-grad]\nextend-ignore = ["TFG105"]\n')
     text = run(*trace, "--config", str(tmp_path / "config" / "pyproject.toml"), cwd=project, env=env)
     assert text.returncode == 1 and "TFG105" not in text.stdout.decode() and "TFG101" in text.stdout.decode()
+
+
+def test_trace_allow_read_from_flags_and_config(tmp_path):
+    from tflint_grad.config import parse
+
+    cfg = parse({"trace": {"allow-read": ["../datasets", "/srv/data"]}}, tmp_path / "pyproject.toml")
+    ns = cli.build_parser().parse_args(["check", "--trace-allow-read", "/mnt/a", "--trace-allow-read", "rel"])
+    opts = cli._trace_settings(ns, cfg, 1)
+    assert opts.allow_read == (
+        "/mnt/a",
+        os.path.abspath("rel"),
+        os.path.join(str(tmp_path), "../datasets"),
+        "/srv/data",
+    )
+    from tflint_grad.config import ConfigError
+
+    with pytest.raises(ConfigError, match="must be a path or a list of paths"):
+        parse({"trace": {"allow-read": 3}}, tmp_path / "pyproject.toml")

@@ -406,3 +406,32 @@ def test_rules_table():
     assert [r.split()[0] for r in rows] == [r.code for r in all_rules()]
     info = json.loads(output.format_rules(all_rules(), "json"))
     assert info[0]["code"] == "TFG000" and info[0]["fixable"] is False
+
+
+# -- the traced script's own words ----------------------------------------------------------
+def test_script_text_is_shown_in_text_and_json_but_never_published():
+    from tflint_grad.scripttext import LIMIT, quote
+
+    payload = "A" * 500 + "\n::error file=README.md,line=1::pwned\n::add-mask::x\x1b[31m \u00bb \u00ab\u202e"
+    evidence = f"script stopped at line 3: ValueError: {quote(payload)}"
+    fs = [finding(verdict="inconclusive", evidence=evidence), finding(verdict="confirmed", evidence="none grads")]
+    quoted = evidence.split(": ", 2)[2]
+    assert quoted.startswith("\u00abAAAA") and quoted.endswith("\u2026\u00bb") and len(quoted) == LIMIT + 2
+    assert "\n" not in quoted and "\x1b" not in quoted and "\u202e" not in quoted
+    # text and JSON: the script's words, quoted, on the verdict's line
+    text = output.format_text(fs, traced=True)
+    assert text.splitlines()[1] == f"    = inconclusive: {evidence}"
+    assert json.loads(output.format_json(fs, 1))["findings"][0]["evidence"] == evidence
+    # SARIF and GitHub: the verdict and the tool's own words only
+    omitted = "script stopped at line 3: ValueError: \u00abscript text omitted\u00bb"
+    sarif = output.to_sarif(fs, root="/")
+    assert [r["properties"]["evidence"] for r in sarif["runs"][0]["results"]] == [omitted, "none grads"]
+    github = output.format_github(fs).splitlines()
+    assert github[0].endswith(f"[inconclusive: {omitted}]") and "AAAA" not in "".join(github)
+    assert github[1].endswith("[confirmed: none grads]")
+    # --verbose: published too, still on one line
+    verbose = output.format_github(fs, script_text=True)
+    assert verbose.count("\n") == 2 and "AAAA" in verbose
+    assert (
+        output.to_sarif(fs, root="/", script_text=True)["runs"][0]["results"][0]["properties"]["evidence"] == evidence
+    )

@@ -6,10 +6,11 @@ import ast
 from pathlib import Path
 
 TRACER = Path(__file__).resolve().parent.parent / "tflint_grad" / "tracer"
-CHILD = ["harness.py", "shims.py", "standins.py", "graph.py", "recorder.py", "protocol.py", "events.py"]
+CHILD = ["harness.py", "confine.py", "shims.py", "standins.py", "graph.py", "recorder.py", "protocol.py", "events.py"]
 CHILD += [f"probes/{p.name}" for p in sorted((TRACER / "probes").glob("*.py"))]
 # what the child may import from this project
 ALLOWED = {
+    "tflint_grad",  # the package itself: its __init__ holds the version only
     "tflint_grad.tracer",
     "tflint_grad.tracer.graph",
     "tflint_grad.tracer.recorder",
@@ -19,6 +20,8 @@ ALLOWED = {
     "tflint_grad.tracer.standins",
     "tflint_grad.tracer.probes",
     "tflint_grad.tracer.harness",  # the child's own entry module (re-imported under its name)
+    "tflint_grad.tracer.confine",
+    "tflint_grad.scripttext",  # how parent and child quote the script's words (standard library only)
 }
 
 

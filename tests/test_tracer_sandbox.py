@@ -10,10 +10,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import platform
 import pwd
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -24,10 +26,11 @@ from pathlib import Path
 import pytest
 from conftest import requires_tf
 
-from tflint_grad.engine import lint_bytes
 from tflint_grad import verdicts
+from tflint_grad.engine import lint_bytes
 from tflint_grad.settings import TraceSettings
 from tflint_grad.tracer import runner, sandbox
+from tflint_grad.tracer.confine import seccomp_program
 from tflint_grad.tracer.report import TraceResult
 
 HOSTILE = Path(__file__).resolve().parent / "fixtures" / "hostile"
@@ -50,6 +53,13 @@ def _procs_with(marker: str) -> list[str]:
         if marker in cmd and state not in (b"Z", b"X") and int(name) != os.getpid():
             found.append(f"{name}: {cmd}")
     return found
+
+
+def _abi() -> int:
+    """The Landlock ABI the traces get (0 when switched off): the signal tests kill for real only with 6+."""
+    from tflint_grad.tracer.confine import landlock_abi
+
+    return 0 if os.environ.get("TFLINT_GRAD_NO_LANDLOCK") else landlock_abi()
 
 
 def _py(code: str) -> list[str]:
@@ -199,12 +209,12 @@ def test_guard_closes_what_audit_events_leave_open(tmp_path):
     results = json.loads(proc.stdout)
     refused = "writing outside the trace's temporary folder is disabled while tracing: "
     assert results == {
-        "open at": refused + str(outside / "new.txt"),
-        "remove at": refused + str(outside / "keep.txt"),
-        "mkdir at": refused + str(outside / "made"),
-        "rename from": refused + str(outside / "keep.txt"),
-        "hard link": refused + str(outside / "keep.txt"),
-        "linked neighbour": refused + f"keep.txt (resolves to {outside / 'keep.txt'})",
+        "open at": refused + f"«{outside / 'new.txt'}»",
+        "remove at": refused + f"«{outside / 'keep.txt'}»",
+        "mkdir at": refused + f"«{outside / 'made'}»",
+        "rename from": refused + f"«{outside / 'keep.txt'}»",
+        "hard link": refused + f"«{outside / 'keep.txt'}»",
+        "linked neighbour": refused + f"«keep.txt» (resolves to «{outside / 'keep.txt'}»)",
         "spawn": "starting processes is disabled while tracing (multiprocessing/_posixsubprocess)",
         "open at, inside": "allowed",
         "rmtree, inside": "allowed",
@@ -244,6 +254,168 @@ def test_landlock_confines_writes_of_the_process_and_its_children(tmp_path):
         "devnull: True",
     ]
     assert list(outside.iterdir()) == [] and (work / "ok.txt").read_text() == "fine"
+
+
+def test_confine_refuses_native_reads_signals_and_ptrace_outside(tmp_path):
+    """The kernel (Landlock) refuses, for native calls too: reads outside the project and the
+    system folders, the project's .git, signals and ptrace to processes outside the sandbox.
+    The parent of the confined child is this test process: a kill that got through would end it."""
+    if _abi() < 6:
+        pytest.skip("Landlock ABI 6 (signal scoping, Linux 6.12) needed")
+    project, outside, work = tmp_path / "project", tmp_path / "outside", tmp_path / "work"
+    for folder in (project / ".git", project / "src", project / "data", outside, work):
+        folder.mkdir(parents=True)
+    (project / ".git" / "config").write_text(TOKEN)
+    (project / "data" / "a.csv").write_text("1,2\n")
+    (outside / "secret.txt").write_text("secret")
+    sibling = subprocess.Popen(["sleep", "600"])
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # an abstract socket outside
+    abstract = f"\0tflint-grad-test-{os.getpid()}"
+    listener.bind(abstract)
+    listener.listen(1)
+    code = f"""
+        import ctypes, errno, json, os, socket
+        from tflint_grad.tracer import sandbox
+        from tflint_grad.tracer.confine import confine
+        c = confine(memory_mb=0, writable=[{str(work)!r}], readable=sandbox.read_roots({str(project / "src")!r}))
+        libc = ctypes.CDLL(None, use_errno=True)
+        def err(rc):
+            return "ok" if rc >= 0 else errno.errorcode[ctypes.get_errno()]
+        def native(path):
+            fd = libc.open(path.encode(), os.O_RDONLY)
+            if fd >= 0:
+                os.close(fd)
+            return err(fd)
+        def python(path):
+            try:
+                open(path).read()
+                return "ok"
+            except OSError as e:
+                return errno.errorcode[e.errno]
+        out = {{
+            "active": c.active,
+            "project data": native({str(project / "data" / "a.csv")!r}),
+            "project data (python)": python({str(project / "data" / "a.csv")!r}),
+            ".git/config": native({str(project / ".git" / "config")!r}),
+            "outside": native({str(outside / "secret.txt")!r}),
+            "outside (python)": python({str(outside / "secret.txt")!r}),
+            "numpy": bool(__import__("numpy").ones(2).sum() == 2),
+            "kill parent": err(libc.kill(os.getppid(), 9)),
+            "kill sibling": err(libc.kill({sibling.pid}, 9)),
+            "ptrace sibling": err(libc.ptrace(16, {sibling.pid}, None, None)),
+        }}
+        try:
+            socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).connect({abstract!r})
+            out["abstract socket"] = "ok"
+        except OSError as e:
+            out["abstract socket"] = errno.errorcode[e.errno]
+        pid = os.fork()
+        if pid == 0:
+            libc.pause()
+        out["kill own child"] = err(libc.kill(pid, 9))
+        os.waitpid(pid, 0)
+        print(json.dumps(out))
+    """
+    try:
+        proc = subprocess.run(_py(code), capture_output=True, text=True, timeout=120, check=False, cwd=str(work))
+        alive = sibling.poll() is None
+    finally:
+        sibling.kill()
+        sibling.wait()
+        listener.close()
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert {"reads", "signals", "ptrace", "abstract Unix sockets"} <= set(out.pop("active"))
+    assert out == {
+        "project data": "ok",
+        "project data (python)": "ok",
+        ".git/config": "EACCES",
+        "outside": "EACCES",
+        "outside (python)": "EACCES",
+        "numpy": True,
+        "kill parent": "EPERM",
+        "kill sibling": "EPERM",
+        "ptrace sibling": "EPERM",
+        "abstract socket": "EPERM",
+        "kill own child": "ok",
+    }
+    assert alive
+
+
+def test_seccomp_refuses_signals_and_ptrace_where_landlock_cannot(tmp_path):
+    """The fallback for kernels without Landlock's signal scoping (forced here, Landlock off):
+    a seccomp filter lets the process signal itself and its group only. A kill of the parent
+    (this test process) that got through would end the test."""
+    import platform
+
+    from tflint_grad.tracer.confine import seccomp_program
+
+    if seccomp_program(platform.machine(), 1, 1) is None:
+        pytest.skip(f"no seccomp filter for {platform.machine()}")
+    sibling = subprocess.Popen(["sleep", "600"])
+    code = f"""
+        import ctypes, errno, json, os, signal
+        from tflint_grad.tracer.confine import confine
+        c = confine(memory_mb=0, writable=[{str(tmp_path)!r}])
+        libc = ctypes.CDLL(None, use_errno=True)
+        def err(rc):
+            return "ok" if rc >= 0 else errno.errorcode[ctypes.get_errno()]
+        got = []
+        signal.signal(signal.SIGUSR1, lambda *a: got.append("handled"))
+        os.kill(os.getpid(), signal.SIGUSR1)
+        signal.raise_signal(signal.SIGUSR1)
+        print(json.dumps({{
+            "active": c.active,
+            "kill parent": err(libc.kill(os.getppid(), 9)),
+            "kill sibling": err(libc.kill({sibling.pid}, 9)),
+            "kill everyone": err(libc.kill(-1, 0)),
+            "tgkill sibling": err(libc.syscall(234 if os.uname().machine == "x86_64" else 131, {sibling.pid}, {sibling.pid}, 9)),
+            "ptrace sibling": err(libc.ptrace(16, {sibling.pid}, None, None)),
+            "own group": err(libc.kill(0, 0)),
+            "setsid": err(libc.setsid()),
+            "own signals": got,
+        }}))
+    """
+    env = {**os.environ, "TFLINT_GRAD_NO_LANDLOCK": "1"}
+    try:
+        proc = subprocess.run(_py(code), capture_output=True, text=True, timeout=120, check=False, env=env)
+        alive = sibling.poll() is None
+    finally:
+        sibling.kill()
+        sibling.wait()
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {
+        "active": ["subreaper", "signals (seccomp)", "ptrace (seccomp)"],
+        "kill parent": "EPERM",
+        "kill sibling": "EPERM",
+        "kill everyone": "EPERM",
+        "tgkill sibling": "EPERM",
+        "ptrace sibling": "EPERM",
+        "own group": "ok",
+        "setsid": "EPERM",
+        "own signals": ["handled", "handled"],
+    }
+    assert alive
+
+
+def test_read_roots_are_the_project_without_git_and_never_the_home_folder(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    for folder in (home / ".git", home / ".ssh", home / "proj" / ".git", home / "proj" / "src", home / "loose"):
+        folder.mkdir(parents=True)
+    (home / "proj" / "README.md").write_text("x")
+    (home / "notes.txt").write_text("x")
+    monkeypatch.setenv("HOME", str(home))
+    # in a repository: its root, without .git; granted paths on top
+    assert sandbox.project_root(str(home / "proj" / "src")) == str(home / "proj")
+    assert sandbox.read_roots(str(home / "proj" / "src"), ("/srv/data",)) == [
+        str(home / "proj" / "README.md"),
+        str(home / "proj" / "src"),
+        "/srv/data",
+    ]
+    # not in a repository (the home folder's dotfiles one does not count): the script's folder
+    assert sandbox.read_roots(str(home / "loose")) == [str(home / "loose")]
+    # a script in the home folder itself: its visible entries only (no .ssh, no .git)
+    assert sandbox.read_roots(str(home)) == [str(home / "loose"), str(home / "notes.txt"), str(home / "proj")]
 
 
 def test_launch_failure_is_a_result_not_an_exception(tmp_path):
@@ -304,6 +476,7 @@ def test_tensorflow_missing_makes_findings_inconclusive(tmp_path):
 
 TIMEOUT = 15
 MEMORY_MB = 2048
+TOKEN = "ghs_0123456789abcdefFAKEtoken"  # in the project's .git/config: no output may carry it
 WRITE_REFUSED = "PermissionError: writing outside the trace's temporary folder is disabled while tracing: "
 
 
@@ -350,20 +523,50 @@ def _procs_under(folder: Path) -> list[str]:
     return found
 
 
+def _check_published_formats(findings: list, check, reads_confined: bool) -> None:
+    """Every output format, for the findings of a hostile run: text and JSON show the script's
+    words (quoted, one line, short); SARIF and GitHub annotations never do."""
+    from tflint_grad import output
+
+    text = output.format_text(findings, traced=True)
+    as_json = output.format_json(findings, len(findings))
+    sarif = output.format_sarif(findings, root="/")
+    github = output.format_github(findings)
+    check(TOKEN not in sarif + github, "the token of .git/config was published")
+    check(not reads_confined or TOKEN not in text + as_json, "the token of .git/config was read")
+    check(text.count("\n") == 2 * len(findings), "text: one line per finding and one per verdict")
+    check(not any(line.startswith("::") for line in text.splitlines()), "text: a line reads as a workflow command")
+    check("pwned-by-output" in text and "AAAAAAAAAA" in text, "text: the script's words are shown")
+    evidence = [f["evidence"] or "" for f in json.loads(as_json)["findings"]]
+    check(all("\n" not in e and len(e) < 600 for e in evidence), "json: multi-line or long evidence")
+    check(any("«::error file=README.md" in e for e in evidence), "json: the script's words are shown")
+    for name, published in (("sarif", sarif), ("github", github)):
+        for needle in ("pwned", "AAAAAAAAAA", "add-mask", "\x1b", "keep me"):
+            check(needle not in published, f"{name}: the script's text {needle!r} was published")
+    check(
+        github.count("\n") == len(findings) and all(line.startswith("::") for line in github.splitlines()),
+        "github: one workflow command per finding",
+    )
+    check("«script text omitted»" in github, "github: the omission is said")
+    verbose = output.format_github(findings, script_text=True)
+    check("pwned-by-output" in verbose and verbose.count("\n") == len(findings), "github --verbose: quoted, one line")
+
+
 @pytest.mark.tf
 @pytest.mark.slow
 @requires_tf
 def test_hostile_scripts_in_one_confirm_run(tmp_path, monkeypatch):
-    from tflint_grad.tracer.harness import landlock_abi
-
     # Sentinels: a project around copies of the fixtures (their folder and its parent are the
-    # project tree a script may attack), a $HOME, a folder outside; the real fixtures too.
+    # project tree a script may attack; its .git holds a token), a $HOME, a folder outside, a
+    # sibling process; the real fixtures too.
     project = tmp_path / "project"
     scripts = project / "hostile"
     shutil.copytree(HOSTILE, scripts)
     (project / "README.md").write_text("the project around the scripts\n")
     (project / "data").mkdir()
     (project / "data" / "train.csv").write_text("1,2,3\n")
+    (project / ".git").mkdir()  # the project root: its tree is readable, its .git is not
+    (project / ".git" / "config").write_text(f'[remote "origin"]\n\turl = https://x:{TOKEN}@github.com/o/r\n')
     home = tmp_path / "home"
     home.mkdir()
     (home / ".bashrc").write_text("# keep\n")
@@ -384,7 +587,18 @@ def test_hostile_scripts_in_one_confirm_run(tmp_path, monkeypatch):
     slow = ("pause.py", "train_hang.py", "hang.py", "print_mb.py", "memory_in_training.py")  # they run to the limits
     batch = sorted(results, key=lambda name: (name not in slow, name))  # first: no lone straggler at the end
     traces: dict[str, TraceResult] = {}
-    args = (str(outside), str(home), marker, "landlock" if landlock_abi() else "no-landlock")
+    abi = _abi()
+    signals = abi >= 6 or seccomp_program(platform.machine(), 1, 1) is not None
+    sibling = subprocess.Popen(["sleep", "600"])  # a process of the user outside the trace: native_kill.py
+    args = (
+        str(outside),
+        str(home),
+        marker,
+        "landlock" if abi else "no-landlock",
+        str(sibling.pid),
+        str(project),
+        "signals" if signals else "no-signals",
+    )
     options = TraceSettings(
         steps=STEPS, timeout=TIMEOUT, memory_mb=MEMORY_MB, args=args, jobs=2, cache=False, confirm_all=True
     )
@@ -392,6 +606,9 @@ def test_hostile_scripts_in_one_confirm_run(tmp_path, monkeypatch):
     try:
         warnings = verdicts.confirm([results[name] for name in batch], options, traces=traces)
     finally:
+        sibling_alive = sibling.poll() is None
+        sibling.kill()
+        sibling.wait()
         strays = [
             *_procs_with(marker),
             *_procs_with("1000.5"),
@@ -477,7 +694,7 @@ def test_hostile_scripts_in_one_confirm_run(tmp_path, monkeypatch):
         "http_download.py",
         "error",
         f"script stopped at line {_line('http_download.py', 'urlopen(')}: "
-        "URLError: <urlopen error network access is disabled while tracing>",
+        "URLError: network access is disabled while tracing",
     )
 
     # sys.exit(3) and os._exit(0)
@@ -491,7 +708,9 @@ def test_hostile_scripts_in_one_confirm_run(tmp_path, monkeypatch):
 
     # a missing data file
     ends(
-        "missing_data.py", "error", "script stopped at line 5: FileNotFoundError: data.csv (No such file or directory)"
+        "missing_data.py",
+        "error",
+        "script stopped at line 5: FileNotFoundError: «data.csv» (No such file or directory)",
     )
 
     # memory: 8 GiB at once (RLIMIT_DATA: a MemoryError at the script's line); shared memory
@@ -514,7 +733,7 @@ def test_hostile_scripts_in_one_confirm_run(tmp_path, monkeypatch):
         "project_writes.py",
         "error",
         f"script stopped at line {_line('project_writes.py', 'np.savetxt')}: "
-        f"{WRITE_REFUSED}{project / 'predictions.csv'}",
+        f"{WRITE_REFUSED}«{project / 'predictions.csv'}»",
     )
     # deleting its neighbours and its working directory: stops at the first linked neighbour
     rmtree_line = _line("rm_neighbours.py", 'shutil.rmtree(".")')
@@ -523,13 +742,67 @@ def test_hostile_scripts_in_one_confirm_run(tmp_path, monkeypatch):
         "error",
         re.compile(
             rf"script stopped at line {rmtree_line}: {re.escape(WRITE_REFUSED)}"
-            rf"(?P<name>[\w.]+) \(resolves to {re.escape(str(scripts))}/(?P=name)\)"
+            rf"«(?P<name>[\w.]+)» \(resolves to «{re.escape(str(scripts))}/(?P=name)»\)"
         ),
     )
 
     # escapes refused (else the script raises "not contained: ..."), then TF1 training stops at N
     t = traces.get("contained.py")
     check(t is not None and (t.status, t.steps) == ("stopped", STEPS), f"contained: {summary.get('contained.py')}")
+
+    # native code past the audit hook (ctypes): signals and ptrace against the linter (pytest
+    # here: were the kill not refused, this test would not be running) and a sibling process
+    line = _line("native_kill.py", "raise OSError")
+    if signals:  # Landlock ABI 6, or the seccomp filter of older kernels
+        ends(
+            "native_kill.py",
+            "error",
+            f"script stopped at line {line}: PermissionError: «[Errno 1] Operation not permitted»",
+        )
+    else:  # today's behaviour without Landlock's signal scoping: only the audit hook (probed with signal 0)
+        ends(
+            "native_kill.py",
+            "error",
+            f"script stopped at line {line - 2}: RuntimeError: «not contained: kill parent, kill sibling»",
+        )
+    check(sibling_alive, "the sibling process was killed")
+    # reads outside the project (Python and libc), and the project's .git/config: refused, with the path
+    refused_read = "was refused by the sandbox (outside the folders a trace may read; --trace-allow-read grants more)"
+    if abi:
+        ends(
+            "read_outside.py",
+            "error",
+            f"script stopped at line {_line('read_outside.py', 'raise OSError')}: "
+            f"reading «{outside / 'keep.txt'}» {refused_read}",
+        )
+        ends(
+            "git_config.py",
+            "error",
+            f"script stopped at line {_line('git_config.py', 'open(')}: "
+            f"reading «{project / '.git' / 'config'}» {refused_read}",
+        )
+    # a fork bomb through libc (os.fork is refused): the tree is stopped and killed
+    t = traces.get("fork_bomb.py")
+    bomb = re.compile(
+        rf"memory limit of {MEMORY_MB} MB exceeded by \d+ processes: the script started processes past the "
+        r"sandbox's refusal \(native fork: a fork bomb\?\)"
+        rf"|the script started more than {sandbox.MAX_PROCESSES} processes \(a fork bomb\?\): the sandbox killed them"
+    )
+    check(
+        t is not None and t.status in ("memory", "killed") and bomb.fullmatch(t.reason or "") is not None,
+        f"fork_bomb: {summary.get('fork_bomb.py')}",
+    )
+    f = finding("fork_bomb.py")
+    check(f is not None and f.verdict == "inconclusive" and f.evidence == (t and t.reason), f"fork_bomb: {f}")
+    # crafted payloads: an exception's message and the last output, cut short and quoted
+    ends("payload.py", "error", f"script stopped at line 8: ValueError: «{'A' * 119}…»")
+    ends(
+        "payload_output.py",
+        "crashed",
+        "the script exited abruptly (exit code 3) before the trace was written; "
+        "last output: «::error file=README.md,line=1::pwned-by-output»",
+    )
+    _check_published_formats([f for name in batch for f in results[name].findings], check, bool(abi))
 
     # nothing outside the trace folders changed, nothing survived
     for root, snap in before.items():
@@ -580,6 +853,56 @@ def test_hostile_scripts_in_one_confirm_run(tmp_path, monkeypatch):
     print(f"\n{len(results)} hostile scripts traced in {elapsed:.0f} s (jobs=2)")
 
     assert not problems, "\n".join(problems) + f"\n\ntraces: {summary}"
+
+
+@pytest.mark.tf
+@pytest.mark.slow
+@requires_tf
+def test_the_lint_run_survives_a_native_kill_of_its_process_with_complete_output(tmp_path):
+    """``tflint-grad check --confirm`` on a script that calls libc's ``kill(getppid(), 9)`` (and
+    one raising a crafted payload): exit 1, every finding with its verdict, in every format; the
+    payload never in SARIF or GitHub annotations. The formats after the first reuse the cached traces."""
+    if _abi() < 6:
+        pytest.skip("Landlock ABI 6 (signal scoping, Linux 6.12) needed: without it the kill gets through")
+    project = tmp_path / "project"
+    (project / ".git").mkdir(parents=True)
+    (project / ".git" / "config").write_text(TOKEN)
+    for name in ("native_kill.py", "payload.py"):
+        shutil.copy(HOSTILE / name, project / name)
+    sibling = subprocess.Popen(["sleep", "600"])
+    env = {**os.environ, "TFLINT_GRAD_CACHE_DIR": str(tmp_path / "cache")}
+    args = f"{tmp_path} {tmp_path} 1000.1 landlock {sibling.pid} {project} signals"
+    reports = {}
+    try:
+        for fmt in ("text", "json", "sarif", "github"):
+            cmd = ["tflint-grad", "check", "--confirm", "-j", "2", "--trace-steps", "2", "--format", fmt]
+            proc = subprocess.run(
+                [*cmd, "--trace-args", args, "."], cwd=project, env=env, capture_output=True, text=True, timeout=600
+            )
+            assert proc.returncode == 1, (fmt, proc.returncode, proc.stderr)
+            reports[fmt] = proc.stdout
+        alive = sibling.poll() is None
+    finally:
+        sibling.kill()
+        sibling.wait()
+    assert alive
+    kill_line = _line("native_kill.py", "raise OSError")
+    assert reports["text"].splitlines()[1::2] == [
+        f"    = inconclusive: script stopped at line {kill_line}: PermissionError: «[Errno 1] Operation not permitted»",
+        f"    = inconclusive: script stopped at line 8: ValueError: «{'A' * 119}…»",
+    ]
+    findings = json.loads(reports["json"])["findings"]
+    assert [(f["path"], f["verdict"]) for f in findings] == [
+        ("native_kill.py", "inconclusive"),
+        ("payload.py", "inconclusive"),
+    ]
+    results = json.loads(reports["sarif"])["runs"][0]["results"]
+    assert [r["properties"]["evidence"] for r in results] == [
+        f"script stopped at line {kill_line}: PermissionError: «script text omitted»",
+        "script stopped at line 8: ValueError: «script text omitted»",
+    ]
+    assert reports["github"].count("\n") == 2 and "AAAA" not in reports["github"]
+    assert all(TOKEN not in report for report in reports.values())
 
 
 @pytest.mark.tf

@@ -492,6 +492,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument(
         "--trace-args", metavar="ARGS", help='arguments for the traced scripts, shell-split (e.g. "--epochs 1")'
     )
+    tr.add_argument(
+        "--trace-allow-read",
+        action="append",
+        metavar="PATH",
+        help="let the traced scripts read PATH too (repeatable; by default they read their project without .git, "
+        "Python and the system folders only)",
+    )
 
     rules = sub.add_parser("rules", help="list the rules")
     rules.add_argument("--format", choices=("text", "json"), default="text")
@@ -684,7 +691,14 @@ def cmd_check(args: argparse.Namespace) -> int:
         if to_trace:
             try:
                 # settings: trace-only rules (TFG105) obey --select/--ignore/per-file-ignores too
-                warnings = confirm(to_trace, options, lint_settings=settings) or []
+                traces: dict = {}
+                warnings = confirm(to_trace, options, lint_settings=settings, traces=traces) or []
+                if args.verbose:
+                    from tflint_grad.tracer.runner import sandbox_summary
+
+                    summary = sandbox_summary(traces)
+                    if summary:
+                        _note(summary)
             except Exception as e:
                 import traceback
 
@@ -792,9 +806,11 @@ def _render(fmt: str, findings, args, files_checked: int, traced: bool, *, succe
     if fmt == "json":
         return output.format_json(findings, files_checked)
     if fmt == "sarif":
-        return output.format_sarif(findings, successful=successful, notifications=notifications)
+        return output.format_sarif(
+            findings, successful=successful, notifications=notifications, script_text=args.verbose
+        )
     if fmt == "github":
-        return output.format_github(findings)
+        return output.format_github(findings, script_text=args.verbose)
     return output.format_text(findings, traced=traced, show_fixes=args.show_fixes, unsafe=args.unsafe_fixes)
 
 
@@ -904,6 +920,7 @@ def _trace_settings(args: argparse.Namespace, config: Config, jobs: int) -> Trac
         timeout=args.trace_timeout or base.timeout,
         memory_mb=args.trace_memory or base.memory_mb,
         args=script_args,
+        allow_read=tuple([os.path.abspath(p) for p in args.trace_allow_read or ()] + list(base.allow_read)),
         jobs=jobs,
         confirm_all=bool(args.confirm_all),
         cache=not args.no_cache,
@@ -980,6 +997,7 @@ def cmd_config(args: argparse.Namespace) -> int:
             "timeout": config.trace.timeout,
             "memory": config.trace.memory_mb,
             "args": list(config.trace.args),
+            "allow_read": list(config.trace.allow_read),
         },
         "rules": options,
         "path": rel,
@@ -1010,6 +1028,8 @@ def cmd_config(args: argparse.Namespace) -> int:
     w(
         f"trace:             steps={t['steps']} timeout={t['timeout']:g}s memory={t['memory']}MB args={shlex.join(t['args']) or '-'}\n"
     )
+    if t.get("allow_read"):
+        w(f"trace allow-read:  {', '.join(t['allow_read'])}\n")
     if options:
         w("rule options:\n")
         for code, opts in options.items():

@@ -30,6 +30,7 @@ Layout::
     timeout = 120                    # seconds
     memory = 4096                    # MB
     args = "--epochs 1"              # argv for the traced script (shlex-split), or a list
+    allow-read = ["../datasets"]     # more the traced script may read (relative: to this file)
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ _TOP_KEYS = (
     "rules",
     "trace",
 )
-_TRACE_KEYS = ("steps", "timeout", "memory", "args")
+_TRACE_KEYS = ("steps", "timeout", "memory", "args", "allow-read")
 
 
 class ConfigError(Exception):
@@ -386,6 +387,10 @@ def parse(table: dict[str, Any], path: Path | None = None, root: Path | None = N
             cfg.rule_options = _parse_rules(value, prefix, fname)
         elif key == "trace":
             cfg.trace = _parse_trace(value, prefix, fname, key_error)
+            cfg.trace = dataclasses.replace(
+                cfg.trace,
+                allow_read=tuple(os.path.join(str(cfg.root), os.path.expanduser(p)) for p in cfg.trace.allow_read),
+            )
     # Validate selectors now so a typo is reported even if the CLI overrides it.
     checks = [
         ("select", cfg.selection.select or []),
@@ -503,6 +508,12 @@ def _parse_trace(value: Any, prefix: str, fname: str, key_error) -> TraceSetting
             if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
                 raise ConfigError(f"{where} must be a positive number of seconds, got {_tname(v)}")
             tc = dataclasses.replace(tc, timeout=float(v))
+        elif key == "allow-read":
+            if isinstance(v, str):
+                v = [v]
+            if not isinstance(v, list) or not all(isinstance(a, str) and a for a in v):
+                raise ConfigError(f"{where} must be a path or a list of paths, got {_tname(v)}")
+            tc = dataclasses.replace(tc, allow_read=tuple(v))
         elif key == "args":
             if isinstance(v, str):
                 try:

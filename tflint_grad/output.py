@@ -9,6 +9,11 @@
 * **sarif**: SARIF 2.1.0 for GitHub code scanning; one run, every rule in
   ``tool.driver.rules``, repo-relative URIs under ``%SRCROOT%``.
 * **github**: workflow commands (``::error title=...,file=...::...``).
+
+Text a traced script wrote (an exception's message, its output) appears in a verdict's evidence
+only between ``«`` and ``»``, cut short (``tflint_grad.scripttext``). Text and JSON show it;
+SARIF and GitHub annotations, published on pull requests, replace it with
+``«script text omitted»`` unless ``script_text=True`` (``--verbose``).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any
 
 from tflint_grad import __version__
 from tflint_grad.finding import DOCS_URL, Finding
+from tflint_grad.scripttext import clean, redact
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 INFORMATION_URI = "https://github.com/tflint-grad/tflint-grad"
@@ -85,7 +91,18 @@ def _escape_property(s: str) -> str:
     return _escape_data(s).replace(":", "%3A").replace(",", "%2C")
 
 
-def format_github(findings: Sequence[Finding]) -> str:
+EVIDENCE_LIMIT = 600  # characters of evidence in an annotation or a SARIF result
+
+
+def published_evidence(evidence: str | None, script_text: bool = False) -> str | None:
+    """Evidence for SARIF and GitHub annotations: one line, bounded, and without the traced
+    script's own words unless ``script_text``."""
+    if not evidence:
+        return evidence
+    return clean(evidence if script_text else redact(evidence), EVIDENCE_LIMIT, keep_quotes=True)
+
+
+def format_github(findings: Sequence[Finding], *, script_text: bool = False) -> str:
     out = []
     for f in findings:
         level = GITHUB_LEVEL.get(f.severity, "warning")
@@ -94,7 +111,8 @@ def format_github(findings: Sequence[Finding]) -> str:
             props += [f"line={f.line}", f"col={f.column}", f"endLine={f.end_line}", f"endColumn={f.end_column}"]
         message = f"{location(f)}: {f.code} {f.message}"
         if f.verdict != "unconfirmed":
-            message += f" [{f.verdict}" + (f": {f.evidence}]" if f.evidence else "]")
+            evidence = published_evidence(f.evidence, script_text)
+            message += f" [{f.verdict}" + (f": {evidence}]" if evidence else "]")
         out.append(f"::{level} {','.join(props)}::{_escape_data(message)}")
     return "".join(line + "\n" for line in out)
 
@@ -153,6 +171,7 @@ def to_sarif(
     root: str | None = None,
     successful: bool = True,
     notifications: Sequence[str] = (),
+    script_text: bool = False,
 ) -> dict[str, Any]:
     if rules is None:
         from tflint_grad.registry import all_rules
@@ -176,7 +195,7 @@ def to_sarif(
             "level": SARIF_LEVEL.get(f.severity, "warning"),
             "message": {"text": text},
             "locations": [{"physicalLocation": physical}],
-            "properties": {"verdict": f.verdict, "evidence": f.evidence},
+            "properties": {"verdict": f.verdict, "evidence": published_evidence(f.evidence, script_text)},
         }
         if f.code in index:
             result["ruleIndex"] = index[f.code]

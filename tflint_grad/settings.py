@@ -94,6 +94,9 @@ class TraceSettings:
     timeout: float = 120.0
     memory_mb: int = 4096
     args: tuple[str, ...] = ()
+    allow_read: tuple[
+        str, ...
+    ] = ()  # read roots granted on top of the project ([trace] allow-read, --trace-allow-read)
     jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
     cache: bool = True
     cache_dir: str = field(default_factory=default_cache_dir)

@@ -20,17 +20,21 @@ Everything unknown is ``Source("unknown")``; nothing here raises on odd code.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import cache, lru_cache
 
 import libcst as cst
 
 from tflint_grad import tfapi
-from tflint_grad.analysis import Binding, FileContext, dotted, get_arg, number, string_value
+from tflint_grad.analysis.context import Binding, FileContext, dotted, get_arg, number, string_value
+from tflint_grad.analysis.facts import bind_argument, memo
+from tflint_grad.analysis.targets import gradient_targets
 
 PROB = ("softmax", "sigmoid")
 MAX_DEPTH = 12
-MAX_HOPS = 1  # local-function parameters / returns followed
+MAX_HOPS = 2  # local-function parameters / returns followed
 MAX_CALL_SITES = 8
 
 
@@ -118,33 +122,19 @@ def loop_ancestors(ctx: FileContext, node: cst.CSTNode, stop: cst.CSTNode | None
     return out
 
 
-def tf_alias(ctx: FileContext) -> str | None:
-    """The local name of the TensorFlow module (``tf``), for fixes that write TF calls."""
-    best = None
-    for local, full in ctx.imports.items():
-        if "." in local:
-            continue
-        if full in ("tensorflow", "tensorflow.compat.v1", "tensorflow.compat.v2"):
-            if local == "tf":
-                return local
-            best = best or local
-    return best
-
-
-def keras_alias(ctx: FileContext) -> str | None:
-    """A prefix that reaches Keras (``keras``, ``tf.keras``) for fixes that write Keras names."""
-    for local, full in ctx.imports.items():
-        if "." not in local and full in ("keras", "tensorflow.keras", "tf_keras"):
-            return local
-    tf = tf_alias(ctx)
-    return f"{tf}.keras" if tf else None
+def flow(ctx: FileContext) -> Flow:
+    """The file's :class:`Flow`, built once and shared by every rule."""
+    return memo(ctx, "flow", Flow)
 
 
 class Flow:
     def __init__(self, ctx: FileContext) -> None:
         self.ctx = ctx
         self._calls_by_name: dict[str, list[cst.Call]] | None = None
-        self._memo: dict[tuple[int, int], Source] = {}
+        self._memo: dict[tuple, Source] = {}
+        # literal arguments a helper is read under: id(FunctionDef) -> {parameter: value}
+        self._env: dict[int, dict[str, object]] = {}
+        self._env_key: tuple = ()
 
     # -- public ---------------------------------------------------------------------------
     def source(self, expr: cst.BaseExpression | None, at: cst.CSTNode | None = None) -> Source:
@@ -235,7 +225,7 @@ class Flow:
     def _source(self, expr: cst.BaseExpression, at: cst.CSTNode, depth: int, hops: int) -> Source:
         if depth > MAX_DEPTH:
             return UNKNOWN
-        key = (id(expr), hops)
+        key = (id(expr), hops, self._env_key)
         if key in self._memo:
             return self._memo[key]
         self._memo[key] = UNKNOWN  # cycle guard
@@ -251,7 +241,7 @@ class Flow:
                 return UNKNOWN
             if ctx.qualname(expr) is not None:
                 return UNKNOWN  # an API object, not a tensor
-            b = ctx.binding(expr, at)
+            b = self._live_binding(expr, at)
             if b is None or (b.value is None and b.kind != "param"):
                 return UNKNOWN
             label = f"`{dotted(expr) or short(ctx, expr)}`"
@@ -264,6 +254,12 @@ class Flow:
                 i = _unpack_position(b.node, expr.value)
                 if i is not None:
                     return self._returned_element(b.value, i, depth + 1, hops + 1).hop(label, b.node)
+            if b.kind == "unpack" and t is cst.Name and isinstance(b.value, (cst.ListComp, cst.GeneratorExp)):
+                # `a, b = [tf.expand_dims(x, 1) for x in [a, b]]`: the comprehension over a literal list
+                i = _unpack_position(b.node, expr.value)
+                element = _comprehension_element(ctx, b.value, i) if i is not None else None
+                if element is not None:
+                    return self._source(element[0], b.node, depth + 1, hops).hop(label, b.node)
             return UNKNOWN
         if t is cst.Call:
             return self._call(expr, at, depth, hops)
@@ -293,6 +289,10 @@ class Flow:
                 if s.prob:
                     return replace(s, complement=True, direct=False)
             return UNKNOWN
+        if op is cst.Divide:
+            hand = self._hand_sigmoid(expr, expr.left, expr.right)
+            if hand is not None:
+                return hand
         if op in (cst.Multiply, cst.Divide):
             left = self._source(expr.left, at, depth + 1, hops)
             right = self._source(expr.right, at, depth + 1, hops) if op is cst.Multiply else UNKNOWN
@@ -304,10 +304,43 @@ class Flow:
             return UNKNOWN
         return UNKNOWN
 
+    def _hand_sigmoid(self, node: cst.CSTNode, num: cst.BaseExpression | None, den: cst.BaseExpression | None):
+        """``1 / (1 + exp(z))``: a sigmoid written by hand (of ``-z``; either way a probability)."""
+        if num is None or den is None or number(num) != 1.0:
+            return None
+        ctx = self.ctx
+        while isinstance(den, cst.Name):  # `den = 1. + tf.exp(-z)`
+            b = ctx.binding(den, node)
+            if b is None or b.kind not in ("assign", "annassign") or b.value is None:
+                return None
+            den = b.value
+        parts: tuple[cst.BaseExpression, cst.BaseExpression] | None = None
+        if isinstance(den, cst.BinaryOperation) and isinstance(den.operator, cst.Add):
+            parts = (den.left, den.right)
+        elif isinstance(den, cst.Call) and ctx.call_name(den) in names("numerics", "add"):
+            a, b2 = get_arg(den, "x", 0), get_arg(den, "y", 1)
+            parts = (a.value, b2.value) if a is not None and b2 is not None else None
+        if parts is None:
+            return None
+        for one, e in (parts, parts[::-1]):
+            if number(one) == 1.0 and isinstance(e, cst.Call) and ctx.call_name(e) in names("numerics", "exp"):
+                return Source("sigmoid", node, "sigmoid", pre=first_input(e))
+        return None
+
     def _call(self, call: cst.Call, at: cst.CSTNode, depth: int, hops: int) -> Source:
         ctx = self.ctx
         qn = ctx.call_name(call)
         if qn is not None:
+            if qn in names("numerics", "divide"):
+                x, y = get_arg(call, "x", 0), get_arg(call, "y", 1)
+                hand = self._hand_sigmoid(call, x.value if x else None, y.value if y else None)
+                if hand is not None:
+                    return hand
+            if qn in names("numerics", "reciprocal"):
+                one = cst.Integer("1")
+                hand = self._hand_sigmoid(call, one, first_input(call))
+                if hand is not None:
+                    return hand
             if qn in names("losses", "softmax"):
                 return Source("softmax", call, "softmax", pre=first_input(call))
             if qn in names("losses", "sigmoid"):
@@ -336,10 +369,39 @@ class Flow:
             if b is not None and b.kind == "def" and isinstance(b.node, cst.FunctionDef):
                 if hops >= MAX_HOPS:
                     return UNKNOWN
-                return self._returns(b.node, depth + 1, hops + 1).hop(
-                    f"the return value of `{b.node.name.value}()`", call
-                )
+                with self._constants(b.node, call, skip_self=False):
+                    ret = self._returns(b.node, depth + 1, hops + 1)
+                return ret.hop(f"the return value of `{b.node.name.value}()`", call)
+        if isinstance(func, cst.Attribute) and func.attr.value in names("numerics", "tensor_array_reads"):
+            stacked = self._tensor_array(func.value, call, depth, hops)
+            if stacked is not None:
+                return stacked
         return self._object(func, call, call, depth + 1, hops)
+
+    def _tensor_array(self, arr: cst.BaseExpression, at: cst.CSTNode, depth: int, hops: int) -> Source | None:
+        """``ta.stack()`` of a ``tf.TensorArray`` built in this scope: the kind shared by every
+        value written to it (``ta = ta.write(t, probs[0, a])``). None: not a TensorArray."""
+        ctx = self.ctx
+        name = dotted(arr)
+        if not name or "." in name:
+            return None
+        scope = ctx.scope_of(at)
+        bound = ctx.bindings_of(name, scope)
+        ctor = names("numerics", "tensor_array")
+        if not any(isinstance(b.value, cst.Call) and ctx.call_name(b.value) in ctor for b in bound):
+            return None
+        found: list[Source] = []
+        for c in self.calls_named("write"):
+            f = c.func
+            if not (isinstance(f, cst.Attribute) and dotted(f.value) == name and ctx.scope_of(c) is scope):
+                continue
+            value = get_arg(c, "value", 1)
+            if value is None or value.star:
+                return UNKNOWN
+            found.append(self._source(value.value, c, depth + 1, hops))
+        if not found or len({s.kind for s in found}) != 1:
+            return UNKNOWN
+        return found[0].hop(f"the values written to the TensorArray `{name}`", at)
 
     def _object(self, obj: cst.BaseExpression, at: cst.CSTNode, use: cst.Call | None, depth: int, hops: int) -> Source:
         """The output of calling the object ``obj`` (a layer or model) at ``use``."""
@@ -402,7 +464,7 @@ class Flow:
         if isinstance(func, cst.Name):
             b = ctx.binding(func, ctor)
             if b is not None and b.kind == "class" and isinstance(b.node, cst.ClassDef):
-                return self._class_output(b.node, depth + 1, hops)
+                return self._class_output(b.node, depth + 1, hops, use)
             if b is not None and b.kind == "def" and isinstance(b.node, cst.FunctionDef):
                 # a helper that builds the model: follow its return to a constructor
                 rets = self._return_values(b.node)
@@ -423,6 +485,8 @@ class Flow:
             act = only[0]
             if act == "":
                 arg = get_arg(ctor, "activation", 0)
+                if arg is not None and self._activation_name(arg.value, ctor) in names("losses", "linear_strings"):
+                    return None  # `Activation('linear')` is the identity (a dtype cast, in mixed precision)
                 return self._kind_from_activation(arg.value if arg else None, None, ctor, None, ctor)
             return Source(self._kind_of(act), ctor, act, layer=ctor)
         last = qn.rsplit(".", 1)[-1]
@@ -502,6 +566,10 @@ class Flow:
                         continue
                     if ctx.index.get(c, 0) > start and dotted(c.func.value) == name:
                         if ctx.scope_of(c) is ctx.scope_of(ctor) or name.startswith("self."):
+                            # only the `.add` calls on this model (not on a later `model = Sequential()`)
+                            rb = ctx.binding(c.func.value, c)
+                            if rb is not None and rb.node is not stmt and not name.startswith("self."):
+                                continue
                             layers.append(ctx.value_of(c.args[0].value, c))
         for layer in reversed(layers):
             if not isinstance(layer, cst.Call):
@@ -517,16 +585,86 @@ class Flow:
             return s
         return UNKNOWN
 
-    def _class_output(self, cls: cst.ClassDef, depth: int, hops: int) -> Source:
+    def _class_output(self, cls: cst.ClassDef, depth: int, hops: int, use: cst.Call | None = None) -> Source:
         for stmt in cls.body.body:
             if isinstance(stmt, cst.FunctionDef) and stmt.name.value == "call":
-                return self._returns(stmt, depth + 1, hops)
+                with self._constants(stmt, use, skip_self=True):
+                    return self._returns(stmt, depth + 1, hops)
         return UNKNOWN
+
+    # -- helpers read under constant arguments ---------------------------------------------------
+    @contextmanager
+    def _constants(self, fn: cst.FunctionDef, use: cst.Call | None, *, skip_self: bool) -> Iterator[None]:
+        """Read ``fn`` with the literal arguments of ``use`` (and its literal defaults):
+        ``model(x, is_training=True)`` skips ``if not is_training: x = softmax(x)``."""
+        consts = _literal_params(fn, use, skip_self)
+        if not consts or id(fn) in self._env:
+            yield
+            return
+        saved = self._env_key
+        self._env[id(fn)] = consts
+        self._env_key = (*saved, (id(fn), tuple(sorted(consts.items(), key=repr))))
+        try:
+            yield
+        finally:
+            del self._env[id(fn)]
+            self._env_key = saved
+
+    def _dead(self, node: cst.CSTNode) -> bool:
+        """Whether ``node`` sits in an ``if`` branch that the constant arguments rule out."""
+        if not self._env:
+            return False
+        ctx = self.ctx
+        child = node
+        for a in ctx.ancestors(node):
+            if isinstance(a, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
+                return False
+            if isinstance(a, cst.If) and child is not a.test:
+                value = self._truth(a.test, ctx.scope_of(a))
+                if value is not None and value != (child is a.body):
+                    return True
+            child = a
+        return False
+
+    def _truth(self, test: cst.BaseExpression, fn: cst.CSTNode) -> bool | None:
+        env = self._env.get(id(fn))
+        if env is None:
+            return None
+        if isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not):
+            v = self._truth(test.expression, fn)
+            return None if v is None else not v
+        if isinstance(test, cst.Name) and test.value in env:
+            return bool(env[test.value])
+        if (
+            isinstance(test, cst.Comparison)
+            and len(test.comparisons) == 1
+            and isinstance(test.left, cst.Name)
+            and test.left.value in env
+        ):
+            comp = test.comparisons[0]
+            right = _literal(comp.comparator)
+            if right is _NOT_LITERAL:
+                return None
+            left = env[test.left.value]
+            if isinstance(comp.operator, (cst.Equal, cst.Is)):
+                return left == right
+            if isinstance(comp.operator, (cst.NotEqual, cst.IsNot)):
+                return left != right
+        return None
+
+    def _live_binding(self, expr: cst.BaseExpression, at: cst.CSTNode) -> Binding | None:
+        """``ctx.binding``, skipping assignments in branches the constant arguments rule out."""
+        ctx = self.ctx
+        b = ctx.binding(expr, at)
+        if b is None or not self._env or not self._dead(b.node):
+            return b
+        earlier = [x for x in ctx.bindings_of(b.name, b.scope) if x.index < b.index and not self._dead(x.node)]
+        return earlier[-1] if earlier else None
 
     def _return_values(self, fn: cst.FunctionDef) -> list[tuple[cst.Return, cst.BaseExpression]]:
         out = []
         for n in self.ctx.descendants(fn):
-            if type(n) is cst.Return and n.value is not None and self.ctx.scope_of(n) is fn:
+            if type(n) is cst.Return and n.value is not None and self.ctx.scope_of(n) is fn and not self._dead(n):
                 out.append((n, n.value))
         return out
 
@@ -578,6 +716,7 @@ class Flow:
                 return UNKNOWN
         fname = fn.name.value
         found: list[Source] = []
+        on_path: list[bool] = []
         for site in self.calls_named(fname)[: MAX_CALL_SITES * 4]:
             if len(found) >= MAX_CALL_SITES:
                 break
@@ -588,14 +727,15 @@ class Flow:
                     continue
             elif not (is_method and isinstance(func, cst.Attribute)):
                 continue
-            arg = get_arg(site, b.name, idx)
-            if arg is None or arg.star:
+            value = bind_argument(fn, site, b.name, skip_self=is_method)
+            if not isinstance(value, cst.BaseExpression):
                 continue
             if use is None:
-                s = self._source(arg.value, site, depth + 1, hops)
+                s = self._source(value, site, depth + 1, hops)
             else:
-                s = self._object(arg.value, site, use or None, depth + 1, hops)
-            found.append(s.hop(f"the argument `{short(ctx, arg.value, 40)}` of `{fname}()`", site))
+                s = self._object(value, site, use or None, depth + 1, hops)
+            found.append(s.hop(f"the argument `{short(ctx, value, 40)}` of `{fname}()`", site))
+            on_path.append(gradient_targets(ctx).reaches(ctx, site))
         # a Keras custom loss: `model.compile(loss=fn)` passes the model's output as y_pred
         if idx == 1 and not is_method and use is None:
             for ref in ctx.references(fname):
@@ -608,11 +748,82 @@ class Flow:
                     continue
                 s = self._object(call.func.value, call, None, depth + 1, hops)
                 found.append(s.hop(f"y_pred of `{fname}` in `{short(ctx, call.func, 30)}`", call))
+                on_path.append(True)  # Keras differentiates the compiled loss
+        # the calls that training differentiates, not a printed evaluation (when they are known)
+        differentiated = [s for s, on in zip(found, on_path) if on and s.kind != "unknown"]
+        if differentiated:
+            found = differentiated
         for want in (PROB, ("activation",), ("logits",)):
             for s in found:
                 if s.kind in want:
                     return s
         return UNKNOWN
+
+
+_NOT_LITERAL = object()
+
+
+def _literal(expr: cst.BaseExpression | None) -> object:
+    """The value of ``True``/``False``/``None``, a number or a string literal."""
+    if isinstance(expr, cst.Name) and expr.value in ("True", "False", "None"):
+        return {"True": True, "False": False, "None": None}[expr.value]
+    v = number(expr)
+    if v is not None:
+        return v
+    s = string_value(expr)
+    return s if s is not None else _NOT_LITERAL
+
+
+def _literal_params(fn: cst.FunctionDef, use: cst.Call | None, skip_self: bool) -> dict[str, object]:
+    """Parameters of ``fn`` bound to literals at the call ``use`` (or by their defaults)."""
+    params = list(fn.params.posonly_params) + list(fn.params.params)
+    if skip_self and params:
+        params = params[1:]
+    every = params + list(fn.params.kwonly_params)
+    out: dict[str, object] = {}
+    for p in every:
+        # Keras passes `training` itself (True in `fit`): its default says nothing
+        if p.default is not None and p.name.value != "training":
+            v = _literal(p.default)
+            if v is not _NOT_LITERAL:
+                out[p.name.value] = v
+    if use is None:
+        return out
+    for p in every:
+        value = bind_argument(fn, use, p.name.value, skip_self=skip_self)
+        if value is None:
+            continue  # the default applies
+        out.pop(p.name.value, None)
+        v = _literal(value) if isinstance(value, cst.BaseExpression) else _NOT_LITERAL
+        if v is not _NOT_LITERAL:
+            out[p.name.value] = v
+    return out
+
+
+def _comprehension_element(
+    ctx: FileContext, comp: cst.ListComp | cst.GeneratorExp, i: int
+) -> tuple[cst.BaseExpression, cst.BaseExpression] | None:
+    """``[f(x) for x in [a, b, c]]``, element ``i``: the comprehension's value when ``x`` is a
+    pass-through (``f`` keeps ``x``'s kind: the caller checks), as (``x``'s i-th value, elt).
+    Only a single ``for`` over a literal list with a plain name target and no ``if``."""
+    f = comp.for_in
+    if f.inner_for_in is not None or f.ifs or not isinstance(f.target, cst.Name):
+        return None
+    if not isinstance(f.iter, (cst.List, cst.Tuple)) or i >= len(f.iter.elements):
+        return None
+    el = f.iter.elements[i]
+    if isinstance(el, cst.StarredElement):
+        return None
+    # the element expression must be the target itself, or a pass-through op of it
+    elt = comp.elt
+    name = f.target.value
+    if isinstance(elt, cst.Name) and elt.value == name:
+        return el.value, elt
+    if isinstance(elt, cst.Call) and ctx.call_name(elt) in names("losses", "passthrough_ops"):
+        x = first_input(elt)
+        if isinstance(x, cst.Name) and x.value == name:
+            return el.value, elt
+    return None
 
 
 def _unpack_position(stmt: cst.CSTNode, name: str) -> int | None:

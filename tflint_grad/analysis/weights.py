@@ -20,15 +20,14 @@ from __future__ import annotations
 
 import math
 import re
-import weakref
 from dataclasses import dataclass, replace
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 import libcst as cst
 
 from tflint_grad import tfapi
-from tflint_grad.analysis import (
+from tflint_grad.analysis.context import (
     FileContext,
     dependencies,
     dotted,
@@ -36,6 +35,8 @@ from tflint_grad.analysis import (
     number,
     string_value,
 )
+from tflint_grad.analysis.facts import bind_argument, memo, tf_alias
+from tflint_grad.analysis.targets import gradient_targets
 
 _LOOPS = (cst.For, cst.While, cst.CompFor, cst.ListComp, cst.GeneratorExp, cst.SetComp, cst.DictComp)
 _SCOPES = (cst.Module, cst.FunctionDef, cst.Lambda, cst.ClassDef)
@@ -44,6 +45,7 @@ _NORM = re.compile(
     r"(^|_)(gamma|beta|scale|offset|moving_mean|moving_variance|moving_var|pop_mean|pop_var|running_mean|running_var|bn|norm)\d*($|_)"
 )
 _EMB = re.compile(r"emb|lookup|vocab")
+_BN_HELPER = re.compile(r"batch_?norm|(^|_)bn($|_)", re.IGNORECASE)
 _MAX_SITES = 64
 _MAX_USES = 500
 
@@ -109,6 +111,7 @@ class WeightUse:
     outs: frozenset[str]  # names carrying its output (or the weight itself)
     out_stmt: int | None  # id() of the statement binding them
     inputs: tuple[cst.CSTNode, ...]  # expressions it is applied to
+    applied: bool = True  # read as the operand of a matmul/conv (a layer: always)
 
     @property
     def site(self) -> cst.CSTNode:
@@ -185,6 +188,8 @@ class WeightIndex:
         self._helper: dict[int, bool] = {}
         self._deps: dict[int, frozenset[int]] = {}
         self._embedding_names: set[str] | None = None
+        self._bn: dict[int, bool] = {}
+        self._mult_fn: dict[int, bool] = {}
         self.uses: list[WeightUse] = self._collect()
 
     # -- call-site indexes ----------------------------------------------------------------
@@ -589,23 +594,11 @@ class WeightIndex:
 
     @staticmethod
     def _bind(fn: cst.FunctionDef, site: cst.Call, skip_self: bool) -> list[tuple[str, cst.BaseExpression]]:
-        params = list(fn.params.posonly_params) + list(fn.params.params)
-        if skip_self and params:
-            params = params[1:]
         out: list[tuple[str, cst.BaseExpression]] = []
-        positional = []
-        for a in site.args:
-            if a.keyword is not None:
-                continue
-            if a.star:
-                break
-            positional.append(a)
-        for p, a in zip(params, positional):
-            out.append((p.name.value, a.value))
-        names = {p.name.value for p in params + list(fn.params.kwonly_params)}
-        for a in site.args:
-            if a.keyword is not None and a.keyword.value in names:
-                out.append((a.keyword.value, a.value))
+        for p in [*fn.params.posonly_params, *fn.params.params, *fn.params.kwonly_params]:
+            value = bind_argument(fn, site, p.name.value, skip_self=skip_self)
+            if isinstance(value, cst.BaseExpression):
+                out.append((p.name.value, value))
         return out
 
     # -- names, roles, data flow ----------------------------------------------------------------
@@ -695,11 +688,21 @@ class WeightIndex:
         if sites:
             inputs.extend(a.value for a in outer.args)
         stmt_of_outer = ctx.statement_of(outer)
+        applied = spec.kind == "layer"
         for name in outs:
             for ref in self.reads(name)[:16]:
                 if ctx.contains(stmt_of_outer, ref) or ctx.is_store(ref):
                     continue
-                inputs.extend(self._applied_to(ref))
+                operands = self._applied_to(ref)
+                applied = applied or bool(operands)
+                inputs.extend(operands)
+        if sites and not applied:  # a helper's weight: how the helper itself uses it (`tf.matmul(x, W)`)
+            scope = ctx.scope_of(call)
+            for name in self._targets(call):
+                for ref in self.reads(name)[:16]:
+                    if ctx.scope_of(ref) is scope and not ctx.is_store(ref) and self._applied_to(ref):
+                        applied = True
+        self._applied = applied
         return (outs, stmt), tuple(inputs)
 
     def _out(self, node: cst.CSTNode) -> tuple[frozenset[str], int | None]:
@@ -724,7 +727,11 @@ class WeightIndex:
                 if not isinstance(call, cst.Call):
                     return []
                 qn = ctx.call_name(call)
-                local = qn is None and isinstance(call.func, cst.Name) and call.func.value in ctx.functions
+                local = (
+                    qn is None
+                    and isinstance(call.func, cst.Name)
+                    and any(self._multiplies_inside(f) for f in ctx.functions.get(call.func.value, ()))
+                )
                 if qn in tfapi.names("initializers", "weight_ops") or local:
                     return [a.value for a in call.args if a is not p]
                 return []
@@ -735,6 +742,86 @@ class WeightIndex:
                 continue
             return []
         return []
+
+    @cached_property
+    def assigned(self) -> frozenset[str]:
+        """Variables the file updates itself (``v.assign(...)``, ``tf.assign(v, ...)``): state
+        buffers, optimizer slots, simulation state, not weights trained by a gradient."""
+        ctx = self.ctx
+        methods = tfapi.names("graph", "assign_methods")
+        functions = tfapi.names("graph", "assign_functions")
+        out: set[str] = set()
+        for n in ctx.nodes:
+            if type(n) is not cst.Call:
+                continue
+            f = n.func
+            if isinstance(f, cst.Attribute) and f.attr.value in methods:
+                d = dotted(f.value)
+            elif ctx.call_name(n) in functions:
+                arg = get_arg(n, "ref", 0)
+                d = dotted(arg.value) if arg is not None else None
+            else:
+                continue
+            if d:
+                out.add(d)
+        return frozenset(out)
+
+    def multiplies(self, use: WeightUse) -> bool:
+        """A weight that multiplies activations: a layer's kernel, or a variable read as the
+        operand of a matmul/conv and not updated by the file itself."""
+        if use.kind == "layer":
+            return True
+        return use.applied and not any(name in self.assigned for name in use.outs)
+
+    def on_gradient_path(self, use: WeightUse) -> bool:
+        """Whether the weight visibly feeds a gradient target (where it is applied, or the
+        layer's construction for a Sequential list or a class)."""
+        ctx = self.ctx
+        targets = gradient_targets(ctx)
+        if not targets.any:
+            return False
+        return any(targets.reaches(ctx, n) for n in use.inputs) or targets.reaches(ctx, use.site)
+
+    def normalized(self, use: WeightUse) -> bool:
+        """Whether batch normalization is built next to the layer (same ``Sequential`` list,
+        class or function): its output is then re-scaled, and a small init cannot shrink the
+        signal layer after layer (BN is scale-invariant)."""
+        ctx = self.ctx
+        container: cst.CSTNode = use.stack
+        if not isinstance(container, cst.Call):
+            cls = next((a for a in ctx.ancestors(use.site) if isinstance(a, cst.ClassDef)), None)
+            container = cls if cls is not None else ctx.scope_of(use.site)
+        key = id(container)
+        got = self._bn.get(key)
+        if got is None:
+            got = self._bn[key] = any(
+                type(n) is cst.Call and self._is_batch_norm(n) for n in ctx.descendants(container)
+            )
+        return got
+
+    def _is_batch_norm(self, call: cst.Call) -> bool:
+        qn = self.ctx.call_name(call)
+        if qn is not None:
+            last = qn.rsplit(".", 1)[-1]
+            return last in tfapi.names("layers", "batch_norm_classes") or any(
+                qn == row[0] for row in tfapi.table("layers", "tf1_batch_norm")
+            )
+        name = dotted(call.func)
+        return bool(name and _BN_HELPER.search(name.rsplit(".", 1)[-1]))
+
+    def _multiplies_inside(self, fn: cst.FunctionDef) -> bool:
+        """A local helper that applies a weight op (``def conv2d(x, W): return tf.nn.conv2d(...)``),
+        not one that only transforms its argument (``quantize(w, step)``)."""
+        key = id(fn)
+        got = self._mult_fn.get(key)
+        if got is None:
+            ops = tfapi.names("initializers", "weight_ops")
+            got = self._mult_fn[key] = any(
+                (type(n) is cst.Call and self.ctx.call_name(n) in ops)
+                or (type(n) is cst.BinaryOperation and isinstance(n.operator, cst.MatrixMultiply))
+                for n in self.ctx.descendants(fn)
+            )
+        return got
 
     def deps(self, use: WeightUse) -> frozenset[int]:
         """Binding statements (ids) whose values flow into what ``use`` is applied to."""
@@ -890,6 +977,7 @@ class WeightIndex:
             width = units[0] if units is not None and len(units) == 1 else None
         site = sites[-1] if sites else call
         stack = (self._sequential_of(call) if not sites else None) or ctx.scope_of(site)
+        self._applied = True
         (outs, out_stmt), inputs = self._dataflow(call, spec, sites)
         inner = self._names(call, spec, ())
         display = inner[-1] if inner else ""
@@ -919,27 +1007,13 @@ class WeightIndex:
             outs=outs,
             out_stmt=out_stmt,
             inputs=inputs,
+            applied=self._applied,
         )
 
 
-_CACHE: weakref.WeakKeyDictionary[FileContext, WeightIndex] = weakref.WeakKeyDictionary()
-
-
 def weight_index(ctx: FileContext) -> WeightIndex:
-    idx = _CACHE.get(ctx)
-    if idx is None:
-        idx = WeightIndex(ctx)
-        _CACHE[ctx] = idx
-    return idx
-
-
-# -- fix helpers ------------------------------------------------------------------------------
-def tf_alias(ctx: FileContext) -> str | None:
-    """The local name of the ``tensorflow`` module (``tf``), if imported."""
-    found = [local for local, full in ctx.imports.items() if "." not in local and tfapi.canonical(full) == "tf"]
-    if "tf" in found:
-        return "tf"
-    return found[0] if found else None
+    """The file's :class:`WeightIndex`, built once and shared by TFG301/TFG302."""
+    return memo(ctx, "weights", WeightIndex)
 
 
 @lru_cache(maxsize=1)

@@ -246,6 +246,7 @@ class TraceResult:
     duration: float = 0.0
     # What the tracer substituted to let the script run (synthetic MNIST, a stubbed matplotlib...).
     stand_ins: list[str] = field(default_factory=list)
+    sandbox: list[str] = field(default_factory=list)  # the kernel protections that were active
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TraceResult:
@@ -261,6 +262,7 @@ class TraceResult:
             keras=d.get("keras"),
             duration=float(d.get("duration") or 0.0),
             stand_ins=[str(s) for s in d.get("stand_ins") or ()],
+            sandbox=[str(p) for p in d.get("sandbox") or () if isinstance(p, str)],
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -276,6 +278,7 @@ class TraceResult:
             "keras": self.keras,
             "duration": self.duration,
             "stand_ins": list(self.stand_ins),
+            "sandbox": self.sandbox,
         }
 
     @property

@@ -2,9 +2,11 @@
 
 Runs ONLY in the subprocess the runner starts (``sandbox.run``). In order:
 
-1. resource limits (``RLIMIT_DATA`` = the memory limit, no core files, ``RLIMIT_FSIZE``), child
-   subreaper, Landlock write confinement to the trace folder (``confine_writes``, before any
-   thread exists), faulthandler on stderr (the parent reads the script line of a segfault from it);
+1. ``confine.confine(...)`` before any thread exists: resource limits (``RLIMIT_DATA`` = the
+   memory limit, no core files, ``RLIMIT_FSIZE``), child subreaper, Landlock (writes to the trace
+   folder only; reads to Python, the system and the ``--allow-read`` roots the parent computed;
+   no signal, ptrace or abstract socket out of the sandbox; see ``confine.py``), then
+   faulthandler on stderr (the parent reads the script line of a segfault from it);
 2. environment for TF1 scripts (``TF_USE_LEGACY_KERAS=1``, also set by the parent), then
    ``import tensorflow``; for scripts written against the TF1 API:
    ``import tensorflow.compat.v1 as v1; v1.disable_v2_behavior(); sys.modules["tensorflow"] = v1``;
@@ -23,7 +25,8 @@ Runs ONLY in the subprocess the runner starts (``sandbox.run``). In order:
 
 Outcomes: ``StopRun`` -> "stopped"; ``sys.exit(0)`` -> "finished" ("script called sys.exit(0)
 at line N"), non-zero -> "error"; an exception -> "error" ("script stopped at line N: Type:
-message", ``error_line``); a terminating signal -> "error" ("script terminated by SIGTERM at
+message", ``error_line``; what the script wrote is quoted «like this», ``scripttext``; a read
+the sandbox refused names the path); a terminating signal -> "error" ("script terminated by SIGTERM at
 line N"); MemoryError (``RLIMIT_DATA``) -> "memory"; SIGUSR2 from the parent -> "timeout" with
 the partial trace ("timed out at line N"); ``os._exit`` in the script is replaced by a function that
 finalizes and writes the partial trace first ("script called os._exit(0) at line N").
@@ -55,7 +58,6 @@ import faulthandler
 import functools
 import json
 import os
-import resource
 import runpy
 import signal
 import sys
@@ -65,8 +67,22 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from tflint_grad.scripttext import quote
+
+# the kernel-side containment lives in confine.py (re-exported: tests and workers use these names)
+from tflint_grad.tracer.confine import (  # noqa: F401
+    Confinement,
+    become_subreaper,
+    confine,
+    is_refused_read,
+    landlock,
+    landlock_abi,
+    set_limits,
+)
+
 HARNESS_VERSION = 1
 REASON_LIMIT = 300
+PATH_LIMIT = 200  # characters of a path the script chose, in a reason
 
 
 class StopRun(BaseException):
@@ -90,148 +106,79 @@ TERMINATING_SIGNALS = tuple(
 )
 
 
-# -- limits ---------------------------------------------------------------------------------
-
-
-def set_limits(memory_mb: int) -> None:
-    def lower(res: int, value: int) -> None:
-        try:
-            _, hard = resource.getrlimit(res)
-            value = value if hard == resource.RLIM_INFINITY else min(value, hard)
-            resource.setrlimit(res, (value, hard if hard != resource.RLIM_INFINITY else value))
-        except (ValueError, OSError):
-            pass
-
-    if memory_mb > 0:
-        lower(resource.RLIMIT_DATA, memory_mb * 1024 * 1024)
-    lower(resource.RLIMIT_CORE, 0)
-    from tflint_grad.tracer.protocol import FILE_SIZE_LIMIT_MB
-
-    lower(resource.RLIMIT_FSIZE, FILE_SIZE_LIMIT_MB * 1024 * 1024)
-    with contextlib.suppress(Exception):
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # too big a file: EFBIG, not death
-
-
-# -- kernel-side containment -------------------------------------------------------------------
-
-# Landlock (Linux >= 5.13): the same numbers on every architecture
-_LANDLOCK_CREATE_RULESET, _LANDLOCK_ADD_RULE, _LANDLOCK_RESTRICT_SELF = 444, 445, 446
-_LL_WRITE_FILE, _LL_REMOVE_DIR, _LL_REMOVE_FILE, _LL_MAKE_CHAR, _LL_MAKE_DIR, _LL_MAKE_REG = (
-    1 << i for i in (1, 4, 5, 6, 7, 8)
-)
-_LL_MAKE_SOCK, _LL_MAKE_FIFO, _LL_MAKE_BLOCK, _LL_MAKE_SYM, _LL_REFER, _LL_TRUNCATE = (
-    1 << i for i in (9, 10, 11, 12, 13, 14)
-)
-
-
-def landlock_abi() -> int:
-    """The kernel's Landlock ABI version, 0 without Landlock (probing restricts nothing)."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.syscall.restype = ctypes.c_long
-        return max(
-            0, int(libc.syscall(ctypes.c_long(_LANDLOCK_CREATE_RULESET), None, ctypes.c_long(0), ctypes.c_long(1)))
-        )
-    except Exception:
-        return 0
+# -- kernel-side containment (tflint_grad/tracer/confine.py) ---------------------------------
 
 
 def confine_writes(folders: list[str], files: tuple[str, ...] = ("/dev/null",)) -> str:
-    """Let this process, and every thread and process it starts, modify the file system only
-    beneath ``folders`` (and write ``files``): Landlock, enforced by the kernel, so it also holds
-    for TensorFlow's C++ file layer (``tf.io.write_file``, ``Dataset.cache``, TFRecordWriter),
-    ``ctypes`` and programs the script manages to start. Reading is not restricted.
+    """Landlock without read confinement (writes, and signals/ptrace/TCP where the kernel has
+    them); a note saying what was done. Kept for callers of the first version: ``confine(...)``
+    applies every protection."""
+    c = landlock(folders, None)
+    if not c.active:
+        return "kernel write confinement (Landlock) unavailable: " + "; ".join(c.missing)
+    return f"kernel write confinement (Landlock ABI {c.abi}): " + ", ".join(folders)
 
-    Call it before any thread exists (a Landlock domain covers the calling thread and what it
-    starts). Returns a note saying what was done or why not (old kernel, no Landlock).
-    """
-    if os.environ.get("TFLINT_GRAD_NO_LANDLOCK"):
-        return "kernel write confinement (Landlock): disabled by TFLINT_GRAD_NO_LANDLOCK"
+
+def _own_children() -> list[int] | None:
+    """Children of this process from ``/proc/self/task/*/children`` (readable under the read
+    confinement, unlike other processes' ``/proc/PID``); None where the kernel lacks the file."""
     try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.syscall.restype = ctypes.c_long
-
-        def call(*args) -> int:
-            return libc.syscall(*(ctypes.c_long(a) if isinstance(a, int) else a for a in args))
-
-        abi = landlock_abi()
-        if abi < 1:
-            return "kernel write confinement (Landlock) unavailable on this system"
-        handled = (
-            _LL_WRITE_FILE
-            | _LL_REMOVE_DIR
-            | _LL_REMOVE_FILE
-            | _LL_MAKE_CHAR
-            | _LL_MAKE_DIR
-            | _LL_MAKE_REG
-            | _LL_MAKE_SOCK
-            | _LL_MAKE_FIFO
-            | _LL_MAKE_BLOCK
-            | _LL_MAKE_SYM
-        )
-        handled |= _LL_REFER if abi >= 2 else 0
-        handled |= _LL_TRUNCATE if abi >= 3 else 0
-
-        class RulesetAttr(ctypes.Structure):
-            _fields_ = [("handled_access_fs", ctypes.c_uint64)]
-
-        class PathBeneath(ctypes.Structure):
-            _pack_ = 1
-            _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
-
-        attr = RulesetAttr(handled)
-        ruleset = call(_LANDLOCK_CREATE_RULESET, ctypes.byref(attr), ctypes.sizeof(attr), 0)
-        if ruleset < 0:
-            return f"kernel write confinement (Landlock) unavailable: {os.strerror(ctypes.get_errno())}"
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    pids: set[int] = set()
+    for tid in tasks:
         try:
-            for path, access in [
-                *((f, handled) for f in folders),
-                *((f, handled & (_LL_WRITE_FILE | _LL_TRUNCATE)) for f in files),
-            ]:
-                try:
-                    fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-                except OSError:
-                    continue
-                try:
-                    rule = PathBeneath(access, fd)
-                    if call(_LANDLOCK_ADD_RULE, ruleset, 1, ctypes.byref(rule), 0) < 0:  # LANDLOCK_RULE_PATH_BENEATH
-                        return f"kernel write confinement (Landlock) not applied: {path}: {os.strerror(ctypes.get_errno())}"
-                finally:
-                    os.close(fd)
-            if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS, required to restrict oneself
-                return f"kernel write confinement (Landlock) not applied: {os.strerror(ctypes.get_errno())}"
-            if call(_LANDLOCK_RESTRICT_SELF, ruleset, 0) < 0:
-                return f"kernel write confinement (Landlock) not applied: {os.strerror(ctypes.get_errno())}"
-        finally:
-            os.close(ruleset)
-        return f"kernel write confinement (Landlock ABI {abi}): " + ", ".join(folders)
-    except Exception as e:
-        return f"kernel write confinement (Landlock) unavailable: {type(e).__name__}: {e}"
+            with open(f"/proc/self/task/{tid}/children", "rb") as fh:
+                pids.update(int(p) for p in fh.read().split())
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError):
+            return None
+    return sorted(pids)
 
 
-def become_subreaper() -> bool:
-    """Orphans of the script's processes (a daemon's double fork) are re-parented to this process
-    instead of init, so they stay in its tree: the parent's watchdog sees them, and they are
-    killed with it."""
-    try:
-        import ctypes
-
-        return ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
-    except Exception:
-        return False
+def _reap() -> None:
+    with contextlib.suppress(ChildProcessError, OSError):
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
 
 
 def kill_descendants() -> int:
     """SIGKILL every live process below this one (before leaving: nothing the script started
-    outlives the trace). Returns how many were signalled."""
+    outlives the trace). Returns how many were signalled.
+
+    Through the children of this process only: killed children are reaped, their orphans come
+    back to this process (a child subreaper), and the next round kills them."""
+    me, total = os.getpid(), 0
+    for _ in range(50):  # a process may fork while we look: look again
+        children = _own_children()
+        if children is None:
+            return total + _kill_descendants_from_table(me)
+        if not children:
+            break
+        refused = 0
+        for sig in (signal.SIGSTOP, signal.SIGKILL):  # freeze first: a stopped process cannot fork
+            for pid in children:
+                try:
+                    os.kill(pid, sig)
+                except PermissionError:  # the seccomp fallback (confine.py): the parent kills them
+                    refused += 1
+                except OSError:
+                    pass
+        if refused == 2 * len(children):
+            return total
+        total += len(children)
+        time.sleep(0.01)
+        _reap()
+    return total
+
+
+def _kill_descendants_from_table(me: int) -> int:
     from tflint_grad.tracer.protocol import proc_table
 
-    me, total = os.getpid(), 0
-    for _ in range(5):  # a process may fork while we look: look again
+    total = 0
+    for _ in range(5):
         table = proc_table()
         children: dict[int, list[int]] = {}
         for p in table.values():
@@ -244,7 +191,7 @@ def kill_descendants() -> int:
                     live.append(c)
         if not live:
             break
-        for sig in (signal.SIGSTOP, signal.SIGKILL):  # freeze first: a stopped process cannot fork
+        for sig in (signal.SIGSTOP, signal.SIGKILL):
             for pid in live:
                 with contextlib.suppress(OSError):
                     os.kill(pid, sig)
@@ -329,6 +276,7 @@ class Guard:
         self.bypass = False  # the harness's own writes (result file)
         self.installed = False
         self.refused: list[str] = []
+        self.messages: set[str] = set()
 
     def inside(self, path: Any) -> bool:
         if isinstance(path, int):
@@ -348,6 +296,7 @@ class Guard:
         if self.bypass or self.inside(path):
             return
         shown = os.fsdecode(path) if isinstance(path, (str, bytes, os.PathLike)) else str(path)
+        resolved = ""
         if "://" not in shown:
             with contextlib.suppress(OSError, ValueError):
                 absolute = os.path.normpath(os.path.join(os.getcwd(), shown))
@@ -355,13 +304,22 @@ class Guard:
                 if real != absolute:  # a linked neighbour of the script, or a path through one
                     if absolute.startswith(self.root + os.sep):
                         shown = os.path.relpath(absolute, self.root)
-                    shown += f" (resolves to {real})"
-        self._refuse(f"writing outside the trace's temporary folder is disabled while tracing: {shown}")
+                    resolved = f" (resolves to {quote(real, PATH_LIMIT)})"
+        # the path is the script's choice: its own words (scripttext)
+        self._refuse(
+            f"writing outside the trace's temporary folder is disabled while tracing: {quote(shown, PATH_LIMIT)}{resolved}"
+        )
 
     def _refuse(self, message: str) -> None:
         if len(self.refused) < 20:
             self.refused.append(message)
+        if len(self.messages) < 1000:
+            self.messages.add(message)
         raise PermissionError(message)
+
+    def said(self, e: BaseException) -> bool:
+        """Is ``e`` one of the guard's own refusals (its words, the script's parts quoted)?"""
+        return isinstance(e, PermissionError) and len(e.args) == 1 and e.args[0] in self.messages
 
     def _open(self, args: tuple) -> None:
         path, mode, flags = (tuple(args) + (None, None, None))[:3]
@@ -927,15 +885,39 @@ def _script_line_of(tb, script: str, line_maps: dict[str, dict[int, int]]) -> in
     return line
 
 
-def _describe(e: BaseException) -> str:
-    name = type(e).__name__
-    if isinstance(e, OSError) and e.filename is not None and e.strerror:
-        msg = f"{e.filename} ({e.strerror})"
-    else:
-        msg = str(e).strip()
-    msg = " ".join(msg.split("\n", 1)[0].split())
-    if len(msg) > REASON_LIMIT:
-        msg = msg[: REASON_LIMIT - 3] + "..."
+_KNOWN_MODULES = ("builtins", "tensorflow", "keras", "tf_keras", "numpy", "urllib", "http", "socket", "json")
+
+
+def _type_name(e: BaseException) -> str:
+    """The exception's class name; quoted as the script's words unless it is a class of Python,
+    TensorFlow, Keras or NumPy (a script may name its classes anything, ``type("::x", ...)``)."""
+    t = type(e)
+    name, module = getattr(t, "__name__", "?"), getattr(t, "__module__", "") or ""
+    known = isinstance(name, str) and name.isidentifier() and len(name) <= 60
+    if known and module.split(".")[0] in _KNOWN_MODULES and getattr(sys.modules.get(module), name, None) is t:
+        return name
+    return quote(name, 60)
+
+
+def _describe(e: BaseException, guard: Guard | None = None) -> str:
+    """``Type: message`` for a reason; what the script wrote is quoted (``scripttext``)."""
+    name = _type_name(e)
+    if guard is not None:
+        if guard.said(e):
+            return f"{name}: {e.args[0]}"
+        inner = getattr(e, "reason", None)  # urllib's URLError around a refusal
+        if isinstance(inner, BaseException) and guard.said(inner):
+            return f"{name}: {inner.args[0]}"
+    try:
+        if isinstance(e, OSError) and e.filename is not None and e.strerror:
+            filename = os.fsdecode(e.filename) if isinstance(e.filename, (str, bytes)) else e.filename
+            own = isinstance(e.errno, int) and e.strerror == os.strerror(e.errno)
+            msg = f"{quote(filename, PATH_LIMIT)} ({e.strerror if own else quote(e.strerror)})"
+        else:
+            text = str(e).strip()
+            msg = quote(text) if text else ""
+    except Exception:  # a __str__ of the script's that raises
+        msg = quote("<unprintable>")
     return f"{name}: {msg}" if msg else name
 
 
@@ -983,6 +965,7 @@ class Harness:
         self.probes: Any = None
         self.standins: Any = None
         self.written = False
+        self.confinement: Confinement | None = None
         self.user_code_running = False
         self._real_exit = os._exit
 
@@ -1184,11 +1167,11 @@ class Harness:
             line = _script_line_of(e.__traceback__, self.script, self.line_maps)
             code = e.code
             where = f" at line {line}" if line is not None else ""
-            if code is None or code == 0:
+            if code is None or (isinstance(code, int) and code == 0):
                 reason = f"script called sys.exit({code if code is not None else ''}){where}"
             else:
                 status = "error"
-                shown = repr(code) if isinstance(code, str) else code
+                shown = code if isinstance(code, int) else quote(repr(code))
                 reason = f"script called sys.exit({shown}){where}"
                 tb = traceback.extract_tb(e.__traceback__)
                 if any(f.filename.endswith(("argparse.py", "absl/flags/_flagvalues.py", "absl/app.py")) for f in tb):
@@ -1213,7 +1196,14 @@ class Harness:
             else:
                 status = "error"
                 where = f"at line {line}" if line is not None else "before reaching its own code"
-                reason = f"script stopped {where}: {_describe(e)}"
+                refused = is_refused_read(e, self.confinement)
+                if refused is not None:
+                    reason = (
+                        f"script stopped {where}: reading {quote(refused, PATH_LIMIT)} was refused by the sandbox "
+                        "(outside the folders a trace may read; --trace-allow-read grants more)"
+                    )
+                else:
+                    reason = f"script stopped {where}: {_describe(e, self.guard)}"
         finally:
             self.user_code_running = False
             self.tracer.stop()
@@ -1241,12 +1231,19 @@ class Harness:
         self._last = now
 
     def main(self) -> int:
+        from tflint_grad.tracer.protocol import FILE_SIZE_LIMIT_MB
+
         _die_with_parent()
-        set_limits(self.args.memory_mb)
-        become_subreaper()
         # before TensorFlow starts any thread: the kernel confines every later one
         out_dir = os.path.dirname(os.path.abspath(self.args.out))
-        self.result["notes"].append(confine_writes(list(dict.fromkeys([self.guard.root, out_dir]))))
+        self.confinement = confine(
+            memory_mb=self.args.memory_mb,
+            writable=list(dict.fromkeys([self.guard.root, out_dir])),
+            readable=list(self.args.allow_read),
+            file_size_mb=FILE_SIZE_LIMIT_MB,
+        )
+        self.result["sandbox"] = self.confinement.active
+        self.result["notes"].append(self.confinement.note())
         faulthandler.enable(file=sys.stderr, all_threads=True)
         self._last = self.t0
         tf = self.import_tensorflow()
@@ -1309,6 +1306,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tf1", action="store_true")
     p.add_argument("--alias-v1", action="store_true")
     p.add_argument("--legacy-keras", action="store_true")
+    p.add_argument("--allow-read", action="append", default=[], metavar="PATH", help="a read root (repeatable)")
     p.add_argument("script_args", nargs=argparse.REMAINDER)
     ns = p.parse_args(argv)
     if ns.script_args and ns.script_args[0] == "--":

@@ -9,6 +9,7 @@ import signal
 from dataclasses import dataclass
 
 FILE_SIZE_LIMIT_MB = 1024  # RLIMIT_FSIZE for the traced process (one file)
+MAX_PROCESSES = 32  # processes in a trace's tree (the harness refuses to start any; ctypes can)
 READY_ENV = "TFLINT_GRAD_READY_FD"
 
 

@@ -9,7 +9,8 @@ The harness writes one JSON object::
      "step_limit": int,
      "executed_lines": [int, ...],   # lines of the user script that ran
      "events": [{"kind": str, "line": int, ...}, ...],
-     "tf_version": str, "keras": str, "duration": float}
+     "tf_version": str, "keras": str, "duration": float,
+     "sandbox": [str, ...]}          # kernel protections active: "Landlock ABI 7: writes", "reads", "signals"...
 
 Every event has ``kind``, ``line`` (1-based line in the USER SCRIPT: the innermost
 frame of the script on the call stack when recorded, or from ``op.traceback`` for

@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from tflint_grad.scripttext import clean, quote
 from tflint_grad.settings import TraceSettings
 from tflint_grad.tracer import sandbox
 from tflint_grad.tracer.events import TraceResult
@@ -39,6 +40,7 @@ CACHE_VERSION = 1
 MAX_RESULT_BYTES = 64 * 1024 * 1024
 MAX_SIBLINGS = 2000
 CACHEABLE = ("finished", "stopped", "error")
+RESULT_TEXT_LIMIT = 600  # characters of a reason or warning read from a result file
 TF_DISTRIBUTIONS = (
     "tensorflow",
     "tensorflow-cpu",
@@ -134,6 +136,8 @@ def tracer_fingerprint() -> str:
                         h.update(rel.encode() + b"\0" + fh.read())
                 except OSError:
                     pass
+    with open(os.path.join(os.path.dirname(folder), "scripttext.py"), "rb") as fh:  # how reasons quote the script
+        h.update(b"scripttext.py\0" + fh.read())
     return h.hexdigest()
 
 
@@ -177,6 +181,7 @@ def cache_key(job: TraceJob, options: TraceSettings, info: dict[str, Any]) -> st
         "siblings": _siblings_fingerprint(job.origin_dir, os.path.basename(job.path)),
         "steps": options.steps,
         "args": list(options.args),
+        "allow_read": list(options.allow_read),
         "tf": info,
         "python": os.path.realpath(options.python) if options.python else None,
         "tracer": tracer_fingerprint(),
@@ -308,6 +313,8 @@ def _run_trace(job: TraceJob, options: TraceSettings, jobs: int) -> tuple[TraceR
         ]
         if job.origin_dir:
             cmd += ["--origin-dir", job.origin_dir]
+        for path in sandbox.read_roots(job.origin_dir, options.allow_read):
+            cmd += ["--allow-read", path]
         if mode.tf1:
             cmd.append("--tf1")
         if mode.alias_v1:
@@ -359,6 +366,13 @@ def _interpret(
         warnings.append(f"{job.path}: could not start the tracer: {outcome.launch_error}")
         return failed("crashed", f"could not start the tracer: {outcome.launch_error}")
     if data is not None:
+        # the result file is written in the script's own process: a script written to escape can
+        # forge it. Its text is kept to one line without control characters, whoever wrote it.
+        if data.get("reason") is not None:
+            data["reason"] = clean(data["reason"], RESULT_TEXT_LIMIT, keep_quotes=True)
+        data["warnings"] = [
+            clean(w, RESULT_TEXT_LIMIT, keep_quotes=True) for w in data.get("warnings") or () if isinstance(w, str)
+        ]
         trace = TraceResult.from_dict(data)
         if trace.status == "timeout":  # the harness wrote "timed out at line 12": where the script was
             where = re.search(r"\bat line \d+", trace.reason or "")
@@ -371,12 +385,23 @@ def _interpret(
         if trace.status == "crashed" or trace.status == "unavailable":
             warnings.append(f"{job.path}: {trace.reason}")
         return trace
+    if outcome.killed_for == "memory" and outcome.peak_processes > 1:
+        return failed(
+            "memory",
+            f"{memory_reason} by {outcome.peak_processes} processes: the script started processes past the "
+            "sandbox's refusal (native fork: a fork bomb?)",
+        )
     if outcome.killed_for == "memory":
         return failed("memory", memory_reason)
     if outcome.killed_for == "timeout":
         return failed("timeout", timeout_reason)
     if outcome.killed_for == "startup":
         return failed("timeout", f"TensorFlow did not finish starting within {limits.startup_timeout:g} s")
+    if outcome.killed_for == "processes":
+        return failed(
+            "killed",
+            f"the script started more than {limits.max_processes} processes (a fork bomb?): the sandbox killed them",
+        )
     rc = outcome.returncode
     if rc is not None and rc < 0:
         sig = -rc
@@ -386,7 +411,7 @@ def _interpret(
         line = sandbox.crash_line(outcome.stderr, script)
         where = f" at line {line}" if line is not None else ""
         reason = f"the traced process crashed ({name}){where}"
-        warnings.append(f"{job.path}: {reason}" + (f": {stderr_hint}" if stderr_hint else ""))
+        warnings.append(f"{job.path}: {reason}" + (f": {quote(stderr_hint)}" if stderr_hint else ""))
         trace = failed("crashed", reason)
         trace.error_line = line
         return trace
@@ -395,11 +420,27 @@ def _interpret(
         return failed("crashed", f"the tracer's result was unreadable ({garbled})")
     reason = f"the script exited abruptly (exit code {rc}) before the trace was written"
     if stderr_hint:
-        reason += f"; last output: {stderr_hint}"
+        reason += f"; last output: {quote(stderr_hint)}"
     return failed("crashed", reason)
 
 
 # -- many traces ----------------------------------------------------------------------------------
+
+
+def sandbox_summary(traces: dict[str, TraceResult]) -> str | None:
+    """Which protections the traces ran under (``--verbose``): those every trace had, and the
+    network namespace when it was used."""
+    ran = [t.sandbox for t in traces.values() if t.sandbox]
+    if not ran:
+        return None
+    common = [p for p in ran[0] if all(p in other for other in ran[1:])]
+    wanted = ("reads", "signals", "ptrace")
+    absent = [w for w in wanted if not any(p == w or p.startswith(f"{w} (") or p.endswith(f": {w}") for p in common)]
+    net = "network namespace" if sandbox.netns_prefix() else "no network namespace (audit hooks only)"
+    text = f"sandbox: {net}, " + ", ".join(common)
+    if absent:
+        text += "; NOT confined by the kernel: " + ", ".join(absent)
+    return text
 
 
 def _unavailable_reason(info: dict[str, Any]) -> str:

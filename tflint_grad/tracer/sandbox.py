@@ -19,6 +19,13 @@ memory                      two layers. Kernel: the harness sets ``RLIMIT_DATA``
                             to the thread count (measured: VmPeak 2.2 GB for a tiny Keras fit on
                             2 cores, 3.2 GB with 64+64 TF threads, while RSS stays ~580 MB), so
                             an address-space limit breaks TF on big machines for no reason.
+signals, ptrace             the kernel's Landlock (``confine.py``): from ABI 6 (Linux 6.12) no signal
+                            from the traced tree reaches a process outside it (``kill(getppid(),
+                            9)`` through ctypes fails with EPERM; the linter, the editor, other CI
+                            steps live on), nor an abstract Unix socket; from ABI 1 no process
+                            outside can be ptraced. Older kernels (x86_64, aarch64): a seccomp
+                            filter lets the tree signal only itself and its group, and refuses
+                            ptrace and ``setsid`` (so every process stays in the session).
 processes                   the child is a session leader (``start_new_session``) and a child
                             subreaper (a daemon's orphans stay in its tree); after it ends, for
                             any reason, every process of its session, of its process group, and
@@ -26,7 +33,9 @@ processes                   the child is a session leader (``start_new_session``
                             child is stopped first and killed last). Before leaving, the harness
                             kills what is below it. In the child, the harness refuses process
                             creation (audit hooks, and ``_posixsubprocess.fork_exec``, which
-                            multiprocessing's "spawn" calls without an audit event).
+                            multiprocessing's "spawn" calls without an audit event). A tree of
+                            more than ``MAX_PROCESSES`` (a fork bomb through ctypes) is stopped
+                            (SIGSTOP of its process group first: nothing forks any more) and killed.
 network                     if ``unshare --net`` works (root, or an unprivileged user
                             namespace), the child runs in an empty network namespace; in any
                             case the harness refuses socket connect/bind/DNS (audit hooks).
@@ -35,7 +44,10 @@ files                       the script runs in a fresh temporary folder (cwd, ``
                             file APIs, ``dir_fd`` relative ones included, and ``tf.io.gfile``)
                             and, where the kernel has Landlock (Linux >= 5.13), by the kernel
                             for everything the child and its descendants do (TensorFlow's C++
-                            file layer, ctypes). ``RLIMIT_FSIZE`` caps one file.
+                            file layer, ctypes). ``RLIMIT_FSIZE`` caps one file. Reads, with
+                            Landlock: only the Python installation and import path, system
+                            folders, ``/proc/self``, the trace folder, the script's project tree
+                            without ``.git`` (``read_roots``) and ``--trace-allow-read`` paths.
 output                      stdout/stderr go to pipes the parent drains, keeping the first and
                             last ``OUTPUT_KEEP`` bytes of each: a script printing gigabytes
                             costs neither memory nor disk.
@@ -67,6 +79,7 @@ from dataclasses import dataclass
 
 from tflint_grad.tracer.protocol import (  # shared with the traced child; re-exported here
     FILE_SIZE_LIMIT_MB,  # noqa: F401
+    MAX_PROCESSES,
     READY_ENV,
     ProcInfo,
     proc_table,
@@ -147,6 +160,43 @@ def netns_prefix() -> tuple[str, ...]:
         if r.returncode == 0:
             return prefix
     return ()
+
+
+# -- what a trace may read ------------------------------------------------------------------------
+
+
+def project_root(folder: str) -> str:
+    """The script's project: the closest folder at or above ``folder`` holding a ``.git``, but
+    never the home folder or ``/`` (a dotfiles repository); else ``folder`` itself."""
+    folder = os.path.realpath(folder)
+    stop = {os.path.realpath(os.path.expanduser("~")), os.path.realpath(os.sep)}
+    here = folder
+    while here not in stop:
+        if os.path.lexists(os.path.join(here, ".git")):
+            return here
+        parent = os.path.dirname(here)
+        if parent == here:
+            break
+        here = parent
+    return folder
+
+
+def read_roots(origin_dir: str | None, granted: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """Read roots of a trace besides the system and Python folders the harness adds itself: the
+    script's project tree without ``.git`` (without any dot entry when the project is the home
+    folder or ``/``), and what the user granted (``--trace-allow-read``)."""
+    from tflint_grad.tracer.confine import without_git
+
+    roots: list[str] = []
+    if origin_dir:
+        root = project_root(origin_dir)
+        exposed = root in (os.path.realpath(os.path.expanduser("~")), os.path.realpath(os.sep))
+        entries = without_git(root)
+        if exposed:
+            entries = [e for e in entries if not os.path.basename(e).startswith(".")]
+        roots.extend(entries)
+    roots.extend(os.path.realpath(os.path.expanduser(p)) for p in granted)
+    return list(dict.fromkeys(roots))
 
 
 # -- environment -----------------------------------------------------------------------------------
@@ -317,11 +367,12 @@ atexit.register(kill_all)
 class Outcome:
     returncode: int | None = None
     launch_error: str | None = None
-    killed_for: str | None = None  # "timeout" | "startup" | "memory"
+    killed_for: str | None = None  # "timeout" | "startup" | "memory" | "processes"
     ready: bool = False  # the harness reached the user's code
     duration: float = 0.0
     run_duration: float = 0.0  # since ready
     peak_rss_mb: float = 0.0
+    peak_processes: int = 0  # live processes in the trace's tree, at most (the harness: 1)
     strays: int = 0  # processes still alive after the child ended (killed)
     stdout: str = ""
     stderr: str = ""
@@ -337,6 +388,7 @@ class Limits:
     startup_timeout: float = STARTUP_TIMEOUT
     grace: float = GRACE
     output_keep: int = OUTPUT_KEEP
+    max_processes: int = MAX_PROCESSES
 
 
 def run(cmd: list[str], *, cwd: str, env: dict[str, str], limits: Limits, ready_pipe: bool = True) -> Outcome:
@@ -401,7 +453,11 @@ def run(cmd: list[str], *, cwd: str, env: dict[str, str], limits: Limits, ready_
                     known.setdefault(p.pid, p.start)
                 rss = sum(p.rss for p in members)
                 out.peak_rss_mb = max(out.peak_rss_mb, rss / 2**20)
-                if rss > limit_bytes:
+                out.peak_processes = max(out.peak_processes, len(members))
+                if len(members) > limits.max_processes:  # a fork bomb (ctypes' fork has no audit event)
+                    out.killed_for = "processes"
+                    kill_tree(proc.pid, known)
+                elif rss > limit_bytes:  # (forks of one process count its shared pages again)
                     out.killed_for = "memory"
                     kill_tree(proc.pid, known)
             if out.killed_for is None:
