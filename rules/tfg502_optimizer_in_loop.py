@@ -469,7 +469,7 @@ class OptimizerInLoop(Rule):
     CONFIRMS = [
         Traced(
             tuple(event("optimizer_created", 10, step=k, count=1, **{"class": "Adam"}) for k in range(5)),
-            evidence="5 Adam instances created in 5 training steps",
+            evidence="5 Adam instances created in 5 steps (a new one in 5 different training steps)",
             data={"class": "Adam", "stmt_line": 10, "stmt_end_line": 10},
         )
     ]
@@ -507,7 +507,8 @@ class OptimizerInLoop(Rule):
         steps = sorted({int(e.get("step") or 0) for e in events})
         if len(steps) > 1:  # the consequence: a fresh optimizer (fresh slots) in several training steps
             return confirmed(
-                f"{n} {name} instances created in {len(steps)} training steps: slot variables reset each step"
+                f"{n} {name} instances created in {trace.steps or len(steps)} steps (a new one in {len(steps)} "
+                "different training steps): slot variables reset each step"
             )
         if trace.steps < 2:
             return inconclusive(

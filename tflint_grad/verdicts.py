@@ -173,7 +173,7 @@ def _source_of(result: Any) -> Any:
 def _wants_trace(result: Any, src: Any, settings: TraceSettings) -> bool:
     if any(f.code == "TFG000" for f in result.findings):
         return False  # not analyzable (Python 2, bad encoding...): it cannot run either
-    if result.findings:
+    if result.findings or getattr(result, "candidates", None):
         return True
     if settings.confirm_all and src is not None and src.problem is None:
         from tflint_grad.engine import is_tf_source
@@ -231,6 +231,8 @@ def confirm(
             findings = give_verdicts(result.findings, trace, src)
             findings += discovered(result, src, trace, lint_settings, warnings)
             result.findings = sorted(findings, key=Finding.sort_key)
+            if getattr(result, "candidates", None):  # low-confidence findings kept aside: judged too
+                result.candidates = give_verdicts(result.candidates, trace, src)
         except Exception as e:
             warnings.append(f"{result.path}: could not apply the trace: {type(e).__name__}: {e}")
     return list(dict.fromkeys(warnings))
