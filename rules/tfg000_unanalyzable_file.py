@@ -8,7 +8,12 @@ class UnanalyzableFile(Rule):
     Reports a file that is not valid Python 3 (a syntax error, Python 2 syntax such as
     `print x`, bytes that are not valid in the file's encoding) or a notebook that is not
     valid JSON, at the line of the problem and with the reason. The run goes on with
-    the other files.
+    the other files. In a notebook each code cell that does not parse (after IPython's
+    magics, shell commands and help syntax are read as IPython reads them) gets its own
+    finding at its cell and line, and the other cells are still analysed. Like ruff's
+    syntax errors, it is reported whatever the selection (`select`, `ignore`,
+    per-file-ignores, `# noqa`); a file that never mentions TensorFlow or Keras is
+    skipped whatever its content.
 
     ## Why is this bad?
     A file that cannot be parsed cannot be linted: every gradient-flow bug in it stays

@@ -4,6 +4,7 @@ import libcst as cst
 
 from tflint_grad import tfapi
 from tflint_grad.analysis import dotted, get_arg, string_value
+from tflint_grad.finding import Fix
 from tflint_grad.rule import Invalid, Outcome, Rule, Traced, Valid, confirmed, inconclusive, refuted
 from tflint_grad.tracer.events import event
 
@@ -155,7 +156,7 @@ class GradientWrtNonTrainable(Rule):
         where = f" (bound at line {self.ctx.line(bound_at)})" if bound_at is not None else ""
         fix = None
         if fix_node is not None:
-            fix = self.replace(fix_node, fix_text, f"Use `{fix_text}`")
+            fix = self._consistent_fix(node, fix_node, fix_text)
         severity = None
         why = (
             "which includes non-trainable variables (e.g. BatchNormalization moving_mean/moving_variance): "
@@ -183,6 +184,38 @@ class GradientWrtNonTrainable(Rule):
             severity=severity,
             data={"call": self.ctx.code(node.func)[-40:], "call_line": self.ctx.line(node)},
         )
+
+    def _consistent_fix(self, call: cst.Call, fix_node: cst.CSTNode, fix_text: str) -> Fix:
+        """The replacement, plus the same one in every ``apply_gradients(zip(grads, X))`` that
+        pairs the gradients of ``call`` with the same list ``X``: applied alone (an editor's
+        quick fix, a SARIF consumer), the fix must leave the code consistent, not a new
+        TFG101 and a TFG102 on the ``apply_gradients`` line."""
+        fix = self.replace(fix_node, fix_text, f"Use `{fix_text}`")
+        apply_calls = getattr(self, "_apply_calls", None)
+        if apply_calls is None:
+            apply_calls = self._apply_calls = [
+                n
+                for n in self.ctx.nodes
+                if type(n) is cst.Call and isinstance(n.func, cst.Attribute) and n.func.attr.value == "apply_gradients"
+            ]
+        old = self.ctx.code(fix_node)
+        edits = list(fix.edits)
+        for apply in apply_calls:
+            zipped = apply.args[0].value if apply.args else None
+            if not (
+                isinstance(zipped, cst.Call)
+                and isinstance(zipped.func, cst.Name)
+                and zipped.func.value == "zip"
+                and len(zipped.args) == 2
+            ):
+                continue
+            grads, var_list = zipped.args[0].value, zipped.args[1].value
+            if self.ctx.code(var_list) != old:
+                continue
+            b = self.ctx.binding(grads, apply)
+            if b is not None and b.value is call:
+                edits.extend(self.replace(var_list, fix_text, fix.message).edits)
+        return Fix(fix.message, tuple(edits), fix.applicability)
 
     def _var_list_arg(self, call: cst.Call) -> cst.Arg | None:
         ctx = self.ctx

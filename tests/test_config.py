@@ -110,13 +110,23 @@ def test_isolated(tmp_path):
         ({"trace": {"args": "'unterminated"}}, "cannot split"),
     ],
 )
-def test_invalid_config(tmp_path, table, message):
+def test_invalid_config(tmp_path, table, message, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError) as e:
         parse(table, tmp_path / "pyproject.toml")
     assert message in str(e.value)
 
 
-def test_rule_options_validated_against_the_rule(with_options, tmp_path):
+def test_nested_config_error_names_its_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    with pytest.raises(ConfigError) as e:
+        parse({"selct": ["ALL"]}, tmp_path / "sub" / "pyproject.toml")
+    assert "in sub/pyproject.toml" in str(e.value)
+
+
+def test_rule_options_validated_against_the_rule(with_options, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     cfg = parse(
         {"rules": {"TFG994": {"min-stddev": 1, "max_layers": 5, "names": ["x", "y"]}}}, tmp_path / "pyproject.toml"
     )

@@ -138,3 +138,13 @@ def test_never_imports_tensorflow_and_skips_non_tf_files(plugin_path: Path, tmp_
     )
     assert "TF-NOT-IMPORTED" in proc.stdout, proc.stdout + proc.stderr
     assert [r["path"] for r in parse(proc.stdout)] == ["train.py"]
+
+
+def test_only_real_comments_silence(plugin_path: Path, tmp_path: Path):
+    """A docstring documenting the file-level directive silences nothing (one rule for the
+    CLI, the editor and flake8: tflint_grad.suppressions)."""
+    (tmp_path / "doc.py").write_text('"""Silence a file with # tflint-grad: noqa."""\n' + SRC)
+    proc = flake8(plugin_path, tmp_path, "--select", "TFG", "doc.py")
+    assert [(f["line"], f["code"]) for f in parse(proc.stdout)] == [(str(FLAGGED[0] + 1), "TFG101")], proc.stderr
+    (tmp_path / "real.py").write_text("# tflint-grad: noqa\n" + SRC)
+    assert parse(flake8(plugin_path, tmp_path, "--select", "TFG", "real.py").stdout) == []

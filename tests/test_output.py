@@ -44,7 +44,10 @@ _MSG = {
 _REGION = {
     "type": "object",
     "additionalProperties": False,
-    "properties": {k: {"type": "integer", "minimum": 1} for k in ("startLine", "startColumn", "endLine", "endColumn")},
+    "properties": {
+        **{k: {"type": "integer", "minimum": 1} for k in ("startLine", "startColumn", "endLine", "endColumn")},
+        "properties": {"type": "object"},  # a SARIF property bag (notebooks: the cell)
+    },
     "required": ["startLine"],
 }
 _ARTIFACT = {
@@ -235,7 +238,7 @@ def test_text_format():
     ]
     assert output.format_text(fs) == (
         "src/train.py:4:29: TFG101 [*] gradients taken w.r.t. `model.variables`\n"
-        "nb.ipynb:cell 3:3:5: TFG101 gradients taken w.r.t. `model.variables`\n"  # notebooks are never fixed
+        "nb.ipynb:cell 3:3:5: TFG101 [*] gradients taken w.r.t. `model.variables`\n"  # --fix edits the cell
         "old.py:2:1: TFG000 cannot parse\n"
         "src/train.py:9:29: TFG101 gradients taken w.r.t. `model.variables`\n"
     )
@@ -306,7 +309,7 @@ def test_sarif_document(tmp_path):
             end_column=2,
             message="cannot parse",
         ),
-        finding(path=str(tmp_path / "nb.ipynb"), cell=3, severity="info"),
+        finding(path=str(tmp_path / "nb.ipynb"), cell=3, severity="info", fix=FIX),
         finding(path="/elsewhere/x.py"),
     ]
     doc = output.to_sarif(fs, root=str(tmp_path))
@@ -347,9 +350,17 @@ def test_sarif_document(tmp_path):
             "insertedContent": {"text": "model.trainable_variables"},
         }
     ]
-    # notebooks: no region (cell lines are not lines of the .ipynb file), the cell is in the message and properties
-    assert "region" not in r2["locations"][0]["physicalLocation"]
+    # notebooks: the region is inside the cell (region.properties.cell), the cell is also in the message and
+    # the result's properties; no SARIF fixes (cell lines are not lines of the .ipynb file)
+    assert r2["locations"][0]["physicalLocation"]["region"] == {
+        "startLine": 4,
+        "startColumn": 29,
+        "endLine": 4,
+        "endColumn": 44,
+        "properties": {"cell": 3},
+    }
     assert r2["message"]["text"].startswith("cell 4, line 4, column 29: ") and r2["properties"]["cell"] == 3
+    assert "fixes" not in r2
     assert r3["locations"][0]["physicalLocation"]["artifactLocation"] == {"uri": "file:///elsewhere/x.py"}
     assert run["originalUriBaseIds"]["%SRCROOT%"]["uri"] == tmp_path.as_uri() + "/"
     assert run["invocations"] == [{"executionSuccessful": True}]

@@ -141,3 +141,19 @@ def test_fix_hook_modifies_the_file(hook_repo, pre_commit_home, project):
 
     proc = try_repo(hook_repo, pre_commit_home, project, "tflint-grad", "--all-files")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_hook_uses_each_files_closest_configuration(hook_repo, pre_commit_home, tmp_path):
+    """A monorepo: A/ and B/ with their own pyproject.toml; pre-commit passes the files in
+    git's order, the result must not depend on it."""
+    proj = tmp_path / "mono"
+    for folder, ignored in (("A", "TFG201"), ("B", "TFG101")):
+        (proj / folder).mkdir(parents=True)
+        (proj / folder / "pyproject.toml").write_text(f'[tool.tflint-grad]\nignore = ["{ignored}"]\n')
+        (proj / folder / "train.py").write_text(FLAGGED.replace("model(x, training=True)", "model(x)"))
+    _init_repo(proj)
+    proc = try_repo(hook_repo, pre_commit_home, proj, "tflint-grad", "--all-files")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    assert "A/train.py:6:" in out and "A/train.py:5:" not in out  # A ignores TFG201 (line 5)
+    assert "B/train.py:5:" in out and "B/train.py:6:" not in out  # B ignores TFG101 (line 6)

@@ -1,6 +1,7 @@
 """Static-result cache: skip re-linting files whose bytes have not changed.
 
-Entries live in ``<config root>/.tflint-grad-cache/<fingerprint>/<xx>/<key>.json``. The
+Entries live in ``<config root>/.tflint-grad-cache/<fingerprint>/<xx>/<key>.json`` (each
+nested configuration has its own; ``--cache-dir DIR``: ``DIR/<hash of the config root>/...``). The
 fingerprint covers the tflint-grad version, the source files of the package and its
 rules (size and mtime, so editing a rule invalidates everything) and the settings; the
 key adds the file's path and bytes. Folders of other fingerprints are removed when a
@@ -28,8 +29,10 @@ MAX_ENTRIES = 20000
 def _package_fingerprint() -> str:
     import tflint_grad
     import tflint_grad.rules
+    from tflint_grad.cells import backend_id
 
     h = hashlib.sha256(__version__.encode())
+    h.update(backend_id().encode())  # notebooks: IPython's transformer or the fallback
     package = tflint_grad.__path__[0]
     # The package and every subpackage (analysis/, data/, tracer/...), plus the rules, which an
     # editable install maps from the top-level ``rules/`` folder.
@@ -70,8 +73,14 @@ class Cache:
         self.salt = salt
 
     @classmethod
-    def open(cls, config: Any, settings: Any) -> Cache | None:
-        base = Path(config.root) / DIRNAME
+    def open(cls, config: Any, settings: Any, cache_dir: str | os.PathLike[str] | None = None) -> Cache | None:
+        """``cache_dir`` (``--cache-dir``): keep the cache there instead of in the
+        configuration's folder (one sub-folder per configuration folder)."""
+        if cache_dir is not None:
+            root = hashlib.sha256(os.path.abspath(config.root).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+            base = Path(cache_dir) / root
+        else:
+            base = Path(config.root) / DIRNAME
         fingerprint = hashlib.sha256((_package_fingerprint() + _settings_fingerprint(settings)).encode()).hexdigest()[
             :20
         ]

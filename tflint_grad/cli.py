@@ -13,7 +13,9 @@ error: printed on stderr with the file and the rule (``-v`` adds the traceback),
 goes on, exit 2.
 
 ``--fix`` writes through a temporary file and ``os.replace`` (mode kept, symlinks
-followed), never writes code that does not parse, and never touches notebooks. Refuted
+followed) and never writes code that does not parse. In a notebook it edits code cells
+only: the edited cells' ``source`` values change, everything else in the file stays byte
+for byte (outputs, metadata, ids, layout); ``--diff`` shows the edited cells. Refuted
 findings (``--confirm``) are still printed but do not make the exit code 1.
 
 The static path never imports TensorFlow: ``--confirm`` imports the tracer lazily.
@@ -38,10 +40,11 @@ import tokenize
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
 from tflint_grad import __version__
-from tflint_grad.config import FORMATS, Config, ConfigError, Selection, load
+from tflint_grad.config import FORMATS, Config, ConfigError, Resolver, Selection, load
 from tflint_grad.discovery import MissingPathError, discover, is_excluded
 from tflint_grad.settings import TraceSettings
 
@@ -69,12 +72,21 @@ class UsageError(Exception):
 # -- worker ------------------------------------------------------------------------------
 @dataclass
 class WorkerState:
-    settings: Any
+    settings: Any  # the settings of files without their own (Job.config == -1)
     fix: bool = False
     diff: bool = False
     unsafe: bool = False
     keep_source: bool = False
     cache: Any = None  # cache.Cache | None
+    # nested configurations: Job.config -> that configuration's settings and cache
+    configs: dict[int, Any] = field(default_factory=dict)
+    caches: dict[int, Any] = field(default_factory=dict)
+
+    def settings_for(self, job: Job) -> Any:
+        return self.configs.get(job.config, self.settings)
+
+    def cache_for(self, job: Job) -> Any:
+        return self.caches.get(job.config, self.cache)
 
 
 @dataclass
@@ -82,6 +94,7 @@ class Job:
     display: str
     abspath: str | None  # None: stdin
     raw: bytes | None = None  # stdin content
+    config: int = -1  # index of the file's configuration in WorkerState.configs
 
 
 @dataclass
@@ -139,13 +152,14 @@ def _work_unsafe(job: Job) -> Outcome:
     fixing = state.fix or state.diff
     result = None
     key = None
-    if state.cache is not None and not fixing and not state.keep_source:
-        key = state.cache.key(os.path.abspath(job.abspath or job.display), raw)
-        result = state.cache.get(key, job.display)
+    cache = state.cache_for(job)
+    if cache is not None and not fixing and not state.keep_source:
+        key = cache.key(os.path.abspath(job.abspath or job.display), raw)
+        result = cache.get(key, job.display)
     if result is None:
-        result = lint_bytes(raw, job.display, state.settings)
+        result = lint_bytes(raw, job.display, state.settings_for(job))
         if key is not None and not result.errors:
-            state.cache.put(key, result)
+            cache.put(key, result)
     out.result = result
     if fixing:
         try:
@@ -177,17 +191,15 @@ def _fix(out: Outcome, job: Job, raw: bytes, state: WorkerState) -> None:
             out.fixed_text = src.text
         return
     if src.is_notebook:
-        out.notes.append(
-            f"{job.display}: notebooks are not fixed: {len(todo)} fixable finding(s) left (fix them in the notebook)"
-        )
+        _fix_notebook(out, job, raw, state, todo)
         return
-    fr = fixes.fix_text(src.text, job.display, state.settings, unsafe=state.unsafe)
-    if fr.applied == 0 or fr.text == src.text:
+    fr = fixes.fix_text(src.text, job.display, state.settings_for(job), unsafe=state.unsafe, findings=result.findings)
+    if fr.text == src.text:
         out.notes.append(f"{job.display}: {len(todo)} fix(es) not applied: the fixed code would not parse")
         if job.abspath is None:
             out.fixed_text = src.text
         return
-    if not fixes.parses(fr.text):  # fix_text guarantees this; never write broken code anyway
+    if not fixes.compiles(fr.text):  # fix_text guarantees this; never write broken code anyway
         out.notes.append(f"{job.display}: fixes not applied: the fixed code would not parse")
         return
     encoding = _encoding(raw)
@@ -205,9 +217,35 @@ def _fix(out: Outcome, job: Job, raw: bytes, state: WorkerState) -> None:
         out.fixed_text = fr.text
     else:
         atomic_write(job.abspath, data)
-    out.fixed = fr.applied
+    out.fixed = sum(out.fixed_codes.values())  # findings fixed (as the summary counts them)
     result.findings = fr.remaining
     result.source = SourceFile(job.display, fr.text, newline=src.newline, raw=data)
+
+
+def _fix_notebook(out: Outcome, job: Job, raw: bytes, state: WorkerState, todo: list) -> None:
+    """Fix the code cells; only the edited cells' ``source`` changes in the file."""
+    from tflint_grad import fixes
+
+    result = out.result
+    fr = fixes.fix_notebook(raw, job.display, state.settings_for(job), unsafe=state.unsafe)
+    if fr.note:
+        out.notes.append(f"{job.display}: some fixes not applied: {fr.note}")
+    if fr.applied == 0 or fr.data == raw:
+        if job.abspath is None:
+            out.fixed_text = result.source.raw.decode("utf-8-sig", errors="replace")
+        return
+    before = Counter(f.code for f in todo)
+    after = Counter(f.code for f in fixes.choose(fr.remaining, state.unsafe))
+    out.fixed_codes = {c: before[c] - after[c] for c in sorted(before) if before[c] > after[c]}
+    if state.diff:
+        out.diff = fixes.notebook_diff(fr, job.display)
+    elif job.abspath is None:
+        out.fixed_text = fr.data.decode("utf-8-sig")
+    else:
+        atomic_write(job.abspath, fr.data)
+    out.fixed = sum(out.fixed_codes.values())  # findings fixed (as the summary counts them)
+    result.findings = fr.remaining
+    result.source = fr.source
 
 
 def _encoding(raw: bytes) -> str:
@@ -221,14 +259,24 @@ def _encoding(raw: bytes) -> str:
 def atomic_write(path: str, data: bytes) -> None:
     """Write via a temporary file in the same folder and ``os.replace``; keep the mode.
 
-    A symlink is followed (its target is rewritten; the link stays a link).
+    A symlink is followed (its target is rewritten; the link stays a link). In a folder
+    where no file can be created, a writable file is rewritten in place.
     """
     import tempfile
 
     target = os.path.realpath(path)
     mode = stat.S_IMODE(os.stat(target).st_mode)
     folder = os.path.dirname(target)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".", suffix=".tflint-grad.tmp", dir=folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".", suffix=".tflint-grad.tmp", dir=folder)
+    except PermissionError:
+        # a read-only folder holding a writable file (as ruff does): rewrite the file in place
+        with open(target, "r+b") as f:
+            f.write(data)
+            f.truncate()
+            f.flush()
+            os.fsync(f.fileno())
+        return
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -293,7 +341,10 @@ def _cache_hit(job: Job, state: WorkerState) -> Outcome | None:
             raw = f.read()
     except OSError:
         return None  # the worker reports it
-    result = state.cache.get(state.cache.key(os.path.abspath(job.abspath), raw), job.display)
+    cache = state.cache_for(job)
+    if cache is None:
+        return None
+    result = cache.get(cache.key(os.path.abspath(job.abspath), raw), job.display)
     if result is None:
         return None
     out = Outcome(job.display)
@@ -303,7 +354,7 @@ def _cache_hit(job: Job, state: WorkerState) -> Outcome | None:
 
 def run_jobs(jobs: list[Job], state: WorkerState, n: int, warn=None) -> list[Outcome]:
     """Lint ``jobs``; the outcomes are in the order of ``jobs`` whatever ``n``."""
-    if state.cache is not None and not (state.fix or state.diff or state.keep_source):
+    if (state.cache is not None or state.caches) and not (state.fix or state.diff or state.keep_source):
         hits = [_cache_hit(j, state) for j in jobs]
         misses = [i for i, h in enumerate(hits) if h is None]
         if len(misses) < len(jobs):
@@ -401,6 +452,9 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--extend-select", action="append", metavar="CODES", help="rule codes or prefixes to enable on top of select"
     )
+    g.add_argument(
+        "--extend-ignore", action="append", metavar="CODES", help="rule codes or prefixes to disable on top of ignore"
+    )
 
 
 def _add_config(p: argparse.ArgumentParser) -> None:
@@ -442,6 +496,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--show-fixes", action="store_true", help="show each finding's fix; with --fix, list the fixes applied"
     )
     out.add_argument(
+        "--show-source", action="store_true", help="show the source line under each finding, with carets under the span"
+    )
+    out.add_argument(
+        "--color",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="colour the text output (auto: on a terminal, unless NO_COLOR is set; FORCE_COLOR forces it)",
+    )
+    out.add_argument(
         "-q", "--quiet", action="store_true", help="print the findings and errors only (no summary, no warnings)"
     )
     out.add_argument(
@@ -453,8 +516,23 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument(
         "--exit-zero", action="store_true", help="exit 0 even when there are findings (2 still means an error)"
     )
+    out.add_argument(
+        "--exit-non-zero-on-fix",
+        action="store_true",
+        help="with --fix, exit 1 when files were fixed, even if no finding is left",
+    )
     fx = check.add_argument_group("fixes")
     fx.add_argument("--fix", action="store_true", help="apply safe fixes in place")
+    fx.add_argument(
+        "--fix-only",
+        action="store_true",
+        help="apply fixes (like --fix) but do not report the findings left; exit 0 unless an error occurs",
+    )
+    fx.add_argument(
+        "--add-noqa",
+        action="store_true",
+        help="append `# noqa: CODE` to every line with a finding (adopting the linter on existing code)",
+    )
     fx.add_argument("--unsafe-fixes", action="store_true", help="with --fix or --diff, also apply unsafe fixes")
     fx.add_argument(
         "--diff",
@@ -464,6 +542,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(check)
     files = check.add_argument_group("files")
     files.add_argument(
+        "--exclude",
+        action="append",
+        metavar="PATTERNS",
+        help="gitignore-style patterns to exclude (replaces the configuration's exclude and the defaults)",
+    )
+    files.add_argument(
+        "--extend-exclude",
+        action="append",
+        metavar="PATTERNS",
+        help="patterns to exclude on top of the configuration's (and the default) exclude",
+    )
+    files.add_argument(
         "--force-exclude",
         action="store_true",
         help="apply exclude patterns to files passed explicitly too (pre-commit)",
@@ -472,6 +562,10 @@ def build_parser() -> argparse.ArgumentParser:
     files.add_argument(
         "--no-cache", action="store_true", help="do not read or write the result cache (.tflint-grad-cache)"
     )
+    files.add_argument(
+        "--cache-dir", metavar="DIR", help="keep the result cache in DIR (default: .tflint-grad-cache by the config)"
+    )
+    files.add_argument("--watch", action="store_true", help="lint again whenever a file changes (stop with Ctrl-C)")
     files.add_argument(
         "-j", "--jobs", type=_jobs, metavar="N", help="processes to lint with (default: all cores; 1: in-process)"
     )
@@ -577,14 +671,49 @@ def _selection(args: argparse.Namespace) -> Selection:
     from tflint_grad.settings import SelectionError, expand
 
     sel = Selection(
-        select=_codes(args.select), ignore=_codes(args.ignore) or [], extend_select=_codes(args.extend_select) or []
+        select=_codes(args.select),
+        ignore=_codes(args.ignore) or [],
+        extend_select=_codes(args.extend_select) or [],
+        extend_ignore=_codes(getattr(args, "extend_ignore", None)) or [],
     )
-    for flag, codes in (("--select", sel.select), ("--ignore", sel.ignore), ("--extend-select", sel.extend_select)):
+    for flag, codes in (
+        ("--select", sel.select),
+        ("--ignore", sel.ignore),
+        ("--extend-select", sel.extend_select),
+        ("--extend-ignore", sel.extend_ignore),
+    ):
         try:
             expand(codes or [])
         except SelectionError as e:
             raise UsageError(f"{flag}: {e}") from None
     return sel
+
+
+def _resolver(args: argparse.Namespace) -> Resolver:
+    if args.config and args.isolated:
+        raise UsageError("--config and --isolated cannot be used together")
+    return Resolver(
+        args.config,
+        isolated=args.isolated,
+        exclude=_patterns(getattr(args, "exclude", None)),
+        extend_exclude=_patterns(getattr(args, "extend_exclude", None)),
+    )
+
+
+def _patterns(values: list[str] | None) -> list[str] | None:
+    if values is None:
+        return None
+    return [p.strip() for v in values for p in v.split(",") if p.strip()]
+
+
+_CONFIG_KEYS: dict[int, int] = {}
+
+
+def _config_key(cfg: Config, primary: Config) -> int:
+    """-1 for the run's main configuration, else a small number naming ``cfg``."""
+    if cfg is primary:
+        return -1
+    return _CONFIG_KEYS.setdefault(id(cfg), len(_CONFIG_KEYS))
 
 
 def _load_config(args: argparse.Namespace, start: str | None) -> Config:
@@ -610,15 +739,28 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise UsageError("--diff cannot be combined with --confirm")
     if args.stdin_filename and not stdin:
         raise UsageError("--stdin-filename needs - (standard input) as the path")
+    if args.fix_only:
+        args.fix = True
+    if args.add_noqa and (args.fix or args.diff):
+        raise UsageError("--add-noqa cannot be combined with --fix, --fix-only or --diff")
+    if args.add_noqa and stdin:
+        raise UsageError("--add-noqa needs files, not standard input")
+    if args.watch:
+        if stdin or args.fix or args.diff or args.add_noqa:
+            raise UsageError("--watch lints files: it cannot be combined with -, --fix, --diff or --add-noqa")
+        return _watch(args, paths)
 
+    # Each file is linted with the closest configuration above it (ruff's hierarchical
+    # configuration; --config / --isolated: one for all). Run-wide options (output format)
+    # come from the configuration of the folder holding every path, whatever their order.
+    resolver = _resolver(args)
     if stdin:
         # the config above where the file would be (its folder need not exist)
-        start = os.path.abspath(args.stdin_filename) if args.stdin_filename else None
+        start = os.path.abspath(args.stdin_filename) if args.stdin_filename else os.getcwd()
+        config = resolver.for_path(start)
     else:
-        start = paths[0]
-        if not os.path.exists(start):
-            start = None
-    config = _load_config(args, start)
+        existing = [os.path.abspath(p) for p in paths if os.path.exists(p)]
+        config = resolver.for_path(os.path.commonpath(existing)) if existing else resolver.for_folder(os.getcwd())
     cli_selection = _selection(args)
     settings = config.settings(cli_selection)
     fmt = args.format or config.output_format or "text"
@@ -642,7 +784,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             from tflint_grad.discovery import display_path
 
             display = display_path(os.path.abspath(name), name)
-        if args.force_exclude and args.stdin_filename and is_excluded(name, config):
+        if args.force_exclude and args.stdin_filename and is_excluded(name, resolver):
             if args.fix:
                 sys.stdout.buffer.write(raw)
                 sys.stdout.flush()
@@ -650,19 +792,32 @@ def cmd_check(args: argparse.Namespace) -> int:
         jobs.append(Job(display, None, raw))
     else:
         try:
-            found = discover(paths, config, force_exclude=args.force_exclude)
+            found = discover(paths, resolver, force_exclude=args.force_exclude)
         except MissingPathError as e:
             raise UsageError(f"no such file or folder: {e}") from None
         io_errors.extend(found.errors)
-        jobs = [Job(e.display, e.abspath) for e in found.files]
+        jobs = [
+            Job(e.display, e.abspath, config=_config_key(resolver.for_path(e.abspath), config)) for e in found.files
+        ]
         if not jobs and not io_errors and not args.quiet and not found.skipped:
             _warn("no Python files found under " + ", ".join(paths))
 
+    nested = {_config_key(c, config): c for c in resolver.configs() if c is not config}
+    nested_settings = {key: c.settings(cli_selection) for key, c in nested.items()}
     cache = None
+    caches: dict[int, Any] = {}
     if not args.no_cache and not stdin and not (args.fix or args.diff):
-        cache = _open_cache(config, settings)
+        cache = _open_cache(config, settings, args.cache_dir)
+        caches = {key: _open_cache(c, nested_settings[key], args.cache_dir) for key, c in nested.items()}
     state = WorkerState(
-        settings, fix=args.fix, diff=args.diff, unsafe=args.unsafe_fixes, keep_source=bool(args.confirm), cache=cache
+        settings,
+        fix=args.fix,
+        diff=args.diff,
+        unsafe=args.unsafe_fixes,
+        keep_source=bool(args.confirm or args.add_noqa),
+        cache=cache,
+        configs=nested_settings,
+        caches=caches,
     )
     n = args.jobs if args.jobs else default_jobs()
     outcomes = run_jobs(jobs, state, n, warn=None if args.quiet else _warn)
@@ -714,19 +869,25 @@ def cmd_check(args: argparse.Namespace) -> int:
             r.findings.sort(key=lambda f: f.sort_key())
             r.source = None
 
+    if args.add_noqa:
+        return _add_noqa(args, outcomes, jobs, io_errors, internal)
+
     findings = [f for r in results for f in r.findings]
     files_checked = len(results)
     stdin_fix = stdin and args.fix and not args.diff
+    sources = _sources(findings, jobs) if args.show_source and fmt == "text" and not args.statistics else None
 
     # report
     report = _render(
         fmt,
-        findings,
+        [] if args.fix_only else findings,
         args,
         files_checked,
         traced,
         successful=not (io_errors or internal),
         notifications=[*io_errors, *internal],
+        sources=sources,
+        color=_report_color(args, stdin_fix),
     )
     diffs = "".join(o.diff for o in outcomes if o.diff)
     for msg in io_errors:
@@ -754,7 +915,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     fixed_total = sum(o.fixed for o in outcomes)
     active = [f for f in findings if f.verdict != "refuted"]
     if not args.quiet:
-        _summary(args, outcomes, findings, files_checked, fixed_total)
+        _summary(args, outcomes, findings, files_checked, fixed_total, errors=len(io_errors) + len(internal))
     if args.verbose:
         _note(
             f"linted {files_checked} file(s) in {time.perf_counter() - t0:.2f}s with "
@@ -765,9 +926,124 @@ def cmd_check(args: argparse.Namespace) -> int:
         return 2
     if args.diff:
         code = 1 if diffs else 0
+    elif args.fix_only:
+        code = 1 if args.exit_non_zero_on_fix and fixed_total else 0  # as ruff, --fix-only exits 0
     else:
-        code = 1 if active else 0
+        code = 1 if active or (args.exit_non_zero_on_fix and fixed_total) else 0
     return 0 if args.exit_zero else code
+
+
+def _report_color(args: argparse.Namespace, stdin_fix: bool) -> bool:
+    from tflint_grad.report import use_color
+
+    if args.output:
+        return args.color == "always"
+    return use_color(args.color, sys.stderr if stdin_fix else sys.stdout)
+
+
+def _sources(findings, jobs: list[Job]) -> dict[str, str]:
+    """The analysed text of each file with findings (for --show-source; cached results hold none)."""
+    from tflint_grad.sourcefile import load
+
+    wanted = {f.path for f in findings}
+    out: dict[str, str] = {}
+    for job in jobs:
+        if job.display not in wanted:
+            continue
+        raw = job.raw
+        if raw is None and job.abspath is not None:
+            try:
+                with open(job.abspath, "rb") as fh:
+                    raw = fh.read()
+            except OSError:
+                continue
+        if raw is not None:
+            out[job.display] = load(job.display, raw).text
+    return out
+
+
+def _add_noqa(args: argparse.Namespace, outcomes: list[Outcome], jobs: list[Job], io_errors, internal) -> int:
+    """--add-noqa: append ``# noqa: CODE`` to every line with a finding (ruff's --add-noqa)."""
+    from tflint_grad import suppressions
+
+    by_display = {j.display: j for j in jobs}
+    added = 0
+    for o in outcomes:
+        r = o.result
+        job = by_display.get(o.path)
+        if r is None or job is None or job.abspath is None or r.source is None or not r.findings:
+            continue
+        if r.source.is_notebook:
+            _warn(f"{o.path}: notebooks are not edited by --add-noqa")
+            continue
+        if r.source.problem is not None or any(f.code == "TFG000" for f in r.findings):
+            continue  # a file that cannot be parsed: nothing to add a comment to safely
+        text, count = suppressions.add_noqa(r.source.text, suppressions.lines_of(r.findings, r.source.text))
+        if not count:
+            continue
+        raw = r.source.raw
+        try:
+            atomic_write(job.abspath, text.encode(_encoding(raw)))
+        except (OSError, UnicodeEncodeError) as e:
+            io_errors.append(f"{o.path}: cannot write: {getattr(e, 'strerror', None) or e}")
+            continue
+        added += count
+    for msg in io_errors:
+        _error(msg)
+    for msg in internal:
+        print(msg, file=sys.stderr)
+    if not args.quiet:
+        print(f"Added {_plural(added, 'noqa directive')}.", file=sys.stderr)
+    return 2 if io_errors or internal else 0
+
+
+def _watch(args: argparse.Namespace, paths: list[str]) -> int:
+    """--watch: lint, then lint again whenever a linted file or a configuration changes
+    (polling, as portable as it gets). Ctrl-C stops it (exit 0)."""
+    interval = float(os.environ.get("TFLINT_GRAD_WATCH_INTERVAL", "0.5"))
+    args.watch = False
+    previous: dict[str, tuple[int, int]] | None = None
+    try:
+        while True:
+            snapshot = _snapshot(args, paths)
+            if snapshot != previous:
+                if previous is not None:
+                    print(f"{PROG}: file changes detected, linting again", file=sys.stderr)
+                else:
+                    print(f"{PROG}: watching for file changes (Ctrl-C to stop)", file=sys.stderr)
+                try:
+                    cmd_check(argparse.Namespace(**vars(args)))
+                except (UsageError, ConfigError) as e:
+                    _error(str(e))
+                sys.stdout.flush()
+                sys.stderr.flush()
+                previous = snapshot
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _snapshot(args: argparse.Namespace, paths: list[str]) -> dict[str, tuple[int, int]]:
+    from tflint_grad.config import CONFIG_FILES
+
+    out: dict[str, tuple[int, int]] = {}
+    try:
+        found = discover(paths, _resolver(args), force_exclude=args.force_exclude)
+        files = [e.abspath for e in found.files]
+    except (MissingPathError, ConfigError, UsageError):
+        files = []
+    folders = {os.path.dirname(f) for f in files} | {os.path.abspath(p) for p in paths if os.path.isdir(p)}
+    for folder in list(folders):
+        for parent in (folder, *map(str, Path(folder).parents)):
+            folders.add(parent)
+    candidates = files + [os.path.join(d, name) for d in folders for name in CONFIG_FILES]
+    for path in candidates:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        out[path] = (st.st_mtime_ns, st.st_size)
+    return out
 
 
 def _note(message: str) -> None:
@@ -798,8 +1074,19 @@ def _internal_error(err, verbose: bool) -> str:
     return msg
 
 
-def _render(fmt: str, findings, args, files_checked: int, traced: bool, *, successful: bool, notifications) -> str:
-    from tflint_grad import output
+def _render(
+    fmt: str,
+    findings,
+    args,
+    files_checked: int,
+    traced: bool,
+    *,
+    successful: bool,
+    notifications,
+    sources: dict[str, str] | None = None,
+    color: bool = False,
+) -> str:
+    from tflint_grad import output, report
 
     if args.statistics:
         return output.format_statistics(findings, fmt, unsafe=args.unsafe_fixes)
@@ -811,7 +1098,13 @@ def _render(fmt: str, findings, args, files_checked: int, traced: bool, *, succe
         )
     if fmt == "github":
         return output.format_github(findings, script_text=args.verbose)
-    return output.format_text(findings, traced=traced, show_fixes=args.show_fixes, unsafe=args.unsafe_fixes)
+    if fmt == "junit":
+        return report.format_junit(findings)
+    if fmt == "gitlab":
+        return report.format_gitlab(findings)
+    return report.format_text(
+        findings, color=color, sources=sources, traced=traced, show_fixes=args.show_fixes, unsafe=args.unsafe_fixes
+    )
 
 
 def _write_report(text: str, path: str | None, stream: TextIO | None = None) -> None:
@@ -831,7 +1124,7 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
-def _summary(args, outcomes: list[Outcome], findings, files_checked: int, fixed_total: int) -> None:
+def _summary(args, outcomes: list[Outcome], findings, files_checked: int, fixed_total: int, errors: int = 0) -> None:
     from tflint_grad.output import is_fixable
 
     lines: list[str] = []
@@ -841,6 +1134,10 @@ def _summary(args, outcomes: list[Outcome], findings, files_checked: int, fixed_
             lines.append(f"Would fix {_plural(fixed_total, 'issue')} in {_plural(n_files, 'file')}")
         else:
             lines.append(f"No fixes available ({_plural(files_checked, 'file')})")
+        print("\n".join(lines), file=sys.stderr)
+        return
+    if args.fix_only:
+        lines.append(f"Fixed {_plural(fixed_total, 'issue')} ({len(findings)} remaining)")
         print("\n".join(lines), file=sys.stderr)
         return
     if args.fix:
@@ -879,17 +1176,20 @@ def _summary(args, outcomes: list[Outcome], findings, files_checked: int, fixed_
             + (f" ({', '.join(extra)})" if extra else "")
         )
     else:
-        lines.append(f"All checks passed ({_plural(files_checked, 'file')})")
+        if errors:  # not "All checks passed": some files were not checked, or not completely
+            lines.append(f"No findings in {_plural(files_checked, 'file')}, but {_plural(errors, 'error')} (see above)")
+        else:
+            lines.append(f"All checks passed ({_plural(files_checked, 'file')})")
     print("\n".join(lines), file=sys.stderr)
 
 
-def _open_cache(config: Config, settings):
+def _open_cache(config: Config, settings, cache_dir: str | None = None):
     try:
         from tflint_grad import cache
     except ImportError:
         return None
     try:
-        return cache.Cache.open(config, settings)
+        return cache.Cache.open(config, settings, cache_dir)
     except Exception:
         return None
 

@@ -51,7 +51,7 @@ from tflint_grad.settings import SelectionError, Settings, TraceSettings, expand
 
 SECTION = "tool.tflint-grad"
 CONFIG_FILES = (".tflint-grad.toml", "tflint-grad.toml", "pyproject.toml")
-FORMATS = ("text", "json", "sarif", "github")
+FORMATS = ("text", "json", "sarif", "github", "junit", "gitlab")
 
 # Folders never descended into when walking a directory (whatever ``exclude`` says).
 ALWAYS_SKIP_DIRS = frozenset({".git", ".hg", ".svn", ".bzr", "__pycache__"})
@@ -215,14 +215,14 @@ class Config:
     def exclude_spec(self) -> RootedSpec:
         return RootedSpec([*self.exclude, *self.extend_exclude], self.root)
 
-    def settings(self, cli: Selection | None = None) -> Settings:
-        """The engine's settings: config selection, then the command line's on top."""
+    def settings(self, cli: Selection | None = None, cli_where: str = "command line") -> Settings:
+        """The engine's settings: config selection, then the command line's (or the editor's) on top."""
         from tflint_grad.registry import all_rules
 
         enabled: set[str] = {r.code for r in all_rules()}
         enabled = self.selection.apply(enabled, self._where())
         if cli is not None:
-            enabled = cli.apply(enabled, "command line")
+            enabled = cli.apply(enabled, cli_where)
         pfi: list[tuple[Any, frozenset[str]]] = []
         for pattern, codes in self.per_file_ignores.items():
             try:
@@ -330,7 +330,7 @@ def load(path: Path | str | None = None, *, start: Path | str | None = None, iso
 def parse(table: dict[str, Any], path: Path | None = None, root: Path | None = None) -> Config:
     """Validate one config table (the contents of ``[tool.tflint-grad]``)."""
     prefix = f"{SECTION}." if path is None or path.name == "pyproject.toml" else ""
-    fname = path.name if path is not None else "configuration"
+    fname = _display(path) if path is not None else "configuration"  # nested configs: name the folder
     cfg = Config(path=path, root=root or (path.parent if path is not None else Path.cwd()))
 
     def key_error(key: str, valid: Iterable[str], where: str) -> ConfigError:
@@ -525,6 +525,80 @@ def _parse_trace(value: Any, prefix: str, fname: str, key_error) -> TraceSetting
             else:
                 raise ConfigError(f"{where} must be a string or a list of strings, got {_tname(v)}")
     return tc
+
+
+class Resolver:
+    """The configuration of each file, as ruff resolves it: the closest config file above
+    the file's folder (``--config`` or ``--isolated``: one configuration for every file).
+
+    Results are cached per folder, so a run over many files reads each config file once.
+    The command line, the language server and the flake8 plugin all resolve through this.
+    """
+
+    def __init__(
+        self,
+        config_file: str | os.PathLike[str] | None = None,
+        *,
+        isolated: bool = False,
+        exclude: list[str] | None = None,
+        extend_exclude: list[str] | None = None,
+    ) -> None:
+        # command-line --exclude / --extend-exclude: applied to every configuration, as if
+        # written in it (patterns relative to its folder)
+        self.exclude = exclude
+        self.extend_exclude = list(extend_exclude or [])
+        self.fixed: Config | None = None
+        if isolated or config_file is not None:
+            self.fixed = self._override(load(config_file, isolated=isolated))
+        self._by_folder: dict[str, Config] = {}
+        self._by_file: dict[Path, Config] = {}
+
+    def _override(self, cfg: Config) -> Config:
+        if self.exclude is not None:
+            cfg.exclude = list(self.exclude)
+        cfg.extend_exclude = [*cfg.extend_exclude, *self.extend_exclude]
+        return cfg
+
+    def for_folder(self, folder: str | os.PathLike[str]) -> Config:
+        if self.fixed is not None:
+            return self.fixed
+        key = os.path.abspath(folder)
+        cfg = self._by_folder.get(key)
+        if cfg is None:
+            found = find_config(key) if os.path.isdir(key) else _find_above(key)
+            if found is None:
+                cfg = self._by_file.get(Path("<none>"))
+                if cfg is None:
+                    cfg = self._by_file[Path("<none>")] = self._override(Config(root=Path.cwd()))
+            else:
+                cfg = self._by_file.get(found)
+                if cfg is None:
+                    cfg = self._by_file[found] = self._override(load(found))
+            self._by_folder[key] = cfg
+        return cfg
+
+    def for_path(self, path: str | os.PathLike[str]) -> Config:
+        """The configuration of a file (or of a folder: its own closest config)."""
+        absolute = os.path.abspath(path)
+        if os.path.isdir(absolute):
+            return self.for_folder(absolute)
+        return self.for_folder(os.path.dirname(absolute))
+
+    def configs(self) -> list[Config]:
+        """Every configuration resolved so far."""
+        out: list[Config] = []
+        for cfg in (self.fixed, *self._by_file.values()):
+            if cfg is not None and all(cfg is not c for c in out):
+                out.append(cfg)
+        return out
+
+
+def _find_above(folder: str) -> Path | None:
+    """The closest config of a folder that does not exist (stdin's --stdin-filename)."""
+    here = Path(folder)
+    while not here.is_dir() and here.parent != here:
+        here = here.parent
+    return find_config(here)
 
 
 def settings_for(

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pathspec
 
-from tflint_grad.config import ALWAYS_SKIP_DIRS, Config
+from tflint_grad.config import ALWAYS_SKIP_DIRS, Config, Resolver
 
 EXTENSIONS = (".py", ".ipynb")
 
@@ -120,13 +120,37 @@ def _initial_ignores(top: str) -> _Ignores:
     return ign
 
 
-def discover(paths: list[str], config: Config, *, force_exclude: bool = False, cwd: str | None = None) -> Discovered:
+class _Excludes:
+    """The exclude patterns of each folder's own configuration (nested configs: ruff's rules)."""
+
+    def __init__(self, config: Config | Resolver) -> None:
+        self.config = config
+        self._specs: dict[int, object] = {}
+
+    def config_at(self, folder: str) -> Config:
+        if isinstance(self.config, Resolver):
+            return self.config.for_folder(folder)
+        return self.config
+
+    def spec_at(self, folder: str):
+        cfg = self.config_at(folder)
+        spec = self._specs.get(id(cfg))
+        if spec is None:
+            spec = self._specs[id(cfg)] = (cfg, cfg.exclude_spec())
+        return spec[1]  # type: ignore[index]
+
+
+def discover(
+    paths: list[str], config: Config | Resolver, *, force_exclude: bool = False, cwd: str | None = None
+) -> Discovered:
+    """``config``: one configuration for every file, or a :class:`Resolver` (each folder's
+    closest configuration decides what is excluded under it)."""
     cwd = cwd or os.getcwd()
     out = Discovered()
     missing = [p for p in paths if not os.path.lexists(p)]
     if missing:
         raise MissingPathError(", ".join(repr(p) for p in missing))
-    exclude = config.exclude_spec()
+    excludes = _Excludes(config)
     seen: set[str] = set()
 
     def add(abspath: str, given: str | None) -> None:
@@ -142,13 +166,14 @@ def discover(paths: list[str], config: Config, *, force_exclude: bool = False, c
             out.errors.append(f"{display_path(abspath, given, cwd)}: cannot read: broken symbolic link")
             continue
         if os.path.isdir(given):
-            if force_exclude and _dir_excluded(exclude, abspath):
+            if force_exclude and _dir_excluded(excludes.spec_at(os.path.dirname(abspath)), abspath):
                 out.skipped.append(display_path(abspath, given, cwd))
                 continue
-            ignores = _initial_ignores(abspath) if config.respect_gitignore else _Ignores()
-            _walk(abspath, given, exclude, ignores, config.respect_gitignore, add, out, cwd)
+            gitignore = excludes.config_at(abspath).respect_gitignore
+            ignores = _initial_ignores(abspath) if gitignore else _Ignores()
+            _walk(abspath, given, excludes, ignores, gitignore, add, out, cwd)
         else:
-            if force_exclude and (exclude.match_path_or_parents(abspath)):
+            if force_exclude and excludes.spec_at(os.path.dirname(abspath)).match_path_or_parents(abspath):
                 out.skipped.append(display_path(abspath, given, cwd))
                 continue
             add(abspath, given)
@@ -165,19 +190,25 @@ def _dir_excluded(exclude, abspath: str) -> bool:
     return any(exclude.spec.match_file("/".join(parts[:i]) + "/") for i in range(1, len(parts) + 1))
 
 
-def is_excluded(path: str, config: Config) -> bool:
+def is_excluded(path: str, config: Config | Resolver) -> bool:
     """--force-exclude semantics for one path (stdin's --stdin-filename too)."""
-    return config.exclude_spec().match_path_or_parents(os.path.abspath(path))
+    absolute = os.path.abspath(path)
+    return _Excludes(config).spec_at(os.path.dirname(absolute)).match_path_or_parents(absolute)
 
 
-def _walk(top: str, given: str, exclude, ignores: _Ignores, gitignore: bool, add, out: Discovered, cwd: str) -> None:
+def _walk(
+    top: str, given: str, excludes: _Excludes, ignores: _Ignores, gitignore: bool, add, out: Discovered, cwd: str
+) -> None:
     # A folder passed explicitly is walked even if an exclude pattern matches it (or a
     # folder above it): those patterns do not apply to what is inside either.
-    inherited = exclude.matching_patterns(top)
+    inherited: dict[int, set[int]] = {}
 
     def excluded(path: str, is_dir: bool) -> bool:
+        exclude = excludes.spec_at(os.path.dirname(path))
+        if id(exclude) not in inherited:
+            inherited[id(exclude)] = exclude.matching_patterns(top)
         hit, index = exclude.check(path, is_dir)
-        return hit and not (index is not None and index in inherited)
+        return hit and not (index is not None and index in inherited[id(exclude)])
 
     def given_for(path: str) -> str:
         return os.path.join(given, os.path.relpath(path, top))

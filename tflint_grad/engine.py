@@ -12,21 +12,22 @@ import ast
 import gc
 import re
 import traceback
+import warnings
 from dataclasses import dataclass, field
 
 import libcst as cst
 
+from tflint_grad import suppressions
 from tflint_grad.analysis import FileContext
-from tflint_grad.finding import Finding
+from tflint_grad.finding import Edit, Finding, Fix
 from tflint_grad.registry import all_rules, by_code
 from tflint_grad.rule import Rule
 from tflint_grad.settings import Settings
-from tflint_grad.sourcefile import Problem, SourceFile, diagnose, load
-from tflint_grad.suppressions import file_noqa as _file_noqa
-from tflint_grad.suppressions import line_noqa as _line_noqa
+from tflint_grad.sourcefile import CellSpan, Problem, SourceFile, diagnose, load
 
 # A file must mention one of these to be parsed at all.
 _TF_TEXT = re.compile(r"tensorflow|keras|\btf\.|tf_slim")
+_TF_BYTES = re.compile(rb"tensorflow|keras|\btf\.|tf_slim")
 
 
 @dataclass
@@ -81,16 +82,19 @@ def _lint_file(src: SourceFile, settings: Settings | None) -> Result:
     settings = settings or Settings.default()
     enabled = settings.enabled_for(src.path)
     result = Result(src.path, source=src)
+    # A file that cannot be analyzed (undecodable, not parseable) is always reported, whatever
+    # the selection, as ruff reports syntax errors; a file that never mentions TensorFlow is
+    # skipped whatever its content (syntax errors and undecodable bytes alike).
     if src.problem is not None:
-        if "TFG000" in enabled:
+        if not src.raw or _TF_BYTES.search(src.raw):
             result.findings.append(_tfg000(src, src.problem))
         return result
     text = src.text
     if not is_tf_source(text):
         return result
-    file_noqa = _file_noqa(text)
-    if file_noqa is not None and not file_noqa:
-        return result  # `# tflint-grad: noqa` silences the whole file
+    noqa = suppressions.parse(text)
+    if noqa.whole_file:
+        return result  # `# tflint-grad: noqa` (in a comment) silences the whole file
     rules = [
         r
         for r in all_rules()
@@ -100,36 +104,22 @@ def _lint_file(src: SourceFile, settings: Settings | None) -> Result:
         and (not r.requires or any(tok in text for tok in r.requires))
     ]
     if not rules:
-        if "TFG000" in enabled:
-            _cheap_syntax_check(src, result)
+        _cheap_syntax_check(src, result)
         return result
-    try:
-        module = cst.parse_module(text)
-    except cst.ParserSyntaxError as e:
-        if "TFG000" in enabled:
-            result.findings.append(_tfg000(src, diagnose(text, e.raw_line, e.raw_column + 1, e.message)))
+    module, parsed, problems = _parse(src)
+    result.findings.extend(_tfg000(src, p) for p in problems)  # always reported (see above)
+    if module is None:
         return result
-    except RecursionError:
-        if "TFG000" in enabled:
-            result.findings.append(
-                _tfg000(src, Problem(1, 1, "cannot parse: the file is too deeply nested to analyze"))
-            )
-        return result
-    except Exception as e:
-        if "TFG000" in enabled:
-            result.findings.append(_tfg000(src, Problem(1, 1, f"cannot parse: {type(e).__name__}: {e}")))
-        return result
+    text = parsed.text
     result.parsed = True
     try:
         ctx = FileContext(module, text, src.path)
     except RecursionError:
-        if "TFG000" in enabled:
-            result.findings.append(_tfg000(src, Problem(1, 1, "cannot analyze: the file is too deeply nested")))
+        result.findings.append(_tfg000(src, Problem(1, 1, "cannot analyze: the file is too deeply nested")))
         return result
     try:
         instances = [r(ctx, settings.rule_options.get(r.code)) for r in rules]
         _run_rules(ctx, instances, result)
-        noqa = _line_noqa(text)
         for rule in instances:
             for rep in rule.reports:
                 try:
@@ -139,7 +129,8 @@ def _lint_file(src: SourceFile, settings: Settings | None) -> Result:
                         InternalError(src.path, rule.code, f"{type(e).__name__}: {e}", traceback.format_exc())
                     )
                     continue
-                if _suppressed(finding, noqa, file_noqa, src):
+                first = finding.data.get("source_line", finding.line)
+                if noqa.suppresses(finding.code, first, first + (finding.end_line - finding.line)):
                     continue
                 if finding.shown_at(settings.min_confidence):
                     result.findings.append(finding)
@@ -186,8 +177,14 @@ def _run_rules(ctx: FileContext, rules: list[Rule], result: Result) -> None:
 
 def _to_finding(src: SourceFile, ctx: FileContext, rule: Rule, rep) -> Finding:
     line, col, end_line, end_col = ctx.range(rep.node)
-    cell, cell_line = src.locate(line)
+    message, fix = rep.message, rep.fix
+    cell, cell_line, col = src.cell_position(line, col)
     end_cell_line = end_line - (line - cell_line)
+    if src.is_notebook:
+        if src.span(end_line) is src.span(line):
+            end_col = src.cell_position(end_line, end_col)[2]
+        message = cell_references(src, message, line)
+        fix = _cell_fix(src, fix) if fix is not None else None
     data = dict(rep.data)
     data.setdefault("source_line", line)
     return Finding(
@@ -198,9 +195,9 @@ def _to_finding(src: SourceFile, ctx: FileContext, rule: Rule, rep) -> Finding:
         column=col,
         end_line=end_cell_line,
         end_column=end_col,
-        message=rep.message,
+        message=message,
         severity=rep.severity or rule.severity,
-        fix=rep.fix,
+        fix=fix,
         cell=cell,
         confidence=rep.confidence,
         data=data,
@@ -227,17 +224,119 @@ def make_finding(rule: type[Rule], path: str, src: SourceFile | None, line: int,
     )
 
 
+_LINE_REF = re.compile(r"\bline (\d+)\b")
+
+
+def cell_references(src: SourceFile, text: str, line: int | None = None) -> str:
+    """Rewrite ``line N`` (a line of the notebook's Python) as the line in its cell, with
+    ``cell K, `` in front when it is not the cell of ``line`` (the finding's own)."""
+    if not src.is_notebook or "line " not in text:
+        return text
+    here = src.locate(line)[0] if line is not None else None
+
+    def repl(m: re.Match) -> str:
+        cell, cell_line = src.locate(int(m.group(1)))
+        if cell is None:
+            return m.group(0)
+        return f"line {cell_line}" if cell == here else f"cell {cell + 1}, line {cell_line}"
+
+    return _LINE_REF.sub(repl, text)
+
+
+def _cell_fix(src: SourceFile, fix: Fix) -> Fix | None:
+    """The fix with cell-local edits; None when an edit is not inside one cell's own code."""
+    edits = []
+    for e in fix.edits:
+        span = src.span(e.line)
+        if span is None or span.code is None:
+            return None
+        line = e.line - span.start + 1
+        end_line, end_col = e.end_line - span.start + 1, e.end_column
+        last = span.source.split("\n")
+        if end_line > span.lines or (end_line == span.lines + 1 and end_col == 1):
+            if end_line != len(last) + 1 or end_col != 1:
+                return None
+            end_line, end_col = len(last), len(last[-1]) + 1  # up to the end of a cell without a final newline
+        if any(n in span.code.changed for n in range(line, end_line + 1)):
+            return None  # a magic or shell line: not the user's Python
+        shift, end_shift = span.code.shift(line), span.code.shift(end_line)
+        content = e.content
+        if shift and "\n" in content:
+            prefix = last[line - 1][:shift] if line <= len(last) else ""
+            if prefix.strip():
+                return None
+            content = content.replace("\n", "\n" + prefix)
+        edits.append(Edit(line, e.column + shift, end_line, end_col + end_shift, content, cell=span.cell))
+    return Fix(fix.message, tuple(edits), fix.applicability)
+
+
+def _parse(src: SourceFile) -> tuple[cst.Module | None, SourceFile, list[Problem]]:
+    """One libcst parse. In a notebook a cell that does not parse gets its own problem and
+    is left out (blank lines: the other cells keep their lines); the rest is analysed."""
+    current = src
+    problems: dict[int, Problem] = {}
+    first = True
+    for _ in range(8):
+        try:
+            return cst.parse_module(current.text), current, list(problems.values())
+        except cst.ParserSyntaxError as e:
+            span = src.span(e.raw_line) if src.is_notebook else None
+            if span is None:
+                problem = diagnose(current.text, e.raw_line, e.raw_column + 1, e.message)
+                return None, current, [*problems.values(), problem]
+            if first:  # CPython names every bad cell (libcst may point at the next cell's first token)
+                first = False
+                problems.update(_bad_cells(src))
+                if problems:
+                    current = src.without_cells(set(problems))
+                    continue
+            if span.cell not in problems:
+                problems[span.cell] = _cell_problem(span, e.raw_line - span.start + 1, e.raw_column + 1, e.message)
+            current = src.without_cells(set(problems))
+        except RecursionError:
+            return (
+                None,
+                current,
+                [*problems.values(), Problem(1, 1, "cannot parse: the file is too deeply nested to analyze")],
+            )
+        except Exception as e:
+            return None, current, [*problems.values(), Problem(1, 1, f"cannot parse: {type(e).__name__}: {e}")]
+    return None, current, list(problems.values())
+
+
+def _bad_cells(src: SourceFile) -> dict[int, Problem]:
+    """The cells CPython cannot parse, each with its problem (lines of the notebook's Python)."""
+    out: dict[int, Problem] = {}
+    for span in src.cells or ():
+        text = span.code.text if span.code is not None else ""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ast.parse(text)
+        except SyntaxError as e:
+            out[span.cell] = _cell_problem(span, e.lineno or 1, e.offset or 1, e.msg)
+        except (ValueError, RecursionError, MemoryError) as e:
+            out[span.cell] = Problem(span.start, 1, f"cannot parse: {type(e).__name__}: {e}")
+    return out
+
+
+def _cell_problem(span: CellSpan, line: int, column: int, message: str) -> Problem:
+    text = span.code.text if span.code is not None else ""
+    p = diagnose(text, line, column, message)
+    return Problem(span.start + p.line - 1, p.column, p.message)
+
+
 def _tfg000(src: SourceFile, problem: Problem) -> Finding:
     rule = by_code().get("TFG000")
-    cell, line = src.locate(problem.line)
+    cell, line, column = src.cell_position(problem.line, problem.column)
     return Finding(
         code="TFG000",
         name=rule.name if rule else "unanalyzable-file",
         path=src.path,
         line=max(line, 1),
-        column=max(problem.column, 1),
+        column=max(column, 1),
         end_line=max(line, 1),
-        end_column=max(problem.column, 1) + 1,
+        end_column=max(column, 1) + 1,
         message=problem.message,
         severity="error",
         cell=cell,
@@ -247,21 +346,12 @@ def _tfg000(src: SourceFile, problem: Problem) -> Finding:
 
 def _cheap_syntax_check(src: SourceFile, result: Result) -> None:
     """No rule can match: still report a file CPython cannot parse (fast C parser)."""
+    if src.is_notebook:
+        result.findings.extend(_tfg000(src, p) for p in _bad_cells(src).values())
+        return
     try:
         ast.parse(src.text)
     except SyntaxError as e:
         result.findings.append(_tfg000(src, diagnose(src.text, e.lineno or 1, e.offset or 1, e.msg)))
     except (ValueError, RecursionError, MemoryError) as e:
         result.findings.append(_tfg000(src, Problem(1, 1, f"cannot parse: {type(e).__name__}: {e}")))
-
-
-def _suppressed(f: Finding, noqa: dict[int, set[str]], file_noqa: set[str] | None, src: SourceFile) -> bool:
-    if file_noqa and f.code in file_noqa:
-        return True
-    first = f.data.get("source_line", f.line)
-    last = first + (f.end_line - f.line)
-    for line in (first, last):
-        codes = noqa.get(line)
-        if codes is not None and (not codes or f.code in codes):
-            return True
-    return False

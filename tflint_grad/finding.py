@@ -35,16 +35,24 @@ DOCS_URL = "https://github.com/tflint-grad/tflint-grad/blob/main/docs/rules/{cod
 
 @dataclass(frozen=True)
 class Edit:
-    """Replace the text between two 1-based (line, column) positions; end is exclusive."""
+    """Replace the text between two 1-based (line, column) positions; end is exclusive.
+
+    In a notebook, positions are inside the code cell ``cell`` (0-based index over all
+    cells, as ``Finding.cell``); ``cell`` is None (and absent from JSON) for .py files.
+    """
 
     line: int
     column: int
     end_line: int
     end_column: int
     content: str
+    cell: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if self.cell is None:
+            del d["cell"]
+        return d
 
 
 @dataclass(frozen=True)

@@ -61,38 +61,48 @@ def choose(findings: list[Finding], unsafe: bool, codes: set[str] | None = None)
 
 
 def fix_text(
-    text: str, path: str, settings: Settings | None = None, *, unsafe: bool = False, codes: set[str] | None = None
+    text: str,
+    path: str,
+    settings: Settings | None = None,
+    *,
+    unsafe: bool = False,
+    codes: set[str] | None = None,
+    findings: list[Finding] | None = None,
 ) -> FixResult:
-    """Apply fixes until none is left (at most ``MAX_PASSES`` re-lints)."""
+    """Apply fixes until none is left (at most ``MAX_PASSES`` re-lints).
+
+    ``findings``: the findings of ``text`` when the caller has just linted it (the CLI, the
+    language server): the fix loop then lints only the texts it produced, and each re-lint
+    is also the parse check of the fixed text. ``applied`` counts findings, not edits: the
+    fixable findings of ``text`` minus those left (a fix that cascades into a second one
+    still counts once).
+    """
     from tflint_grad.engine import lint_file
 
-    applied = 0
     current = text
-    findings = lint_file(SourceFile(path, current), settings).findings
+    if findings is None:
+        findings = lint_file(SourceFile(path, current), settings).findings
+    before = len(choose(findings, unsafe, codes))
     for _ in range(MAX_PASSES):
         todo = choose(findings, unsafe, codes)
         if not todo:
             break
         # one fix per finding; edits of overlapping fixes are deferred to the next pass
         edits: list[Edit] = []
-        taken: list[tuple[int, int]] = []
-        count = 0
         for f in todo:
             assert f.fix is not None
-            span = (min(e.line for e in f.fix.edits), max(e.end_line for e in f.fix.edits))
-            if any(not (span[1] < a or span[0] > b) for a, b in taken) and any(
-                _overlap(e, x) for e in f.fix.edits for x in edits
-            ):
+            if any(_overlap(e, x) for e in f.fix.edits for x in edits):
                 continue
             edits.extend(f.fix.edits)
-            taken.append(span)
-            count += 1
         candidate = apply_edits(current, edits)
-        if candidate == current or not parses(candidate):
+        if candidate == current:
+            break
+        result = lint_file(SourceFile(path, candidate), settings)
+        if not result.parsed and not parses(candidate):  # a fix must never break the code
             break
         current = candidate
-        applied += count
-        findings = lint_file(SourceFile(path, current), settings).findings
+        findings = result.findings
+    applied = max(0, before - len(choose(findings, unsafe, codes))) if current != text else 0
     return FixResult(current, applied, findings)
 
 
@@ -108,9 +118,112 @@ def parses(text: str) -> bool:
         return False
 
 
+def compiles(text: str) -> bool:
+    """CPython's own (fast) parser accepts ``text``: the last guard before a fixed file is written."""
+    import ast
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ast.parse(text)
+        return True
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return False
+
+
 def unified_diff(before: str, after: str, path: str) -> str:
     return "".join(
         difflib.unified_diff(
             before.splitlines(keepends=True), after.splitlines(keepends=True), f"a/{path}", f"b/{path}"
         )
     )
+
+
+# -- notebooks --------------------------------------------------------------------------------
+@dataclass
+class NotebookFixResult:
+    data: bytes  # the notebook file, rewritten (== the input bytes when nothing was fixed)
+    applied: int
+    remaining: list[Finding]
+    before: dict[int, str]  # cell index -> source, for the cells that changed
+    after: dict[int, str]
+    source: SourceFile  # the fixed notebook, loaded
+    note: str | None = None  # why fixes were left out, if some were
+
+
+def fix_notebook(
+    raw: bytes, path: str, settings: Settings | None = None, *, unsafe: bool = False, codes: set[str] | None = None
+) -> NotebookFixResult:
+    """Apply fixes to a notebook's code cells (edits are cell-local); only the edited cells'
+    ``source`` values change in the file (see :mod:`tflint_grad.nbjson`)."""
+    from tflint_grad.cells import to_python
+    from tflint_grad.engine import lint_file
+    from tflint_grad.nbjson import LayoutError, replace_sources
+    from tflint_grad.sourcefile import decode, load
+
+    bom = b"\xef\xbb\xbf" if raw.startswith(b"\xef\xbb\xbf") else b""
+    text, _ = decode(raw)
+    src = load(path, raw)
+    findings = lint_file(src, settings).findings
+    original = {span.cell: span.source for span in src.cells or ()}
+    sources = dict(original)
+    applied = 0
+    note = None
+    data = raw
+    for _ in range(MAX_PASSES):
+        todo = [f for f in choose(findings, unsafe, codes) if f.fix and all(e.cell in sources for e in f.fix.edits)]
+        if not todo or text is None:
+            break
+        per_cell: dict[int, list[Edit]] = {}
+        count = 0
+        for f in todo:
+            assert f.fix is not None
+            if any(_overlap(e, x) for e in f.fix.edits for x in per_cell.get(e.cell, [])):  # type: ignore[arg-type]
+                continue  # the next pass redoes it
+            for e in f.fix.edits:
+                per_cell.setdefault(e.cell, []).append(e)  # type: ignore[arg-type]
+            count += 1
+        candidate = dict(sources)
+        for cell, edits in per_cell.items():
+            candidate[cell] = apply_edits(sources[cell], edits)
+        if candidate == sources:
+            break
+        if not all(parses(to_python(candidate[c]).text) for c in per_cell):
+            note = "the fixed cell would not parse"
+            break
+        changed = {c: s for c, s in candidate.items() if s != original[c]}
+        try:
+            new_text = replace_sources(text, changed)
+        except LayoutError as e:
+            note = f"the notebook's JSON cannot be rewritten safely ({e})"
+            break
+        sources = candidate
+        applied += count
+        data = bom + new_text.encode("utf-8")
+        src = load(path, data)
+        findings = lint_file(src, settings).findings
+    changed_cells = sorted(c for c in sources if sources[c] != original[c])
+    return NotebookFixResult(
+        data=data,
+        applied=applied,
+        remaining=findings,
+        before={c: original[c] for c in changed_cells},
+        after={c: sources[c] for c in changed_cells},
+        source=src,
+        note=note,
+    )
+
+
+def notebook_diff(fixed: NotebookFixResult, path: str) -> str:
+    """A unified diff per edited cell, headed ``a/path:cell N`` (N as Jupyter numbers cells)."""
+    out = []
+    for cell in sorted(fixed.before):
+        before, after = fixed.before[cell], fixed.after[cell]
+        a = before.splitlines(keepends=True)
+        b = after.splitlines(keepends=True)
+        for lines in (a, b):
+            if lines and not lines[-1].endswith("\n"):
+                lines[-1] += "\n"  # a cell's last line has no newline: keep the diff readable
+        out.extend(difflib.unified_diff(a, b, f"a/{path}:cell {cell + 1}", f"b/{path}:cell {cell + 1}"))
+    return "".join(out)

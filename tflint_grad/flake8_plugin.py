@@ -40,10 +40,10 @@ def settings_for(filename: str) -> Settings:
         return cached
     rule_options: dict[str, dict[str, Any]] = {}
     try:
-        from tflint_grad.config import ConfigError, load
+        from tflint_grad.config import ConfigError
 
         try:
-            rule_options = load(start=folder).rule_options
+            rule_options = _resolver().for_folder(folder).rule_options
         except ConfigError as e:
             LOG.warning("tflint-grad: invalid configuration (%s); using the default rule options", e)
     except ImportError:  # pragma: no cover - older layouts without config.py
@@ -51,6 +51,19 @@ def settings_for(filename: str) -> Settings:
     settings = Settings(Settings.default().enabled, {k: dict(v) for k, v in rule_options.items()})
     _SETTINGS[folder] = settings
     return settings
+
+
+_RESOLVER: Any = None
+
+
+def _resolver() -> Any:
+    """The closest configuration of each folder, resolved as ``tflint-grad check`` does."""
+    global _RESOLVER
+    if _RESOLVER is None:
+        from tflint_grad.config import Resolver
+
+        _RESOLVER = Resolver()
+    return _RESOLVER
 
 
 class Checker:

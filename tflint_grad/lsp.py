@@ -6,7 +6,10 @@ the ``lsp`` extra: ``pip install 'tflint-grad[lsp]'``.
 What it does:
 
 * lints the **buffer** (not the file on disk) on ``didOpen``, ``didSave`` and, debounced
-  per document (0.3 s), on ``didChange``; ``didClose`` clears the document's diagnostics;
+  per document (0.3 s), on ``didChange``; ``didClose`` clears the document's diagnostics.
+  Linting runs in a worker process (libcst's parser holds the GIL: a thread would still
+  stall the event loop), one run per document at a time; a run that a newer edit made
+  stale is dropped and the current text linted instead;
 * each diagnostic has ``code`` (``TFG101``), ``codeDescription.href`` (the rule page),
   ``source = "tflint-grad"``, a severity (Error for ``error`` findings and for findings
   the tracer confirmed, Warning, Information) and a range in the client's position
@@ -14,10 +17,13 @@ What it does:
   flagged expression counts 2);
 * ``data`` carries the fix edits and the ``# noqa`` edit (as LSP ranges, for the
   document version that was linted), so code actions need no re-lint;
-* code actions: apply the rule's fix (``quickfix``, preferred when safe), "Disable
-  TFG101 for this line" (appends ``  # noqa: TFG101`` or merges into the line's
-  ``# noqa:`` list) and ``source.fixAll.tflint-grad`` (every safe fix, via
-  :func:`tflint_grad.fixes.fix_text`);
+* code actions are answered from the last lint: apply the rule's fix (``quickfix``,
+  preferred when safe), "Disable TFG101 for this line" (appends ``  # noqa: TFG101`` or
+  merges into the line's ``# noqa:`` list) and ``source.fixAll.tflint-grad`` (every safe
+  fix, via :func:`tflint_grad.fixes.fix_text`), whose edit is computed lazily by
+  ``codeAction/resolve`` (at once when the request asks for fix-all kinds only);
+* notebooks (LSP 3.17 ``notebookDocument/*``): the code cells are linted together and
+  each cell gets its own diagnostics and quick fixes (see :mod:`tflint_grad.lsp_notebook`);
 * with the setting ``{"confirm": true}`` (``initializationOptions`` or
   ``workspace/didChangeConfiguration``), every save also runs ``--confirm`` in the
   background (the tracer runs TensorFlow in a child process) and republishes the
@@ -38,23 +44,20 @@ from __future__ import annotations
 
 import asyncio
 import difflib
-import io
 import logging
 import os
 import re
 import sys
-import tokenize
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 
-from tflint_grad import __version__
+from tflint_grad import __version__, api, lsp_notebook, suppressions
 from tflint_grad.engine import lint_file
 from tflint_grad.finding import Edit, Finding
-from tflint_grad.fixes import fix_text
 from tflint_grad.settings import Settings
 from tflint_grad.sourcefile import SourceFile
 
@@ -63,11 +66,13 @@ LOG = logging.getLogger("tflint_grad.lsp")
 SOURCE = "tflint-grad"
 FIX_ALL_KIND = "source.fixAll.tflint-grad"
 DEBUG_MODULES_COMMAND = "tflint-grad.debugModules"
+# How long a code action waits for the lint of an edited buffer before answering from the last one.
+CODE_ACTION_WAIT = 0.2
 DEFAULT_DEBOUNCE = 0.3
 CONFIG_FILES = (".tflint-grad.toml", "tflint-grad.toml", "pyproject.toml")
 
-_NOQA = re.compile(r"#\s*noqa(?::\s*(?P<codes>[A-Z]+[0-9]+(?:\s*,\s*[A-Z]+[0-9]+)*))?", re.IGNORECASE)
-_FILE_NOQA = re.compile(r"#\s*tflint-grad:\s*noqa", re.IGNORECASE)
+_NOQA = suppressions.NOQA
+_FILE_NOQA = suppressions.FILE_NOQA
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
@@ -155,29 +160,7 @@ def _range_from(d: Any) -> types.Range:
     )
 
 
-def _no_comment_lines(text: str) -> set[int]:
-    """1-based lines whose end a trailing comment cannot follow (inside a string, or
-    continued with a backslash)."""
-    bad: set[int] = set()
-    comment_rows: set[int] = set()
-    fstring_starts: list[int] = []
-    try:
-        for tok in tokenize.generate_tokens(io.StringIO(text).readline):
-            kind = tok.type
-            if kind == tokenize.COMMENT:
-                comment_rows.add(tok.start[0])
-            elif kind == tokenize.STRING and tok.end[0] > tok.start[0]:
-                bad.update(range(tok.start[0], tok.end[0]))
-            elif kind == getattr(tokenize, "FSTRING_START", -1):
-                fstring_starts.append(tok.start[0])
-            elif kind == getattr(tokenize, "FSTRING_END", -1) and fstring_starts:
-                bad.update(range(fstring_starts.pop(), tok.end[0]))
-    except (tokenize.TokenError, SyntaxError, IndentationError):
-        pass
-    for i, line in enumerate(split_lines(text), start=1):
-        if line.rstrip().endswith("\\") and i not in comment_rows:
-            bad.add(i)
-    return bad
+_no_comment_lines = suppressions.no_comment_lines
 
 
 def noqa_edit(lines: Sequence[str], line: int, code: str, pmap: PositionMap) -> dict[str, Any] | None:
@@ -190,7 +173,7 @@ def noqa_edit(lines: Sequence[str], line: int, code: str, pmap: PositionMap) -> 
     if m and not _FILE_NOQA.search(text):
         codes = m.group("codes")
         if not codes:
-            return None  # a bare `# noqa` already silences everything
+            return None  # a bare noqa directive already silences everything
         if code.upper() in {c.strip().upper() for c in codes.split(",")}:
             return None
         at = m.end("codes") + 1
@@ -259,12 +242,41 @@ def to_diagnostic(
     )
 
 
+def _opcodes(a: list[str], b: list[str]) -> list[tuple[str, int, int, int, int]]:
+    """Line-level differences in linear time for what fixes produce (lines rewritten in
+    place: same line count between the common prefix and suffix); difflib otherwise (it
+    is quadratic on the repetitive lines of big scripts)."""
+    n = min(len(a), len(b))
+    head = 0
+    while head < n and a[head] == b[head]:
+        head += 1
+    tail = 0
+    while tail < n - head and a[len(a) - 1 - tail] == b[len(b) - 1 - tail]:
+        tail += 1
+    a_end, b_end = len(a) - tail, len(b) - tail
+    if a_end - head != b_end - head:
+        matcher = difflib.SequenceMatcher(None, a[head:a_end], b[head:b_end], autojunk=False)
+        return [(t, i1 + head, i2 + head, j1 + head, j2 + head) for t, i1, i2, j1, j2 in matcher.get_opcodes()]
+    out: list[tuple[str, int, int, int, int]] = []
+    i = head
+    while i < a_end:
+        if a[i] == b[i]:
+            i += 1
+            continue
+        j = i
+        while j < a_end and a[j] != b[j]:
+            j += 1
+        out.append(("replace", i, j, i, j))
+        i = j
+    return out
+
+
 def diff_edits(before: str, after: str, pmap: PositionMap) -> list[types.TextEdit]:
     """Minimal line-level edits turning ``before`` into ``after``."""
     a = before.splitlines(keepends=True)
     b = after.splitlines(keepends=True)
     edits: list[types.TextEdit] = []
-    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+    for tag, i1, i2, j1, j2 in _opcodes(a, b):
         if tag == "equal":
             continue
         start = types.Position(line=i1, character=0)
@@ -283,17 +295,27 @@ class Linted:
     text: str
     findings: list[Finding]
     diagnostics: list[types.Diagnostic]
+    errors: list[Any] = field(default_factory=list)  # engine.InternalError
 
 
 class TflintServer(LanguageServer):
     def __init__(self) -> None:
-        super().__init__("tflint-grad", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Incremental)
+        super().__init__(
+            "tflint-grad",
+            __version__,
+            text_document_sync_kind=types.TextDocumentSyncKind.Incremental,
+            notebook_document_sync=lsp_notebook.SYNC_OPTIONS,
+        )
+        self.notebook_cells: dict[str, set[str]] = {}  # notebook URI -> its code cells' URIs
         self.options = Options()
-        self._configs: dict[str, Any] = {}  # folder -> tflint_grad.config.Config
+        self._resolver: Any = None  # tflint_grad.config.Resolver, as the CLI resolves configs
+        self._last_good: dict[str, Any] = {}  # folder -> its last valid Config (a broken save keeps it)
         self._reported_config_errors: set[str] = set()
         self.open_uris: set[str] = set()
-        self.cache: dict[str, Linted] = {}
-        self._pending: dict[str, asyncio.Task] = {}
+        self.cache: dict[str, Linted] = {}  # uri -> the last lint (code actions are answered from it)
+        self._pending: dict[str, asyncio.Task] = {}  # debounced lints
+        self._running: dict[str, asyncio.Future] = {}  # the lint in flight per document
+        self._pool: Any = None  # the worker process (None: not started, False: unusable)
         # uri -> (version, findings with verdicts) from the last --confirm run
         self.confirmed: dict[str, tuple[int | None, list[Finding]]] = {}
         self._confirming: set[str] = set()
@@ -306,44 +328,67 @@ class TflintServer(LanguageServer):
         self.invalidate_config()
 
     def invalidate_config(self) -> None:
-        self._configs.clear()
+        self._resolver = None
         self._reported_config_errors.clear()
+        self.cache.clear()  # lints made with the old settings
+
+    def _report_config_error(self, message: str) -> None:
+        if message in self._reported_config_errors:
+            return
+        self._reported_config_errors.add(message)
+        self.log(types.MessageType.Error, message)
+        try:
+            self.window_show_message(types.ShowMessageParams(type=types.MessageType.Error, message=message))
+        except Exception:
+            pass
+
+    def project_config(self, path: str | None) -> Any:
+        """The closest ``[tool.tflint-grad]`` config of a document, resolved as the CLI does
+        (:class:`tflint_grad.config.Resolver`). A broken config keeps the folder's last valid
+        one (else the defaults), and says so."""
+        from tflint_grad.config import Config, ConfigError, Resolver
+
+        if not path:
+            return Config()
+        folder = os.path.dirname(os.path.abspath(path))
+        if self._resolver is None:
+            self._resolver = Resolver()
+        try:
+            cfg = self._resolver.for_folder(folder)
+        except ConfigError as e:
+            cfg = self._last_good.get(folder)
+            fallback = "the last valid configuration" if cfg is not None else "the defaults"
+            self._report_config_error(f"tflint-grad: invalid configuration: {e}; using {fallback}")
+            return cfg if cfg is not None else Config()
+        self._last_good[folder] = cfg
+        return cfg
 
     def config_for(self, path: str | None) -> tuple[Settings, bool]:
         """(settings, excluded) for a document: the closest ``[tool.tflint-grad]``
-        config (as the CLI finds it) with the editor's selection on top."""
-        from tflint_grad.config import Config, ConfigError, Selection, load
+        config (as the CLI finds it) with the editor's selection on top. A bad editor
+        setting is reported as such and the project's own selection is kept."""
+        from tflint_grad.config import ConfigError, Selection
 
-        folder = os.path.dirname(os.path.abspath(path)) if path else None
+        cfg = self.project_config(path)
+        editor = Selection(
+            select=list(self.options.select) if self.options.select is not None else None,
+            ignore=list(self.options.ignore),
+            extend_select=list(self.options.extend_select),
+        )
         try:
-            cfg = self._configs.get(folder) if folder else None
-            if cfg is None:
-                cfg = load(start=folder) if folder else Config()
-                if folder:
-                    self._configs[folder] = cfg
-            editor = Selection(
-                select=list(self.options.select) if self.options.select is not None else None,
-                ignore=list(self.options.ignore),
-                extend_select=list(self.options.extend_select),
-            )
-            settings = cfg.settings(editor)
+            settings = cfg.settings(editor, cli_where="editor settings")
         except ConfigError as e:
-            message = f"tflint-grad: invalid configuration: {e}; using the defaults"
-            if message not in self._reported_config_errors:
-                self._reported_config_errors.add(message)
-                self.log(types.MessageType.Error, message)
-                try:
-                    self.window_show_message(types.ShowMessageParams(type=types.MessageType.Error, message=message))
-                except Exception:
-                    pass
-            return Settings.default(), False
+            try:
+                settings = cfg.settings()
+                kept = "the project's selection"
+            except ConfigError:
+                settings, kept = Settings.default(), "the defaults"
+            self._report_config_error(f"tflint-grad: invalid setting: {e}; using {kept}")
         excluded = bool(path) and cfg.exclude_spec().match_path_or_parents(path)  # type: ignore[arg-type]
         return settings, excluded
 
     def trace_config_for(self, path: str | None) -> Any:
-        folder = os.path.dirname(os.path.abspath(path)) if path else None
-        cfg = self._configs.get(folder) if folder else None
-        return getattr(cfg, "trace", None)
+        return getattr(self.project_config(path), "trace", None)
 
     def log(self, level: types.MessageType, message: str) -> None:
         LOG.log({1: logging.ERROR, 2: logging.WARNING}.get(int(level), logging.INFO), message)
@@ -360,50 +405,179 @@ class TflintServer(LanguageServer):
         return uri.endswith((".py", ".pyi"))
 
     def lint(self, uri: str) -> Linted:
+        """Lint the document now, on the calling thread (the server itself lints off the
+        event loop: :meth:`lint_current`)."""
         doc = self.workspace.get_text_document(uri)
-        text = doc.source
-        version = doc.version
-        path = doc.path or uri
         settings, excluded = self.config_for(doc.path)
-        if excluded:
-            linted = Linted(version, text, [], [])
-            self.cache[uri] = linted
-            return linted
-        newline = "\r\n" if "\r\n" in text[:10000] else "\n"
-        result = lint_file(SourceFile(path, text, newline=newline), settings)
-        for err in result.errors:
+        linted = self._lint_text(uri, doc.path or uri, doc.source, doc.version, doc.position_codec, settings, excluded)
+        for err in linted.errors:
             self.log(
                 types.MessageType.Warning, f"tflint-grad: internal error in {err.rule} on {err.path}: {err.message}"
             )
-        findings = result.findings
+        self._remember(uri, linted)
+        return linted
+
+    def _lint_text(
+        self,
+        uri: str,
+        path: str,
+        text: str,
+        version: int | None,
+        codec: Any,
+        settings: Settings,
+        excluded: bool,
+    ) -> Linted:
+        """Findings and diagnostics of one text, linted in this process."""
+        if excluded:
+            return Linted(version, text, [], [])
+        findings, errors = api.lint_text(path, text, settings)
+        return self._linted(uri, text, version, codec, findings, errors)
+
+    def _linted(
+        self, uri: str, text: str, version: int | None, codec: Any, findings: list[Finding], errors: list[Any]
+    ) -> Linted:
         conf = self.confirmed.get(uri)
         if conf is not None and conf[0] == version:
             findings = conf[1]
         lines = split_lines(text)
-        pmap = PositionMap(lines, doc.position_codec)
+        pmap = PositionMap(lines, codec)
         no_comment = _no_comment_lines(text) if findings else set()
         diagnostics = [to_diagnostic(f, lines, pmap, version, no_comment) for f in findings]
-        linted = Linted(version, text, findings, diagnostics)
-        self.cache[uri] = linted
-        return linted
+        return Linted(version, text, findings, diagnostics, list(errors))
+
+    def _remember(self, uri: str, linted: Linted) -> None:
+        old = self.cache.get(uri)
+        if old is None or old.version is None or linted.version is None or linted.version >= old.version:
+            self.cache[uri] = linted
+
+    def fresh(self, uri: str) -> Linted | None:
+        """The last lint if it is of the document's current text."""
+        cached = self.cache.get(uri)
+        if cached is None:
+            return None
+        doc = self.workspace.get_text_document(uri)
+        if cached.version == doc.version and cached.text == doc.source:
+            return cached
+        return None
+
+    async def lint_current(self, uri: str) -> Linted:
+        """The lint of the document's current text, computed off the event loop (a worker
+        thread), one run per document at a time. A run that ends stale (the buffer changed
+        meanwhile) is dropped and the current text is linted instead: bursts of edits never
+        queue up runs."""
+        if self.workspace.get_notebook_document(cell_uri=uri) is not None:
+            return self.current(uri)  # a notebook cell: the notebook is linted in this process
+        while True:
+            cached = self.fresh(uri)
+            if cached is not None:
+                return cached
+            running = self._running.get(uri)
+            if running is not None:
+                try:
+                    await asyncio.shield(running)
+                except Exception:
+                    pass
+                continue
+            doc = self.workspace.get_text_document(uri)
+            settings, excluded = self.config_for(doc.path)
+            future = asyncio.ensure_future(
+                self._lint_off_loop(
+                    uri, doc.path or uri, doc.source, doc.version, doc.position_codec, settings, excluded
+                )
+            )
+            self._running[uri] = future
+            future.add_done_callback(lambda f, uri=uri: self._lint_done(uri, f))
+            linted = await asyncio.shield(future)
+            if self.fresh(uri) is linted:
+                return linted
+
+    async def _lint_off_loop(
+        self,
+        uri: str,
+        path: str,
+        text: str,
+        version: int | None,
+        codec: Any,
+        settings: Settings,
+        excluded: bool,
+    ) -> Linted:
+        """Lint in the worker process; the diagnostics are built here (cheap)."""
+        if excluded:
+            return Linted(version, text, [], [])
+        findings, errors = await self.off_loop(api.lint_text, path, text, settings)
+        return self._linted(uri, text, version, codec, findings, errors)
+
+    def _worker(self) -> Any:
+        if self._pool is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            self._pool.submit(api.warm_up)
+        return self._pool
+
+    async def off_loop(self, func: Any, *args: Any) -> Any:
+        """Run ``func`` in the worker process (a thread if the process pool is unusable)."""
+        loop = asyncio.get_running_loop()
+        if self._pool is not False:
+            try:
+                return await loop.run_in_executor(self._worker(), func, *args)
+            except Exception as e:
+                from concurrent.futures.process import BrokenProcessPool
+
+                if not isinstance(e, (BrokenProcessPool, OSError, RuntimeError)):
+                    raise
+                self.log(types.MessageType.Warning, f"tflint-grad: worker process unusable ({e}); linting in a thread")
+                self._pool = False
+        return await asyncio.to_thread(func, *args)
+
+    def _lint_done(self, uri: str, future: asyncio.Future) -> None:
+        if self._running.get(uri) is future:
+            del self._running[uri]
+        if future.cancelled():
+            return
+        if future.exception() is not None:
+            e = future.exception()
+            self.log(types.MessageType.Error, f"tflint-grad: linting {uri} failed: {type(e).__name__}: {e}")
+            return
+        linted = future.result()
+        for err in linted.errors:
+            self.log(
+                types.MessageType.Warning, f"tflint-grad: internal error in {err.rule} on {err.path}: {err.message}"
+            )
+        self._remember(uri, linted)
+
+    def current(self, uri: str) -> Linted:
+        """The lint of the current text, linting synchronously if needed."""
+        cached = self.fresh(uri)
+        if cached is not None:
+            return cached
+        nb = self.workspace.get_notebook_document(cell_uri=uri)
+        if nb is not None:  # a notebook cell: lint the notebook
+            doc = self.workspace.get_text_document(uri)
+            return lsp_notebook.lint_notebook(self, nb.uri).get(uri) or Linted(doc.version, doc.source, [], [])
+        return self.lint(uri)
 
     def publish(self, uri: str) -> None:
+        """Lint (off the event loop) and publish the document's diagnostics."""
+        self.schedule(uri, 0)
+
+    async def publish_now(self, uri: str) -> None:
+        if uri in self.open_uris and self.workspace.get_notebook_document(notebook_uri=uri) is not None:
+            lsp_notebook.publish_notebook(self, uri)  # notebooks are linted in this process
+            return
         if uri not in self.open_uris or not self.wants(uri):
             return
-        linted = self.lint(uri)
+        linted = await self.lint_current(uri)
+        doc = self.workspace.get_text_document(uri)
+        if uri not in self.open_uris or linted.version != doc.version:
+            return  # a newer edit: its own debounced run publishes
         self.text_document_publish_diagnostics(
             types.PublishDiagnosticsParams(uri=uri, diagnostics=linted.diagnostics, version=linted.version)
         )
 
     def clear(self, uri: str) -> None:
         self.text_document_publish_diagnostics(types.PublishDiagnosticsParams(uri=uri, diagnostics=[]))
-
-    def current(self, uri: str) -> Linted:
-        doc = self.workspace.get_text_document(uri)
-        cached = self.cache.get(uri)
-        if cached is not None and cached.version == doc.version and cached.text == doc.source:
-            return cached
-        return self.lint(uri)
 
     def schedule(self, uri: str, delay: float) -> None:
         self.cancel_pending(uri)
@@ -416,13 +590,16 @@ class TflintServer(LanguageServer):
 
     async def _lint_later(self, uri: str, delay: float) -> None:
         try:
-            await asyncio.sleep(delay)
+            if delay > 0:
+                await asyncio.sleep(delay)
+            me = asyncio.current_task()
+            if self._pending.get(uri) is me:
+                del self._pending[uri]
+            await self.publish_now(uri)
         except asyncio.CancelledError:
             return
-        me = asyncio.current_task()
-        if self._pending.get(uri) is me:
-            del self._pending[uri]
-        self.publish(uri)
+        except Exception as e:  # never let a lint kill the server
+            self.log(types.MessageType.Error, f"tflint-grad: linting {uri} failed: {type(e).__name__}: {e}")
 
     # -- --confirm in the background ---------------------------------------------
     def start_confirm(self, uri: str) -> None:
@@ -447,7 +624,7 @@ class TflintServer(LanguageServer):
                     types.MessageType.Info, f"tflint-grad: --confirm unavailable ({type(e).__name__}: {e}); skipped"
                 )
                 return
-            linted = self.current(uri)
+            linted = await self.lint_current(uri)
             if not linted.findings:
                 return
             version = linted.version
@@ -466,6 +643,7 @@ class TflintServer(LanguageServer):
             if uri not in self.open_uris or self.workspace.get_text_document(uri).version != version:
                 return  # the buffer changed while tracing: those verdicts are stale
             self.confirmed[uri] = (version, findings)
+            self.cache.pop(uri, None)  # re-render with the verdicts
             self.publish(uri)
             verdicts = ", ".join(f"{f.code}:{f.line} {f.verdict}" for f in findings)
             self.log(types.MessageType.Info, f"tflint-grad: --confirm done for {doc.path}: {verdicts}")
@@ -493,35 +671,83 @@ class TflintServer(LanguageServer):
             )
         return types.WorkspaceEdit(changes={uri: edits})
 
-    def code_actions(self, params: types.CodeActionParams) -> list[types.CodeAction]:
+    async def code_actions(self, params: types.CodeActionParams) -> list[types.CodeAction]:
+        """Answered from the last lint. When the buffer changed since, the lint of the new
+        text (debounced or in flight) is awaited for at most ``CODE_ACTION_WAIT`` seconds;
+        past that, quick fixes of diagnostics of an older text are not offered (their edits
+        would land in the wrong place) and the client asks again after the next publish.
+
+        Fix-all is computed lazily: its edit is built by ``codeAction/resolve`` when the
+        user picks it, unless the request asks for fix-all kinds only (``source.fixAll`` on
+        save), which gets the edit at once. Clients that cannot resolve edits get fix-all on
+        such requests only."""
         uri = params.text_document.uri
         if not self.wants(uri):
             return []
         doc = self.workspace.get_text_document(uri)
+        linted = self.fresh(uri)
+        if linted is None:
+            try:
+                linted = await asyncio.wait_for(asyncio.shield(self.lint_current(uri)), CODE_ACTION_WAIT)
+            except TimeoutError:
+                linted = None
+        version = doc.version
         only = params.context.only
         actions: list[types.CodeAction] = []
         if _wanted(only, types.CodeActionKind.QuickFix):
-            for diag, data in self._diagnostics_for(params, doc.version):
-                actions.extend(self._quick_fixes(uri, doc.version, diag, data))
-        if _wanted(only, FIX_ALL_KIND):
-            linted = self.current(uri)
-            if any(f.fix is not None and f.fix.applicability == "safe" for f in linted.findings):
-                fixed = fix_text(linted.text, doc.path or uri, self.config_for(doc.path)[0])
-                if fixed.text != linted.text:
-                    pmap = PositionMap(split_lines(linted.text), doc.position_codec)
+            for diag, data in self._diagnostics_for(params, version, linted):
+                actions.extend(self._quick_fixes(uri, version, diag, data))
+        notebook_cell = self.workspace.get_notebook_document(cell_uri=uri) is not None
+        if _wanted(only, FIX_ALL_KIND) and not notebook_cell and linted is not None and linted.version == version:
+            count = sum(1 for f in linted.findings if f.fix is not None and f.fix.applicability == "safe")
+            if count:
+                title = f"tflint-grad: fix all safely fixable problems ({count})"
+                if only and all(_wanted([k], FIX_ALL_KIND) for k in only):
+                    edit = await self.fix_all_edit(uri, linted)
+                    if edit is not None:
+                        actions.append(types.CodeAction(title=title, kind=FIX_ALL_KIND, edit=edit))
+                elif self._client_resolves_edits():
+                    # lazily: the client asks for the edit (codeAction/resolve) when it is chosen;
+                    # clients that cannot resolve get fix-all on request (``only: source.fixAll``)
                     actions.append(
-                        types.CodeAction(
-                            title=f"tflint-grad: fix all safely fixable problems ({fixed.applied})",
-                            kind=FIX_ALL_KIND,
-                            edit=self.edit_for(uri, doc.version, diff_edits(linted.text, fixed.text, pmap)),
-                        )
+                        types.CodeAction(title=title, kind=FIX_ALL_KIND, data={"uri": uri, "version": version})
                     )
         return actions
 
+    def _client_resolves_edits(self) -> bool:
+        caps = self.client_capabilities
+        try:
+            support = caps.text_document.code_action.resolve_support  # type: ignore[union-attr]
+        except AttributeError:
+            return False
+        return bool(support is not None and "edit" in (support.properties or []))
+
+    async def fix_all_edit(self, uri: str, linted: Linted) -> types.WorkspaceEdit | None:
+        """Every safe fix of ``linted`` (the fix loop, off the event loop) as one edit."""
+        doc = self.workspace.get_text_document(uri)
+        settings, _ = self.config_for(doc.path)
+        fixed = await self.off_loop(api.fix_buffer, doc.path or uri, linted.text, settings, linted.findings)
+        if fixed.text == linted.text:
+            return None
+        pmap = PositionMap(split_lines(linted.text), doc.position_codec)
+        return self.edit_for(uri, linted.version, diff_edits(linted.text, fixed.text, pmap))
+
+    async def resolve_code_action(self, action: types.CodeAction) -> types.CodeAction:
+        data = action.data if isinstance(action.data, dict) else {}
+        uri = data.get("uri")
+        if action.kind != FIX_ALL_KIND or not isinstance(uri, str) or uri not in self.open_uris:
+            return action
+        linted = await self.lint_current(uri)
+        if linted.version != data.get("version"):
+            return action  # the buffer changed: no edit (the client asks again)
+        action.edit = await self.fix_all_edit(uri, linted)
+        return action
+
     def _diagnostics_for(
-        self, params: types.CodeActionParams, version: int | None
+        self, params: types.CodeActionParams, version: int | None, linted: Linted | None
     ) -> Iterable[tuple[types.Diagnostic, dict]]:
-        """The request's diagnostics with their data; stale ones are re-linted."""
+        """The request's diagnostics with their data; stale ones are matched in the last lint
+        when that lint is of the current text."""
         stale = []
         for diag in params.context.diagnostics:
             if diag.source != SOURCE:
@@ -531,8 +757,7 @@ class TflintServer(LanguageServer):
                 yield diag, data
             else:
                 stale.append(diag)
-        if stale:
-            linted = self.current(params.text_document.uri)
+        if stale and linted is not None and linted.version == version:
             for diag in stale:
                 for fresh in linted.diagnostics:
                     if fresh.code == diag.code and _overlaps(fresh.range, diag.range):
@@ -609,6 +834,11 @@ def create_server() -> TflintServer:
     @server.feature(types.INITIALIZE)
     def initialize(ls: TflintServer, params: types.InitializeParams) -> None:
         ls.apply_options(params.initialization_options)
+        try:
+            ls._worker()  # start the worker process (and import the rules) before the first lint
+        except Exception as e:
+            ls._pool = False
+            LOG.warning("no worker process (%s): linting in a thread", e)
 
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
     def did_change_configuration(ls: TflintServer, params: types.DidChangeConfigurationParams) -> None:
@@ -662,11 +892,23 @@ def create_server() -> TflintServer:
         types.TEXT_DOCUMENT_CODE_ACTION,
         types.CodeActionOptions(
             code_action_kinds=[types.CodeActionKind.QuickFix, types.CodeActionKind.SourceFixAll, FIX_ALL_KIND],
-            resolve_provider=False,
+            resolve_provider=True,
         ),
     )
-    def code_action(ls: TflintServer, params: types.CodeActionParams) -> list[types.CodeAction]:
-        return ls.code_actions(params)
+    async def code_action(ls: TflintServer, params: types.CodeActionParams) -> list[types.CodeAction]:
+        return await ls.code_actions(params)
+
+    @server.feature(types.CODE_ACTION_RESOLVE)
+    async def code_action_resolve(ls: TflintServer, params: types.CodeAction) -> types.CodeAction:
+        return await ls.resolve_code_action(params)
+
+    @server.feature(types.SHUTDOWN)
+    def shutdown(ls: TflintServer, *args: Any) -> None:
+        if ls._pool:
+            ls._pool.shutdown(wait=False, cancel_futures=True)
+        ls._pool = False
+
+    lsp_notebook.register(server)
 
     @server.command(DEBUG_MODULES_COMMAND)
     def debug_modules(ls: TflintServer, *args: Any) -> dict[str, Any]:

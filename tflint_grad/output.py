@@ -7,7 +7,10 @@
   an indented ``    = <verdict>: <evidence>`` line.
 * **json** (public contract): ``{"version", "findings": [Finding.to_dict()], "files_checked"}``.
 * **sarif**: SARIF 2.1.0 for GitHub code scanning; one run, every rule in
-  ``tool.driver.rules``, repo-relative URIs under ``%SRCROOT%``.
+  ``tool.driver.rules``, repo-relative URIs under ``%SRCROOT%``. A notebook result's
+  region is inside its code cell (``region.properties.cell``: the 0-based cell index,
+  also in ``result.properties.cell`` and as ``cell N, line L`` in the message); notebook
+  results carry no SARIF ``fixes`` (their lines are not lines of the .ipynb file).
 * **github**: workflow commands (``::error title=...,file=...::...``).
 
 Text a traced script wrote (an exception's message, its output) appears in a verdict's evidence
@@ -47,8 +50,8 @@ CATEGORY = {
 
 
 def is_fixable(f: Finding, unsafe: bool = False) -> bool:
-    """``--fix`` (``--fix --unsafe-fixes`` when ``unsafe``) would fix it (notebooks are never fixed)."""
-    return f.fix is not None and f.cell is None and (unsafe or f.fix.applicability == "safe")
+    """``--fix`` (``--fix --unsafe-fixes`` when ``unsafe``) would fix it."""
+    return f.fix is not None and (unsafe or f.fix.applicability == "safe")
 
 
 def location(f: Finding) -> str:
@@ -186,9 +189,9 @@ def to_sarif(
         artifact = _artifact(f.path, root)
         physical: dict[str, Any] = {"artifactLocation": artifact}
         text = f.message
-        if f.cell is None:
-            physical["region"] = _region(f.line, f.column, f.end_line, f.end_column)
-        else:
+        physical["region"] = _region(f.line, f.column, f.end_line, f.end_column)
+        if f.cell is not None:  # the region is inside the code cell, not in the .ipynb's JSON lines
+            physical["region"]["properties"] = {"cell": f.cell}
             text = f"cell {f.cell + 1}, line {f.line}, column {f.column}: {f.message}"
         result: dict[str, Any] = {
             "ruleId": f.code,

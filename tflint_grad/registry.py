@@ -5,12 +5,16 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-from tflint_grad.rule import Rule
+if TYPE_CHECKING:  # importing rule.py imports libcst: only when the rules are needed
+    from tflint_grad.rule import Rule
 
 
 @lru_cache(maxsize=1)
 def all_rules() -> tuple[type[Rule], ...]:
+    from tflint_grad.rule import Rule
+
     package = importlib.import_module("tflint_grad.rules")
     found: dict[str, type[Rule]] = {}
     for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):

@@ -14,6 +14,8 @@ import tokenize
 import warnings
 from dataclasses import dataclass, field
 
+from tflint_grad.cells import CellCode, to_python
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -24,9 +26,18 @@ class Problem:
 
 @dataclass(frozen=True)
 class CellSpan:
+    """A code cell's place in the notebook's Python (``SourceFile.text``).
+
+    Line N of the cell is line ``start + N - 1`` of the text (cells keep their line
+    count when made Python: see :mod:`tflint_grad.cells`); columns differ by
+    ``code.shift(N)`` where a whole-cell indentation was removed.
+    """
+
     cell: int  # 0-based index over ALL cells of the notebook
     start: int  # 1-based first line of this cell in the concatenated text
     lines: int
+    source: str = ""  # the cell's source as the notebook holds it
+    code: CellCode | None = None  # the cell as Python
 
 
 @dataclass
@@ -50,6 +61,39 @@ class SourceFile:
             if span.start <= line < span.start + max(span.lines, 1):
                 return span.cell, line - span.start + 1
         return (self.cells[-1].cell if self.cells else None), line
+
+    def span(self, line: int) -> CellSpan | None:
+        """The cell holding ``line`` of ``text`` (None for .py files and between cells)."""
+        for span in self.cells or ():
+            if span.start <= line < span.start + max(span.lines, 1):
+                return span
+        return None
+
+    def cell_position(self, line: int, column: int) -> tuple[int | None, int, int]:
+        """(cell, line in cell, column in cell) of a position in ``text``."""
+        span = self.span(line)
+        if span is None:
+            return (None, line, column) if self.cells is None else (self.locate(line)[0], line, column)
+        cell_line = line - span.start + 1
+        shift = span.code.shift(cell_line) if span.code is not None else 0
+        return span.cell, cell_line, column + shift
+
+    def where(self, line: int) -> str:
+        """``line 12``, or ``cell 3, line 4`` (1-based cell number) in a notebook."""
+        if self.cells is not None:
+            cell, cell_line = self.locate(line)
+            if cell is not None:
+                return f"cell {cell + 1}, line {cell_line}"
+        return f"line {line}"
+
+    def without_cells(self, cells: set[int]) -> SourceFile:
+        """The same notebook with the given cells' Python replaced by blank lines."""
+        lines = self.text.split("\n")
+        for span in self.cells or ():
+            if span.cell in cells:
+                for i in range(span.start - 1, min(span.start - 1 + span.lines, len(lines))):
+                    lines[i] = ""
+        return SourceFile(self.path, "\n".join(lines), cells=self.cells, newline=self.newline, raw=self.raw)
 
 
 def decode(raw: bytes) -> tuple[str | None, Problem | None]:
@@ -81,17 +125,14 @@ def load(path: str, raw: bytes) -> SourceFile:
     return SourceFile(path, text, newline=newline, raw=raw)
 
 
-_LINE_MAGIC = re.compile(r"^\s*(%|!|\?)|^\s*\w[\w.]*\s*=\s*[!%]|^\s*[\w.]+\?\??\s*$")
-_PY_CELL_MAGICS = ("%%time", "%%timeit", "%%capture", "%%prun")
-
-
-def _strip_magics(lines: list[str]) -> list[str]:
-    if lines and lines[0].lstrip().startswith("%%"):
-        first = lines[0].strip().split()[0]
-        if first not in _PY_CELL_MAGICS:
-            return ["" for _ in lines]
-        lines = [""] + lines[1:]
-    return ["" if _LINE_MAGIC.match(line) else line for line in lines]
+def cell_source(cell: dict) -> str | None:
+    """A code cell's source as one string (nbformat stores a string or a list of lines)."""
+    if cell.get("cell_type") != "code":
+        return None
+    src = cell.get("source", "")
+    if isinstance(src, list):
+        src = "".join(s for s in src if isinstance(s, str))
+    return src if isinstance(src, str) else None
 
 
 def load_notebook(path: str, raw: bytes) -> SourceFile:
@@ -107,21 +148,25 @@ def load_notebook(path: str, raw: bytes) -> SourceFile:
     cells = nb.get("cells") if isinstance(nb, dict) else None
     if not isinstance(cells, list):
         return SourceFile(path, "", cells=[], problem=Problem(1, 1, "the notebook has no 'cells' list"), raw=raw)
+    sources = [(i, cell_source(cell) if isinstance(cell, dict) else None) for i, cell in enumerate(cells)]
+    return from_cells(path, [(i, src) for i, src in sources if src is not None], raw=raw)
+
+
+def from_cells(path: str, cells: list[tuple[int, str]], raw: bytes = b"") -> SourceFile:
+    """A notebook from its code cells, in execution order: (index over all cells, source).
+
+    The text is the cells' Python (see :mod:`tflint_grad.cells`) one after the other, so
+    names bound in a cell are seen by the cells after it.
+    """
     chunks: list[str] = []
     spans: list[CellSpan] = []
     line = 1
-    for i, cell in enumerate(cells):
-        if not isinstance(cell, dict) or cell.get("cell_type") != "code":
-            continue
-        src = cell.get("source", "")
-        if isinstance(src, list):
-            src = "".join(s for s in src if isinstance(s, str))
-        if not isinstance(src, str):
-            continue
-        cell_lines = _strip_magics(src.split("\n"))
-        spans.append(CellSpan(i, line, len(cell_lines)))
-        chunks.append("\n".join(cell_lines))
-        line += len(cell_lines)
+    for i, src in cells:
+        code = to_python(src)
+        count = code.text.count("\n") + 1
+        spans.append(CellSpan(i, line, count, src, code))
+        chunks.append(code.text)
+        line += count
     return SourceFile(path, "\n".join(chunks) + ("\n" if chunks else ""), cells=spans, raw=raw)
 
 

@@ -92,13 +92,14 @@ def judge(finding: Finding, rule: type[Rule] | None, trace: TraceResult, src: An
         if not trace.ran and trace.reason:
             evidence += f" ({_map_reason(src, trace.reason)})"
         return Outcome(Verdict.INCONCLUSIVE, evidence)
+    evidence = _map_reason(src, outcome.evidence) or outcome.evidence  # notebooks: cell lines
     failed = [p for p in trace.probe_failures() if rule is None or not rule.OBSERVES or p in rule.OBSERVES]
     if outcome.verdict is Verdict.REFUTED and failed:
         return Outcome(
             Verdict.INCONCLUSIVE,
-            f"{outcome.evidence}; but probe(s) {', '.join(sorted(set(failed)))} failed, so the observation is incomplete",
+            f"{evidence}; but probe(s) {', '.join(sorted(set(failed)))} failed, so the observation is incomplete",
         )
-    return _with_stand_ins(outcome, trace)
+    return _with_stand_ins(Outcome(outcome.verdict, evidence), trace)
 
 
 def give_verdicts(findings: list[Finding], trace: TraceResult, src: Any = None) -> list[Finding]:
@@ -118,16 +119,16 @@ def give_verdicts(findings: list[Finding], trace: TraceResult, src: Any = None) 
 
 def discovered(result: Any, src: Any, trace: TraceResult, settings: Any, warnings: list[str]) -> list[Finding]:
     """Findings of trace-only rules (``rule.discover``), noqa-filtered, not already in ``result``."""
+    from tflint_grad import suppressions
     from tflint_grad.engine import make_finding
     from tflint_grad.registry import all_rules
-    from tflint_grad.suppressions import Suppressions
 
     rules = [r for r in all_rules() if r.trace_only]
     if not rules or not trace.events:
         return []
     enabled = settings.enabled_for(result.path) if settings is not None else None
     text = src.text if src is not None else ""
-    noqa = Suppressions.of(text)
+    noqa = suppressions.parse(text)  # the same noqa rules as the static findings
     existing = {
         (f.code, f.data.get("source_line", f.line) if isinstance(f.data, dict) else f.line) for f in result.findings
     }
@@ -223,10 +224,12 @@ def confirm(
         return warnings
     outcomes, run_warnings = runner.trace([job for _, _, job in selected], settings)
     warnings.extend(run_warnings)
-    for (result, src, _), (trace, warns) in zip(selected, outcomes):
+    for (result, src, job), (trace, warns) in zip(selected, outcomes):
         warnings.extend(warns)
         if traces is not None:
             traces[result.path] = trace
+        if job.notebook and trace.status == "error" and trace.reason:  # which cell stopped "Run all"
+            warnings.append(f"{result.path}: the notebook {_map_reason(src, trace.reason).removeprefix('script ')}")
         try:
             findings = give_verdicts(result.findings, trace, src)
             findings += discovered(result, src, trace, lint_settings, warnings)

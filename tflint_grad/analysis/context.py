@@ -510,7 +510,13 @@ class FileContext:
         return cur or node
 
     def contains(self, outer: cst.CSTNode, inner: cst.CSTNode) -> bool:
-        return inner is outer or any(a is outer for a in self.ancestors(inner))
+        if inner is outer:
+            return True
+        start = self.index.get(outer)
+        at = self.index.get(inner)
+        if start is None or at is None:  # a node outside the indexed tree: walk the parents
+            return any(a is outer for a in self.ancestors(inner))
+        return start < at < self.end[outer]
 
     def descendants(self, node: cst.CSTNode) -> list[cst.CSTNode]:
         """All nodes under ``node`` (inclusive), in document order."""

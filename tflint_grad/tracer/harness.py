@@ -1151,7 +1151,8 @@ class Harness:
         self.user_code_running = True
         self.tracer.start()
         try:
-            runpy.run_path(self.script, run_name="__main__")
+            init = {"get_ipython": NotebookShell.instance} if args.notebook else None
+            runpy.run_path(self.script, init_globals=init, run_name="__main__")
         except StopRun:
             status = "stopped"
         except TraceTimeout as e:
@@ -1295,6 +1296,35 @@ def _flush() -> None:
             pass
 
 
+class NotebookShell:
+    """``get_ipython()`` for a notebook run as one script: its cells became Python as IPython
+    makes them (``get_ipython().run_line_magic(...)``, ``.system(...)``); here magics are
+    no-ops and shell commands are not run (``files = !ls`` gets an empty list)."""
+
+    _shared: NotebookShell | None = None
+
+    @classmethod
+    def instance(cls) -> NotebookShell:
+        if cls._shared is None:
+            cls._shared = cls()
+        return cls._shared
+
+    def system(self, cmd: str) -> None:
+        return None
+
+    def getoutput(self, cmd: str) -> list[str]:
+        return []
+
+    def run_line_magic(self, name: str, line: str) -> None:
+        return None
+
+    def run_cell_magic(self, name: str, line: str, cell: str) -> None:
+        return None
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        return lambda *args, **kwargs: None
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="tflint_grad.tracer.harness")
     p.add_argument("--script", required=True)
@@ -1306,6 +1336,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tf1", action="store_true")
     p.add_argument("--alias-v1", action="store_true")
     p.add_argument("--legacy-keras", action="store_true")
+    p.add_argument("--notebook", action="store_true", help="the script is a notebook's cells: define get_ipython()")
     p.add_argument("--allow-read", action="append", default=[], metavar="PATH", help="a read root (repeatable)")
     p.add_argument("script_args", nargs=argparse.REMAINDER)
     ns = p.parse_args(argv)

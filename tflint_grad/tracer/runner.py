@@ -321,6 +321,8 @@ def _run_trace(job: TraceJob, options: TraceSettings, jobs: int) -> tuple[TraceR
             cmd.append("--alias-v1")
         if mode.legacy_keras:
             cmd.append("--legacy-keras")
+        if job.notebook:
+            cmd.append("--notebook")
         cmd += ["--", *map(str, options.args)]
         threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
         env = sandbox.child_env(work, legacy_keras=mode.legacy_keras, threads=threads, extra_pythonpath=_package_root())
