@@ -201,12 +201,13 @@ def confirm(
     *,
     lint_settings: Any = None,
     traces: dict[str, TraceResult] | None = None,
+    pool: Any = None,
 ) -> list[str]:
     """Trace the files of ``results`` and give each finding its verdict; returns warnings.
 
     Each result's ``findings`` list is replaced by a new list of new findings. ``lint_settings``
     (optional) filters trace-only rules per file; ``traces``, when a dict is given, receives the
-    TraceResult of every traced path.
+    TraceResult of every traced path; ``pool``: a warm tracer to use (``tracer.warm.WarmPool``).
     """
     from tflint_grad.tracer import runner
 
@@ -222,14 +223,15 @@ def confirm(
             selected.append((result, src, job))
     if not selected:
         return warnings
-    outcomes, run_warnings = runner.trace([job for _, _, job in selected], settings)
+    outcomes, run_warnings = runner.trace([job for _, _, job in selected], settings, pool=pool)
     warnings.extend(run_warnings)
     for (result, src, job), (trace, warns) in zip(selected, outcomes):
         warnings.extend(warns)
         if traces is not None:
             traces[result.path] = trace
         if job.notebook and trace.status == "error" and trace.reason:  # which cell stopped "Run all"
-            warnings.append(f"{result.path}: the notebook {_map_reason(src, trace.reason).removeprefix('script ')}")
+            reason = _map_reason(src, trace.reason) or trace.reason
+            warnings.append(f"{result.path}: the notebook {reason.removeprefix('script ')}")
         try:
             findings = give_verdicts(result.findings, trace, src)
             findings += discovered(result, src, trace, lint_settings, warnings)

@@ -215,9 +215,10 @@ EVENT_TYPES: dict[str, type] = {
 Event = dict[str, Any]
 
 
-def event(kind: str, line: int | None, step: int = 1, **fields: Any) -> Event:
-    """An event as the child records it (for synthetic traces: the rule examples)."""
-    return {"kind": kind, "line": line, "step": step, **fields}
+def event(kind: str, line: int | None, **fields: Any) -> Event:
+    """An event as the child records it (for synthetic traces: the rule examples); ``step``
+    defaults to 1."""
+    return {"kind": kind, "line": line, "step": fields.pop("step", 1), **fields}
 
 
 def problems(ev: Event) -> list[str]:

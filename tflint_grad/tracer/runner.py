@@ -3,7 +3,9 @@
 Parent side: this module never imports TensorFlow (``tests/test_tracer_sandbox.py`` checks).
 
 ``trace(jobs, settings)`` traces each script in its own child (``sandbox.run`` + ``harness``),
-``settings.jobs`` at a time, and returns one :class:`TraceResult` per script ("script stopped at
+``settings.jobs`` at a time (with ``settings.warm``, the default, each child is forked from one
+process that imported TensorFlow once, ``warm.WarmPool``; when the warm path cannot take a script,
+it runs cold, in a new Python), and returns one :class:`TraceResult` per script ("script stopped at
 line 12: FileNotFoundError: data.csv", "timed out after 120 s at line 60 (2 training steps done)",
 "memory limit of 4096 MB exceeded", "TensorFlow not installed"...). It gives no verdicts: that is
 :mod:`tflint_grad.verdicts`, which imports this module, never the reverse.
@@ -33,8 +35,9 @@ from typing import Any
 
 from tflint_grad.scripttext import clean, quote
 from tflint_grad.settings import TraceSettings
-from tflint_grad.tracer import sandbox
+from tflint_grad.tracer import sandbox, warm
 from tflint_grad.tracer.events import TraceResult
+from tflint_grad.tracer.protocol import signal_name
 
 CACHE_VERSION = 1
 MAX_RESULT_BYTES = 64 * 1024 * 1024
@@ -153,10 +156,10 @@ class TraceJob:
     notebook: bool = False
 
 
-def _siblings_fingerprint(origin_dir: str | None, skip: str) -> list:
+def _siblings_fingerprint(origin_dir: str | None, skip: str) -> list[list[str | int]]:
     if not origin_dir:
         return []
-    out = []
+    out: list[list[str | int]] = []
     try:
         with os.scandir(origin_dir) as it:
             for i, entry in enumerate(sorted(it, key=lambda e: e.name)):
@@ -270,17 +273,30 @@ def _package_root() -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(tflint_grad.__file__)))
 
 
-def run_trace(job: TraceJob, options: TraceSettings, *, jobs: int = 1) -> tuple[TraceResult, list[str]]:
-    """Trace one script in a fresh sandbox. Never raises."""
+def run_trace(
+    job: TraceJob, options: TraceSettings, *, jobs: int = 1, pool: warm.WarmPool | None = None
+) -> tuple[TraceResult, list[str]]:
+    """Trace one script in a fresh sandbox (forked from ``pool``'s zygote if it can). Never raises."""
     try:
-        return _run_trace(job, options, jobs)
+        return _run_trace(job, options, jobs, pool)
     except Exception as e:
         return TraceResult("crashed", reason=f"the tracer failed: {type(e).__name__}: {e}", step_limit=options.steps), [
             f"{job.path}: the tracer failed: {type(e).__name__}: {e}"
         ]
 
 
-def _run_trace(job: TraceJob, options: TraceSettings, jobs: int) -> tuple[TraceResult, list[str]]:
+def _launch(
+    pool: warm.WarmPool | None, cmd: list[str], *, cwd: str, env: dict[str, str], limits: sandbox.Limits
+) -> sandbox.Outcome:
+    outcome = pool.run(cmd, cwd=cwd, env=env, limits=limits) if pool is not None else None
+    if outcome is None:  # no warm path for this one: a cold child imports TensorFlow itself
+        outcome = sandbox.run(cmd, cwd=cwd, env=env, limits=limits)
+    return outcome
+
+
+def _run_trace(
+    job: TraceJob, options: TraceSettings, jobs: int, pool: warm.WarmPool | None = None
+) -> tuple[TraceResult, list[str]]:
     warnings: list[str] = []
     text = job.data.decode("utf-8", "replace")
     mode = sandbox.detect_tf_mode(text)
@@ -327,7 +343,7 @@ def _run_trace(job: TraceJob, options: TraceSettings, jobs: int) -> tuple[TraceR
         threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
         env = sandbox.child_env(work, legacy_keras=mode.legacy_keras, threads=threads, extra_pythonpath=_package_root())
         limits = sandbox.Limits(timeout=float(options.timeout), memory_mb=int(options.memory_mb))
-        outcome = sandbox.run(cmd, cwd=work, env=env, limits=limits)
+        outcome = _launch(pool, cmd, cwd=work, env=env, limits=limits)
         data, garbled = _load_result(out)
         prefix = sandbox.netns_prefix()
         if (
@@ -339,7 +355,7 @@ def _run_trace(job: TraceJob, options: TraceSettings, jobs: int) -> tuple[TraceR
         ):
             # the network namespace could not be created this time: run with the audit hooks only
             warnings.append(f"{job.path}: {sandbox.last_line(outcome.stderr)}; traced without a network namespace")
-            outcome = sandbox.run(cmd[len(prefix) :], cwd=work, env=env, limits=limits)
+            outcome = _launch(pool, cmd[len(prefix) :], cwd=work, env=env, limits=limits)
             data, garbled = _load_result(out)
         trace = _interpret(job, script, options, limits, outcome, data, garbled, warnings)
         return trace, warnings
@@ -377,8 +393,8 @@ def _interpret(
         ]
         trace = TraceResult.from_dict(data)
         if trace.status == "timeout":  # the harness wrote "timed out at line 12": where the script was
-            where = re.search(r"\bat line \d+", trace.reason or "")
-            trace.reason = timeout_reason + (f" {where.group(0)}" if where else "")
+            at_line = re.search(r"\bat line \d+", trace.reason or "")
+            trace.reason = timeout_reason + (f" {at_line.group(0)}" if at_line else "")
             if trace.steps:
                 trace.reason += f" ({trace.steps} training step{'s' if trace.steps != 1 else ''} done)"
         for w in data.get("warnings") or ():
@@ -407,7 +423,7 @@ def _interpret(
     rc = outcome.returncode
     if rc is not None and rc < 0:
         sig = -rc
-        name = sandbox.signal_name(sig)
+        name = signal_name(sig)
         if name == "SIGKILL":
             return failed("killed", "the traced process was killed (SIGKILL; out of memory?)")
         line = sandbox.crash_line(outcome.stderr, script)
@@ -451,11 +467,15 @@ def _unavailable_reason(info: dict[str, Any]) -> str:
     return "TensorFlow not installed"
 
 
-def trace(jobs: list[TraceJob], options: TraceSettings) -> tuple[list[tuple[TraceResult, list[str]]], list[str]]:
+def trace(
+    jobs: list[TraceJob], options: TraceSettings, *, pool: warm.WarmPool | None = None
+) -> tuple[list[tuple[TraceResult, list[str]]], list[str]]:
     """Trace every job (``options.jobs`` at a time, through the trace cache).
 
     Returns one (TraceResult, warnings) per job, in order, and the run's own warnings. Without
-    TensorFlow every job gets an ``unavailable`` result whose reason says so.
+    TensorFlow every job gets an ``unavailable`` result whose reason says so. ``pool``: a warm
+    tracer to use (the language server keeps one); by default, with ``options.warm``, one is
+    started on the first trace that is not cached and closed before returning.
     """
     if not jobs:
         return [], []
@@ -469,6 +489,16 @@ def trace(jobs: list[TraceJob], options: TraceSettings) -> tuple[list[tuple[Trac
     sandbox.netns_prefix()  # probe once, before the workers start
     workers = max(1, min(int(options.jobs or 1), len(jobs)))
     lock = threading.Lock()
+    warnings: list[str] = []
+    own_pool = None
+    if not options.warm:
+        pool = None
+    elif pool is None and warm.available() is None:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        pool = own_pool = warm.WarmPool(options.python or sys.executable, threads=threads)
+    errors_before = len(pool.errors) if pool is not None else 0
+    if pool is not None and any(sandbox.detect_tf_mode(j.data.decode("utf-8", "replace")).legacy_keras for j in jobs):
+        pool.expect(legacy=True)
 
     def work(job: TraceJob) -> tuple[TraceResult, list[str]]:
         key = cache_key(job, options, info) if options.cache else None
@@ -476,7 +506,7 @@ def trace(jobs: list[TraceJob], options: TraceSettings) -> tuple[list[tuple[Trac
             hit = _cache_load(options, key)
             if hit is not None:
                 return hit
-        result, warns = run_trace(job, options, jobs=workers)
+        result, warns = run_trace(job, options, jobs=workers, pool=pool)
         if key is not None and result.status in CACHEABLE:
             with lock:
                 _cache_store(options, key, result, warns)
@@ -484,15 +514,29 @@ def trace(jobs: list[TraceJob], options: TraceSettings) -> tuple[list[tuple[Trac
 
     try:
         if workers == 1:
-            return [work(job) for job in jobs], []
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tflint-grad-trace") as pool:
-            futures = [pool.submit(work, job) for job in jobs]
-            try:
-                return [f.result() for f in futures], []
-            except BaseException:
-                for f in futures:
-                    f.cancel()
-                raise
+            outcomes = [work(job) for job in jobs]
+        else:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tflint-grad-trace") as executor:
+                futures = [executor.submit(work, job) for job in jobs]
+                try:
+                    outcomes = [f.result() for f in futures]
+                except BaseException:
+                    for fut in futures:
+                        fut.cancel()
+                    raise
     except BaseException:  # Ctrl-C: the children live in their own sessions, end them now
         sandbox.kill_all()
         raise
+    finally:
+        if own_pool is not None:
+            own_pool.close()
+    if pool is not None and pool.unavailable and pool.served == 0 and warm.available() is None:
+        warnings.append(
+            f"--confirm: the warm tracer is unavailable ({pool.unavailable}); each script imported TensorFlow"
+        )
+    elif pool is not None and len(pool.errors) > errors_before:
+        failed = pool.errors[errors_before:]
+        warnings.append(
+            f"--confirm: the warm tracer failed {len(failed)} time(s) ({failed[-1]}); those scripts were traced cold"
+        )
+    return outcomes, warnings

@@ -617,7 +617,7 @@ class GradientProbes(ProbeContext):
         originals = []
         with self._quiet():
             try:
-                for e, tv, vals, kind in flagged:
+                for _e, tv, vals, kind in flagged:
                     originals.append((tv, vals))
                     tv.assign(self._redraw(kind, list(vals.shape), tv.dtype))
                 tvars = [self.tf_var(v) for _, v, _ in weights]

@@ -19,7 +19,7 @@ class InitializerProbes(ProbeContext):
 
     def _patch_initializer_module(self, mod: Any, base: type) -> None:
         P = self
-        for name, cls in list(vars(mod).items()):
+        for _name, cls in list(vars(mod).items()):
             if not (isinstance(cls, type) and issubclass(cls, base)):
                 continue
             if "__init__" in cls.__dict__:

@@ -48,7 +48,7 @@ class KerasProbes(ProbeContext):
         except Exception:
             return
         P = self
-        for name, cls in list(vars(mod).items()):
+        for _name, cls in list(vars(mod).items()):
             if isinstance(cls, type) and issubclass(cls, Initializer) and "__init__" in cls.__dict__:
 
                 def make_init(orig):

@@ -26,8 +26,8 @@ class SessionProbes(ProbeContext):
         from tensorflow.python.training import optimizer as tf1opt
 
         P = self
-        O = tf1opt.Optimizer
-        self._patch(O, "__init__", lambda orig: P._make_opt_init(orig))
+        opt_cls = tf1opt.Optimizer
+        self._patch(opt_cls, "__init__", lambda orig: P._make_opt_init(orig))
 
         def make_cg(orig):
             def compute_gradients(opt, loss, *args, **kwargs):
@@ -100,9 +100,9 @@ class SessionProbes(ProbeContext):
 
             return apply_gradients
 
-        self._patch(O, "compute_gradients", make_cg)
-        self._patch(O, "minimize", make_min)
-        self._patch(O, "apply_gradients", make_apply)
+        self._patch(opt_cls, "compute_gradients", make_cg)
+        self._patch(opt_cls, "minimize", make_min)
+        self._patch(opt_cls, "apply_gradients", make_apply)
 
     def _make_opt_init(self, orig):
         P = self
@@ -402,7 +402,7 @@ class SessionProbes(ProbeContext):
         self.layer_norms_done = True
         vals = self._raw_run(sess, [v for _, v, _ in weights])
         flagged = []
-        for (e, v, gr), a in zip(weights, vals):
+        for (e, v, _gr), a in zip(weights, vals):
             a = np.asarray(a)
             kind = self._flag_tiny(v, a)
             if kind is not None:
