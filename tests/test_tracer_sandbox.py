@@ -603,9 +603,15 @@ def test_hostile_scripts_in_one_confirm_run(tmp_path, monkeypatch, how):
         "signals" if signals else "no-signals",
     )
     options = TraceSettings(
-        steps=STEPS, timeout=TIMEOUT, memory_mb=MEMORY_MB, args=args, jobs=2, cache=False, confirm_all=True
+        steps=STEPS,
+        timeout=TIMEOUT,
+        memory_mb=MEMORY_MB,
+        args=args,
+        jobs=2,
+        cache=False,
+        confirm_all=True,
+        warm=how == "warm",
     )
-    options.warm = how == "warm"
     pool = warm.WarmPool(sys.executable, threads=1) if options.warm else None
     t0 = time.monotonic()
     try:
