@@ -42,9 +42,9 @@ def bind_arguments(fn: cst.FunctionDef | cst.Lambda, call: cst.Call, *, skip_sel
         values = [a.value for a in args]
         for p in [*params, *kwonly]:
             out.args[p.name.value] = values
-        for p in (fn.params.star_arg, fn.params.star_kwarg):
-            if isinstance(p, cst.Param):
-                out.args[p.name.value] = values
+        for star in (fn.params.star_arg, fn.params.star_kwarg):
+            if isinstance(star, cst.Param):
+                out.args[star.name.value] = values
         out.exact = False
         return out
     positional = [a for a in args if a.keyword is None]
