@@ -237,7 +237,11 @@ def confirm(
             findings += discovered(result, src, trace, lint_settings, warnings)
             result.findings = sorted(findings, key=Finding.sort_key)
             if getattr(result, "candidates", None):  # low-confidence findings kept aside: judged too
-                result.candidates = give_verdicts(result.candidates, trace, src)
+                judged = give_verdicts(result.candidates, trace, src)
+                # a candidate is reported only when the trace confirms it
+                promoted = [f for f in judged if f.verdict == Verdict.CONFIRMED]
+                result.candidates = [f for f in judged if f.verdict != Verdict.CONFIRMED]
+                result.findings = sorted([*result.findings, *promoted], key=Finding.sort_key)
         except Exception as e:
             warnings.append(f"{result.path}: could not apply the trace: {type(e).__name__}: {e}")
     return list(dict.fromkeys(warnings))
