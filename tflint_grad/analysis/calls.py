@@ -54,9 +54,9 @@ def bind_arguments(fn: cst.FunctionDef | cst.Lambda, call: cst.Call, *, skip_sel
         values = [a.value for a in args]
         for p in [*params, *kwonly]:
             out.args[p.name.value] = values
-        for rest in (fn.params.star_arg, fn.params.star_kwarg):
-            if isinstance(rest, cst.Param):
-                out.args[rest.name.value] = values
+        for star in (fn.params.star_arg, fn.params.star_kwarg):
+            if isinstance(star, cst.Param):
+                out.args[star.name.value] = values
         out.exact = False
         for p, a in zip(params, [a for a in args if a.keyword is None]):
             if a.star:
