@@ -613,11 +613,14 @@ class FileContext:
         while scope is not None:
             found = self.bindings.get((scope, name))
             if found and not (isinstance(scope, cst.ClassDef) and not first):
-                before = [b for b in found if b.index < pos or b.kind == "param"]
-                # bindings inside the statement that uses the name do not count (x = f(x))
-                before = [b for b in before if not self.contains(b.node, at) or b.kind in ("for", "with", "param")]
-                if before:
-                    return before[-1]
+                # the last binding before the use; bindings inside the statement that uses the
+                # name do not count (x = f(x)). Scanned from the end: files with many bindings
+                # of one name (a long script's `loss`, `grads`) would be quadratic otherwise.
+                for b in reversed(found):
+                    if (b.index < pos or b.kind == "param") and (
+                        b.kind in ("for", "with", "param") or not self.contains(b.node, at)
+                    ):
+                        return b
                 if not first or isinstance(scope, cst.Module):
                     return found[-1]
             if name in self.imports and isinstance(scope, cst.Module):
