@@ -10,6 +10,7 @@ import libcst as cst
 import pytest
 
 from tflint_grad import api
+from tflint_grad.analysis.context import _FastPositions, positions_by_statement
 from tflint_grad.engine import lint_file
 from tflint_grad.incremental import ParseCache
 from tflint_grad.sourcefile import SourceFile
@@ -46,6 +47,18 @@ def _edit(text: str, r: random.Random) -> str:
     return "\n".join(lines)
 
 
+def _assert_same_positions(mine: cst.Module, full: cst.Module, known) -> None:
+    """Every node of the incremental tree has the position of its twin in the full parse."""
+    assert known is not None
+    ours = positions_by_statement(mine, known)
+    theirs = _FastPositions().compute(full)
+    stack = [(mine, full)]
+    while stack:
+        a, b = stack.pop()
+        assert ours.get(a) == theirs.get(b), (type(a).__name__, ours.get(a), theirs.get(b))
+        stack.extend(zip(a.children, b.children))
+
+
 def _full(text: str):
     try:
         return cst.parse_module(text)
@@ -68,6 +81,7 @@ def test_incremental_parse_and_lint_equal_the_full_ones_under_edits(path: Path):
         if isinstance(full, cst.Module):
             assert isinstance(mine, cst.Module) and mine.deep_equals(full), f"edit {step}"
             assert mine.code == text
+            _assert_same_positions(mine, full, cache.statement_positions(name))
         else:
             assert mine is full
         if step % 2 == 0 or step == 5:  # linting costs more than parsing: every other step
@@ -88,6 +102,7 @@ def test_an_edit_reparses_only_the_changed_statements():
     module = cache.parse("a.py", edited)
     assert cache.reused == 50  # every statement but the edited one
     assert module.deep_equals(cst.parse_module(edited)) and module.code == edited
+    _assert_same_positions(module, cst.parse_module(edited), cache.statement_positions("a.py"))
 
 
 @pytest.mark.parametrize(

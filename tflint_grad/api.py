@@ -21,7 +21,7 @@ _PARSES = ParseCache()
 def lint_text(path: str, text: str, settings: Settings | None = None) -> tuple[list[Finding], list[InternalError]]:
     """Lint an editor buffer: its findings and the internal errors of the rules."""
     newline = "\r\n" if "\r\n" in text[:10000] else "\n"
-    result = lint_file(SourceFile(path, text, newline=newline), settings, parse=lambda t: _PARSES.parse(path, t))
+    result = lint_file(SourceFile(path, text, newline=newline), settings, parse=_PARSES.parser(path))
     return result.findings, result.errors
 
 

@@ -111,14 +111,16 @@ def _lint_file(src: SourceFile, settings: Settings | None, parse: Callable[[str]
     if not rules:
         _cheap_syntax_check(src, result)
         return result
-    module, parsed, problems = _parse(src, parse if not src.is_notebook else cst.parse_module)
+    if src.is_notebook:
+        parse = cst.parse_module  # cells may be left out and re-parsed: no incremental parse
+    module, parsed, problems = _parse(src, parse)
     result.findings.extend(_tfg000(src, p) for p in problems)  # always reported (see above)
     if module is None:
         return result
     text = parsed.text
     result.parsed = True
     try:
-        ctx = FileContext(module, text, src.path)
+        ctx = FileContext(module, text, src.path, getattr(parse, "statement_positions", None))
     except RecursionError:
         result.findings.append(_tfg000(src, Problem(1, 1, "cannot analyze: the file is too deeply nested")))
         return result

@@ -24,6 +24,8 @@ from itertools import pairwise
 
 import libcst as cst
 
+from tflint_grad.analysis.context import StatementPositions
+
 _COOKIE = re.compile(r"^[ \t\f]*#.*coding[:=]", re.MULTILINE)
 _MAX_PATHS = 8
 
@@ -43,6 +45,8 @@ class ParseCache:
 
     def __init__(self) -> None:
         self._paths: OrderedDict[str, dict[str, list[_Chunk]]] = OrderedDict()
+        # per path: the positions of the last module's top-level statements (FileContext fills it)
+        self._positions: dict[str, dict[cst.CSTNode, StatementPositions]] = {}
         self.reused = 0  # chunks taken from the cache by the last parse (for tests and the bench)
 
     def parse(self, path: str, text: str) -> cst.Module:
@@ -52,10 +56,21 @@ class ParseCache:
         module, chunks = self._incremental(text, old)
         self._paths[path] = chunks
         while len(self._paths) > _MAX_PATHS:
-            self._paths.popitem(last=False)
+            gone, _ = self._paths.popitem(last=False)
+            self._positions.pop(gone, None)
         if module is None:
+            self._positions[path] = {}
             return cst.parse_module(text)
+        known = self._positions.get(path, {})
+        self._positions[path] = {s: known[s] for s in module.body if s in known}
         return module
+
+    def statement_positions(self, path: str) -> dict[cst.CSTNode, StatementPositions] | None:
+        """The statement positions of the last parse of ``path`` (to hand to FileContext)."""
+        return self._positions.get(path)
+
+    def parser(self, path: str) -> PathParser:
+        return PathParser(self, path)
 
     def _incremental(
         self, text: str, old: dict[str, list[_Chunk]]
@@ -165,3 +180,19 @@ def _has_block(node: cst.CSTNode) -> bool:
     if isinstance(node, (cst.BaseExpression, cst.SimpleStatementLine, cst.SimpleStatementSuite)):
         return False
     return any(_has_block(c) for c in node.children)
+
+
+class PathParser:
+    """``cst.parse_module`` for one path through a :class:`ParseCache` (``engine.lint_file``'s
+    ``parse``), with the positions of the statements it re-used."""
+
+    def __init__(self, cache: ParseCache, path: str) -> None:
+        self.cache = cache
+        self.path = path
+
+    def __call__(self, text: str) -> cst.Module:
+        return self.cache.parse(self.path, text)
+
+    @property
+    def statement_positions(self) -> dict[cst.CSTNode, StatementPositions] | None:
+        return self.cache.statement_positions(self.path)
