@@ -1032,7 +1032,7 @@ def generate(folder: str, count: int = 300, seed: int = 20240611) -> list[str]:
         kind, code = Gen(rng, i).script()
         sub = os.path.join(folder, f"project_{i // 25:02d}")
         os.makedirs(sub, exist_ok=True)
-        name = "utils_%03d.py" % i if kind == "plain_helper" else f"train_{kind}_{i:03d}.py"
+        name = f"utils_{i:03d}.py" if kind == "plain_helper" else f"train_{kind}_{i:03d}.py"
         path = os.path.join(sub, name)
         with open(path, "w", encoding="utf-8") as fh:
             fh.write(code)

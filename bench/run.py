@@ -27,6 +27,8 @@ the tree, all from ``wait4``):
    tensorflow"``, and the speed-up of ``-j 2`` over ``-j 1`` on ``examples/seeds/*.py``.
 5. The zero-internal-error check: tflint-grad over ALL ``.py`` files of the installed
    tensorflow, keras and tf_keras packages (files, findings, TFG000s, internal errors).
+6. The warm tracer against cold traces (``bench/warm.py``: ``--confirm`` on the examples with
+   findings, the marginal cost of a script, the hostile suite, confirm on save in the editor).
 
 It writes ``bench/RESULTS.md`` (machine, versions, tables, targets met/missed) and prints
 it. The tools run with the bytecode cache on (``PYTHONDONTWRITEBYTECODE`` removed,
@@ -112,8 +114,9 @@ def measure(
     cmd: list[str], cwd: str, env: dict[str, str], ok_codes=(0, 1), timeout: float = 3600, output: str | None = None
 ) -> Sample:
     """Run ``cmd``; wall time, CPU (user+sys incl. reaped children) and max RSS via wait4."""
-    err = tempfile.TemporaryFile()
-    out = open(output, "wb") if output else subprocess.DEVNULL
+    # closed explicitly after wait4 (a with-block would wrap the whole measurement)
+    err = tempfile.TemporaryFile()  # noqa: SIM115
+    out = open(output, "wb") if output else subprocess.DEVNULL  # noqa: SIM115
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True
@@ -670,7 +673,7 @@ def main(argv: list[str] | None = None) -> int:
         "--skip",
         action="append",
         default=[],
-        choices=["pylint", "fixit", "static", "single", "cache", "confirm", "zero-errors"],
+        choices=["pylint", "fixit", "static", "single", "cache", "confirm", "zero-errors", "warm"],
         help="leave a part out",
     )
     ap.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"))
@@ -757,6 +760,11 @@ def main(argv: list[str] | None = None) -> int:
     if "zero-errors" not in args.skip:
         progress(f"zero-internal-error check over all {len(all_files)} files")
         sections["zero"], summary["zero"] = zero_errors(tools, base, all_files, env)
+    if "warm" not in args.skip:
+        progress("warm tracer against cold traces (bench/warm.py)")
+        import warm as warm_bench  # bench/warm.py
+
+        sections["warm"] = warm_bench.measure_all(confirm_reps + 1, hostile=not args.quick)
 
     elapsed = time.perf_counter() - started
     report = render(
@@ -918,6 +926,8 @@ def render(
         ]
     if "zero" in sections:
         parts += ["", "## Zero-internal-error check over ALL installed TF/Keras sources", "", sections["zero"], ""]
+    if "warm" in sections:
+        parts += ["", sections["warm"], ""]
     if notes:
         parts += ["", "## Notes", ""] + [f"- {n}" for n in notes]
     parts.append("")

@@ -434,7 +434,7 @@ class GradientVarListMismatch(Rule):
         if isinstance(expr, cst.BinaryOperation) and isinstance(expr.operator, cst.Add):
             left = self._describe(expr.left, at, depth + 1)
             right = self._describe(expr.right, at, depth + 1)
-            parts = []
+            parts: list[Descriptor] = []
             for p in (left, right):
                 parts.extend(p[1] if p[0] == "concat" else [p])
             return ("concat", tuple(parts))

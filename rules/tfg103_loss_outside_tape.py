@@ -14,9 +14,9 @@ _ACCESSORS = frozenset({"get", "pop", "setdefault", "__getitem__"})
 def _computes(expr: cst.BaseExpression) -> bool:
     if not isinstance(expr, _COMPUTATION):
         return False
-    if isinstance(expr, cst.Call) and isinstance(expr.func, cst.Attribute) and expr.func.attr.value in _ACCESSORS:
-        return False
-    return True
+    return not (
+        isinstance(expr, cst.Call) and isinstance(expr.func, cst.Attribute) and expr.func.attr.value in _ACCESSORS
+    )
 
 
 class LossOutsideTape(Rule):
@@ -278,7 +278,7 @@ class LossOutsideTape(Rule):
         value = b.value
         if isinstance(value, (cst.Name, cst.Attribute)):
             return self._outside_computation(value, stmt, scope, blocks, depth + 1)
-        if _computes(value):
+        if value is not None and _computes(value):
             return b, value
         return None
 

@@ -357,8 +357,8 @@ class ClipNoneGradient(Rule):
                 return a, a.target, a.iter, tests
             elif isinstance(a, cst.Lambda):
                 params = [p.name.value for p in a.params.params]
-                outer = ctx.parent(ctx.parent(a))
                 arg = ctx.parent(a)
+                outer = ctx.parent(arg) if arg is not None else None
                 if (
                     name in params
                     and isinstance(arg, cst.Arg)

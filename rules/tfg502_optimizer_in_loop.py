@@ -394,10 +394,10 @@ class OptimizerInLoop(Rule):
     def _runs_graph(self, loop: cst.CSTNode) -> bool:
         """Whether the loop body runs the graph (``sess.run``, ``op.run()``, ``t.eval()``)."""
         run = tfapi.names("optimizers", "graph_run_methods")
-        for c in self.ctx.calls_in(loop.body):  # type: ignore[attr-defined]
-            if isinstance(c.func, cst.Attribute) and c.func.attr.value in run:
-                return True
-        return False
+        return any(
+            isinstance(c.func, cst.Attribute) and c.func.attr.value in run
+            for c in self.ctx.calls_in(loop.body)  # type: ignore[attr-defined]
+        )
 
     def _trains_in(self, loop: cst.CSTNode, node: cst.CSTNode) -> cst.Call | None:
         """A training call that runs in the same iteration of ``loop`` as ``node``."""

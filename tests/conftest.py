@@ -22,3 +22,17 @@ requires_tf = pytest.mark.skipif(
     not have_tensorflow() and not os.environ.get("CI"),
     reason="needs the trace extra: pip install 'tflint-grad[trace]'",
 )
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-snapshots",
+        action="store_true",
+        default=False,
+        help="rewrite tests/snapshots/ from the current output (then review the diff)",
+    )
+
+
+@pytest.fixture
+def update_snapshots(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("--update-snapshots"))

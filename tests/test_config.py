@@ -77,7 +77,7 @@ def test_underscore_section_is_rejected(tmp_path):
 
 def test_explicit_config_without_section(tmp_path):
     p = write(tmp_path, "pyproject.toml", '[project]\nname = "x"\n')
-    with pytest.raises(ConfigError, match="has no \\[tool.tflint-grad\\] section"):
+    with pytest.raises(ConfigError, match=r"has no \[tool\.tflint-grad\] section"):
         load(p)
 
 

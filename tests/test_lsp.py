@@ -247,7 +247,7 @@ async def test_code_action_with_stale_diagnostic_uses_current_text(client: Langu
     edited = SRC.replace("grads = tape", "gradients_now = tape")  # same line, the column moves right
     _change(client, uri, 2, edited)  # code action before the debounced re-lint: `diag` is stale
     actions = await _actions(client, uri, diag)
-    fix = [a for a in actions if a.is_preferred][0]
+    fix = next(a for a in actions if a.is_preferred)
     assert _apply(edited, _edits(fix, uri)) == edited.replace("model.variables", "model.trainable_variables")
 
 
@@ -262,7 +262,7 @@ async def test_noqa_action_appends_and_merges(client: LanguageClient, tmp_path: 
     params = await _next_diagnostics(client, uri, lambda: _change(client, uri, 2, after))
     assert list(params.diagnostics) == []
 
-    # an existing `# noqa: E501` list gets the code merged in
+    # an existing noqa list (E501) gets the code merged in
     existing = SRC.replace("model.variables)\n", "model.variables)  # noqa: E501\n")
     params = await _next_diagnostics(client, uri, lambda: _change(client, uri, 3, existing))
     diag = params.diagnostics[0]
@@ -297,7 +297,7 @@ async def test_utf16_ranges(client: LanguageClient, tmp_path: Path):
     assert diag.range.start.line == FLAGGED_LINE
     assert diag.range.start.character == len(prefix) + 1  # code points + 1 for the astral char
     assert diag.range.end.character == len(prefix) + 1 + len("model.variables")
-    fix = [a for a in await _actions(client, uri, diag) if a.is_preferred][0]
+    fix = next(a for a in await _actions(client, uri, diag) if a.is_preferred)
     after = _apply(text, _edits(fix, uri))
     assert after.splitlines()[FLAGGED_LINE] == prefix + "model.trainable_variables)"
 
@@ -390,6 +390,8 @@ async def test_confirm_on_save_republishes_with_verdicts(client: LanguageClient,
     first = await _open(client, uri, script)
     assert {d.code for d in first.diagnostics} == {"TFG101", "TFG201"}
     assert all("[confirmed" not in d.message for d in first.diagnostics)
+    # turning confirm on starts the warm tracer (TensorFlow imported once, in a child process)
+    await _wait_for_log(client, "warm tracer ready", 240)
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 240
@@ -414,7 +416,8 @@ async def test_confirm_on_save_republishes_with_verdicts(client: LanguageClient,
     assert d.severity == types.DiagnosticSeverity.Error
     assert d.data["verdict"] == "confirmed"
     assert "[confirmed: " in by_code["TFG201"].message
-    await _wait_for_log(client, "--confirm done", 5)
+    done = await _wait_for_log(client, "--confirm done", 5)
+    assert "(warm tracer)" in done, done
 
     status = await client.workspace_execute_command_async(
         types.ExecuteCommandParams(command="tflint-grad.debugModules", arguments=[])
@@ -469,7 +472,7 @@ async def test_utf8_client_and_versioned_edits(utf8_client: LanguageClient, tmp_
     text = SRC.replace("grads = tape.gradient(loss, ", prefix)
     diag = (await _open(utf8_client, uri, text)).diagnostics[0]
     assert diag.range.start.character == len(prefix.encode("utf-8"))  # the negotiated encoding: bytes
-    fix = [a for a in await _actions(utf8_client, uri, diag) if a.is_preferred][0]
+    fix = next(a for a in await _actions(utf8_client, uri, diag) if a.is_preferred)
     assert fix.edit is not None and fix.edit.changes is None
     (change,) = fix.edit.document_changes
     assert (change.text_document.uri, change.text_document.version) == (uri, 1)

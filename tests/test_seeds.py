@@ -30,21 +30,11 @@ def _lint(path: Path):
 def test_seed_is_flagged_at_the_expected_lines(name):
     findings = _lint(SEEDS / name)
     got = sorted((f.line, f.code) for f in findings)
+    # The messages themselves are pinned by tests/snapshots/seeds.txt (tests/test_messages.py).
     assert got == sorted((line, code) for code, line in EXPECTED[name]), [(f.line, f.code, f.message) for f in findings]
-    for f in findings:
-        assert f.message and len(f.message) > 30  # a clear message, not just a code
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_fixed_seed_is_clean(name):
     findings = _lint(SEEDS / "fixed" / name)
     assert findings == [], [(f.line, f.code, f.message) for f in findings]
-
-
-def test_seed_findings_suggest_a_fix():
-    """Every seed finding tells the user what to do instead."""
-    for name in EXPECTED:
-        for f in _lint(SEEDS / name):
-            assert f.fix is not None or any(
-                w in f.message for w in ("use ", "Use ", "instead", "pass ", "wrap", "fetch", "run ")
-            )

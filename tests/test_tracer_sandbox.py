@@ -553,7 +553,10 @@ def _check_published_formats(findings: list, check, reads_confined: bool) -> Non
 @pytest.mark.tf
 @pytest.mark.slow
 @requires_tf
-def test_hostile_scripts_in_one_confirm_run(tmp_path, monkeypatch):
+@pytest.mark.parametrize("how", ["warm", "cold"])  # forked from one TensorFlow import, or one import each
+def test_hostile_scripts_in_one_confirm_run(tmp_path, monkeypatch, how):
+    from tflint_grad.tracer import warm
+
     # Sentinels: a project around copies of the fixtures (their folder and its parent are the
     # project tree a script may attack; its .git holds a token), a $HOME, a folder outside, a
     # sibling process; the real fixtures too.
@@ -600,10 +603,14 @@ def test_hostile_scripts_in_one_confirm_run(tmp_path, monkeypatch):
     options = runner.TraceOptions(
         steps=STEPS, timeout=TIMEOUT, memory_mb=MEMORY_MB, args=args, jobs=2, cache=False, confirm_all=True
     )
+    options.warm = how == "warm"
+    pool = warm.WarmPool(sys.executable, threads=1) if options.warm else None
     t0 = time.monotonic()
     try:
-        warnings = runner.confirm([results[name] for name in batch], options, traces=traces)
+        warnings = runner.confirm([results[name] for name in batch], options, traces=traces, pool=pool)
     finally:
+        if pool is not None:
+            pool.close()  # the worker, its folder (under the trace folders) go; none of them may survive
         sibling_alive = sibling.poll() is None
         sibling.kill()
         sibling.wait()
@@ -655,6 +662,8 @@ def test_hostile_scripts_in_one_confirm_run(tmp_path, monkeypatch):
 
     # the run completed and every file got its trace and verdicts
     check(set(traces) == set(results), f"traced: {sorted(traces)}")
+    if pool is not None:
+        check(pool.served == len(batch), f"{pool.served} of {len(batch)} traced warm ({pool.unavailable})")
     for name, result in results.items():
         for f in result.findings:
             check(f.verdict != "unconfirmed", f"{name}: line {f.line} has no verdict")
@@ -848,7 +857,7 @@ def test_hostile_scripts_in_one_confirm_run(tmp_path, monkeypatch):
     for name, t in traces.items():
         check(t.duration < sandbox.STARTUP_TIMEOUT + TIMEOUT + sandbox.GRACE, f"{name} took {t.duration:.0f} s")
     check(all("Traceback" not in w and "tracer failed" not in w for w in warnings), f"warnings: {warnings}")
-    print(f"\n{len(results)} hostile scripts traced in {elapsed:.0f} s (jobs=2)")
+    print(f"\n{len(results)} hostile scripts traced {how} in {elapsed:.0f} s (jobs=2)")
 
     assert not problems, "\n".join(problems) + f"\n\ntraces: {summary}"
 

@@ -253,7 +253,7 @@ def _make_manager(mod: ModuleType) -> Any:
 def _keep_lines(cls: type) -> type:
     """The token transformer, followed by blank lines for the lines it joined."""
 
-    class KeepLines(cls):  # type: ignore[misc, valid-type]
+    class KeepLines(cls):
         def transform(self, lines: list[str]) -> list[str]:
             new = super().transform(lines)
             missing = len(lines) - len(new)

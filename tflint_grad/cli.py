@@ -1183,10 +1183,8 @@ def _summary(args, outcomes: list[Outcome], findings, files_checked: int, fixed_
 
 
 def _open_cache(config: Config, settings, cache_dir: str | None = None):
-    try:
-        from tflint_grad import cache
-    except ImportError:
-        return None
+    from tflint_grad import cache
+
     try:
         return cache.Cache.open(config, settings, cache_dir)
     except Exception:
@@ -1306,7 +1304,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     options = {
         code: {**dict(r.options), **settings.rule_options.get(code, {})} for code, r in rules.items() if r.options
     }
-    data = {
+    data: dict[str, Any] = {
         "config_file": str(config.path) if config.path else None,
         "root": str(config.root),
         "select": config.selection.select,
@@ -1374,12 +1372,8 @@ def cmd_server(args: argparse.Namespace) -> int:
         from tflint_grad.lsp import main as lsp_main
     except ImportError as e:
         raise UsageError(f"the language server cannot start: {e}; {SERVER_NEEDS_PYGLS}") from None
-    try:
-        params = inspect.signature(lsp_main).parameters
-    except (TypeError, ValueError):
-        params = {}
-    rc = lsp_main(args.args) if params else lsp_main()
-    return int(rc or 0)
+    lsp_main()
+    return 0
 
 
 def run() -> None:

@@ -39,7 +39,7 @@ import difflib
 import os
 import shlex
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -194,12 +194,9 @@ class RootedSpec:
         return f"RootedSpec({self.patterns!r}, root={self.root!r})"
 
 
-def check_spec(spec: pathspec.PathSpec, rel: str) -> tuple[bool, int | None]:
+def check_spec(spec: pathspec.GitIgnoreSpec, rel: str) -> tuple[bool, int | None]:
     """(matches, deciding pattern index); negated patterns count (gitignore rules)."""
-    check = getattr(spec, "check_file", None)
-    if check is None:  # pathspec < 0.12
-        return bool(spec.match_file(rel)), None
-    res = check(rel)
+    res = spec.check_file(rel)
     return bool(res.include), res.index
 
 
@@ -285,7 +282,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read {_display(path)}: {e.strerror or e}") from None
 
 
-def find_config(start: Path | str) -> Path | None:
+def find_config(start: str | os.PathLike[str]) -> Path | None:
     """The closest config file at or above ``start`` (a folder or a file)."""
     here = Path(os.path.abspath(start))
     if not here.is_dir():
@@ -312,7 +309,9 @@ def find_config(start: Path | str) -> Path | None:
     return None
 
 
-def load(path: Path | str | None = None, *, start: Path | str | None = None, isolated: bool = False) -> Config:
+def load(
+    path: str | os.PathLike[str] | None = None, *, start: str | os.PathLike[str] | None = None, isolated: bool = False
+) -> Config:
     """Load ``path`` (``--config``), else the closest config above ``start`` (default: cwd)."""
     if isolated:
         return Config(root=Path.cwd())
@@ -497,7 +496,9 @@ def _check_option(value: Any, default: Any, where: str) -> Any:
     return value
 
 
-def _parse_trace(value: Any, prefix: str, fname: str, key_error) -> TraceConfig:
+def _parse_trace(
+    value: Any, prefix: str, fname: str, key_error: Callable[[str, Iterable[str], str], ConfigError]
+) -> TraceConfig:
     if not isinstance(value, dict):
         raise ConfigError(f"'{prefix}trace' in {fname} must be a table")
     tc = TraceConfig()

@@ -78,12 +78,7 @@ class _Ignores:
             if rel.startswith(os.pardir):
                 continue
             rel = rel.replace(os.sep, "/") + ("/" if is_dir else "")
-            check = getattr(spec, "check_file", None)
-            if check is None:  # pathspec < 0.12: no negation across files
-                if spec.match_file(rel):
-                    return True
-                continue
-            res = check(rel)
+            res = spec.check_file(rel)
             if res.include is not None:
                 return bool(res.include)
         return False

@@ -22,7 +22,7 @@ from tflint_grad import suppressions
 from tflint_grad.analysis import FileContext
 from tflint_grad.finding import Edit, Finding, Fix
 from tflint_grad.registry import all_rules, by_code
-from tflint_grad.rule import Rule
+from tflint_grad.rule import Report, Rule
 from tflint_grad.settings import Settings
 from tflint_grad.sourcefile import CellSpan, Problem, SourceFile, diagnose, load
 
@@ -151,7 +151,7 @@ def _lint_file(src: SourceFile, settings: Settings | None, parse: Callable[[str]
 
 
 def _run_rules(ctx: FileContext, rules: list[Rule], result: Result) -> None:
-    table: dict[type, list[tuple[Rule, object]]] = {}
+    table: dict[type[cst.CSTNode], list[tuple[Rule, Callable[[cst.CSTNode], object]]]] = {}
     for rule in rules:
         for node_type, attr in type(rule).visitors().items():
             table.setdefault(node_type, []).append((rule, getattr(rule, attr)))
@@ -164,7 +164,7 @@ def _run_rules(ctx: FileContext, rules: list[Rule], result: Result) -> None:
             if rule.code in broken:
                 continue
             try:
-                handler(node)  # type: ignore[operator]
+                handler(node)
             except RecursionError:
                 broken.add(rule.code)
                 result.errors.append(InternalError(ctx.path, rule.code, "RecursionError (expression too deep)", ""))
@@ -182,7 +182,7 @@ def _run_rules(ctx: FileContext, rules: list[Rule], result: Result) -> None:
             result.errors.append(InternalError(ctx.path, rule.code, f"{type(e).__name__}: {e}", traceback.format_exc()))
 
 
-def _to_finding(src: SourceFile, ctx: FileContext, rule: Rule, rep) -> Finding:
+def _to_finding(src: SourceFile, ctx: FileContext, rule: Rule, rep: Report) -> Finding:
     line, col, end_line, end_col = ctx.range(rep.node)
     message, fix = rep.message, rep.fix
     cell, cell_line, col = src.cell_position(line, col)
@@ -221,7 +221,7 @@ def cell_references(src: SourceFile, text: str, line: int | None = None) -> str:
         return text
     here = src.locate(line)[0] if line is not None else None
 
-    def repl(m: re.Match) -> str:
+    def repl(m: re.Match[str]) -> str:
         cell, cell_line = src.locate(int(m.group(1)))
         if cell is None:
             return m.group(0)

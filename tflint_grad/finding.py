@@ -87,7 +87,7 @@ class Finding:
     def url(self) -> str:
         return DOCS_URL.format(code=self.code)
 
-    def sort_key(self) -> tuple:
+    def sort_key(self) -> tuple[str, int, int, int, str]:
         return (self.path, self.cell if self.cell is not None else -1, self.line, self.column, self.code)
 
     def to_dict(self) -> dict[str, Any]:

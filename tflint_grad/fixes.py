@@ -217,7 +217,7 @@ def fix_notebook(
 
 def notebook_diff(fixed: NotebookFixResult, path: str) -> str:
     """A unified diff per edited cell, headed ``a/path:cell N`` (N as Jupyter numbers cells)."""
-    out = []
+    out: list[str] = []
     for cell in sorted(fixed.before):
         before, after = fixed.before[cell], fixed.after[cell]
         a = before.splitlines(keepends=True)

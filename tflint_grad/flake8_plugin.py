@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from tflint_grad import __version__
+from tflint_grad.config import ConfigError
 from tflint_grad.engine import is_tf_source, lint_file
 from tflint_grad.settings import Settings
 from tflint_grad.sourcefile import SourceFile
@@ -40,14 +41,9 @@ def settings_for(filename: str) -> Settings:
         return cached
     rule_options: dict[str, dict[str, Any]] = {}
     try:
-        from tflint_grad.config import ConfigError
-
-        try:
-            rule_options = _resolver().for_folder(folder).rule_options
-        except ConfigError as e:
-            LOG.warning("tflint-grad: invalid configuration (%s); using the default rule options", e)
-    except ImportError:  # pragma: no cover - older layouts without config.py
-        pass
+        rule_options = _resolver().for_folder(folder).rule_options
+    except ConfigError as e:
+        LOG.warning("tflint-grad: invalid configuration (%s); using the default rule options", e)
     settings = Settings(Settings.default().enabled, {k: dict(v) for k, v in rule_options.items()})
     _SETTINGS[folder] = settings
     return settings

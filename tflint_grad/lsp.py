@@ -27,7 +27,10 @@ What it does:
 * with the setting ``{"confirm": true}`` (``initializationOptions`` or
   ``workspace/didChangeConfiguration``), every save also runs ``--confirm`` in the
   background (the tracer runs TensorFlow in a child process) and republishes the
-  diagnostics with ``verdict: evidence`` appended to their messages.
+  diagnostics with ``verdict: evidence`` appended to their messages. While ``confirm`` is
+  on, the server keeps one warm tracer (``tflint_grad.tracer.warm``: a child process that
+  imported TensorFlow once, started as soon as ``confirm`` is turned on), so a save costs
+  the script's own run, not a TensorFlow import.
 
 Rule selection, per-file-ignores, per-rule options and ``exclude`` come from the
 closest ``[tool.tflint-grad]`` config above each file, as for ``tflint-grad check``
@@ -44,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import functools
 import logging
 import os
 import re
@@ -321,11 +325,50 @@ class TflintServer(LanguageServer):
         self._confirming: set[str] = set()
         self._confirm_again: set[str] = set()
         self._confirm_tasks: set[asyncio.Task] = set()
+        self.warm: Any = None  # tflint_grad.tracer.warm.WarmPool while confirm is on
 
     # -- settings ----------------------------------------------------------------
     def apply_options(self, raw: Any) -> None:
         self.options.update(raw)
         self.invalidate_config()
+        self.sync_warm()
+
+    # -- the warm tracer ---------------------------------------------------------
+    def sync_warm(self) -> None:
+        """One warm tracer while ``confirm`` is on (TensorFlow imported before the first save)."""
+        if self.options.confirm and self.warm is None:
+            try:
+                from tflint_grad.tracer import warm
+            except Exception:
+                return
+            if warm.available() is not None:
+                return
+            self.warm = warm.WarmPool(sys.executable, threads=os.cpu_count() or 1)
+            task = asyncio.ensure_future(self._start_warm(self.warm))
+            self._confirm_tasks.add(task)
+            task.add_done_callback(self._confirm_tasks.discard)
+        elif not self.options.confirm and self.warm is not None:
+            self.close_warm()
+
+    async def _start_warm(self, pool: Any) -> None:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        if await asyncio.to_thread(pool.start):
+            self.log(
+                types.MessageType.Info,
+                f"tflint-grad: --confirm: warm tracer ready (TensorFlow imported once, in {loop.time() - t0:.1f} s)",
+            )
+        elif pool is self.warm and pool.unavailable:
+            self.log(
+                types.MessageType.Warning,
+                f"tflint-grad: --confirm: the warm tracer is unavailable ({pool.unavailable}); "
+                "each save imports TensorFlow",
+            )
+
+    def close_warm(self) -> None:
+        pool, self.warm = self.warm, None
+        if pool is not None:
+            asyncio.get_running_loop().run_in_executor(None, pool.close)
 
     def invalidate_config(self) -> None:
         self._resolver = None
@@ -384,7 +427,7 @@ class TflintServer(LanguageServer):
             except ConfigError:
                 settings, kept = Settings.default(), "the defaults"
             self._report_config_error(f"tflint-grad: invalid setting: {e}; using {kept}")
-        excluded = bool(path) and cfg.exclude_spec().match_path_or_parents(path)  # type: ignore[arg-type]
+        excluded = bool(path) and cfg.exclude_spec().match_path_or_parents(path)
         return settings, excluded
 
     def trace_config_for(self, path: str | None) -> Any:
@@ -486,7 +529,7 @@ class TflintServer(LanguageServer):
                 )
             )
             self._running[uri] = future
-            future.add_done_callback(lambda f, uri=uri: self._lint_done(uri, f))
+            future.add_done_callback(functools.partial(self._lint_done, uri))
             linted = await asyncio.shield(future)
             if self.fresh(uri) is linted:
                 return linted
@@ -631,8 +674,11 @@ class TflintServer(LanguageServer):
             settings, _ = self.config_for(doc.path)
             trace = self.trace_config_for(doc.path)
             self.log(types.MessageType.Info, f"tflint-grad: --confirm: tracing {doc.path} in the background")
+            t0 = asyncio.get_running_loop().time()
+            pool = self.warm
+            served = pool.served if pool is not None else 0
             try:
-                findings, warnings = await asyncio.to_thread(run_confirm, doc.path, linted.text, settings, trace)
+                findings, warnings = await asyncio.to_thread(run_confirm, doc.path, linted.text, settings, trace, pool)
             except Exception as e:
                 self.log(
                     types.MessageType.Warning, f"tflint-grad: --confirm failed on {doc.path}: {type(e).__name__}: {e}"
@@ -646,7 +692,12 @@ class TflintServer(LanguageServer):
             self.cache.pop(uri, None)  # re-render with the verdicts
             self.publish(uri)
             verdicts = ", ".join(f"{f.code}:{f.line} {f.verdict}" for f in findings)
-            self.log(types.MessageType.Info, f"tflint-grad: --confirm done for {doc.path}: {verdicts}")
+            took = asyncio.get_running_loop().time() - t0
+            how = "warm tracer" if pool is not None and pool.served > served else "cold tracer or cached"
+            self.log(
+                types.MessageType.Info,
+                f"tflint-grad: --confirm done for {doc.path} in {took:.1f} s ({how}): {verdicts}",
+            )
         finally:
             self._confirming.discard(uri)
             if uri in self._confirm_again:
@@ -808,11 +859,14 @@ def _overlaps(a: types.Range, b: types.Range) -> bool:
     return not (key(a.end) < key(b.start) or key(b.end) < key(a.start))
 
 
-def run_confirm(path: str, text: str, settings: Settings, trace: Any) -> tuple[list[Finding], list[str]]:
+def run_confirm(
+    path: str, text: str, settings: Settings, trace: Any, pool: Any = None
+) -> tuple[list[Finding], list[str]]:
     """Lint ``text`` and run ``--confirm`` on it (blocking: call it in a thread).
 
-    The tracer runs the script in a child process; this process never imports
-    TensorFlow. Returns the findings with verdicts and the tracer's warnings.
+    The tracer runs the script in a child process (forked from ``pool``, the server's warm
+    tracer, when there is one); this process never imports TensorFlow. Returns the findings
+    with verdicts and the tracer's warnings.
     """
     from tflint_grad.tracer.runner import TraceOptions, confirm
 
@@ -828,7 +882,7 @@ def run_confirm(path: str, text: str, settings: Settings, trace: Any) -> tuple[l
             jobs=1,
             allow_read=tuple(getattr(trace, "allow_read", ())),
         )
-    warnings = confirm([result], options, settings=settings)
+    warnings = confirm([result], options, settings=settings, pool=pool)
     return result.findings, list(warnings or [])
 
 
@@ -912,6 +966,7 @@ def create_server() -> TflintServer:
         if ls._pool:
             ls._pool.shutdown(wait=False, cancel_futures=True)
         ls._pool = False
+        ls.close_warm()
 
     lsp_notebook.register(server)
 

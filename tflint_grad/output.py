@@ -26,11 +26,14 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tflint_grad import __version__
 from tflint_grad.finding import DOCS_URL, Finding
 from tflint_grad.scripttext import clean, redact
+
+if TYPE_CHECKING:
+    from tflint_grad.rule import Rule
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 INFORMATION_URI = "https://github.com/tflint-grad/tflint-grad"
@@ -170,7 +173,7 @@ def _region(line: int, col: int, end_line: int, end_col: int) -> dict[str, int]:
 def to_sarif(
     findings: Sequence[Finding],
     *,
-    rules: Iterable[type] | None = None,
+    rules: Iterable[type[Rule]] | None = None,
     root: str | None = None,
     successful: bool = True,
     notifications: Sequence[str] = (),
@@ -274,7 +277,7 @@ def format_statistics(findings: Sequence[Finding], fmt: str = "text", *, unsafe:
 
 
 # -- rules table --------------------------------------------------------------------------
-def rules_info(rules: Iterable[type]) -> list[dict[str, Any]]:
+def rules_info(rules: Iterable[type[Rule]]) -> list[dict[str, Any]]:
     return [
         {
             "code": r.code,
@@ -290,7 +293,7 @@ def rules_info(rules: Iterable[type]) -> list[dict[str, Any]]:
     ]
 
 
-def format_rules(rules: Iterable[type], fmt: str = "text") -> str:
+def format_rules(rules: Iterable[type[Rule]], fmt: str = "text") -> str:
     info = rules_info(rules)
     if fmt == "json":
         return json.dumps(info, indent=2, default=str) + "\n"

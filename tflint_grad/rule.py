@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import inspect
 import textwrap
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import libcst as cst
 
-from tflint_grad.finding import Confidence, Edit, Fix, Severity
+from tflint_grad.finding import Applicability, Confidence, Edit, Finding, Fix, Severity, Verdict
 
 if TYPE_CHECKING:
     from tflint_grad.analysis import FileContext
@@ -55,7 +54,7 @@ class Invalid:
 class Outcome:
     """What an oracle concluded from a trace."""
 
-    verdict: str  # confirmed | refuted | inconclusive
+    verdict: Verdict
     evidence: str
 
 
@@ -102,18 +101,20 @@ class Rule:
         not shown by the code; the message then says what was assumed."""
         self.reports.append(Report(node, message, fix, severity, data or {}, confidence))
 
-    def replace(self, node: cst.CSTNode, new: cst.CSTNode | str, message: str, applicability: str = "safe") -> Fix:
+    def replace(
+        self, node: cst.CSTNode, new: cst.CSTNode | str, message: str, applicability: Applicability = "safe"
+    ) -> Fix:
         """A fix that replaces ``node``'s source text with ``new`` (a node or code)."""
         text = new if isinstance(new, str) else self.ctx.module.code_for_node(new)
         line, col, end_line, end_col = self.ctx.range(node)
-        return Fix(message, (Edit(line, col, end_line, end_col, text),), applicability)  # type: ignore[arg-type]
+        return Fix(message, (Edit(line, col, end_line, end_col, text),), applicability)
 
     def finish(self) -> None:
         """Called once after every node has been visited (whole-file checks)."""
 
     # -- confirmation ---------------------------------------------------------------
     @classmethod
-    def confirm(cls, finding: Any, trace: TraceResult) -> Outcome | None:
+    def confirm(cls, finding: Finding, trace: TraceResult) -> Outcome | None:
         """Map trace events to a verdict. None: this rule has no oracle."""
         return None
 
@@ -148,6 +149,3 @@ class Rule:
 
 def dedent(code: str) -> str:
     return textwrap.dedent(code).lstrip("\n")
-
-
-Handler = Callable[[cst.CSTNode], None]

@@ -59,4 +59,4 @@ def redact(text: str | None) -> str | None:
 
 
 def has_script_text(text: str | None) -> bool:
-    return bool(text) and _QUOTED.search(text) is not None
+    return text is not None and _QUOTED.search(text) is not None

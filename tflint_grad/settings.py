@@ -4,14 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from tflint_grad.finding import Confidence
-from tflint_grad.registry import all_rules
+from tflint_grad.registry import all_rules, lookup
 
 
 class SelectionError(ValueError):
     pass
+
+
+class PathMatcher(Protocol):
+    """A per-file-ignores pattern set (``config.RootedSpec``)."""
+
+    def match_file(self, path: str) -> bool: ...
 
 
 def expand(selectors: Iterable[str], *, what: str = "selector") -> set[str]:
@@ -27,8 +33,6 @@ def expand(selectors: Iterable[str], *, what: str = "selector") -> set[str]:
             continue
         matched = [c for c in codes if c.startswith(sel)]
         if not matched:
-            from tflint_grad.registry import lookup
-
             rule = lookup(raw.strip())
             if rule is None:
                 raise SelectionError(
@@ -43,26 +47,13 @@ def expand(selectors: Iterable[str], *, what: str = "selector") -> set[str]:
 class Settings:
     enabled: frozenset[str]
     rule_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    per_file_ignores: list[tuple[Any, frozenset[str]]] = field(default_factory=list)  # (pathspec, codes)
+    per_file_ignores: list[tuple[PathMatcher, frozenset[str]]] = field(default_factory=list)
     # Findings below this confidence are kept aside as candidates (``Result.candidates``).
     min_confidence: Confidence = "high"
 
     @classmethod
     def default(cls) -> Settings:
         return cls(frozenset(r.code for r in all_rules()))
-
-    @classmethod
-    def from_selection(
-        cls,
-        select: Iterable[str] | None = None,
-        ignore: Iterable[str] = (),
-        extend_select: Iterable[str] = (),
-        rule_options: dict[str, dict[str, Any]] | None = None,
-    ) -> Settings:
-        enabled = expand(select if select is not None else ["ALL"])
-        enabled |= expand(extend_select)
-        enabled -= expand(ignore)
-        return cls(frozenset(enabled), rule_options or {})
 
     def enabled_for(self, path: str) -> frozenset[str]:
         enabled = self.enabled

@@ -13,6 +13,7 @@ import re
 import tokenize
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 from tflint_grad.cells import CellCode, to_python
 
@@ -125,7 +126,7 @@ def load(path: str, raw: bytes) -> SourceFile:
     return SourceFile(path, text, newline=newline, raw=raw)
 
 
-def cell_source(cell: dict) -> str | None:
+def cell_source(cell: dict[str, Any]) -> str | None:
     """A code cell's source as one string (nbformat stores a string or a list of lines)."""
     if cell.get("cell_type") != "code":
         return None

@@ -26,7 +26,7 @@ def names(section: str, key: str) -> frozenset[str]:
 @lru_cache(maxsize=1)
 def _prefixes() -> tuple[tuple[str, str], ...]:
     pairs = [tuple(p) for p in tables()["canonical"]["prefixes"]]
-    return tuple(sorted(pairs, key=lambda p: -len(p[0])))  # type: ignore[return-value]
+    return tuple(sorted(pairs, key=lambda p: -len(p[0])))
 
 
 @lru_cache(maxsize=4096)

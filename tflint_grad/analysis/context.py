@@ -742,9 +742,7 @@ class FileContext:
             return True
         if isinstance(p, (cst.AnnAssign, cst.AugAssign)) and p.target is cur:
             return True
-        if isinstance(p, cst.AsName) or (isinstance(p, cst.For) and p.target is cur):
-            return True
-        return False
+        return isinstance(p, cst.AsName) or (isinstance(p, cst.For) and p.target is cur)
 
     # -- per-file indexes for model_info (built once, on first use) -------------------
     @cached_property

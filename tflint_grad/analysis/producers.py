@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import cache, lru_cache
+from typing import Literal, cast
 
 import libcst as cst
 
@@ -204,8 +205,8 @@ class Flow:
                     continue
                 if isinstance(p, cst.Arg) and p.keyword is n:
                     continue
-                b1 = ctx.binding(n, src_at)
-                b2 = ctx.binding(n, dst_at)
+                b1 = ctx.binding(cast(cst.Name, n), src_at)
+                b2 = ctx.binding(cast(cst.Name, n), dst_at)
                 if (b1 is None) != (b2 is None) or (b1 is not None and _key(b1) != _key(b2)):  # type: ignore[arg-type]
                     return False
             elif t in (
@@ -237,7 +238,7 @@ class Flow:
         ctx = self.ctx
         t = type(expr)
         if t is cst.Name or t is cst.Attribute:
-            if t is cst.Name and expr.value in ("None", "True", "False"):
+            if t is cst.Name and cast(cst.Name, expr).value in ("None", "True", "False"):
                 return UNKNOWN
             if ctx.qualname(expr) is not None:
                 return UNKNOWN  # an API object, not a tensor
@@ -245,28 +246,28 @@ class Flow:
             if b is None or (b.value is None and b.kind != "param"):
                 return UNKNOWN
             label = f"`{dotted(expr) or short(ctx, expr)}`"
-            if b.kind in ("assign", "annassign"):
+            if b.kind in ("assign", "annassign") and b.value is not None:
                 return self._source(b.value, b.node, depth + 1, hops).hop(label, b.node)
             if b.kind == "param" and hops < MAX_HOPS:
                 return self._param(b, depth + 1, hops + 1)
             if b.kind == "unpack" and t is cst.Name and isinstance(b.value, cst.Call) and hops < MAX_HOPS:
                 # `D_prob, D_logit = discriminator(x)`: the matching element of the helper's return
-                i = _unpack_position(b.node, expr.value)
+                i = _unpack_position(b.node, cast(cst.Name, expr).value)
                 if i is not None:
                     return self._returned_element(b.value, i, depth + 1, hops + 1).hop(label, b.node)
             if b.kind == "unpack" and t is cst.Name and isinstance(b.value, (cst.ListComp, cst.GeneratorExp)):
                 # `a, b = [tf.expand_dims(x, 1) for x in [a, b]]`: the comprehension over a literal list
-                i = _unpack_position(b.node, expr.value)
+                i = _unpack_position(b.node, cast(cst.Name, expr).value)
                 element = _comprehension_element(ctx, b.value, i) if i is not None else None
                 if element is not None:
                     return self._source(element[0], b.node, depth + 1, hops).hop(label, b.node)
             return UNKNOWN
         if t is cst.Call:
-            return self._call(expr, at, depth, hops)
+            return self._call(cast(cst.Call, expr), at, depth, hops)
         if t is cst.BinaryOperation:
-            return self._binop(expr, at, depth, hops)
+            return self._binop(cast(cst.BinaryOperation, expr), at, depth, hops)
         if t is cst.Subscript:
-            return self._source(expr.value, at, depth + 1, hops)
+            return self._source(cast(cst.Subscript, expr).value, at, depth + 1, hops)
         return UNKNOWN
 
     def _binop(self, expr: cst.BinaryOperation, at: cst.CSTNode, depth: int, hops: int) -> Source:
@@ -350,12 +351,11 @@ class Flow:
             if qn in names("numerics", "clip"):
                 return Source("safe", call)
             if qn in names("losses", "passthrough_ops"):
-                return (
-                    self._source(first_input(call), call, depth + 1, hops) if first_input(call) is not None else UNKNOWN
-                )
+                inner = first_input(call)
+                return self._source(inner, call, depth + 1, hops) if inner is not None else UNKNOWN
             if qn in names("losses", "select_ops"):
-                x = first_input(call)
-                s = self._source(x, call, depth + 1, hops) if x is not None else UNKNOWN
+                inner = first_input(call)
+                s = self._source(inner, call, depth + 1, hops) if inner is not None else UNKNOWN
                 return replace(s, direct=False) if s.prob else UNKNOWN
             if qn in names("losses", "linear_ops"):
                 return Source("logits", call)
@@ -458,7 +458,7 @@ class Flow:
             layer = self._layer(ctor, qn)
             if layer is None:  # pass-through layer: the output is its input's
                 x = first_input(use) if use is not None else None
-                return self._source(x, use, depth + 1, hops) if x is not None else UNKNOWN
+                return self._source(x, use, depth + 1, hops) if x is not None and use is not None else UNKNOWN
             return layer
         func = ctor.func
         if isinstance(func, cst.Name):
@@ -470,9 +470,9 @@ class Flow:
                 rets = self._return_values(b.node)
                 if len(rets) == 1:
                     ret, expr = rets[0]
-                    v = ctx.value_of(expr, ret)
-                    if isinstance(v, cst.Call):
-                        return self._constructed(v, use, depth + 1, hops)
+                    built = ctx.value_of(expr, ret)
+                    if isinstance(built, cst.Call):
+                        return self._constructed(built, use, depth + 1, hops)
         return UNKNOWN
 
     def _layer(self, ctor: cst.Call, qn: str) -> Source | None:
@@ -547,7 +547,7 @@ class Flow:
 
     def _sequential(self, ctor: cst.Call, depth: int, hops: int) -> Source:
         ctx = self.ctx
-        layers: list[cst.BaseExpression] = []
+        layers: list[cst.BaseExpression | None] = []
         arg = get_arg(ctor, "layers", 0)
         if arg is not None:
             if not isinstance(arg.value, (cst.List, cst.Tuple)):
@@ -697,7 +697,7 @@ class Flow:
             return UNKNOWN
         return replace(found[0], direct=False).hop(f"the return value of `{fb.node.name.value}()`", call)
 
-    def _param(self, b: Binding, depth: int, hops: int, use: cst.Call | bool | None = None) -> Source:
+    def _param(self, b: Binding, depth: int, hops: int, use: cst.Call | Literal[False] | None = None) -> Source:
         """A parameter of a local function: the arguments passed at its call sites. With
         ``use`` (not None) the parameter is a layer/model object called at ``use``."""
         ctx = self.ctx

@@ -14,6 +14,7 @@ This is the single place the numerics rules ask it; ``analysis.gradients``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import cast
 
 import libcst as cst
 
@@ -138,14 +139,14 @@ def _flow_ids(ctx: FileContext, expr: cst.CSTNode, budget: int) -> set[int]:
                 if (isinstance(p, cst.Attribute) and p.attr is n) or (isinstance(p, cst.Arg) and p.keyword is n):
                     continue
             elif t is cst.Attribute:
-                d = dotted(n)
+                d = dotted(cast(cst.Attribute, n))
                 if not d or not d.startswith("self.") or d.count(".") != 1:
                     continue
             else:
                 continue
             if ctx.is_store(n):
                 continue
-            b = ctx.binding(n)
+            b = ctx.binding(cast(cst.BaseExpression, n))  # a Name or self.attr (above)
             if b is None or (b.kind in ("import", "param") and b.value is None):
                 continue
             reached.add(id(b.node))
@@ -172,10 +173,11 @@ def _narrow_compound(ctx: FileContext, out: GradientTargets) -> None:
         if (t is cst.For or t is cst.With) and id(n) in reached:
             reached.discard(id(n))
             if t is cst.For:
-                reached.add(id(n.iter))
-                reached.add(id(n.target))
+                loop = cast(cst.For, n)
+                reached.add(id(loop.iter))
+                reached.add(id(loop.target))
             else:
-                for item in n.items:
+                for item in cast(cst.With, n).items:
                     reached.add(id(item))
 
 

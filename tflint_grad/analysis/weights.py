@@ -22,7 +22,7 @@ import math
 import re
 from dataclasses import dataclass, replace
 from functools import cached_property, lru_cache
-from typing import Any
+from typing import Any, cast
 
 import libcst as cst
 
@@ -201,11 +201,12 @@ class WeightIndex:
         for n in ctx.nodes:
             t = type(n)
             if t is cst.Call:
-                f = n.func
+                c = cast(cst.Call, n)
+                f = c.func
                 if isinstance(f, cst.Name):
-                    by_name.setdefault(f.value, []).append(n)
+                    by_name.setdefault(f.value, []).append(c)
                 elif isinstance(f, cst.Attribute) and isinstance(f.value, cst.Name) and f.value.value == "self":
-                    by_method.setdefault(f.attr.value, []).append(n)
+                    by_method.setdefault(f.attr.value, []).append(c)
             elif t is cst.Name:
                 p = ctx.parents.get(n)
                 if isinstance(p, cst.Attribute) and p.attr is n:
@@ -213,9 +214,11 @@ class WeightIndex:
                 if isinstance(p, (cst.Arg, cst.Param, cst.FunctionDef, cst.ClassDef)):
                     if not (isinstance(p, cst.Arg) and p.value is n):
                         continue
-                reads.setdefault(n.value, []).append(n)
-            elif t is cst.Attribute and isinstance(n.value, cst.Name) and n.value.value == "self":
-                reads.setdefault("self." + n.attr.value, []).append(n)
+                reads.setdefault(cast(cst.Name, n).value, []).append(n)
+            elif t is cst.Attribute:
+                a = cast(cst.Attribute, n)
+                if isinstance(a.value, cst.Name) and a.value.value == "self":
+                    reads.setdefault("self." + a.attr.value, []).append(n)
         self._by_name, self._by_method, self._reads = by_name, by_method, reads
 
     def reads(self, name: str) -> list[cst.CSTNode]:
@@ -387,7 +390,7 @@ class WeightIndex:
                     "constant", expr, qn, "constant", is_value=True, shape=self.shape(shape_arg.value, env), value=v
                 )
         if qn in t["constant"]:
-            v: float | None = 1.0 if "ones" in qn.lower() else 0.0
+            v = 1.0 if "ones" in qn.lower() else 0.0
             if qn in t["constant_value_args"]:
                 kw, pos = t["constant_value_args"][qn]
                 arg = get_arg(expr, kw, pos)
@@ -481,11 +484,11 @@ class WeightIndex:
             qn.startswith("keras.layers.") and last in t["weight_layer_classes"] and last not in t["embedding_classes"]
         )
         if is_keras or qn in t["tf1_layer_functions"]:
-            keyword, init = None, None
+            keyword, kernel = None, None
             for kw in t["kernel_keywords"]:
                 arg = get_arg(call, kw)
                 if arg is not None:
-                    keyword, init = kw, arg.value
+                    keyword, kernel = kw, arg.value
                     break
             fan_in = None
             for kw in t["input_size_keywords"]:
@@ -500,7 +503,7 @@ class WeightIndex:
                     units = arg.value
                     break
             name = get_arg(call, "name")
-            return _Spec("layer", init, keyword, None, name.value if name else None, fan_in, units)
+            return _Spec("layer", kernel, keyword, None, name.value if name else None, fan_in, units)
         return None
 
     @staticmethod
@@ -909,7 +912,7 @@ class WeightIndex:
         ctx = self.ctx
         if isinstance(u.stack, cst.Call):  # a Sequential list: the previous weight layer
             el = ctx.parent(u.call)
-            lst = ctx.parent(el)
+            lst = ctx.parent(el) if el is not None else None
             if not isinstance(lst, (cst.List, cst.Tuple)):
                 return None
             elements = list(lst.elements)
@@ -966,7 +969,7 @@ class WeightIndex:
             if all(d is not None for d in shape[:-1]):
                 fan_in = math.prod(shape[:-1])  # type: ignore[arg-type]
             if all(d is not None for d in shape[:-2]) and shape[-1] is not None:
-                fan_out = math.prod(shape[:-2]) * shape[-1]  # type: ignore[operator]
+                fan_out = math.prod(shape[:-2]) * shape[-1]  # type: ignore[arg-type]
         elif spec.fan_in is not None:
             size = self.shape(spec.fan_in, env)
             if size is not None and len(size) == 1:

@@ -1127,7 +1127,7 @@ class _Probes:
         originals = []
         with self._quiet():
             try:
-                for e, tv, vals, kind in flagged:
+                for _e, tv, vals, kind in flagged:
                     originals.append((tv, vals))
                     tv.assign(self._redraw(kind, list(vals.shape), tv.dtype))
                 tvars = [self.tf_var(v) for _, v, _ in weights]
@@ -1203,8 +1203,8 @@ class _Probes:
         from tensorflow.python.training import optimizer as tf1opt
 
         P = self
-        O = tf1opt.Optimizer
-        self._patch(O, "__init__", lambda orig: P._make_opt_init(orig))
+        opt_cls = tf1opt.Optimizer
+        self._patch(opt_cls, "__init__", lambda orig: P._make_opt_init(orig))
 
         def make_cg(orig):
             def compute_gradients(opt, loss, *args, **kwargs):
@@ -1277,9 +1277,9 @@ class _Probes:
 
             return apply_gradients
 
-        self._patch(O, "compute_gradients", make_cg)
-        self._patch(O, "minimize", make_min)
-        self._patch(O, "apply_gradients", make_apply)
+        self._patch(opt_cls, "compute_gradients", make_cg)
+        self._patch(opt_cls, "minimize", make_min)
+        self._patch(opt_cls, "apply_gradients", make_apply)
 
     def _make_opt_init(self, orig):
         P = self
@@ -1571,7 +1571,7 @@ class _Probes:
         self.layer_norms_done = True
         vals = self._raw_run(sess, [v for _, v, _ in weights])
         flagged = []
-        for (e, v, gr), a in zip(weights, vals):
+        for (e, v, _gr), a in zip(weights, vals):
             a = np.asarray(a)
             kind = self._flag_tiny(v, a)
             if kind is not None:
@@ -1958,7 +1958,7 @@ class _Probes:
 
     def _patch_initializer_module(self, mod: Any, base: type) -> None:
         P = self
-        for name, cls in list(vars(mod).items()):
+        for _name, cls in list(vars(mod).items()):
             if not (isinstance(cls, type) and issubclass(cls, base)):
                 continue
             if "__init__" in cls.__dict__:
@@ -2107,7 +2107,7 @@ class _Probes:
         except Exception:
             return
         P = self
-        for name, cls in list(vars(mod).items()):
+        for _name, cls in list(vars(mod).items()):
             if isinstance(cls, type) and issubclass(cls, Initializer) and "__init__" in cls.__dict__:
 
                 def make_init(orig):

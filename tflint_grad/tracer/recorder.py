@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from types import FrameType
 from typing import Any
 
 
@@ -16,7 +17,7 @@ class Recorder:
 
     def user_line(self, outermost: bool = False) -> int | None:
         """Line of the innermost (or outermost) frame of the user script on the stack."""
-        frame = sys._getframe(1)
+        frame: FrameType | None = sys._getframe(1)
         found = None
         while frame is not None:
             if os.path.realpath(frame.f_code.co_filename) == self.script:

@@ -4,7 +4,9 @@ Parent side: this module never imports TensorFlow (``tests/test_tracer_sandbox.p
 
 ``confirm(results, options)`` picks the files to trace (those with findings other than TFG000;
 with ``confirm_all`` every TensorFlow script that parsed), traces each in its own child
-(``sandbox.run`` + ``harness``), ``options.jobs`` at a time, and then, per finding:
+(``sandbox.run`` + ``harness``), ``options.jobs`` at a time (with ``options.warm``, the default,
+each child is forked from one process that imported TensorFlow once, ``warm.WarmPool``; when the
+warm path cannot take a script, it runs cold, in a new Python), and then, per finding:
 
 - its line (``finding.data["source_line"]``, the line in the traced text) never ran, or the trace
   failed before it → ``inconclusive`` with the reason ("script stopped at line 12:
@@ -40,12 +42,17 @@ import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tflint_grad.finding import Finding
 from tflint_grad.scripttext import clean, quote
-from tflint_grad.tracer import sandbox
+from tflint_grad.tracer import sandbox, warm
 from tflint_grad.tracer.report import TraceResult
+
+if TYPE_CHECKING:
+    from tflint_grad.engine import Result
+    from tflint_grad.settings import Settings
+    from tflint_grad.sourcefile import SourceFile
 
 CACHE_VERSION = 1
 MAX_RESULT_BYTES = 64 * 1024 * 1024
@@ -87,6 +94,7 @@ class TraceOptions:
     confirm_all: bool = False
     python: str = sys.executable
     allow_read: tuple[str, ...] = ()  # read roots granted on top of the project (--trace-allow-read)
+    warm: bool = True  # trace from a process that imported TensorFlow once (``warm``), else cold
 
 
 # -- the TensorFlow the child will import -----------------------------------------------------------
@@ -182,10 +190,10 @@ class TraceJob:
     notebook: bool = False
 
 
-def _siblings_fingerprint(origin_dir: str | None, skip: str) -> list:
+def _siblings_fingerprint(origin_dir: str | None, skip: str) -> list[list[str | int]]:
     if not origin_dir:
         return []
-    out = []
+    out: list[list[str | int]] = []
     try:
         with os.scandir(origin_dir) as it:
             for i, entry in enumerate(sorted(it, key=lambda e: e.name)):
@@ -299,17 +307,30 @@ def _package_root() -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(tflint_grad.__file__)))
 
 
-def run_trace(job: TraceJob, options: TraceOptions, *, jobs: int = 1) -> tuple[TraceResult, list[str]]:
-    """Trace one script in a fresh sandbox. Never raises."""
+def run_trace(
+    job: TraceJob, options: TraceOptions, *, jobs: int = 1, pool: warm.WarmPool | None = None
+) -> tuple[TraceResult, list[str]]:
+    """Trace one script in a fresh sandbox (forked from ``pool``'s zygote if it can). Never raises."""
     try:
-        return _run_trace(job, options, jobs)
+        return _run_trace(job, options, jobs, pool)
     except Exception as e:
         return TraceResult("crashed", reason=f"the tracer failed: {type(e).__name__}: {e}", step_limit=options.steps), [
             f"{job.path}: the tracer failed: {type(e).__name__}: {e}"
         ]
 
 
-def _run_trace(job: TraceJob, options: TraceOptions, jobs: int) -> tuple[TraceResult, list[str]]:
+def _launch(
+    pool: warm.WarmPool | None, cmd: list[str], *, cwd: str, env: dict[str, str], limits: sandbox.Limits
+) -> sandbox.Outcome:
+    outcome = pool.run(cmd, cwd=cwd, env=env, limits=limits) if pool is not None else None
+    if outcome is None:  # no warm path for this one: a cold child imports TensorFlow itself
+        outcome = sandbox.run(cmd, cwd=cwd, env=env, limits=limits)
+    return outcome
+
+
+def _run_trace(
+    job: TraceJob, options: TraceOptions, jobs: int, pool: warm.WarmPool | None = None
+) -> tuple[TraceResult, list[str]]:
     warnings: list[str] = []
     text = job.data.decode("utf-8", "replace")
     mode = sandbox.detect_tf_mode(text)
@@ -356,7 +377,7 @@ def _run_trace(job: TraceJob, options: TraceOptions, jobs: int) -> tuple[TraceRe
         threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
         env = sandbox.child_env(work, legacy_keras=mode.legacy_keras, threads=threads, extra_pythonpath=_package_root())
         limits = sandbox.Limits(timeout=float(options.timeout), memory_mb=int(options.memory_mb))
-        outcome = sandbox.run(cmd, cwd=work, env=env, limits=limits)
+        outcome = _launch(pool, cmd, cwd=work, env=env, limits=limits)
         data, garbled = _load_result(out)
         prefix = sandbox.netns_prefix()
         if (
@@ -368,7 +389,7 @@ def _run_trace(job: TraceJob, options: TraceOptions, jobs: int) -> tuple[TraceRe
         ):
             # the network namespace could not be created this time: run with the audit hooks only
             warnings.append(f"{job.path}: {sandbox.last_line(outcome.stderr)}; traced without a network namespace")
-            outcome = sandbox.run(cmd[len(prefix) :], cwd=work, env=env, limits=limits)
+            outcome = _launch(pool, cmd[len(prefix) :], cwd=work, env=env, limits=limits)
             data, garbled = _load_result(out)
         trace = _interpret(job, script, options, limits, outcome, data, garbled, warnings)
         return trace, warnings
@@ -406,8 +427,8 @@ def _interpret(
         ]
         trace = TraceResult.from_dict(data)
         if trace.status == "timeout":  # the harness wrote "timed out at line 12": where the script was
-            where = re.search(r"\bat line \d+", trace.reason or "")
-            trace.reason = timeout_reason + (f" {where.group(0)}" if where else "")
+            at_line = re.search(r"\bat line \d+", trace.reason or "")
+            trace.reason = timeout_reason + (f" {at_line.group(0)}" if at_line else "")
             if trace.steps:
                 trace.reason += f" ({trace.steps} training step{'s' if trace.steps != 1 else ''} done)"
         for w in data.get("warnings") or ():
@@ -458,10 +479,9 @@ def _interpret(
 # -- confirm ---------------------------------------------------------------------------------------
 
 
-def _source_of(result: Any):
-    src = getattr(result, "source", None)
-    if src is not None:
-        return src
+def _source_of(result: Result) -> SourceFile | None:
+    if result.source is not None:
+        return result.source
     try:
         from tflint_grad.sourcefile import load
 
@@ -471,7 +491,7 @@ def _source_of(result: Any):
         return None
 
 
-def _job_for(result: Any, src: Any) -> TraceJob | None:
+def _job_for(result: Result, src: SourceFile | None) -> TraceJob | None:
     if src is None or src.problem is not None:
         return None
     path = result.path
@@ -484,7 +504,7 @@ def _job_for(result: Any, src: Any) -> TraceJob | None:
     return TraceJob(path=path, name=_safe_name(path, notebook), data=data, origin_dir=origin, notebook=notebook)
 
 
-def _wants_trace(result: Any, src: Any, options: TraceOptions) -> bool:
+def _wants_trace(result: Result, src: SourceFile | None, options: TraceOptions) -> bool:
     if any(f.code == "TFG000" for f in result.findings):
         return False  # not analyzable (Python 2, bad encoding...): it cannot run either
     if any(f.code != "TFG000" for f in result.findings):
@@ -496,7 +516,7 @@ def _wants_trace(result: Any, src: Any, options: TraceOptions) -> bool:
     return False
 
 
-def _display_line(src: Any, line: int) -> str:
+def _display_line(src: SourceFile | None, line: int) -> str:
     if src is not None and src.is_notebook:
         cell, cell_line = src.locate(line)
         if cell is not None:
@@ -507,13 +527,13 @@ def _display_line(src: Any, line: int) -> str:
 _LINE_REF = re.compile(r"\bline (\d+)\b")
 
 
-def _map_reason(src: Any, reason: str | None) -> str | None:
+def _map_reason(src: SourceFile | None, reason: str | None) -> str | None:
     if reason is None or src is None or not src.is_notebook:
         return reason
     return _LINE_REF.sub(lambda m: _display_line(src, int(m.group(1))), reason)
 
 
-def _not_reached(trace: TraceResult, src: Any, line: int) -> str:
+def _not_reached(trace: TraceResult, src: SourceFile | None, line: int) -> str:
     where = _display_line(src, line)
     if trace.status == "stopped":
         return f"flagged {where} not reached within {trace.steps} training steps"
@@ -525,7 +545,7 @@ def _not_reached(trace: TraceResult, src: Any, line: int) -> str:
     return _map_reason(src, trace.reason) or f"the trace ended ({trace.status}) before flagged {where} ran"
 
 
-def _give_verdicts(result: Any, src: Any, trace: TraceResult, warnings: list[str]) -> None:
+def _give_verdicts(result: Result, src: SourceFile | None, trace: TraceResult, warnings: list[str]) -> None:
     from tflint_grad.registry import by_code
 
     rules = by_code()
@@ -560,7 +580,9 @@ def _give_verdicts(result: Any, src: Any, trace: TraceResult, warnings: list[str
             f.verdict, f.evidence = outcome.verdict, _map_reason(src, outcome.evidence)
 
 
-def _discover(result: Any, src: Any, trace: TraceResult, settings: Any, warnings: list[str]) -> None:
+def _discover(
+    result: Result, src: SourceFile | None, trace: TraceResult, settings: Settings | None, warnings: list[str]
+) -> None:
     from tflint_grad import suppressions
     from tflint_grad.registry import all_rules
 
@@ -638,22 +660,25 @@ def _unavailable_reason(info: dict[str, Any]) -> str:
 
 
 def confirm(
-    results: list[Any],
+    results: list[Result],
     options: TraceOptions | None = None,
     *,
-    settings: Any = None,
+    settings: Settings | None = None,
     traces: dict[str, TraceResult] | None = None,
+    pool: warm.WarmPool | None = None,
 ) -> list[str]:
     """Trace the files of ``results`` and set each finding's verdict; returns warnings.
 
     ``settings`` (optional) filters trace-only rules per file; ``traces``, when a dict is
-    given, receives the TraceResult of every traced path.
+    given, receives the TraceResult of every traced path. ``pool``: a warm tracer to use (the
+    language server keeps one); by default, with ``options.warm``, one is started on the first
+    trace that is not cached and closed before returning.
     """
     options = options or TraceOptions()
     if not isinstance(options.args, tuple):
         options = dataclasses.replace(options, args=tuple(options.args or ()))
     warnings: list[str] = []
-    selected: list[tuple[Any, Any, TraceJob]] = []
+    selected: list[tuple[Result, SourceFile | None, TraceJob]] = []
     for result in results:
         src = _source_of(result)
         if not _wants_trace(result, src, options):
@@ -666,7 +691,7 @@ def confirm(
     info = tensorflow_info(options.python or sys.executable)
     if not info.get("tensorflow"):
         reason = _unavailable_reason(info)
-        for result, src, _ in selected:
+        for result, _src, _ in selected:
             for f in result.findings:
                 if f.code != "TFG000" and f.verdict == "unconfirmed":
                     f.verdict, f.evidence = "inconclusive", reason
@@ -675,15 +700,26 @@ def confirm(
     sandbox.netns_prefix()  # probe once, before the workers start
     jobs = max(1, min(int(options.jobs or 1), len(selected)))
     lock = threading.Lock()
+    own_pool = None
+    if not options.warm:
+        pool = None
+    elif pool is None and warm.available() is None:
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        pool = own_pool = warm.WarmPool(options.python or sys.executable, threads=threads)
+    errors_before = len(pool.errors) if pool is not None else 0
+    if pool is not None and any(
+        sandbox.detect_tf_mode(job.data.decode("utf-8", "replace")).legacy_keras for _, _, job in selected
+    ):
+        pool.expect(legacy=True)
 
-    def work(item: tuple[Any, Any, TraceJob]) -> tuple[TraceResult, list[str]]:
+    def work(item: tuple[Result, SourceFile | None, TraceJob]) -> tuple[TraceResult, list[str]]:
         _, _, job = item
         key = cache_key(job, options, info) if options.cache else None
         if key is not None:
             hit = _cache_load(options, key)
             if hit is not None:
                 return hit
-        trace, warns = run_trace(job, options, jobs=jobs)
+        trace, warns = run_trace(job, options, jobs=jobs, pool=pool)
         if key is not None and trace.status in CACHEABLE:
             with lock:
                 _cache_store(options, key, trace, warns)
@@ -693,24 +729,37 @@ def confirm(
         if jobs == 1:
             outcomes = [work(item) for item in selected]
         else:
-            with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="tflint-grad-trace") as pool:
-                futures = [pool.submit(work, item) for item in selected]
+            with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="tflint-grad-trace") as executor:
+                futures = [executor.submit(work, item) for item in selected]
                 try:
                     outcomes = [f.result() for f in futures]
                 except BaseException:
-                    for f in futures:
-                        f.cancel()
+                    for fut in futures:
+                        fut.cancel()
                     raise
     except BaseException:  # Ctrl-C: the children live in their own sessions, end them now
         sandbox.kill_all()
         raise
+    finally:
+        if own_pool is not None:
+            own_pool.close()
+    if pool is not None and pool.unavailable and pool.served == 0 and warm.available() is None:
+        warnings.append(
+            f"--confirm: the warm tracer is unavailable ({pool.unavailable}); each script imported TensorFlow"
+        )
+    elif pool is not None and len(pool.errors) > errors_before:
+        failed = pool.errors[errors_before:]
+        warnings.append(
+            f"--confirm: the warm tracer failed {len(failed)} time(s) ({failed[-1]}); those scripts were traced cold"
+        )
 
     for (result, src, job), (trace, warns) in zip(selected, outcomes):
         warnings.extend(warns)
         if traces is not None:
             traces[result.path] = trace
         if job.notebook and trace.status == "error" and trace.reason:  # which cell stopped "Run all"
-            warnings.append(f"{result.path}: the notebook {_map_reason(src, trace.reason).removeprefix('script ')}")
+            reason = _map_reason(src, trace.reason) or trace.reason
+            warnings.append(f"{result.path}: the notebook {reason.removeprefix('script ')}")
         try:
             _give_verdicts(result, src, trace, warnings)
             _discover(result, src, trace, settings, warnings)

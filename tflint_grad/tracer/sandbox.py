@@ -75,7 +75,9 @@ import subprocess
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 POLL = 0.2  # seconds between watchdog checks
 GRACE = 5.0  # seconds between SIGUSR2 (write what you have) and SIGKILL
@@ -429,8 +431,21 @@ class Limits:
     max_processes: int = MAX_PROCESSES
 
 
-def run(cmd: list[str], *, cwd: str, env: dict[str, str], limits: Limits, ready_pipe: bool = True) -> Outcome:
-    """Run ``cmd`` contained; never raises for anything the child does."""
+def run(
+    cmd: list[str],
+    *,
+    cwd: str,
+    env: dict[str, str],
+    limits: Limits,
+    ready_pipe: bool = True,
+    launcher: Callable[..., Any] = subprocess.Popen,
+) -> Outcome:
+    """Run ``cmd`` contained; never raises for anything the child does.
+
+    ``launcher`` starts the child (``subprocess.Popen``'s signature and the parts of its result
+    used here: ``pid``, ``stdout``, ``stderr``, ``wait``, ``returncode``); the warm tracer passes
+    one that forks the harness from a process that has already imported TensorFlow.
+    """
     out = Outcome()
     t0 = time.monotonic()
     ready_r = ready_w = None
@@ -439,7 +454,7 @@ def run(cmd: list[str], *, cwd: str, env: dict[str, str], limits: Limits, ready_
         ready_r, ready_w = os.pipe()
         env[READY_ENV] = str(ready_w)
     try:
-        proc = subprocess.Popen(
+        proc = launcher(
             cmd,
             cwd=cwd,
             env=env,
@@ -461,6 +476,7 @@ def run(cmd: list[str], *, cwd: str, env: dict[str, str], limits: Limits, ready_
     out.pid = proc.pid
     with _active_lock:
         _active.add(proc.pid)
+    assert proc.stdout is not None and proc.stderr is not None  # both are PIPE
     bufs = {
         proc.stdout.fileno(): CappedBuffer(limits.output_keep),
         proc.stderr.fileno(): CappedBuffer(limits.output_keep),
