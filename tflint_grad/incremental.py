@@ -33,7 +33,7 @@ _MAX_PATHS = 8
 @dataclass(frozen=True)
 class _Chunk:
     header: tuple[cst.EmptyLine, ...]
-    body: tuple[cst.BaseStatement, ...]
+    body: tuple[cst.SimpleStatementLine | cst.BaseCompoundStatement, ...]
     footer: tuple[cst.EmptyLine, ...]
     indent: str | None  # the chunk's default indent when it has an indented block, else None
     has_trailing_newline: bool
@@ -84,8 +84,8 @@ class ParseCache:
             key = chunk_text if i else "\0first\0" + chunk_text  # the first chunk keeps its header
             # a node appears once in a tree: equal chunks of one text get their own parses
             cached = old.get(key)
-            if cached:
-                chunk = cached.pop()
+            chunk = cached.pop() if cached else None
+            if chunk is not None:
                 self.reused += 1
             else:
                 chunk = _parse_chunk(chunk_text, first=i == 0)
