@@ -16,8 +16,14 @@ class GradientWrtNonTrainable(Rule):
     `opt.minimize(var_list=...)` and `opt.apply_gradients(zip(grads, X))` when the
     variable list is `model.variables`, `model.weights`, `layer.variables`,
     `tf.global_variables()` / `tf.all_variables()`, or
-    `tf.get_collection(tf.GraphKeys.GLOBAL_VARIABLES[, scope])`, written inline or
-    bound to a name first.
+    `tf.get_collection(tf.GraphKeys.GLOBAL_VARIABLES[, scope])`, written inline, bound to
+    a name first or built from parts (`encoder.variables + head.trainable_variables`), and
+    the code shows that the list holds non-trainable variables: a BatchNormalization in the
+    model (also in a backbone defined in a sibling module), variables created with
+    `trainable=False`, a global step. `.variables` of a `tf.Module`, a plain class of
+    `tf.Variable`s or a model without such variables is the trainable list and is not
+    flagged. When the model's layers cannot be seen the finding is `low` confidence
+    (hidden by default) and says what was assumed.
 
     ## Why is this bad?
     These lists include non-trainable variables such as batch normalization's
@@ -78,6 +84,52 @@ class GradientWrtNonTrainable(Rule):
             import tensorflow as tf
             saver_vars = model.variables  # not used for gradients
         """),
+        # a scoped GLOBAL_VARIABLES collection of a scope that creates only trainable variables
+        Valid("""
+            import tensorflow as tf
+            with tf.variable_scope("actor"):
+                w = tf.get_variable("w", [4, 2])
+                b = tf.get_variable("b", [2])
+            params = tf.get_collection(tf.GraphKeys.GLOBAL_VARIABLES, scope="actor")
+            grads = tf.gradients(loss, params)
+        """),
+        # a tf.Module of trainable tf.Variables: `.variables` is the trainable list
+        Valid("""
+            import tensorflow as tf
+            class Linear(tf.Module):
+                def __init__(self):
+                    self.w = tf.Variable(tf.random.normal([3, 1]))
+                    self.b = tf.Variable(tf.zeros([1]))
+                def __call__(self, x):
+                    return x @ self.w + self.b
+            model = Linear()
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(tf.square(model(x) - y))
+            grads = tape.gradient(loss, model.variables)
+        """),
+        # a plain class of variables, passed to the training step: resolved through its call site
+        Valid("""
+            import tensorflow as tf
+            class NaiveDense:
+                def __init__(self, n):
+                    self.W = tf.Variable(tf.zeros([4, n]))
+                @property
+                def weights(self):
+                    return [self.W]
+            def step(model, x):
+                with tf.GradientTape() as tape:
+                    loss = tf.reduce_sum(x @ model.W)
+                return tape.gradient(loss, model.weights)
+            step(NaiveDense(2), x)
+        """),
+        # a Keras model without non-trainable variables
+        Valid("""
+            import tensorflow as tf
+            model = tf.keras.Sequential([tf.keras.layers.Dense(8), tf.keras.layers.Dense(1)])
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(model(x))
+            grads = tape.gradient(loss, model.variables)
+        """),
     ]
     INVALID = [
         Invalid(
@@ -111,6 +163,32 @@ class GradientWrtNonTrainable(Rule):
             """,
             line=5,
             message="GLOBAL_VARIABLES",
+            confidence="low",
+        ),
+        # the script creates a non-trainable variable: the global collection visibly holds it
+        Invalid(
+            """
+            import tensorflow as tf
+            global_step = tf.Variable(0, trainable=False)
+            params = tf.get_collection(tf.GraphKeys.GLOBAL_VARIABLES, scope="actor")
+            grads = tf.gradients(loss, params)
+            """,
+            line=4,
+            message="`trainable=False` variable at line 2",
+        ),
+        # a list built from parts: the encoder's BatchNormalization statistics are in it
+        Invalid(
+            """
+            import tensorflow as tf
+            encoder = tf.keras.Sequential([tf.keras.layers.Dense(8), tf.keras.layers.BatchNormalization()])
+            head = tf.keras.layers.Dense(1)
+            params = encoder.variables + head.trainable_variables
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(head(encoder(x, training=True)))
+            grads = tape.gradient(loss, params)
+            """,
+            line=7,
+            message="`encoder.variables` (bound at line 4)",
         ),
         Invalid(
             """
@@ -118,6 +196,7 @@ class GradientWrtNonTrainable(Rule):
             train = tf.train.AdamOptimizer().minimize(loss, var_list=tf.global_variables())
             """,
             line=2,
+            confidence="low",
             fixed="""
             import tensorflow.compat.v1 as tf
             train = tf.train.AdamOptimizer().minimize(loss, var_list=tf.trainable_variables())
@@ -135,18 +214,19 @@ class GradientWrtNonTrainable(Rule):
             """,
             line=6,
             message="`model.weights`",
+            confidence="low",
         ),
     ]
 
     # -- static ---------------------------------------------------------------------
     def visit_Call(self, node: cst.Call) -> None:
-        var_list = self._var_list_arg(node)
+        var_list = self._var_list(node)
         if var_list is None:
             return
-        if isinstance(node.func, cst.Attribute) and node.func.attr.value == "apply_gradients":
-            if self._grads_already_flagged(var_list, node):
-                return
-        problem = self._non_trainable(var_list.value, node)
+        is_apply = isinstance(node.func, cst.Attribute) and node.func.attr.value == "apply_gradients"
+        if is_apply and self._grads_already_flagged(node):
+            return
+        problem = self._non_trainable(var_list, node)
         if problem is None:
             return
         what, fix_node, fix_text, bound_at, owner = problem
@@ -154,32 +234,16 @@ class GradientWrtNonTrainable(Rule):
         fix = None
         if fix_node is not None:
             fix = self._consistent_fix(node, fix_node, fix_text)
-        severity = None
-        why = (
-            "which includes non-trainable variables (e.g. BatchNormalization moving_mean/moving_variance): "
-            "their gradients are always None"
-        )
-        if owner is not None:
-            info = self.ctx.model_info(owner, node)
-            name = self.ctx.code(owner)
-            if info.kind in ("model", "layer") and info.batch_norm:
-                why = (
-                    f"which includes the non-trainable moving_mean/moving_variance of the BatchNormalization in "
-                    f"`{name}` ({info.description}): their gradients are always None"
-                )
-            elif info.kind in ("model", "layer") and not info.frozen:
-                severity = "info"
-                why = (
-                    f"which also holds any non-trainable variables; `{name}` ({info.description}) has none that "
-                    "the static pass can see, so this may be harmless today, but their gradients would be None "
-                    "as soon as one is added (e.g. BatchNormalization)"
-                )
+        premise = self._premise(owner, node)
+        if premise is None:
+            return
+        why, confidence = premise
         self.report(
-            var_list.value,
+            var_list,
             f"gradients taken w.r.t. {what}{where}, {why}; use the trainable variables instead",
             fix=fix,
-            severity=severity,
             data={"call": self.ctx.code(node.func)[-40:], "call_line": self.ctx.line(node)},
+            confidence=confidence,
         )
 
     def _consistent_fix(self, call: cst.Call, fix_node: cst.CSTNode, fix_text: str) -> Fix:
@@ -222,23 +286,80 @@ class GradientWrtNonTrainable(Rule):
                     found.setdefault(self.ctx.code(var_list), []).append((n, grads, var_list))
         return found
 
-    def _var_list_arg(self, call: cst.Call) -> cst.Arg | None:
+    def _premise(self, owner: cst.BaseExpression | None, at: cst.CSTNode) -> tuple[str, str] | None:
+        """(why, confidence): the non-trainable variables the code shows in the list, or what
+        was assumed; None when the code shows there are none."""
         ctx = self.ctx
+        if owner is None:  # tf.global_variables() / the GLOBAL_VARIABLES collection
+            shown = self._file_non_trainable()
+            if shown:
+                return (
+                    f"which includes the non-trainable variables the script creates ({shown}): "
+                    "their gradients are always None"
+                ), "high"
+            return (
+                "which would include any non-trainable variables (BatchNormalization statistics, a global "
+                "step): assumed the graph holds some, the script creates none visibly"
+            ), "low"
+        info = ctx.model_info(owner, at)
+        name = ctx.code(owner)
+        if info.batch_norm:
+            return (
+                f"which includes the non-trainable moving_mean/moving_variance of the BatchNormalization in "
+                f"`{name}` ({info.description}): their gradients are always None"
+            ), "high"
+        if info.non_trainable:
+            return (
+                f"which includes the non-trainable variables of `{name}` ({info.description}, created with "
+                "`trainable=False`): their gradients are always None"
+            ), "high"
+        if info.kind == "unknown" or info.unseen:
+            seen = info.description if info.kind == "unknown" else f"{info.description} holds {info.unseen[0]}"
+            return (
+                f"which includes any non-trainable variables (e.g. BatchNormalization moving_mean/"
+                f"moving_variance); could not see the variables of `{name}` ({seen}): assumed it holds some"
+            ), "low"
+        return None  # every variable the code shows is trainable: `.variables` is the same list
+
+    def _file_non_trainable(self) -> str | None:
+        """A non-trainable variable the file creates: a batch norm, `trainable=False`, a global step."""
+        cache = self.__dict__.get("_nt_cache", ())
+        if cache != ():
+            return cache
+        ctx = self.ctx
+        found = None
+        bn = tfapi.names("layers", "batch_norm_classes")
+        tf1_bn = {row[0] for row in tfapi.table("layers", "tf1_batch_norm")}
+        for n in ctx.nodes:
+            if type(n) is not cst.Call:
+                continue
+            qn = ctx.call_name(n) or ""
+            last = qn.rsplit(".", 1)[-1]
+            if qn in tf1_bn or last in bn:
+                found = f"batch normalization at line {ctx.line(n)}"
+            elif last in ("get_or_create_global_step", "create_global_step", "ExponentialMovingAverage"):
+                found = f"`{last}` at line {ctx.line(n)}"
+            else:
+                arg = get_arg(n, "trainable")
+                if arg is not None and isinstance(arg.value, cst.Name) and arg.value.value == "False":
+                    found = f"a `trainable=False` variable at line {ctx.line(n)}"
+            if found:
+                break
+        self.__dict__["_nt_cache"] = found
+        return found
+
+    def _var_list(self, call: cst.Call) -> cst.BaseExpression | None:
+        """The variable list of a gradient request (``ctx.gradient_calls``) or of
+        ``apply_gradients(zip(grads, X))``."""
+        by_node = self.__dict__.get("_by_node")
+        if by_node is None:
+            by_node = {id(gc.node): gc for gc in self.ctx.gradient_calls}
+            self.__dict__["_by_node"] = by_node
+        gc = by_node.get(id(call))
+        if gc is not None:
+            return gc.sources if gc.kind != "compile" else None
         func = call.func
-        qn = ctx.call_name(call)
-        if qn in tfapi.names("gradients", "tf_gradients"):
-            return get_arg(call, "xs", 1)
-        if not isinstance(func, cst.Attribute):
-            return None
-        method = func.attr.value
-        if method == "gradient" and ctx.is_tape(func.value, call):
-            return get_arg(call, "sources", 1)
-        for name, keyword, pos in tfapi.table("gradients", "var_list_methods"):
-            if method == name:
-                if name == "minimize":
-                    return get_arg(call, keyword)
-                return get_arg(call, keyword, pos)
-        if method == "apply_gradients" and call.args:
+        if isinstance(func, cst.Attribute) and func.attr.value == "apply_gradients" and call.args:
             zipped = call.args[0].value
             if (
                 isinstance(zipped, cst.Call)
@@ -246,21 +367,26 @@ class GradientWrtNonTrainable(Rule):
                 and zipped.func.value == "zip"
                 and len(zipped.args) == 2
             ):
-                return zipped.args[1]
+                return zipped.args[1].value
         return None
 
-    def _grads_already_flagged(self, var_list: cst.Arg, call: cst.Call) -> bool:
+    def _grads_already_flagged(self, call: cst.Call) -> bool:
         """apply_gradients(zip(grads, X)) where grads came from a call this rule flags."""
         zipped = call.args[0].value
         grads = zipped.args[0].value  # type: ignore[attr-defined]
         b = self.ctx.binding(grads, call)
         if b is None or not isinstance(b.value, cst.Call):
             return False
-        arg = self._var_list_arg(b.value)
-        return arg is not None and self._non_trainable(arg.value, b.value) is not None
+        var_list = self._var_list(b.value)
+        if var_list is None:
+            return False
+        problem = self._non_trainable(var_list, b.value)
+        return problem is not None and self._premise(problem[4], b.value) is not None
 
     def _non_trainable(self, expr: cst.BaseExpression, at: cst.CSTNode):
-        """(description, node to fix, replacement, binding node) if ``expr`` holds all variables."""
+        """(description, node to fix, replacement, binding node, owner) if ``expr`` holds all
+        variables of ``owner`` (None: the global collection). A list built with ``+`` or
+        ``[...]`` is checked part by part."""
         ctx = self.ctx
         bound_at = None
         value = expr
@@ -269,6 +395,14 @@ class GradientWrtNonTrainable(Rule):
             if b is None or b.value is None or b.kind not in ("assign", "annassign"):
                 return None
             value, bound_at = b.value, b.node
+        parts = self._parts(value)
+        if len(parts) > 1:
+            for part in parts:
+                found = self._non_trainable(part, at)
+                if found is not None and self._premise(found[4], at) is not None:
+                    what, _, _, _, owner = found
+                    return what, (None if bound_at is not None else found[1]), found[2], bound_at, owner
+            return None
         if isinstance(value, cst.Attribute) and self._is_var_attr(value):
             attr = value.attr.value
             owner = dotted(value.value) or ctx.code(value.value)
@@ -290,6 +424,15 @@ class GradientWrtNonTrainable(Rule):
                     new = ctx.code(key.value) + ".TRAINABLE_VARIABLES" if isinstance(key, cst.Attribute) else ""
                     return "the GLOBAL_VARIABLES collection", fix_node, new, bound_at, None
         return None
+
+    @staticmethod
+    def _parts(value: cst.BaseExpression) -> list[cst.BaseExpression]:
+        """``a.variables + b.trainable_variables`` / ``[*a.variables, *b.variables]``: the parts."""
+        if isinstance(value, cst.BinaryOperation) and isinstance(value.operator, cst.Add):
+            return [*GradientWrtNonTrainable._parts(value.left), *GradientWrtNonTrainable._parts(value.right)]
+        if isinstance(value, (cst.List, cst.Tuple)):
+            return [e.value for e in value.elements]
+        return [value]
 
     @staticmethod
     def _is_var_attr(expr: cst.BaseExpression) -> bool:

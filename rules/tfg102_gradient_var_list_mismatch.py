@@ -338,16 +338,14 @@ class GradientVarListMismatch(Rule):
         return None
 
     def _gradient_list(self, call: cst.Call) -> cst.BaseExpression | None:
-        """The variable list of a ``tape.gradient`` / ``tf.gradients`` call."""
-        ctx = self.ctx
-        if ctx.call_name(call) in tfapi.names("gradients", "tf_gradients"):
-            arg = get_arg(call, "xs", 1)
-            return arg.value if arg is not None else None
-        func = call.func
-        if isinstance(func, cst.Attribute) and func.attr.value == "gradient" and ctx.is_tape(func.value, call):
-            arg = get_arg(call, "sources", 1)
-            return arg.value if arg is not None else None
-        return None
+        """The variable list of a ``tape.gradient`` / ``tf.gradients`` call (``ctx.gradient_calls``)."""
+        by_node = self.__dict__.get("_by_node")
+        if by_node is None:
+            by_node = self.__dict__["_by_node"] = {id(gc.node): gc for gc in self.ctx.gradient_calls}
+        gc = by_node.get(id(call))
+        if gc is None or gc.kind not in ("tape", "tf_gradients"):
+            return None
+        return gc.sources
 
     def _grads_origin(self, expr: cst.BaseExpression, at: cst.CSTNode, depth: int):
         """(gradient call, its variable list) that produced ``expr``, looking through clipping."""

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import libcst as cst
 
-from tflint_grad.analysis import Binding, TapeBlock, dotted, get_arg
+from tflint_grad.analysis import Binding, TapeBlock, dotted
 from tflint_grad.rule import Invalid, Outcome, Rule, Valid
 
 # Expressions that run TensorFlow ops (a Python subscript or name does not).
@@ -236,14 +236,14 @@ class LossOutsideTape(Rule):
         if not (isinstance(func, cst.Attribute) and func.attr.value == "gradient" and isinstance(func.value, cst.Name)):
             return
         ctx = self.ctx
+        gc = next((g for g in ctx.gradient_calls if g.node is node and g.kind == "tape"), None)
+        if gc is None or gc.target is None:
+            return
         scope = ctx.scope_of(node)
         blocks = self._blocks_for(scope, func.value.value)
         if not blocks:
             return
-        arg = get_arg(node, "target", 0)
-        if arg is None:
-            return
-        target = arg.value
+        target = gc.target
         tape_name = func.value.value
         if _computes(target):
             if any(self._in_body(b, node) for b in blocks):

@@ -7,6 +7,7 @@ import libcst as cst
 
 from tflint_grad import tfapi
 from tflint_grad.analysis import dotted, get_arg, modelish_name, string_value
+from tflint_grad.analysis.calls import bind_arguments
 from tflint_grad.rule import Invalid, Outcome, Rule, Valid
 
 _WS = re.compile(r"\s+")
@@ -38,6 +39,8 @@ _NONE_F = Flow(NONE)
 _DIFF_F = Flow(DIFF)
 _UNKNOWN_F = Flow(UNKNOWN)
 _MAX_BLOCKS = 8
+# The gradient requests whose loss is followed (compile's loss is a function, not a value).
+_ROOT_KINDS = ("tape", "tf_gradients", "minimize", "compute_gradients")
 
 
 def _combine(flows) -> Flow:
@@ -327,6 +330,24 @@ class NonDifferentiableOp(Rule):
             line=5,
             message="zero",
         ),
+        # argmax inside a loss method called from the tape (`self.accuracy_loss(...)`)
+        Invalid(
+            """
+            import tensorflow as tf
+            class Trainer:
+                def __init__(self):
+                    self.model = tf.keras.Sequential([tf.keras.layers.Dense(3)])
+                def accuracy_loss(self, logits, labels):
+                    pred = tf.argmax(logits, axis=1)
+                    return tf.reduce_mean(tf.cast(tf.equal(pred, labels), tf.float32))
+                def step(self, x, y):
+                    with tf.GradientTape() as tape:
+                        loss = self.accuracy_loss(self.model(x, training=True), y)
+                    return tape.gradient(loss, self.model.trainable_variables)
+            """,
+            line=6,
+            message="`tf.argmax`",
+        ),
         # cast to int, standalone keras, in a helper function of the same file
         Invalid(
             """
@@ -458,35 +479,23 @@ class NonDifferentiableOp(Rule):
             )
 
     def _root(self, call: cst.Call):
-        """(api, loss expression, var list expression, tape bodies) of a gradient call."""
+        """(api, loss expression, var list expression, tape bodies) of a gradient call
+        (``ctx.gradient_calls``: tape.gradient, tf.gradients, minimize, compute_gradients)."""
         ctx = self.ctx
-        func = call.func
-        qn = ctx.call_name(call)
-        if qn in tfapi.names("gradients", "tf_gradients"):
-            ys = get_arg(call, "ys", 0)
-            xs = get_arg(call, "xs", 1)
-            return ("tf.gradients", ys.value, xs.value if xs else None, []) if ys else None
-        if qn is not None or not isinstance(func, cst.Attribute):
+        by_node = self.__dict__.get("_by_node")
+        if by_node is None:
+            by_node = self.__dict__["_by_node"] = {id(gc.node): gc for gc in ctx.gradient_calls}
+        gc = by_node.get(id(call))
+        if gc is None or gc.target is None or gc.kind not in _ROOT_KINDS:
             return None
-        method = func.attr.value
-        if method == "gradient":
-            if not ctx.is_tape(func.value, call):
-                return None
-            target = get_arg(call, "target", 0)
-            sources = get_arg(call, "sources", 1)
-            if target is None:
-                return None
+        func = call.func
+        if gc.kind == "tape":
             bodies = []
-            if isinstance(func.value, cst.Name):
+            if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name):
                 bodies = self._tape_bodies(ctx.scope_of(call), func.value.value)
-            return (f"{ctx.code(func.value)}.gradient", target.value, sources.value if sources else None, bodies)
-        if method in ("minimize", "compute_gradients"):
-            loss = get_arg(call, "loss", 0)
-            var_list = get_arg(call, "var_list", 1 if method == "compute_gradients" else None)
-            if loss is None:
-                return None
-            return (method, loss.value, var_list.value if var_list else None, [])
-        return None
+            return (f"{ctx.code(func.value)}.gradient", gc.target, gc.sources, bodies)  # type: ignore[attr-defined]
+        api = "tf.gradients" if gc.kind == "tf_gradients" else gc.kind
+        return (api, gc.target, gc.sources, [])
 
     def _tape_bodies(self, scope: cst.CSTNode, name: str) -> list[cst.CSTNode]:
         if self._blocks is None:
@@ -711,7 +720,7 @@ class _Analyzer:
 
     def _comprehension(self, node, env) -> Flow:
         mapping: dict[str, Flow] = {}
-        frame_env = env + (("comp", mapping),)
+        frame_env = (*env, ("comp", mapping))
         comp = node.for_in
         while comp is not None:
             it = self.flow(comp.iter, frame_env)
@@ -1015,37 +1024,16 @@ class _Analyzer:
         if custom:
             inp = self._all([a.value for a in args], env)
             return _DIFF_F if inp.kind == BLOCKED else inp
+        bound = bind_arguments(fn, call, skip_self=skip_self) if call is not None else None
         mapping: dict[str, Flow] = {}
-        params = list(fn.params.posonly_params) + list(fn.params.params)
-        if skip_self and params:
-            params = params[1:]
-        positional = [a for a in args if a.keyword is None and not a.star]
-        starred = [a for a in args if a.star]
-        keywords = {a.keyword.value: a for a in args if a.keyword is not None}
-        if starred:
-            everything = self._all([a.value for a in args], env)
-            for p in params + list(fn.params.kwonly_params):
-                mapping[p.name.value] = everything
+        if bound is not None:
+            for name, values in bound.args.items():
+                mapping[name] = self._all(values, env) if len(values) != 1 else self.flow(values[0], env)
         else:
-            for i, p in enumerate(params):
-                if i < len(positional):
-                    mapping[p.name.value] = self.flow(positional[i].value, env)
-            leftovers = positional[len(params) :]
-            for p in params + list(fn.params.kwonly_params):
-                name = p.name.value
-                if name in keywords:
-                    mapping[name] = self.flow(keywords[name].value, env)
-                elif name not in mapping and p.default is not None:
-                    mapping[name] = self.flow(p.default, env)
-            star = fn.params.star_arg
-            if isinstance(star, cst.Param):
-                mapping[star.name.value] = self._all([a.value for a in leftovers], env)
-            if fn.params.star_kwarg is not None:
-                known = {p.name.value for p in params + list(fn.params.kwonly_params)}
-                mapping[fn.params.star_kwarg.name.value] = self._all(
-                    [a.value for k, a in keywords.items() if k not in known], env
-                )
-        frame_env = env + (("call", fn, mapping),)
+            for p in [*fn.params.posonly_params, *fn.params.params, *fn.params.kwonly_params]:
+                if p.default is not None:
+                    mapping[p.name.value] = self.flow(p.default, env)
+        frame_env = (*env, ("call", fn, mapping))
         returns = self.rule.returns_of(fn)
         if not returns:
             return _NONE_F

@@ -1,9 +1,20 @@
 from __future__ import annotations
 
+from functools import cached_property
+
 import libcst as cst
 
 from tflint_grad import tfapi
-from tflint_grad.analysis import ModelInfo, dotted, has_keyword, model_attribute_owners, modelish_name
+from tflint_grad.analysis import (
+    GradientCall,
+    ModelInfo,
+    dotted,
+    has_keyword,
+    model_attribute_owners,
+    modelish_name,
+    reaches_gradient,
+)
+from tflint_grad.analysis.modes import mode_at
 from tflint_grad.finding import Edit, Fix
 from tflint_grad.rule import Invalid, Outcome, Rule, Valid
 
@@ -14,13 +25,16 @@ class MissingTrainingFlag(Rule):
     ## What it does
     Flags a call of a Keras model or layer made directly in the body of a
     `with tf.GradientTape() as tape:` block, without a `training=` argument, when the
-    model contains `BatchNormalization` or `Dropout` (Sequential lists, `model.add`,
+    model visibly contains `BatchNormalization` or `Dropout` (Sequential lists, `model.add`,
     functional `Model(inputs, outputs)`, subclassed models whose layers are built in
-    `__init__`, models returned by helper functions, `keras.applications`). When the
-    layers of the model cannot be seen (a function parameter, a model loaded from disk
-    or imported), the call is flagged only if the callee is plausibly a model (its
-    `.trainable_variables` are used in the same function, or its name says so), and
-    the message says what was assumed.
+    `__init__`, models returned by helper functions or passed in as arguments at the call
+    sites of the file, classes imported from sibling modules, `keras.applications`). In TF1
+    graph code, also a model whose output reaches the loss of `minimize`/`compute_gradients`.
+    Not flagged: frozen models (`base.trainable = False`), tapes whose gradients are taken
+    w.r.t. an input or activation (saliency, Grad-CAM, style transfer, adversarial examples:
+    inference mode is intended), `tf.Module`s and loss/metric callables. When the layers
+    cannot be seen (a model loaded from disk, a parameter with no call site) the finding is
+    `low` confidence (hidden by default) and its message says what was assumed.
 
     ## Why is this bad?
     Keras decides the mode from the `training` argument of the outermost call. Without
@@ -59,7 +73,7 @@ class MissingTrainingFlag(Rule):
     code = "TFG201"
     name = "missing-training-flag"
     severity = "warning"
-    requires = ("GradientTape",)
+    requires = ("GradientTape", "minimize", "compute_gradients", "gradients(")
 
     VALID = [
         # training=True
@@ -203,6 +217,68 @@ class MissingTrainingFlag(Rule):
                     grads = tape.gradient(loss, self.trainable_variables)
                     self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
                     return {"loss": loss}
+        """),
+        # loss helpers are not models, whatever their names (`self.generator_loss` is a method)
+        Valid("""
+            import tensorflow as tf
+            class DCGAN:
+                def __init__(self):
+                    self.generator = tf.keras.Sequential([tf.keras.layers.Dense(4)])
+                def generator_loss(self, fake_output):
+                    return tf.reduce_mean(fake_output)
+                def train_step(self, noise):
+                    with tf.GradientTape() as tape:
+                        fake = self.generator(noise, training=True)
+                        loss = self.generator_loss(fake)
+                    return tape.gradient(loss, self.generator.trainable_variables)
+        """),
+        # a VGG19 wrapper (no BatchNormalization, frozen), differentiated w.r.t. the image
+        Valid("""
+            import tensorflow as tf
+            def vgg_layers(names):
+                vgg = tf.keras.applications.VGG19(include_top=False, weights="imagenet")
+                vgg.trainable = False
+                outputs = [vgg.get_layer(name).output for name in names]
+                return tf.keras.Model([vgg.input], outputs)
+            class StyleContentModel(tf.keras.models.Model):
+                def __init__(self, layers):
+                    super().__init__()
+                    self.vgg = vgg_layers(layers)
+                def call(self, inputs):
+                    x = tf.keras.applications.vgg19.preprocess_input(inputs * 255.0)
+                    return self.vgg(x)
+            extractor = StyleContentModel(["block1_conv1"])
+            image = tf.Variable(content_image)
+            with tf.GradientTape() as tape:
+                outputs = extractor(image)
+                loss = tf.add_n([tf.reduce_mean(o) for o in outputs])
+            grad = tape.gradient(loss, image)
+        """),
+        # Grad-CAM: the gradient is taken w.r.t. an activation; inference mode is intended
+        Valid("""
+            import tensorflow as tf
+            model = tf.keras.applications.ResNet50(weights="imagenet")
+            grad_model = tf.keras.Model(model.inputs, [model.get_layer("conv5").output, model.output])
+            with tf.GradientTape() as tape:
+                conv_out, preds = grad_model(img)
+                score = preds[:, 3]
+            grads = tape.gradient(score, conv_out)
+        """),
+        # models passed in as parameters: resolved through the call sites (Dense only; a tf.Module)
+        Valid("""
+            import tensorflow as tf
+            class Linear(tf.Module):
+                def __init__(self):
+                    self.w = tf.Variable(5.0)
+                def __call__(self, x):
+                    return self.w * x
+            def train(model, x, y):
+                with tf.GradientTape() as tape:
+                    loss = tf.reduce_mean(tf.square(model(x) - y))
+                return tape.gradient(loss, model.trainable_variables)
+            net = tf.keras.Sequential([tf.keras.layers.Dense(5)])
+            train(net, x, y)
+            train(Linear(), x, y)
         """),
     ]
     INVALID = [
@@ -348,6 +424,7 @@ class MissingTrainingFlag(Rule):
             """,
             line=5,
             message="could not see the layers of `model` (a function parameter): assumed it may contain BatchNormalization/Dropout",
+            confidence="low",
         ),
         # unknown content: its variables are used in the same function
         Invalid(
@@ -360,6 +437,7 @@ class MissingTrainingFlag(Rule):
             """,
             line=4,
             message="assumed",
+            confidence="low",
         ),
         # a layer instance
         Invalid(
@@ -380,6 +458,43 @@ class MissingTrainingFlag(Rule):
             with tf.GradientTape() as tape:
                 loss = tf.reduce_mean(dense(drop(x, training=True)))
             """,
+        ),
+        # a model passed to __init__ and stored on self: resolved through the constructor call
+        Invalid(
+            """
+            import tensorflow as tf
+            from tensorflow import keras
+            discriminator = keras.Sequential([keras.layers.Conv2D(8, 3), keras.layers.Dropout(0.2)])
+            class GAN(keras.Model):
+                def __init__(self, discriminator, latent_dim):
+                    super().__init__()
+                    self.discriminator = discriminator
+                def train_step(self, images):
+                    with tf.GradientTape() as tape:
+                        predictions = self.discriminator(images)
+                        loss = tf.reduce_mean(predictions)
+                    return {"d_loss": loss}
+            gan = GAN(discriminator=discriminator, latent_dim=128)
+            """,
+            line=10,
+            message="contains Dropout",
+        ),
+        # TF1 graph code: a Keras model with BatchNormalization trained by `minimize` in a Session
+        Invalid(
+            """
+            import tensorflow.compat.v1 as tf
+            tf.disable_v2_behavior()
+            model = tf.keras.Sequential([tf.keras.layers.Dense(8), tf.keras.layers.BatchNormalization()])
+            x = tf.placeholder(tf.float32, [None, 4])
+            y = tf.placeholder(tf.float32, [None, 8])
+            loss = tf.reduce_mean(tf.square(model(x) - y))
+            train_op = tf.train.AdamOptimizer(1e-3).minimize(loss)
+            with tf.Session() as sess:
+                sess.run(tf.global_variables_initializer())
+                sess.run(train_op, {x: xs, y: ys})
+            """,
+            line=6,
+            message="in the graph that",
         ),
         # a custom train_step calling self(...) without training
         Invalid(
@@ -411,7 +526,7 @@ class MissingTrainingFlag(Rule):
     # -- static ---------------------------------------------------------------------
     def visit_Call(self, node: cst.Call) -> None:
         ctx = self.ctx
-        if not ctx.tapes or has_keyword(node, "training"):
+        if not (ctx.tapes or ctx.gradient_calls) or has_keyword(node, "training"):
             return
         if any(a.keyword is not None and a.keyword.value in self._misspelled for a in node.args):
             return  # TFG204 reports the misspelled flag
@@ -424,7 +539,14 @@ class MissingTrainingFlag(Rule):
         if isinstance(callee, cst.Attribute) and not (name and name.startswith("self.")) and not modelish_name(name):
             return  # `model.predict(...)`, `tape.watch(...)`...
         tape = ctx.enclosing_tape(node)
+        where = "inside the GradientTape block"
         if tape is None:
+            # TF1 graph code: a Keras model whose output reaches the loss that `minimize` trains
+            step = self._graph_training_step(node)
+            if step is None:
+                return
+            where = f"in the graph that `{ctx.code(step.node.func)[-40:]}` (line {ctx.line(step.node)}) trains"
+        elif self._inference_intended(tape):
             return
         if self._positional_training(node):
             return
@@ -432,15 +554,15 @@ class MissingTrainingFlag(Rule):
         if info is None:
             return
         shown = name or ctx.code(callee)
-        if info.kind in ("model", "layer"):
+        if info.kind in ("model", "layer") and (info.training_sensitive or not info.unseen):
             if not info.training_sensitive or info.frozen:
                 return
-            message = self._known_message(shown, info)
+            message = self._known_message(shown, info, where)
             assumed = False
-        elif info.kind == "unknown":
+        elif tape is not None and info.kind in ("unknown", "model"):
             if isinstance(callee, cst.Call) or not self._plausible_model(name, node):
                 return
-            reason = info.description
+            reason = info.description if info.kind == "unknown" else f"{info.description}, which holds {info.unseen[0]}"
             prefix = f"`{shown}` is "
             if reason.startswith(prefix):
                 reason = reason[len(prefix) :]
@@ -465,7 +587,14 @@ class MissingTrainingFlag(Rule):
                 "dropout": info.dropout,
                 "assumed": assumed,
             },
+            confidence="low" if assumed else "high",
         )
+
+    def _inference_intended(self, tape) -> bool:
+        """Every gradient taken from this tape is w.r.t. a watched input or an activation
+        (saliency, Grad-CAM, style transfer, adversarial examples): inference mode is intended."""
+        calls = [gc for gc in self.ctx.gradient_calls if gc.tape is tape]
+        return bool(calls) and all(gc.wrt_input for gc in calls)
 
     def _model_info(self, callee: cst.BaseExpression, at: cst.CSTNode) -> ModelInfo | None:
         """``ctx.model_info``, cached per binding (a model is usually called at several places)."""
@@ -484,8 +613,25 @@ class MissingTrainingFlag(Rule):
             self._infos[key] = info
         return info
 
+    @cached_property
+    def _graph_steps(self) -> bool:
+        return any(gc.kind in ("minimize", "compute_gradients", "tf_gradients") for gc in self.ctx.gradient_calls)
+
+    def _graph_training_step(self, node: cst.Call) -> GradientCall | None:
+        """The ``minimize``/``compute_gradients``/``tf.gradients`` whose loss this call's output
+        reaches, in graph mode (where Keras's learning phase defaults to inference)."""
+        ctx = self.ctx
+        if not self._graph_steps:
+            return None
+        if "set_learning_phase" in ctx.source or mode_at(ctx, node) != "graph":
+            return None
+        gc = reaches_gradient(ctx, node)
+        if gc is None or gc.kind not in ("minimize", "compute_gradients", "tf_gradients"):
+            return None
+        return gc
+
     @staticmethod
-    def _known_message(shown: str, info: ModelInfo) -> str:
+    def _known_message(shown: str, info: ModelInfo, where: str = "inside the GradientTape block") -> str:
         kinds = [k for k, on in (("BatchNormalization", info.batch_norm), ("Dropout", info.dropout)) if on]
         what = info.description or "a Keras model"
         if info.kind != "layer":
@@ -498,7 +644,7 @@ class MissingTrainingFlag(Rule):
         if info.dropout:
             effects.append("Dropout is disabled")
         return (
-            f"`{shown}` ({what}) is called inside the GradientTape block without `training=`: "
+            f"`{shown}` ({what}) is called {where} without `training=`: "
             + " and ".join(effects)
             + ", so the gradients are those of the inference-mode network; pass `training=True` in the training step"
         )

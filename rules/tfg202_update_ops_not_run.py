@@ -5,7 +5,7 @@ import re
 import libcst as cst
 
 from tflint_grad import tfapi
-from tflint_grad.analysis import dotted, mentions_update_ops, tf1_batch_norm_training
+from tflint_grad.analysis import dotted, get_arg, mentions_update_ops, tf1_batch_norm_training
 from tflint_grad.finding import Edit, Fix
 from tflint_grad.rule import Invalid, Outcome, Rule, Valid
 
@@ -60,7 +60,7 @@ class UpdateOpsNotRun(Rule):
     code = "TFG202"
     name = "update-ops-not-run"
     severity = "warning"
-    requires = ("batch_norm",)
+    requires = ("batch_norm", "BatchNormalization")
 
     VALID = [
         # control dependencies on UPDATE_OPS through a name (seed 000's pattern)
@@ -146,6 +146,13 @@ class UpdateOpsNotRun(Rule):
             with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
                 train_op = make_train_op(tf.reduce_mean(h))
         """),
+        # batch norm hard-wired to training=True everywhere: the moving statistics are never read
+        Valid("""
+            import tensorflow as tf
+            h = tf.layers.batch_normalization(tf.layers.dense(x, 8), training=True)
+            h = tf.layers.batch_normalization(tf.layers.dense(h, 8), training=True)
+            train_op = tf.train.AdamOptimizer().minimize(tf.reduce_mean(h))
+        """),
         # a Keras optimizer in eager TF2 code is not a TF1 train op
         Valid("""
             import tensorflow as tf
@@ -191,6 +198,7 @@ class UpdateOpsNotRun(Rule):
             """,
             line=8,
             message="apply_gradients",
+            confidence="low",
             fixed="""
             import tensorflow.compat.v1 as v1
             class Model:
@@ -216,6 +224,21 @@ class UpdateOpsNotRun(Rule):
             """,
             line=4,
             message="`tf.contrib.layers.batch_norm` at line 2",
+            confidence="low",
+        ),
+        # the TF1 class API: a BatchNormalization object built in __init__, called with a training flag
+        Invalid(
+            """
+            import tensorflow.compat.v1 as tf
+            class Net:
+                def __init__(self, x, is_training):
+                    self.bn = tf.layers.BatchNormalization()
+                    h = self.bn(tf.layers.dense(x, 8), training=is_training)
+                    self.loss = tf.reduce_mean(h)
+                    self.train_op = tf.train.AdamOptimizer().minimize(self.loss)
+            """,
+            line=7,
+            message="`self.bn` at line 5",
         ),
         # control dependencies on something else
         Invalid(
@@ -227,6 +250,7 @@ class UpdateOpsNotRun(Rule):
                 train_op = tf.train.AdamOptimizer().minimize(loss)
             """,
             line=5,
+            confidence="low",
         ),
     ]
 
@@ -256,16 +280,35 @@ class UpdateOpsNotRun(Rule):
         lines = self._bn_lines
         more = f" (and {len(bns) - 1} more)" if len(bns) > 1 else ""
         method = func.attr.value
-        self.report(
-            node,
+        message = (
             f"the train op `{method}(...)` does not run the batch-norm update ops: `{bn_name}` at line {lines[0]}{more} "
             "runs in training mode and puts its moving_mean/moving_variance updates in the UPDATE_OPS collection, "
             "which graph mode runs only if the train op depends on them (or they are fetched with it); as written the "
             "moving statistics never change and inference uses their initial values; create the train op under "
-            "`with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):`",
+            "`with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):`"
+        )
+        hard_wired = all(self._always_training(bn) for bn in bns)
+        if hard_wired:
+            message += (
+                "; assumed the moving statistics are used for inference elsewhere: every batch norm here is "
+                "hard-wired to training mode, so this script never reads them"
+            )
+        self.report(
+            node,
+            message,
             fix=self._fix(node, first),
             data={"call_line": ctx.line(node), "end_line": ctx.range(node)[2], "bn_lines": lines},
+            confidence="low" if hard_wired else "high",
         )
+
+    def _always_training(self, bn: cst.Call) -> bool:
+        """The batch norm's training flag is the literal True (or a default of True): it never
+        runs in inference mode, so its moving statistics are never read in this graph."""
+        arg = get_arg(bn, "training") or get_arg(bn, "is_training")
+        if arg is None:
+            return not any(a.star == "**" for a in bn.args)
+        v = arg.value
+        return isinstance(v, cst.Name) and v.value == "True"
 
     def _training_bns(self) -> list[cst.Call]:
         if self._bns is None:

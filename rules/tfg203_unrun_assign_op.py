@@ -6,15 +6,10 @@ import libcst as cst
 
 from tflint_grad import tfapi
 from tflint_grad.analysis import dotted
+from tflint_grad.analysis.modes import mode_at
 from tflint_grad.rule import Invalid, Outcome, Rule, Valid
 
 _STATS = re.compile(r"mean|var|moving|pop|running|avg|average|ema|stat", re.IGNORECASE)
-# Source markers of a graph actually run by a Session (vs TF2 eager code that borrows compat.v1).
-_GRAPH_TEXT = re.compile(
-    r"Session\(|placeholder\(|disable_v2_behavior|disable_eager_execution|\bGraph\(\)|tf\.assign(_add|_sub)?\(|"
-    r"compat\.v1\.assign|\.eval\(|global_variables_initializer"
-)
-_EAGER_TEXT = re.compile(r"enable_eager_execution|GradientTape|run_functions_eagerly")
 _CONTAINERS = (
     cst.Element,
     cst.StarredElement,
@@ -122,6 +117,26 @@ class UnrunAssignOp(Rule):
                 loss = tf.reduce_sum(v * v)
             moving_mean.assign(moving_mean * 0.9)
         """),
+        # TF1 eager mode (`tf.enable_eager_execution()`): the assignment runs at once
+        Valid("""
+            import tensorflow as tf
+            tf.enable_eager_execution()
+            x = tf.Variable(10.)
+            x.assign(2.)
+            global_step = tf.train.get_or_create_global_step()
+            global_step.assign_add(1)
+        """),
+        # TF2 code next to TF1 graphs built in `with graph.as_default()` blocks: only those are graphs
+        Valid("""
+            import tensorflow as tf
+            graph = tf.Graph()
+            with graph.as_default(), tf.compat.v1.Session(graph=graph) as sess:
+                inputs = tf.ones((1, 4))
+                sess.run(tf.compat.v1.global_variables_initializer())
+            model = tf.keras.Sequential([tf.keras.layers.Dense(2)])
+            for var in model.variables:
+                var.assign(tf.ones_like(var) * 0.001)
+        """),
         # inside a tf.function: automatic control dependencies run it
         Valid("""
             import tensorflow.compat.v1 as tf
@@ -139,6 +154,19 @@ class UnrunAssignOp(Rule):
         """),
     ]
     INVALID = [
+        # TF1 graph calls through compat.v1 but no disable_v2_behavior(): graph mode assumed (low)
+        Invalid(
+            """
+            import tensorflow.compat.v1 as tf
+            counter = tf.Variable(0)
+            counter.assign_add(1)
+            with tf.Session() as sess:
+                x = tf.placeholder(tf.float32)
+            """,
+            line=3,
+            message="assumed graph mode",
+            confidence="low",
+        ),
         # seed 003
         Invalid(
             """
@@ -194,24 +222,10 @@ class UnrunAssignOp(Rule):
 
     def __init__(self, ctx, options=None) -> None:
         super().__init__(ctx, options)
-        self._graph: bool | None = None
         self._name_loads: dict[str, int] | None = None
         self._attr_loads: dict[str, int] | None = None
         self._functions = tfapi.names("graph", "assign_functions")
         self._methods = tfapi.names("graph", "assign_methods")
-
-    def _graph_mode(self) -> bool:
-        if self._graph is None:
-            src = self.ctx.source
-            graph = bool(self.ctx.is_tf1 and _GRAPH_TEXT.search(src))
-            if (
-                graph
-                and _EAGER_TEXT.search(src)
-                and not re.search(r"Session\(|placeholder\(|disable_v2_behavior|disable_eager_execution", src)
-            ):
-                graph = False
-            self._graph = graph
-        return self._graph
 
     # -- static ---------------------------------------------------------------------
     def visit_Call(self, node: cst.Call) -> None:
@@ -232,8 +246,9 @@ class UnrunAssignOp(Rule):
             target = node.args[0].value if node.args else None
         else:
             return
-        if not self._graph_mode() or self._in_tf_function(node):
-            return
+        mode = mode_at(ctx, node)
+        if mode not in ("graph", "unknown"):
+            return  # eager code (TF2, enable_eager_execution) assigns at once; tf.function runs stateful ops
         unused = self._unused(node)
         if unused is None:
             return
@@ -255,8 +270,16 @@ class UnrunAssignOp(Rule):
                 "(not fetched, grouped or made a control dependency); in graph mode an op runs only when something "
                 "fetched depends on it: fetch it, group it with the train op or use `tf.control_dependencies`"
             )
+        if mode == "unknown":
+            message += (
+                "; assumed graph mode: the script uses TF1 graph calls through `tf.compat.v1` but never calls "
+                "`disable_v2_behavior()`, so under TF2 this line may run eagerly"
+            )
         self.report(
-            node, message, data={"call_line": ctx.line(node), "end_line": ctx.range(node)[2], "target": target_text}
+            node,
+            message,
+            data={"call_line": ctx.line(node), "end_line": ctx.range(node)[2], "target": target_text},
+            confidence="high" if mode == "graph" else "low",
         )
 
     def _is_variable(self, expr: cst.BaseExpression, at: cst.CSTNode) -> bool:
@@ -271,16 +294,6 @@ class UnrunAssignOp(Rule):
                 return False
             name = dotted(v)
             return bool(name and _STATS.search(name.split(".")[-1]))
-        return False
-
-    def _in_tf_function(self, node: cst.CSTNode) -> bool:
-        for a in self.ctx.ancestors(node):
-            if isinstance(a, cst.FunctionDef):
-                for d in a.decorators:
-                    dec = d.decorator.func if isinstance(d.decorator, cst.Call) else d.decorator
-                    qn = self.ctx.qualname(dec) or dotted(dec) or ""
-                    if qn.endswith("function"):
-                        return True
         return False
 
     def _unused(self, call: cst.Call) -> tuple[str, str | None] | None:

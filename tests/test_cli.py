@@ -24,8 +24,9 @@ from tflint_grad.rule import Rule
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# the model is on line 1 so that the flagged `model.variables` stays at 4:29 in every test below
 BAD = textwrap.dedent("""\
-    import tensorflow as tf
+    import tensorflow as tf; model = tf.keras.Sequential([tf.keras.layers.BatchNormalization()])
     with tf.GradientTape() as tape:
         loss = tf.reduce_mean(model(x, training=True))
     grads = tape.gradient(loss, model.variables)
@@ -175,9 +176,9 @@ def test_exit_codes_0_1_2(tmp_path):
     bad = run("check", cwd=tmp_path)
     assert bad.returncode == 1
     assert bad.stdout.decode() == (
-        "bad.py:4:29: TFG101 [*] gradients taken w.r.t. `model.variables`, which includes non-trainable variables "
-        "(e.g. BatchNormalization moving_mean/moving_variance): their gradients are always None; use the trainable "
-        "variables instead\n"
+        "bad.py:4:29: TFG101 [*] gradients taken w.r.t. `model.variables`, which includes the non-trainable "
+        "moving_mean/moving_variance of the BatchNormalization in `model` (a `Sequential` model): their gradients "
+        "are always None; use the trainable variables instead\n"
     )
     assert b"Found 1 finding in 1 file (1 fixable with --fix)" in bad.stderr
     missing = run("check", "nope.py", cwd=tmp_path)
@@ -207,7 +208,10 @@ def test_stdin(tmp_path):
     assert proc.stdout.decode() == BAD_FIXED
     assert b"Fixed 1 issue" in proc.stderr
     # notebook from stdin
-    nb = notebook(("code", "import tensorflow as tf\n"), ("code", "g = tape.gradient(loss, model.variables)\n"))
+    nb = notebook(
+        ("code", "import tensorflow as tf\nmodel = tf.keras.Sequential([tf.keras.layers.BatchNormalization()])\n"),
+        ("code", "g = tape.gradient(loss, model.variables)\n"),
+    )
     proc = run("check", "-", "--stdin-filename", "nb.ipynb", "--format", "json", cwd=tmp_path, input=nb.encode())
     data = json.loads(proc.stdout)
     assert [(f["code"], f["cell"], f["line"]) for f in data["findings"]] == [("TFG101", 1, 1)]
@@ -371,7 +375,10 @@ def test_notebooks(tfg, tmp_path):
         "nb.ipynb",
         notebook(
             ("markdown", "# Training\n"),
-            ("code", "%matplotlib inline\n!pip install tensorflow\nimport tensorflow as tf\n"),
+            (
+                "code",
+                "%matplotlib inline\n!pip install tensorflow\nimport tensorflow as tf\nmodel = tf.keras.Sequential([tf.keras.layers.BatchNormalization()])\n",
+            ),
             (
                 "code",
                 "%%time\nwith tf.GradientTape() as tape:\n    loss = model(x, training=True)\ngrads = tape.gradient(loss, model.variables)\n",

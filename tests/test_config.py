@@ -14,7 +14,7 @@ from tflint_grad.engine import lint_source
 from tflint_grad.rule import Rule
 
 BAD = (
-    "import tensorflow as tf\n"
+    "import tensorflow as tf; model = tf.keras.Sequential([tf.keras.layers.BatchNormalization()])\n"
     "with tf.GradientTape() as tape:\n"
     "    loss = model(x, training=True)\n"
     "grads = tape.gradient(loss, model.variables)\n"

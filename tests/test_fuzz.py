@@ -143,7 +143,13 @@ def test_notebook_with_magics_and_invalid_cells():
         "cells": [
             {
                 "cell_type": "code",
-                "source": ["%time import tensorflow as tf\n", "!pip install foo\n", "x = tf.constant(1)\n"],
+                "source": [
+                    "%time import tensorflow as tf\n",
+                    "!pip install foo\n",
+                    "x = tf.constant(1)\n",
+                    "import tensorflow as tf\n",
+                    "model = tf.keras.Sequential([tf.keras.layers.BatchNormalization()])\n",
+                ],
             },
             {"cell_type": "code", "source": "%%bash\necho hi\n"},
             {"cell_type": "markdown", "source": "# title"},

@@ -22,8 +22,10 @@ from tflint_grad import cli
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = ROOT / "examples" / "seeds"
 
+# the model (with a BatchNormalization, so `.variables` visibly holds non-trainable variables) is
+# on line 1: the flagged `model.variables` stays at 4:29
 BAD = textwrap.dedent("""\
-    import tensorflow as tf
+    import tensorflow as tf; model = tf.keras.Sequential([tf.keras.layers.BatchNormalization()])
     with tf.GradientTape() as tape:
         loss = tf.reduce_mean(model(x, training=True))
     grads = tape.gradient(loss, model.variables)

@@ -15,6 +15,9 @@ from tflint_grad.engine import lint_bytes
 HAVE_IPYTHON = importlib.util.find_spec("IPython") is not None
 
 FLAGGED = "grads = tape.gradient(loss, model.variables)"
+# The set-up cell shows the model's BatchNormalization: `.variables` then visibly holds its
+# non-trainable statistics (TFG101 reports only what the code shows).
+SETUP = "import tensorflow as tf\nmodel = tf.keras.Sequential([tf.keras.layers.BatchNormalization()])\n"
 TRAIN = "with tf.GradientTape() as tape:\n    loss = model(x, training=True)\n" + FLAGGED + "\n"
 
 # Cells that Jupyter runs; each is followed (in the same cell) by the flagged training step,
@@ -72,7 +75,7 @@ def lint(text: str):
 @pytest.mark.parametrize("case", sorted(RUNNABLE))
 def test_runnable_cells_are_analysed(backend, case):
     head = RUNNABLE[case]
-    text = nb_json(("markdown", "# T"), ("code", "import tensorflow as tf\n"), ("code", head + TRAIN))
+    text = nb_json(("markdown", "# T"), ("code", SETUP), ("code", head + TRAIN))
     found = [(f.code, f.cell, f.line, f.column) for f in lint(text)]
     line = head.count("\n") + 3
     assert found == [("TFG101", 2, line, len("grads = tape.gradient(loss, ") + 1)]
@@ -94,7 +97,7 @@ def test_runnable_cells_are_analysed(backend, case):
     ],
 )
 def test_ipython_syntax_parses(backend, cell):
-    text = nb_json(("code", "import tensorflow as tf\n"), ("code", cell))
+    text = nb_json(("code", SETUP), ("code", cell))
     assert [f.code for f in lint(text)] == []
 
 
@@ -113,7 +116,7 @@ def test_fallback_makes_the_same_python_as_ipython(monkeypatch):
 
 def test_a_bad_cell_gets_its_own_tfg000_and_the_others_are_analysed(backend):
     text = nb_json(
-        ("code", "import tensorflow as tf\n"),
+        ("code", SETUP),
         ("code", "x = 1\nprint 'loss', x\n"),  # Python 2
         ("markdown", "Fill in:"),
         ("code", "batch_size = \n"),  # an exercise blank
@@ -138,7 +141,7 @@ def test_cell_order_is_execution_order_and_references_name_the_cell(backend):
 
 def test_positions_json_sarif_are_cell_local(tfg_dir):
     tmp_path = tfg_dir
-    (tmp_path / "nb.ipynb").write_text(nb_json(("code", "import tensorflow as tf\n"), ("code", "    " + FLAGGED)))
+    (tmp_path / "nb.ipynb").write_text(nb_json(("code", SETUP), ("code", "    " + FLAGGED)))
     findings = lint_bytes((tmp_path / "nb.ipynb").read_bytes(), "nb.ipynb").findings
     (f,) = findings
     col = len("    grads = tape.gradient(loss, ") + 1  # the cell is indented as a whole: columns in the cell
@@ -169,7 +172,7 @@ def _outputs_notebook() -> str:
     doc = json.loads(
         nb_json(
             ("markdown", "# Entraînement ü\n"),
-            ("code", "try:\n  %tensorflow_version 2.x\nexcept Exception:\n  pass\nimport tensorflow as tf"),
+            ("code", "try:\n  %tensorflow_version 2.x\nexcept Exception:\n  pass\n" + SETUP.rstrip("\n")),
             ("code", "!pip install foo \\\n   bar\n" + TRAIN + "print('done ✓')"),
             ("code", "    g = tape.gradient(loss, model.variables)\n    h = 1"),
         )
@@ -220,7 +223,7 @@ def test_fix_notebook_from_stdin_prints_the_notebook(tfg_dir, capsys, monkeypatc
     import io
     import sys
 
-    text = nb_json(("code", "import tensorflow as tf\n"), ("code", TRAIN))
+    text = nb_json(("code", SETUP), ("code", TRAIN))
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(text.encode())))
     cli.main(["check", "--no-cache", "--fix", "--stdin-filename", "nb.ipynb", "-"])
     out = capsys.readouterr().out

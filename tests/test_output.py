@@ -149,6 +149,7 @@ SARIF_SUBSET = {
                             "properties": {
                                 "ruleId": {"type": "string"},
                                 "ruleIndex": {"type": "integer", "minimum": -1},
+                                "rank": {"type": "number", "minimum": -1, "maximum": 100},
                                 "level": {"enum": ["none", "note", "warning", "error"]},
                                 "message": _MSG,
                                 "locations": {
@@ -342,7 +343,8 @@ def test_sarif_document(tmp_path):
         "artifactLocation": {"uri": "src/train.py", "uriBaseId": "%SRCROOT%"},
         "region": {"startLine": 4, "startColumn": 29, "endLine": 4, "endColumn": 44},
     }
-    assert r0["properties"] == {"verdict": "confirmed", "evidence": "moving_mean: None"}
+    assert r0["properties"] == {"verdict": "confirmed", "evidence": "moving_mean: None", "confidence": "high"}
+    assert r0["rank"] == 90.0
     (change,) = r0["fixes"][0]["artifactChanges"]
     assert change["replacements"] == [
         {
@@ -381,7 +383,9 @@ def test_sarif_of_a_real_run(tmp_path, monkeypatch, capsys):
     from tflint_grad import cli
 
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "a.py").write_text("import tensorflow as tf\ngrads = tape.gradient(loss, model.variables)\n")
+    (tmp_path / "a.py").write_text(
+        "import tensorflow as tf\nmodel = tf.keras.Sequential([tf.keras.layers.BatchNormalization()])\ngrads = tape.gradient(loss, model.variables)\n"
+    )
     (tmp_path / "b.py").write_text("import tensorflow as tf\nprint tf.x\n")
     assert cli.main(["check", "--format", "sarif", "--no-cache"]) == 1
     doc = json.loads(capsys.readouterr().out)

@@ -4,7 +4,8 @@ Entries live in ``<config root>/.tflint-grad-cache/<fingerprint>/<xx>/<key>.json
 nested configuration has its own; ``--cache-dir DIR``: ``DIR/<hash of the config root>/...``). The
 fingerprint covers the tflint-grad version, the source files of the package and its
 rules (size and mtime, so editing a rule invalidates everything) and the settings; the
-key adds the file's path and bytes. Folders of other fingerprints are removed when a
+key adds the file's path and bytes. An entry also records the sibling modules the program
+model read (``Result.depends``: mtime and size); it is a miss once one of them changed. Folders of other fingerprints are removed when a
 cache is opened. Only clean static results are cached (no internal errors); ``--fix``,
 ``--diff``, ``--confirm`` and standard input bypass the cache; ``--no-cache`` disables it.
 Any cache problem is ignored: the file is simply linted.
@@ -117,8 +118,14 @@ class Cache:
             findings = [Finding.from_dict({**d, "path": path}) for d in data["findings"]]
         except (OSError, ValueError, KeyError, TypeError):
             return None
+        depends = data.get("depends") or {}
+        if depends:
+            from tflint_grad.analysis.siblings import unchanged
+
+            if not unchanged(depends):
+                return None  # a sibling module the result depends on changed
         candidates = [Finding.from_dict({**d, "path": path}) for d in data.get("candidates", [])]
-        return Result(path, findings=findings, candidates=candidates, parsed=bool(data.get("parsed")))
+        return Result(path, findings=findings, candidates=candidates, parsed=bool(data.get("parsed")), depends=depends)
 
     def put(self, key: str, result: Any) -> None:
         try:
@@ -127,6 +134,7 @@ class Cache:
                     "parsed": result.parsed,
                     "findings": [{**f.to_dict(), "data": f.data} for f in result.findings],
                     "candidates": [{**f.to_dict(), "data": f.data} for f in result.candidates],
+                    "depends": result.depends,
                 }
             )
         except (TypeError, ValueError):

@@ -454,6 +454,12 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--extend-ignore", action="append", metavar="CODES", help="rule codes or prefixes to disable on top of ignore"
     )
+    g.add_argument(
+        "--min-confidence",
+        choices=("high", "low"),
+        help="high (default): report a finding only when the code shows its premise; low: also findings "
+        "whose premise was assumed (a model whose layers cannot be seen...)",
+    )
 
 
 def _add_config(p: argparse.ArgumentParser) -> None:
@@ -673,6 +679,7 @@ def _selection(args: argparse.Namespace) -> Selection:
         select=_codes(args.select),
         ignore=_codes(args.ignore) or [],
         extend_select=_codes(args.extend_select) or [],
+        min_confidence=getattr(args, "min_confidence", None),
         extend_ignore=_codes(getattr(args, "extend_ignore", None)) or [],
     )
     for flag, codes in (
@@ -1316,6 +1323,7 @@ def cmd_config(args: argparse.Namespace) -> int:
         "extend-exclude": config.extend_exclude,
         "respect-gitignore": config.respect_gitignore,
         "output-format": config.output_format or "text",
+        "min-confidence": settings.min_confidence,
         "trace": dataclasses.asdict(config.trace),
         "rules": options,
         "path": rel,
@@ -1342,6 +1350,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     w(f"extend-exclude:    {', '.join(data['extend-exclude']) or '-'}\n")
     w(f"respect-gitignore: {str(data['respect-gitignore']).lower()}\n")
     w(f"output-format:     {data['output-format']}\n")
+    w(f"min-confidence:    {data['min-confidence']}\n")
     t = data["trace"]
     w(
         f"trace:             steps={t['steps']} timeout={t['timeout']:g}s memory={t['memory']}MB args={shlex.join(t['args']) or '-'}\n"

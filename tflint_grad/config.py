@@ -21,6 +21,7 @@ Layout::
     extend-exclude = ["legacy/"]
     respect-gitignore = true
     output-format = "text"           # text | json | sarif | github
+    min-confidence = "high"          # high | low: also show findings whose premise was assumed
 
     [tool.tflint-grad.rules.TFG301]  # per-rule options (the rule's ``options``)
     min-stddev = 1e-3
@@ -51,6 +52,7 @@ from tflint_grad.settings import SelectionError, Settings, expand
 SECTION = "tool.tflint-grad"
 CONFIG_FILES = (".tflint-grad.toml", "tflint-grad.toml", "pyproject.toml")
 FORMATS = ("text", "json", "sarif", "github", "junit", "gitlab")
+CONFIDENCES = ("high", "low")
 
 # Folders never descended into when walking a directory (whatever ``exclude`` says).
 ALWAYS_SKIP_DIRS = frozenset({".git", ".hg", ".svn", ".bzr", "__pycache__"})
@@ -94,6 +96,7 @@ _TOP_KEYS = (
     "extend-exclude",
     "respect-gitignore",
     "output-format",
+    "min-confidence",
     "rules",
     "trace",
 )
@@ -121,6 +124,8 @@ class Selection:
     ignore: list[str] = field(default_factory=list)
     extend_select: list[str] = field(default_factory=list)
     extend_ignore: list[str] = field(default_factory=list)
+    # findings below this confidence are hidden (kept as candidates for --confirm); None: inherit
+    min_confidence: str | None = None
 
     def apply(self, enabled: set[str], where: str) -> set[str]:
         try:
@@ -235,7 +240,15 @@ class Config:
             except SelectionError as e:
                 raise ConfigError(f"{self._where()} per-file-ignores[{pattern!r}]: {e}") from None
             pfi.append((RootedSpec([pattern], self.root), frozenset(expanded)))
-        return Settings(frozenset(enabled), {k: dict(v) for k, v in self.rule_options.items()}, pfi)
+        settings = Settings(frozenset(enabled), {k: dict(v) for k, v in self.rule_options.items()}, pfi)
+        settings.min_confidence = self.min_confidence(cli)  # type: ignore[assignment]
+        return settings
+
+    def min_confidence(self, cli: Selection | None = None) -> str:
+        """The command line's ``--min-confidence``, else the config's, else ``high``."""
+        if cli is not None and cli.min_confidence is not None:
+            return cli.min_confidence
+        return self.selection.min_confidence or "high"
 
     def _where(self) -> str:
         return _where(self.path)
@@ -385,6 +398,12 @@ def parse(table: dict[str, Any], path: Path | None = None, root: Path | None = N
             if value not in FORMATS:
                 raise ConfigError(f"'{prefix}{key}' in {fname} must be one of {', '.join(FORMATS)}, got {value!r}")
             cfg.output_format = value
+        elif key == "min-confidence":
+            if value not in CONFIDENCES:
+                raise ConfigError(
+                    f"'{prefix}{key}' in {fname} must be one of {', '.join(CONFIDENCES)}, got {_tname(value)}"
+                )
+            cfg.selection.min_confidence = value
         elif key == "per-file-ignores":
             if not isinstance(value, dict):
                 raise ConfigError(f"'{prefix}{key}' in {fname} must be a table of glob = [codes]")

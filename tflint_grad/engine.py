@@ -48,6 +48,9 @@ class Result:
     errors: list[InternalError] = field(default_factory=list)
     parsed: bool = False
     source: SourceFile | None = None
+    # Sibling modules the program model read (path -> [mtime_ns, size]): a cached result is
+    # stale when one of them changed.
+    depends: dict[str, list[int]] = field(default_factory=dict)
 
 
 def is_tf_source(text: str) -> bool:
@@ -144,6 +147,7 @@ def _lint_file(src: SourceFile, settings: Settings | None, parse: Callable[[str]
                 else:
                     result.candidates.append(finding)
     finally:
+        result.depends = dict(ctx.__dict__.get("sibling_files", {}))
         ctx.release()  # a per-file cache that outlives the file keeps a hollow object, not the tree
     result.findings.sort(key=Finding.sort_key)
     result.candidates.sort(key=Finding.sort_key)

@@ -40,11 +40,14 @@ def settings_for(filename: str) -> Settings:
     if cached is not None:
         return cached
     rule_options: dict[str, dict[str, Any]] = {}
+    min_confidence = "high"  # the CLI's default: findings whose premise was assumed stay hidden
     try:
-        rule_options = _resolver().for_folder(folder).rule_options
+        cfg = _resolver().for_folder(folder)
+        rule_options, min_confidence = cfg.rule_options, cfg.min_confidence()
     except ConfigError as e:
         LOG.warning("tflint-grad: invalid configuration (%s); using the default rule options", e)
     settings = Settings(Settings.default().enabled, {k: dict(v) for k, v in rule_options.items()})
+    settings.min_confidence = min_confidence  # type: ignore[assignment]
     _SETTINGS[folder] = settings
     return settings
 

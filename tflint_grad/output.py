@@ -170,6 +170,9 @@ def _region(line: int, col: int, end_line: int, end_col: int) -> dict[str, int]:
     return {"startLine": line, "startColumn": col, "endLine": end_line, "endColumn": end_col}
 
 
+SARIF_RANK = {"high": 90.0, "low": 30.0}
+
+
 def to_sarif(
     findings: Sequence[Finding],
     *,
@@ -201,7 +204,13 @@ def to_sarif(
             "level": SARIF_LEVEL.get(f.severity, "warning"),
             "message": {"text": text},
             "locations": [{"physicalLocation": physical}],
-            "properties": {"verdict": f.verdict, "evidence": published_evidence(f.evidence, script_text)},
+            "properties": {
+                "verdict": f.verdict,
+                "evidence": published_evidence(f.evidence, script_text),
+                "confidence": f.confidence,
+            },
+            # SARIF rank (0-100, higher = more relevant): the premise shown in the code, or assumed
+            "rank": SARIF_RANK[f.confidence],
         }
         if f.code in index:
             result["ruleIndex"] = index[f.code]

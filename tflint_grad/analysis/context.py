@@ -19,14 +19,19 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 from libcst.metadata.position_provider import PositionProvidingCodegenState
 
 from tflint_grad import tfapi
+
+if TYPE_CHECKING:
+    from tflint_grad.analysis.gradients import GradientCall
+    from tflint_grad.analysis.models import ModelInfo
 
 ScopeNode = cst.CSTNode  # Module | FunctionDef | Lambda | ClassDef
 _SCOPES = (cst.Module, cst.FunctionDef, cst.Lambda, cst.ClassDef)
@@ -201,22 +206,6 @@ class TapeBlock:
     with_node: cst.With
     name: str | None
     persistent: bool
-
-
-@dataclass
-class ModelInfo:
-    """What is statically known about a callable that a training step calls."""
-
-    kind: str  # "model" | "layer" | "unknown" | "other"
-    batch_norm: bool = False
-    dropout: bool = False
-    frozen: bool = False  # every BN is trainable=False / the model is frozen on purpose
-    description: str = ""
-    layers: list[str] = field(default_factory=list)  # class names of known layers, in order
-
-    @property
-    def training_sensitive(self) -> bool:
-        return self.batch_norm or self.dropout
 
 
 def dotted(expr: cst.BaseExpression | None) -> str | None:
@@ -796,6 +785,13 @@ class FileContext:
                 out.append(TapeBlock(w, name, persistent))
         return out
 
+    @cached_property
+    def gradient_calls(self) -> list[GradientCall]:
+        """Every gradient request of the file (``analysis.gradients``)."""
+        from tflint_grad.analysis.gradients import gradient_calls
+
+        return gradient_calls(self)
+
     def enclosing_tape(self, node: cst.CSTNode) -> TapeBlock | None:
         """The GradientTape ``with`` block whose body runs ``node`` (not via a nested def)."""
         by_node = {id(t.with_node): t for t in self.tapes}
@@ -822,37 +818,11 @@ class FileContext:
 
     # -- models ---------------------------------------------------------------------
     def model_info(self, callee: cst.BaseExpression, at: cst.CSTNode, _depth: int = 0) -> ModelInfo:
-        """Classify the object that ``callee(...)`` calls: a Keras model, a layer, unknown, other."""
-        return _ModelResolver(self).info(callee, at, _depth)
+        """Classify the object that ``callee(...)`` calls: a Keras model, a layer, unknown, other
+        (``analysis.models``)."""
+        from tflint_grad.analysis.models import ModelResolver
 
-
-_MODELISH = re.compile(
-    r"model|net|encoder|decoder|generator|discriminator|classifier|critic|actor|policy|backbone|"
-    r"network|mlp|cnn|rnn|resnet|vgg|unet|transformer|bert|head",
-    re.IGNORECASE,
-)
-
-
-def modelish_name(name: str | None) -> bool:
-    return bool(name and _MODELISH.search(name.split(".")[-1]))
-
-
-def model_attribute_owners(ctx: FileContext, scope: ScopeNode) -> set[str]:
-    """Dotted names whose variable lists (``.trainable_variables``, ``.variables``,
-    ``.trainable_weights``...) are read directly in ``scope``: evidence that they are Keras
-    models or layers. Rules should cache the result per scope."""
-    attrs = (
-        tfapi.names("gradients", "all_variable_attrs")
-        | tfapi.names("gradients", "trainable_attrs")
-        | tfapi.names("gradients", "non_trainable_attrs")
-    )
-    out: set[str] = set()
-    for n in ctx.descendants(scope):
-        if type(n) is cst.Attribute and n.attr.value in attrs and ctx.scope_of(n) is scope:
-            d = dotted(n.value)
-            if d:
-                out.add(d)
-    return out
+        return ModelResolver(self).info(callee, at, _depth)
 
 
 def tf1_batch_norm_training(ctx: FileContext, call: cst.CSTNode) -> bool | None:
@@ -860,11 +830,21 @@ def tf1_batch_norm_training(ctx: FileContext, call: cst.CSTNode) -> bool | None:
     training mode AND adds its moving-average updates to UPDATE_OPS. A literal ``False``
     (or the default ``training=False`` of ``tf.layers.batch_normalization``) is not training
     mode; any non-literal value (a placeholder, ``**kwargs``) counts as training;
-    ``updates_collections=None`` runs the updates in place. None: not a TF1 batch norm."""
+    ``updates_collections=None`` runs the updates in place. A call of a TF1 batch-norm layer
+    object (``tf.layers.BatchNormalization()``) counts the same way. None: not a TF1 batch norm."""
     if not isinstance(call, cst.Call):
         return None
     qn = ctx.call_name(call)
     if qn is None:
+        # `self.bn = tf.layers.BatchNormalization()` ... `self.bn(x, training=True)`
+        if isinstance(call.func, (cst.Name, cst.Attribute)):
+            ctor = ctx.value_of(call.func, call)
+            if isinstance(ctor, cst.Call) and ctx.call_name(ctor) in tfapi.names("layers", "tf1_batch_norm_classes"):
+                arg = get_arg(call, "training", 1)
+                if arg is None:
+                    return any(a.star == "**" for a in call.args)
+                v = arg.value
+                return v.value == "True" if isinstance(v, cst.Name) and v.value in ("True", "False") else True
         return None
     for name, keyword, default, bypass in tfapi.table("layers", "tf1_batch_norm"):
         if qn != name:
@@ -991,198 +971,3 @@ def dependencies(ctx: FileContext, expr: cst.CSTNode, budget: int = 4000) -> tup
                         reached.add(id(earlier.node))
                         todo.append(earlier.value)
     return out, reached
-
-
-class _ModelResolver:
-    def __init__(self, ctx: FileContext) -> None:
-        self.ctx = ctx
-
-    def info(self, callee: cst.BaseExpression, at: cst.CSTNode, depth: int) -> ModelInfo:
-        ctx = self.ctx
-        if depth > 6:
-            return ModelInfo("unknown", description="too many indirections")
-        if isinstance(callee, cst.Call):
-            return self.from_constructor(callee, depth)
-        qn = ctx.qualname(callee)
-        if qn is not None:
-            # a TF/Keras API function or class used directly: not a model instance
-            return ModelInfo("other", description=qn)
-        b = ctx.binding(callee, at)
-        name = dotted(callee) or ctx.code(callee)
-        if b is None:
-            return ModelInfo("unknown", description=f"`{name}` is not defined in this file")
-        if b.kind == "param":
-            if name == "self":  # `self(x)` in a method: the enclosing class
-                cls = next((a for a in ctx.ancestors(at) if isinstance(a, cst.ClassDef)), None)
-                if cls is not None:
-                    return self.local_class(cls, depth + 1)
-            return ModelInfo("unknown", description=f"`{name}` is a function parameter")
-        if b.kind == "import":
-            return ModelInfo("unknown", description=f"`{name}` is imported from another module")
-        if b.kind in ("def",):
-            return ModelInfo("other", description=f"`{name}` is a function")
-        if b.kind == "class":
-            return ModelInfo("other", description=f"`{name}` is a class")
-        if b.value is None:
-            return ModelInfo("unknown", description=f"`{name}` is bound by {b.kind}")
-        info = self.info(b.value, b.node, depth + 1)
-        if info.kind in ("model", "layer") and self._frozen_by_assignment(name):
-            info.frozen = True
-        return info
-
-    def _frozen_by_assignment(self, name: str) -> bool:
-        """``name.trainable = False`` somewhere in the file (frozen fine-tuning)."""
-        return f"{name}.trainable" in self.ctx._false_assigned
-
-    def from_constructor(self, call: cst.Call, depth: int) -> ModelInfo:
-        ctx = self.ctx
-        qn = ctx.call_name(call)
-        if qn is not None:
-            last = qn.split(".")[-1]
-            if qn.startswith("keras.layers.") or qn.startswith("keras.Layer"):
-                info = ModelInfo("layer", description=f"a `{last}` layer", layers=[last])
-                self._classify_layer(call, last, info)
-                return info
-            if qn in tfapi.names("layers", "sequential_models"):
-                return self.sequential(call, depth)
-            if qn in tfapi.names("layers", "functional_models"):
-                return self.functional(call, depth)
-            if qn.startswith("keras.applications."):
-                has_bn = last not in tfapi.names("layers", "applications_without_bn")
-                return ModelInfo("model", batch_norm=has_bn, description=f"`{last}` from keras.applications")
-            if qn in tfapi.names("layers", "model_loaders"):
-                return ModelInfo("unknown", description="a model loaded from disk")
-            return ModelInfo("other", description=qn)
-        # a call of something defined in this file
-        func = call.func
-        if isinstance(func, cst.Name):
-            cls = ctx.classes.get(func.value)
-            b = ctx.binding(func, call)
-            if cls is not None and (b is None or b.kind == "class"):
-                return self.local_class(cls, depth)
-            if b is not None and b.kind == "def":
-                return self.local_function(b.node, depth)  # type: ignore[arg-type]
-        if isinstance(func, cst.Call):
-            # Model(...)(x) returns a tensor, not a model
-            return ModelInfo("other", description="result of calling a model")
-        return ModelInfo("unknown", description=f"`{ctx.code(func)}(...)` is not defined in this file")
-
-    def _classify_layer(self, call: cst.Call, cls_name: str, info: ModelInfo) -> None:
-        if cls_name in tfapi.names("layers", "batch_norm_classes"):
-            info.batch_norm = True
-            arg = get_arg(call, "trainable")
-            if arg is not None and isinstance(arg.value, cst.Name) and arg.value.value == "False":
-                info.frozen = True
-        elif cls_name in tfapi.names("layers", "dropout_classes"):
-            info.dropout = True
-
-    def _merge(self, info: ModelInfo, calls: list[cst.Call], depth: int) -> None:
-        bn_frozen: list[bool] = []
-        for c in calls:
-            sub = self.from_constructor(c, depth + 1) if not isinstance(c.func, cst.Call) else None
-            if sub is None or sub.kind == "other":
-                continue
-            if sub.batch_norm and not sub.frozen:
-                # `base = MobileNetV2(...)`; `base.trainable = False`; Sequential([base, ...])
-                stmt = self.ctx.statement_of(c)
-                if isinstance(stmt, cst.Assign) and stmt.value is c and len(stmt.targets) == 1:
-                    target = dotted(stmt.targets[0].target)
-                    if target and self._frozen_by_assignment(target):
-                        sub.frozen = True
-            info.layers.extend(sub.layers or ([sub.description] if sub.kind == "model" else []))
-            if sub.batch_norm:
-                info.batch_norm = True
-                bn_frozen.append(sub.frozen)
-            info.dropout = info.dropout or sub.dropout
-            if sub.kind == "unknown":
-                info.description += f"; contains {sub.description}"
-        if bn_frozen and all(bn_frozen) and not info.dropout:
-            info.frozen = True
-
-    def sequential(self, call: cst.Call, depth: int) -> ModelInfo:
-        info = ModelInfo("model", description="a `Sequential` model")
-        arg = get_arg(call, "layers", 0)
-        calls: list[cst.Call] = []
-        if arg is not None and isinstance(arg.value, (cst.List, cst.Tuple)):
-            for el in arg.value.elements:
-                v = self.ctx.value_of(el.value, call)
-                if isinstance(v, cst.Call):
-                    calls.append(v)
-        # model.add(...) on the bound name
-        stmt = self.ctx.statement_of(call)
-        if isinstance(stmt, cst.Assign) and len(stmt.targets) == 1:
-            name = dotted(stmt.targets[0].target)
-            if name:
-                for n in self.ctx._add_calls.get(name, ()):
-                    if n.args:
-                        v = self.ctx.value_of(n.args[0].value, n)
-                        if isinstance(v, cst.Call):
-                            calls.append(v)
-        self._merge(info, calls, depth)
-        return info
-
-    def functional(self, call: cst.Call, depth: int) -> ModelInfo:
-        """``keras.Model(inputs, outputs)``: the layers constructed in the same scope."""
-        scope = self.ctx.scope_of(call)
-        info = ModelInfo("model", description="a functional `Model`")
-        calls = []
-        stop = self.ctx.end.get(call, len(self.ctx.nodes))
-        for n in self.ctx.calls_in(scope):
-            if n is call:
-                continue
-            # only layers built before the model (or in its arguments), in this scope itself
-            if self.ctx.index[n] >= stop or self.ctx.scope_of(n) is not scope:
-                continue
-            qn = self.ctx.call_name(n)
-            if (qn and (qn.startswith("keras.layers.") or qn.startswith("keras.applications."))) or (
-                qn is None and isinstance(n.func, cst.Name) and n.func.value in self.ctx.classes
-            ):
-                calls.append(n)
-        self._merge(info, calls, depth)
-        return info
-
-    def local_class(self, cls: cst.ClassDef, depth: int) -> ModelInfo:
-        bases = [self.ctx.qualname(b.value) for b in cls.bases]
-        is_keras = any(b and b.startswith("keras.") for b in bases)
-        local_bases = [self.ctx.classes.get(b.value.value) for b in cls.bases if isinstance(b.value, cst.Name)]
-        info = ModelInfo("model" if is_keras or any(local_bases) else "other", description=f"class `{cls.name.value}`")
-        calls = []
-        for n in self.ctx.calls_in(cls):
-            qn = self.ctx.call_name(n)
-            if (
-                qn
-                and (
-                    qn.startswith("keras.layers.")
-                    or qn.startswith("keras.applications.")
-                    or qn in tfapi.names("layers", "model_constructors")
-                )
-            ) or (
-                qn is None
-                and isinstance(n.func, cst.Name)
-                and n.func.value in self.ctx.classes
-                and n.func.value != cls.name.value
-            ):
-                calls.append(n)
-        for lb in local_bases:
-            if lb is not None and lb is not cls:
-                sub = self.local_class(lb, depth + 1)
-                info.batch_norm |= sub.batch_norm
-                info.dropout |= sub.dropout
-        self._merge(info, calls, depth)
-        if info.kind == "other" and info.training_sensitive:
-            info.kind = "model"
-        return info
-
-    def local_function(self, fn: cst.FunctionDef, depth: int) -> ModelInfo:
-        """A model built by a helper function: follow its ``return``."""
-        for n in self.ctx.descendants(fn):
-            if type(n) is cst.Return and n.value is not None:
-                if self.ctx.scope_of(n) is not fn:
-                    continue
-                v = self.ctx.value_of(n.value, n)
-                if isinstance(v, cst.Call):
-                    info = self.from_constructor(v, depth + 1)
-                    if info.kind != "other":
-                        info.description += f" built by `{fn.name.value}()`"
-                        return info
-        return ModelInfo("other", description=f"function `{fn.name.value}`")

@@ -7,8 +7,8 @@ whose values flow into their targets; an op visibly lies on the path to a gradie
 one of its enclosing statements is among them (or the body of a function or ``self.method``
 the target reads). It over-approximates the data flow: "does not reach" is the strong answer.
 
-This is the single place the numerics rules ask it; ``analysis.gradients``
-(``ctx.gradient_calls``, ``reaches_gradient``) replaces it once merged.
+The requests themselves come from ``ctx.gradient_calls`` (``analysis.gradients``, the one
+recognizer); this module adds the file-wide reachability the numerics rules ask for.
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ from typing import cast
 
 import libcst as cst
 
-from tflint_grad import tfapi
-from tflint_grad.analysis.context import FileContext, dotted, get_arg
+from tflint_grad.analysis.context import FileContext, dotted
 from tflint_grad.analysis.facts import memo
 
 
@@ -61,53 +60,15 @@ class GradientTargets:
         return any(id(a) in reached for a in ctx.ancestors(node))
 
 
-_KINDS = {"tape.gradient": "tape", "tf.gradients": "tf_gradients"}
-
-
-def _target_calls() -> dict[str, tuple[str, int, str | None, int | None, str]]:
-    """Method or function name -> (target keyword, position, sources keyword, position, kind)."""
-    out: dict[str, tuple[str, int, str | None, int | None, str]] = {}
-    for name, kw, pos, vkw, vpos in tfapi.table("gradients", "gradient_calls"):
-        out[name] = (kw, pos, vkw, vpos, _KINDS.get(name, name))
-    for method, vkw, vpos in tfapi.table("gradients", "var_list_methods"):
-        if method not in out:
-            out[method] = ("loss", 0, vkw, vpos if vpos >= 0 else None, method)
-    out["add_loss"] = ("losses", 0, None, None, "add_loss")
-    for name in tfapi.names("graph", "create_train_op"):
-        out[name] = ("total_loss", 0, None, None, "create_train_op")
-    return out
-
-
 def _build(ctx: FileContext) -> GradientTargets:
-    table = _target_calls()
-    compile_method, compile_kw, compile_pos = tfapi.table("losses", "compile_method")
     out = GradientTargets()
-    for n in ctx.nodes:
-        if type(n) is not cst.Call:
+    for gc in ctx.gradient_calls:  # the one recognizer of gradient requests (analysis.gradients)
+        if gc.target is None:
             continue
-        qn = ctx.call_name(n)
-        spec = table.get(qn) if qn is not None else None
-        func = n.func
-        if spec is None and qn is None and isinstance(func, cst.Attribute):
-            attr = func.attr.value
-            if attr == "gradient":
-                if ctx.is_tape(func.value, n):
-                    spec = table.get("tape.gradient")
-            elif attr == compile_method:
-                spec = (compile_kw, compile_pos, None, None, "compile")
-            elif attr in table and "." not in attr:
-                spec = table[attr]
-        if spec is None:
-            continue
-        kw, pos, vkw, vpos, kind = spec
-        arg = get_arg(n, kw, pos)
-        if arg is None or arg.star:
-            continue
-        sources = get_arg(n, vkw, vpos) if vkw is not None else None
-        out.requests.append(GradientRequest(n, kind, arg.value, sources.value if sources else None, vkw))
-        out.targets.append((n, arg.value))
-        if qn is None and isinstance(func, cst.Attribute) and func.attr.value == compile_method:
-            out.targets.append((n, func.value))  # the compiled model's layers feed its loss
+        out.requests.append(GradientRequest(gc.node, gc.kind, gc.target, gc.sources, gc.sources_keyword))
+        out.targets.append((gc.node, gc.target))
+        if gc.kind == "compile" and isinstance(gc.node.func, cst.Attribute):
+            out.targets.append((gc.node, gc.node.func.value))  # the compiled model's layers feed its loss
     for _, expr in out.targets:
         out.reached.add(id(expr))
         out.reached |= _flow_ids(ctx, expr, budget=6000)

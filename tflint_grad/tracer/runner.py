@@ -18,6 +18,10 @@ warm path cannot take a script, it runs cold, in a new Python), and then, per fi
 - otherwise the rule's oracle ``confirm(finding, trace)`` decides; ``None`` → ``inconclusive``
   ("the trace recorded no evidence for this rule").
 
+Low-confidence candidates (``result.candidates``: findings whose premise the code does not show)
+make a file traced too and get verdicts the same way; one is reported (moved to
+``result.findings``) only when its oracle confirms it.
+
 Trace-only rules (``rule.trace_only``) add ``confirmed`` findings from ``rule.discover(trace)``.
 
 Traces are cached under ``options.cache_dir`` keyed by the traced bytes, the names/sizes/mtimes
@@ -507,7 +511,7 @@ def _job_for(result: Result, src: SourceFile | None) -> TraceJob | None:
 def _wants_trace(result: Result, src: SourceFile | None, options: TraceOptions) -> bool:
     if any(f.code == "TFG000" for f in result.findings):
         return False  # not analyzable (Python 2, bad encoding...): it cannot run either
-    if any(f.code != "TFG000" for f in result.findings):
+    if any(f.code != "TFG000" for f in [*result.findings, *getattr(result, "candidates", ())]):
         return True
     if options.confirm_all and src is not None and src.problem is None:
         from tflint_grad.engine import is_tf_source
@@ -549,7 +553,7 @@ def _give_verdicts(result: Result, src: SourceFile | None, trace: TraceResult, w
     from tflint_grad.registry import by_code
 
     rules = by_code()
-    for f in result.findings:
+    for f in [*result.findings, *getattr(result, "candidates", ())]:
         if f.code == "TFG000" or f.verdict != "unconfirmed":
             continue
         line = f.data.get("source_line", f.line) if isinstance(f.data, dict) else f.line
@@ -578,6 +582,18 @@ def _give_verdicts(result: Result, src: SourceFile | None, trace: TraceResult, w
             f.verdict, f.evidence = "inconclusive", evidence
         else:
             f.verdict, f.evidence = outcome.verdict, _map_reason(src, outcome.evidence)
+
+
+def _promote_candidates(result: Any) -> None:
+    """A low-confidence candidate is reported only when the trace confirms it."""
+    candidates = getattr(result, "candidates", None)
+    if not candidates:
+        return
+    confirmed = [f for f in candidates if f.verdict == "confirmed"]
+    if confirmed:
+        result.findings.extend(confirmed)
+        result.findings.sort(key=Finding.sort_key)
+        result.candidates = [f for f in candidates if f.verdict != "confirmed"]
 
 
 def _discover(
@@ -762,6 +778,7 @@ def confirm(
             warnings.append(f"{result.path}: the notebook {reason.removeprefix('script ')}")
         try:
             _give_verdicts(result, src, trace, warnings)
+            _promote_candidates(result)
             _discover(result, src, trace, settings, warnings)
         except Exception as e:
             warnings.append(f"{result.path}: could not apply the trace: {type(e).__name__}: {e}")
