@@ -5,7 +5,8 @@ import libcst as cst
 from tflint_grad import tfapi
 from tflint_grad.analysis import dotted, get_arg, string_value
 from tflint_grad.finding import Fix
-from tflint_grad.rule import Invalid, Outcome, Rule, Valid
+from tflint_grad.rule import Invalid, Outcome, Rule, Traced, Valid, confirmed, inconclusive, refuted
+from tflint_grad.tracer.events import event
 
 
 class GradientWrtNonTrainable(Rule):
@@ -54,8 +55,10 @@ class GradientWrtNonTrainable(Rule):
     fix is not offered.
 
     ## Confirmation
-    The traced variable list holds non-trainable variables whose gradient is None
-    (evidence names them); `refuted` when every variable in the list is trainable.
+    The traced variable list holds non-trainable variables and a consequence is seen: their
+    gradient is None, or their gradient was applied to them (evidence names them); a
+    non-trainable variable with a gradient never applied is `inconclusive`. `refuted` when
+    every variable in the list is trainable.
     """
 
     code = "TFG101"
@@ -444,20 +447,68 @@ class GradientWrtNonTrainable(Rule):
         )
 
     # -- confirmation -------------------------------------------------------------------
+    OBSERVES = ("gradient_call", "apply_gradients")
+    CONFIRMS = [
+        Traced(
+            (
+                event(
+                    "gradient_call",
+                    10,
+                    variables=[
+                        {"name": "dense/kernel", "trainable": True, "grad": "ok"},
+                        {"name": "bn/moving_mean", "trainable": False, "grad": "none"},
+                    ],
+                ),
+            ),
+            evidence="gradient is None for bn/moving_mean",
+            data={"call_line": 10},
+        ),
+        Traced(  # a real gradient applied to a frozen variable: the optimizer moves it
+            (
+                event("gradient_call", 10, variables=[{"name": "frozen/w", "trainable": False, "grad": "ok"}]),
+                event("apply_gradients", 11, api="apply_gradients", variables=["frozen/w"], none=[]),
+            ),
+            evidence="applied to frozen/w",
+            data={"call_line": 10},
+        ),
+    ]
+    REFUTES = [
+        Traced(
+            (event("gradient_call", 10, variables=[{"name": "dense/kernel", "trainable": True, "grad": "ok"}]),),
+            evidence="all 1 variables passed at line 10 are trainable",
+            data={"call_line": 10},
+        )
+    ]
+    INCONCLUSIVE = [
+        Traced((), evidence="no gradient call was recorded", data={"call_line": 10}),
+        Traced(  # non-trainable in the list, but its gradient exists and was never applied: no consequence seen
+            (event("gradient_call", 10, variables=[{"name": "frozen/w", "trainable": False, "grad": "ok"}]),),
+            evidence="no consequence",
+            data={"call_line": 10},
+        ),
+        Traced((event("gradient_call", 10, variables=[]),), evidence="no variables", data={"call_line": 10}),
+    ]
+
     @classmethod
     def confirm(cls, finding, trace) -> Outcome | None:
-        calls = trace.events_at("gradient_call", finding.data.get("call_line", finding.line))
+        line = finding.data.get("call_line", finding.line)
+        calls = trace.events_at("gradient_call", line)
         if not calls:
-            return None
+            return inconclusive(f"no gradient call was recorded at line {line}")
         ev = calls[0]
-        variables = ev.get("variables", [])
-        bad = [v for v in variables if not v.get("trainable", True)]
-        none_bad = [v["name"] for v in bad if v.get("grad") == "none"]
-        if bad:
-            names = ", ".join(v["name"] for v in bad[:8])
-            extra = f"; gradient is None for {', '.join(none_bad[:8])}" if none_bad else ""
-            return Outcome(
-                "confirmed",
-                f"the list passed at line {ev['line']} holds {len(bad)} non-trainable variable(s) of {len(variables)}: {names}{extra}",
-            )
-        return Outcome("refuted", f"all {len(variables)} variables passed at line {ev['line']} are trainable")
+        variables = [v for v in ev.get("variables") or [] if isinstance(v, dict)]
+        if not variables:
+            return inconclusive(f"the gradient call at line {ev['line']} recorded no variables")
+        bad = [v for v in variables if v.get("trainable") is False]
+        if not bad:
+            return refuted(f"all {len(variables)} variables passed at line {ev['line']} are trainable")
+        names = ", ".join(str(v.get("name")) for v in bad[:8])
+        none_bad = [str(v.get("name")) for v in bad if v.get("grad") == "none"]
+        applied = {str(n) for a in trace.events_of("apply_gradients") for n in a.get("variables") or []}
+        moved = [str(v.get("name")) for v in bad if v.get("grad") != "none" and str(v.get("name")) in applied]
+        shape = f"the list passed at line {ev['line']} holds {len(bad)} non-trainable variable(s) of {len(variables)}: {names}"
+        if none_bad:
+            return confirmed(f"{shape}; gradient is None for {', '.join(none_bad[:8])}")
+        if moved:
+            return confirmed(f"{shape}; their gradients were applied to {', '.join(moved[:8])}")
+        return inconclusive(f"{shape}, but their gradients exist and were not seen applied: no consequence observed")

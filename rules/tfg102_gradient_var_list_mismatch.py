@@ -6,7 +6,8 @@ import libcst as cst
 
 from tflint_grad import tfapi
 from tflint_grad.analysis import dotted, get_arg, string_value
-from tflint_grad.rule import Invalid, Outcome, Rule, Valid
+from tflint_grad.rule import Invalid, Outcome, Rule, Traced, Valid, confirmed, inconclusive, refuted
+from tflint_grad.tracer.events import event
 
 _WS = re.compile(r"\s+")
 
@@ -523,30 +524,87 @@ class GradientVarListMismatch(Rule):
         return True
 
     # -- confirmation -------------------------------------------------------------------
+    OBSERVES = ("gradient_call", "apply_gradients")
+    CONFIRMS = [
+        Traced(
+            (
+                event("gradient_call", 10, variables=[{"name": "a/w", "grad": "ok"}, {"name": "b/w", "grad": "ok"}]),
+                event("apply_gradients", 12, api="apply_gradients", variables=["b/w", "a/w"], none=[]),
+            ),
+            evidence="position 0: the gradient of `a/w` (line 10) is applied to `b/w`",
+            line=12,
+            data={"grad_line": 10, "apply_line": 12, "kind": "owners"},
+        ),
+        Traced(
+            (
+                event("gradient_call", 10, variables=[{"name": "a/w", "grad": "ok"}]),
+                event("apply_gradients", 12, api="apply_gradients", variables=["a/w", "b/w"], none=[]),
+            ),
+            evidence="differentiates 1 variable(s) but apply_gradients at line 12 receives 2",
+            line=12,
+            data={"grad_line": 10, "apply_line": 12, "kind": "owners"},
+        ),
+    ]
+    REFUTES = [
+        Traced(
+            (
+                event("gradient_call", 10, variables=[{"name": "a/w", "grad": "ok"}, {"name": "b/w", "grad": "ok"}]),
+                event("apply_gradients", 12, api="apply_gradients", variables=["a/w", "b/w"], none=[]),
+            ),
+            evidence="same 2 variable(s) in the same order",
+            line=12,
+            data={"grad_line": 10, "apply_line": 12, "kind": "owners"},
+        )
+    ]
+    INCONCLUSIVE = [
+        Traced(  # Keras 3 short names cannot tell two models' kernels apart
+            (
+                event("gradient_call", 10, variables=[{"name": "kernel", "grad": "ok"}]),
+                event("apply_gradients", 12, api="apply_gradients", variables=["kernel"], none=[]),
+            ),
+            evidence="cannot tell",
+            line=12,
+            data={"grad_line": 10, "apply_line": 12, "kind": "owners"},
+        ),
+        Traced(
+            (event("gradient_call", 10, variables=[{"name": "a/w", "grad": "ok"}]),),
+            evidence="no apply_gradients call was recorded at line 12",
+            line=12,
+            data={"grad_line": 10, "apply_line": 12, "kind": "owners"},
+        ),
+    ]
+
     @classmethod
     def confirm(cls, finding, trace) -> Outcome | None:
         data = finding.data or {}
-        grads = trace.events_at("gradient_call", data.get("grad_line"))
-        applies = trace.events_at("apply_gradients", data.get("apply_line", finding.line))
-        if not grads or not applies or data.get("grad_line") is None:
-            return None
+        grad_line, apply_line = data.get("grad_line"), data.get("apply_line", finding.line)
+        if grad_line is None:
+            return inconclusive("the gradient call of this list is not known")
+        grads = trace.events_at("gradient_call", grad_line)
+        applies = trace.events_at("apply_gradients", apply_line)
+        if not grads:
+            return inconclusive(f"no gradient call was recorded at line {grad_line}")
+        if not applies:
+            return inconclusive(f"no apply_gradients call was recorded at line {apply_line}")
         a = [v.get("name") for v in grads[0].get("variables", [])]
         b = list(applies[0].get("variables", []))
+        if None in a or None in b or not a:
+            return inconclusive("the traced variables have no names to compare")
         if a == b:
             if data.get("kind") == "owners" and not any("/" in str(n) for n in a):
-                return None  # short Keras 3 names ("kernel") cannot tell two models apart
-            return Outcome("refuted", f"both lists hold the same {len(a)} variable(s) in the same order")
+                return inconclusive(
+                    f"the {len(a)} variable names ({a[0]}...) are too short to tell two models apart: cannot tell"
+                )
+            return refuted(f"both lists hold the same {len(a)} variable(s) in the same order")
         if len(a) != len(b):
             extra = [n for n in a if n not in b][:5] or [n for n in b if n not in a][:5]
-            return Outcome(
-                "confirmed",
+            return confirmed(
                 f"the gradient call at line {grads[0].get('line')} differentiates {len(a)} variable(s) but "
                 f"apply_gradients at line {applies[0].get('line')} receives {len(b)}"
-                + (f"; not in both: {', '.join(map(str, extra))}" if extra else ""),
+                + (f"; not in both: {', '.join(map(str, extra))}" if extra else "")
             )
         i = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
-        return Outcome(
-            "confirmed",
+        return confirmed(
             f"position {i}: the gradient of `{a[i]}` (line {grads[0].get('line')}) is applied to `{b[i]}` "
-            f"(line {applies[0].get('line')}); {sum(x != y for x, y in zip(a, b))} of {len(a)} pairs differ",
+            f"(line {applies[0].get('line')}); {sum(x != y for x, y in zip(a, b))} of {len(a)} pairs differ"
         )

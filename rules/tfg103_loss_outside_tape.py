@@ -3,7 +3,8 @@ from __future__ import annotations
 import libcst as cst
 
 from tflint_grad.analysis import Binding, TapeBlock, dotted
-from tflint_grad.rule import Invalid, Outcome, Rule, Valid
+from tflint_grad.rule import Invalid, Outcome, Rule, Traced, Valid, confirmed, inconclusive, refuted
+from tflint_grad.tracer.events import event
 
 # Expressions that run TensorFlow ops (a Python subscript or name does not).
 _COMPUTATION = (cst.Call, cst.BinaryOperation, cst.UnaryOperation)
@@ -313,22 +314,44 @@ class LossOutsideTape(Rule):
         )
 
     # -- confirmation -------------------------------------------------------------------
+    OBSERVES = ("gradient_call",)
+    CONFIRMS = [
+        Traced(
+            (event("gradient_call", 10, variables=[{"name": "w", "grad": "none"}, {"name": "b", "grad": "none"}]),),
+            evidence="all 2 gradients returned at line 10 are None: w, b",
+            data={"call_line": 10},
+        )
+    ]
+    REFUTES = [
+        Traced(
+            (event("gradient_call", 10, variables=[{"name": "w", "grad": "ok"}, {"name": "b", "grad": "none"}]),),
+            evidence="1 of 2 gradients at line 10 exist (e.g. w)",
+            data={"call_line": 10},
+        )
+    ]
+    INCONCLUSIVE = [
+        Traced((), evidence="no gradient call was recorded at line 10", data={"call_line": 10}),
+        Traced(  # the gradient call never ran: nothing was observed
+            (),
+            evidence="never ran",
+            data={"call_line": 10},
+            executed=(3, 4),
+        ),
+    ]
+
     @classmethod
     def confirm(cls, finding, trace) -> Outcome | None:
-        calls = trace.events_at("gradient_call", (finding.data or {}).get("call_line", finding.line))
+        line = (finding.data or {}).get("call_line", finding.line)
+        calls = trace.events_at("gradient_call", line)
         if not calls:
-            return None
+            return inconclusive(f"no gradient call was recorded at line {line}")
         ev = calls[0]
         variables = ev.get("variables", [])
         if not variables:
-            return None
+            return inconclusive(f"the gradient call at line {line} recorded no variables")
         none = [v.get("name") for v in variables if v.get("grad") == "none"]
         if len(none) == len(variables):
             names = ", ".join(map(str, none[:6])) + (" ..." if len(none) > 6 else "")
-            return Outcome(
-                "confirmed", f"all {len(none)} gradients returned at line {ev.get('line')} are None: {names}"
-            )
+            return confirmed(f"all {len(none)} gradients returned at line {ev.get('line')} are None: {names}")
         ok = [v.get("name") for v in variables if v.get("grad") != "none"]
-        return Outcome(
-            "refuted", f"{len(ok)} of {len(variables)} gradients at line {ev.get('line')} exist (e.g. {ok[0]})"
-        )
+        return refuted(f"{len(ok)} of {len(variables)} gradients at line {ev.get('line')} exist (e.g. {ok[0]})")

@@ -8,7 +8,8 @@ import libcst as cst
 from tflint_grad import tfapi
 from tflint_grad.analysis import dotted, get_arg, modelish_name, string_value
 from tflint_grad.analysis.calls import bind_arguments
-from tflint_grad.rule import Invalid, Outcome, Rule, Valid
+from tflint_grad.rule import Invalid, Outcome, Rule, Traced, Valid, confirmed, inconclusive, refuted
+from tflint_grad.tracer.events import event
 
 _WS = re.compile(r"\s+")
 
@@ -592,40 +593,88 @@ class NonDifferentiableOp(Rule):
         return got
 
     # -- confirmation -------------------------------------------------------------------
+    OBSERVES = ("gradient_call",)
+    CONFIRMS = [
+        Traced(
+            (
+                event(
+                    "gradient_call",
+                    12,
+                    variables=[{"name": "q", "grad": "none"}],
+                    blocked=[{"variable": "q", "op": "ArgMax", "op_type": "ArgMax", "line": 10}],
+                ),
+            ),
+            evidence="blocked by op `ArgMax` (ArgMax) at line 10: 1 upstream variable(s) get a None gradient",
+            data={"call_line": 12, "op_line": 10, "op": "tf.argmax", "op_types": ["ArgMax"]},
+        ),
+        Traced(
+            (event("gradient_call", 12, variables=[{"name": "w", "grad": "none"}], blocked=[]),),
+            evidence="the value left TensorFlow at .numpy()",
+            data={"call_line": 12, "op_line": 10, "op": ".numpy()", "op_types": [], "leaves_graph": True},
+        ),
+    ]
+    REFUTES = [
+        Traced(
+            (event("gradient_call", 12, variables=[{"name": "w", "grad": "ok"}], blocked=[]),),
+            evidence="all 1 gradients at line 12 exist and are non-zero",
+            data={"call_line": 12, "op_line": 10, "op": "tf.round", "op_types": ["Round"]},
+        )
+    ]
+    INCONCLUSIVE = [
+        Traced(  # a None gradient blocked elsewhere, by another kind of op: not this op's doing
+            (
+                event(
+                    "gradient_call",
+                    12,
+                    variables=[{"name": "w", "grad": "none"}, {"name": "v", "grad": "ok"}],
+                    blocked=[{"variable": "w", "op": "Cast", "op_type": "Cast", "line": 5}],
+                ),
+            ),
+            evidence="the flagged op",
+            data={"call_line": 12, "op_line": 10, "op": "tf.round", "op_types": ["Round"]},
+        ),
+        Traced((), evidence="no gradient call was recorded at line 12", data={"call_line": 12, "op_line": 10}),
+    ]
+
     @classmethod
     def confirm(cls, finding, trace) -> Outcome | None:
         data = finding.data or {}
-        calls = trace.events_at("gradient_call", data.get("call_line"))
+        line = data.get("call_line")
+        calls = trace.events_at("gradient_call", line) if line is not None else []
         if not calls:
-            return None
+            return inconclusive(f"no gradient call was recorded at line {line}")
         ev = calls[0]
         variables = [v for v in (ev.get("variables") or []) if isinstance(v, dict)]
         blocked = [b for b in (ev.get("blocked") or []) if isinstance(b, dict)]
         op_line = data.get("op_line", data.get("source_line", finding.line))
         types = set(data.get("op_types") or [])
-        match = [b for b in blocked if b.get("line") == op_line] or [b for b in blocked if b.get("op_type") in types]
+        # the flagged op itself (its line), else an op of its type whose line the trace could not name
+        match = [b for b in blocked if b.get("line") == op_line] or [
+            b for b in blocked if b.get("op_type") in types and b.get("line") in (None, op_line)
+        ]
         if match:
             b0 = match[0]
             names = sorted({str(b.get("variable")) for b in match})
             grad = {v.get("name"): v.get("grad") for v in variables}
             what = "zero" if all(grad.get(n) == "zero" for n in names) else "None"
             shown = ", ".join(names[:6]) + (" ..." if len(names) > 6 else "")
-            return Outcome(
-                "confirmed",
+            return confirmed(
                 f"blocked by op `{b0.get('op')}` ({b0.get('op_type')}) at line {b0.get('line')}: "
-                f"{len(names)} upstream variable(s) get a {what} gradient at line {ev.get('line')}: {shown}",
+                f"{len(names)} upstream variable(s) get a {what} gradient at line {ev.get('line')}: {shown}"
             )
         if not variables:
-            return None
+            return inconclusive(f"the gradient call at line {ev.get('line')} recorded no variables")
         if data.get("leaves_graph") and all(v.get("grad") == "none" for v in variables):
-            return Outcome(
-                "confirmed",
+            return confirmed(
                 f"all {len(variables)} gradients at line {ev.get('line')} are None: the value left TensorFlow "
-                f"at {data.get('op')} (line {op_line})",
+                f"at {data.get('op')} (line {op_line})"
             )
         if all(v.get("grad") == "ok" for v in variables):
-            return Outcome("refuted", f"all {len(variables)} gradients at line {ev.get('line')} exist and are non-zero")
-        return None
+            return refuted(f"all {len(variables)} gradients at line {ev.get('line')} exist and are non-zero")
+        return inconclusive(
+            f"some gradients at line {ev.get('line')} are None or zero, but the trace did not attribute them to "
+            f"the flagged op at line {op_line}"
+        )
 
 
 class _Analyzer:

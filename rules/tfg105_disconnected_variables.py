@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from tflint_grad.rule import Invalid, Outcome, Rule, Valid
+from tflint_grad.rule import Invalid, Outcome, Rule, Traced, Valid, confirmed, inconclusive
+from tflint_grad.tracer.events import event
 
 _SHOW = 8
 
@@ -127,11 +128,42 @@ class DisconnectedVariables(Rule):
                 out.append(found)
         return out
 
+    OBSERVES = ("gradient_call",)
+    CONFIRMS = [
+        Traced(
+            (
+                event(
+                    "gradient_call",
+                    10,
+                    api="tape.gradient",
+                    variables=[{"name": "d/kernel", "grad": "ok"}, {"name": "unused/kernel", "grad": "none"}],
+                    disconnected=["unused/kernel"],
+                    blocked=[],
+                ),
+            ),
+            evidence="no path from the target to `unused/kernel` (1 of 2 variables)",
+        )
+    ]
+    INCONCLUSIVE = [
+        Traced(  # None, but blocked by an op: TFG104's finding, not a missing path
+            (
+                event(
+                    "gradient_call",
+                    10,
+                    variables=[{"name": "q", "grad": "none"}],
+                    disconnected=[],
+                    blocked=[{"variable": "q", "op": "ArgMax", "op_type": "ArgMax", "line": 8}],
+                ),
+            ),
+            evidence="no variable without a path",
+        )
+    ]
+
     @classmethod
     def confirm(cls, finding, trace) -> Outcome | None:
         line = (finding.data or {}).get("source_line", finding.line)
         for ev in trace.events_at("gradient_call", line):
             found = cls._analyze(ev)
             if found is not None:
-                return Outcome("confirmed", found[2])
-        return None
+                return confirmed(found[2])
+        return inconclusive(f"the trace recorded no variable without a path to the target at line {line}")

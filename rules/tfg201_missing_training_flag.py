@@ -15,8 +15,10 @@ from tflint_grad.analysis import (
     reaches_gradient,
 )
 from tflint_grad.analysis.modes import mode_at
+from tflint_grad.evidence import inference_mode, layer_calls, model_layers
 from tflint_grad.finding import Edit, Fix
-from tflint_grad.rule import Invalid, Outcome, Rule, Valid
+from tflint_grad.rule import Invalid, Outcome, Rule, Traced, Valid, confirmed, inconclusive, refuted
+from tflint_grad.tracer.events import event
 
 
 class MissingTrainingFlag(Rule):
@@ -65,9 +67,12 @@ class MissingTrainingFlag(Rule):
 
     ## Confirmation
     During the traced steps the BatchNormalization/Dropout layers called at the flagged
-    line run with `training` falsy, and the moving statistics are unchanged after the
-    steps (evidence: layer names, the training value seen, moving_mean before/after).
-    `refuted` when they ran in training mode, or when no such layer ran in that call.
+    line (found through the call stack, also inside `tf.function` and subclassed `call`s)
+    run with `training` falsy, and a consequence is seen: the moving statistics are unchanged
+    after the steps, or the layers ran in inference mode while the tape recorded (evidence:
+    layer names, the training value seen, moving_mean before/after). `refuted` when they ran
+    in training mode, or when the called model object holds no such layer (searched
+    recursively). A call whose layers were not observed is `inconclusive`, never refuted.
     """
 
     code = "TFG201"
@@ -700,43 +705,149 @@ class MissingTrainingFlag(Rule):
         return lines[l0 - 1][c0 - 1 :] + "".join(lines[l0 : l1 - 1]) + lines[l1 - 1][: c1 - 1]
 
     # -- confirmation -------------------------------------------------------------------
+    OBSERVES = ("layer_call", "model_layers", "moving_stats")
+    CONFIRMS = [
+        Traced(
+            (
+                event(
+                    "layer_call",
+                    10,
+                    layer="bn",
+                    training=None,
+                    in_tape=True,
+                    keras="keras3",
+                    stack=[10],
+                    **{"class": "BatchNormalization"},
+                ),
+                event(
+                    "moving_stats",
+                    4,
+                    layer="bn",
+                    before={"moving_mean": [0.0]},
+                    after={"moving_mean": [0.0]},
+                    changed=False,
+                ),
+            ),
+            evidence="`bn` moving_mean [0.0] -> [0.0] (unchanged)",
+            data={"call_line": 10, "end_line": 10},
+        ),
+        Traced(  # a layer inside a tf.function / subclassed call, attributed to the model call by the stack
+            (
+                event(
+                    "layer_call",
+                    40,
+                    layer="drop",
+                    training=False,
+                    in_tape=True,
+                    stack=[31, 10, 40],
+                    **{"class": "Dropout"},
+                ),
+            ),
+            evidence="Dropout `drop` ran with training=False in the tape",
+            data={"call_line": 10, "end_line": 10},
+        ),
+    ]
+    REFUTES = [
+        Traced(
+            (event("layer_call", 10, layer="bn", training=True, in_tape=True, **{"class": "BatchNormalization"}),),
+            evidence="ran in training mode (bn: training=True)",
+            data={"call_line": 10, "end_line": 10},
+        ),
+        Traced(  # the model object holds no BN/Dropout layer, searched recursively
+            (event("model_layers", 10, model="mlp", layers=[], classes=[]),),
+            evidence="holds no BatchNormalization/Dropout layer",
+            data={"call_line": 10, "end_line": 10},
+        ),
+    ]
+    INCONCLUSIVE = [
+        Traced(  # issue 10: the call ran, but no layer call was observed: absence is not proof
+            (),
+            evidence="no BatchNormalization/Dropout call was observed",
+            data={"call_line": 10, "end_line": 10},
+        ),
+        Traced(  # the model holds BN, yet its calls were not seen (e.g. compiled away)
+            (event("model_layers", 10, model="net", layers=["bn"], classes=["BatchNormalization"]),),
+            evidence="holds BatchNormalization `bn`, but the trace saw none of their calls",
+            data={"call_line": 10, "end_line": 10},
+        ),
+        Traced(  # inference mode, but another call trains the statistics
+            (
+                event("layer_call", 10, layer="bn", training=None, in_tape=True, **{"class": "BatchNormalization"}),
+                event(
+                    "moving_stats",
+                    4,
+                    layer="bn",
+                    before={"moving_mean": [0.0]},
+                    after={"moving_mean": [0.3]},
+                    changed=True,
+                ),
+            ),
+            evidence="updated by another call in training mode",
+            data={"call_line": 10, "end_line": 10},
+        ),
+        Traced(  # a frozen BatchNormalization runs in inference mode whatever the flag: not this bug's doing
+            (
+                event(
+                    "layer_call",
+                    10,
+                    layer="bn",
+                    training=None,
+                    in_tape=True,
+                    trainable=False,
+                    **{"class": "BatchNormalization"},
+                ),
+                event(
+                    "moving_stats",
+                    4,
+                    layer="bn",
+                    before={"moving_mean": [0.0]},
+                    after={"moving_mean": [0.0]},
+                    changed=False,
+                ),
+            ),
+            evidence="frozen",
+            data={"call_line": 10, "end_line": 10},
+        ),
+        Traced(  # outside any tape and statistics unknown: no consequence observed
+            (event("layer_call", 10, layer="drop", training=None, in_tape=False, **{"class": "Dropout"}),),
+            evidence="no consequence",
+            data={"call_line": 10, "end_line": 10},
+        ),
+    ]
+
     @classmethod
     def confirm(cls, finding, trace) -> Outcome | None:
         line = finding.data.get("call_line", finding.line)
         end = finding.data.get("end_line", line)
-        calls = trace.events_at("layer_call", line, end)
+        calls = layer_calls(trace, line, end)
         if not calls:
-            if trace.ran and trace.executed(line):
-                return Outcome(
-                    "refuted",
-                    f"the call at line {line} ran, but no BatchNormalization/Dropout layer ran inside it: the missing `training=` changes nothing",
+            models = model_layers(trace, line, end)
+            held = sorted({f"{c} `{n}`" for m in models for n, c in zip(m.get("layers") or [], m.get("classes") or [])})
+            if "layer_call" in trace.probe_failures():
+                return inconclusive(f"the layer-call probe failed, so the calls at line {line} were not observed")
+            if models and not held:
+                names = ", ".join(sorted({str(m.get("model")) for m in models}))
+                return refuted(
+                    f"the model called at line {line} ({names}) holds no BatchNormalization/Dropout layer "
+                    "(searched through its nested models and layers): the missing `training=` changes nothing"
                 )
-            return None
+            if held:
+                return inconclusive(
+                    f"the model called at line {line} holds {', '.join(held[:6])}, but the trace saw none of their calls"
+                )
+            return inconclusive(f"no BatchNormalization/Dropout call was observed at line {line}")
         falsy = [e for e in calls if not e.get("training")]
         if not falsy:
             names = ", ".join(sorted({str(e.get("layer")) for e in calls})[:8])
-            return Outcome("refuted", f"the layers called at line {line} ran in training mode ({names}: training=True)")
-        stats = {e.get("layer"): e for e in trace.events_of("moving_stats")}
-        parts = []
-        bn_falsy = []
-        for e in falsy[:8]:
-            layer = e.get("layer")
-            seen = e.get("training")
-            seen = "None" if seen is None else str(seen)
-            tape = " in the tape" if e.get("in_tape") else ""
-            parts.append(f"{e.get('class', 'layer')} `{layer}` ran with training={seen}{tape}")
-            if layer in stats:
-                bn_falsy.append(stats[layer])
-        moves = []
-        for s in bn_falsy:
-            before = (s.get("before") or {}).get("moving_mean")
-            after = (s.get("after") or {}).get("moving_mean")
-            state = "changed" if s.get("changed") else "unchanged"
-            moves.append(f"`{s.get('layer')}` moving_mean {before} -> {after} ({state})")
-        evidence = f"at line {line}: " + "; ".join(parts)
-        if moves:
-            evidence += f"; after {trace.steps} step(s): " + "; ".join(moves)
-        only_bn = all(e.get("layer") in stats for e in falsy)
-        if bn_falsy and only_bn and all(s.get("changed") for s in bn_falsy):
-            return Outcome("inconclusive", evidence + " (the statistics are updated by another call in training mode)")
-        return Outcome("confirmed", evidence)
+            return refuted(f"the layers called at line {line} ran in training mode ({names}: training=True)")
+        mode = inference_mode(trace, falsy)
+        evidence = f"at line {line}: " + "; ".join(mode.parts)
+        if mode.moves:
+            evidence += f"; after {trace.steps} step(s): " + "; ".join(mode.moves)
+        if mode.updated_elsewhere:
+            return inconclusive(evidence + " (the statistics are updated by another call in training mode)")
+        if not mode.harmful:
+            return inconclusive(
+                evidence + " (no consequence observed: frozen layers, or outside a tape with no moving statistics read)"
+            )
+        return confirmed(evidence)

@@ -6,8 +6,10 @@ import libcst as cst
 
 from tflint_grad import tfapi
 from tflint_grad.analysis import dotted, get_arg, mentions_update_ops, tf1_batch_norm_training
+from tflint_grad.evidence import moving_text
 from tflint_grad.finding import Edit, Fix
-from tflint_grad.rule import Invalid, Outcome, Rule, Valid
+from tflint_grad.rule import Invalid, Outcome, Rule, Traced, Valid, confirmed, inconclusive, refuted
+from tflint_grad.tracer.events import event
 
 
 class UpdateOpsNotRun(Rule):
@@ -53,8 +55,9 @@ class UpdateOpsNotRun(Rule):
     ## Confirmation
     In the traced graph the moving-average assign ops are not ancestors of the train op
     (walking `op.inputs` and `op.control_inputs`) and are not fetched with it, and
-    `moving_mean` is unchanged after the steps; `refuted` when the train op depends on
-    them or they are fetched together.
+    `moving_mean` is unchanged after the steps (statistics that could not be read, or that
+    moved anyway, give `inconclusive`); `refuted` when the train op depends on them or they
+    are fetched together.
     """
 
     code = "TFG202"
@@ -482,38 +485,119 @@ class UpdateOpsNotRun(Rule):
         return best
 
     # -- confirmation -------------------------------------------------------------------
+    OBSERVES = ("update_ops", "moving_stats")
+    CONFIRMS = [
+        Traced(
+            (
+                event(
+                    "update_ops",
+                    10,
+                    train_op="Adam",
+                    update_ops=["bn/AssignMovingAvg"],
+                    ancestors=False,
+                    fetched_together=False,
+                    fetched=True,
+                    api="minimize",
+                ),
+                event(
+                    "moving_stats",
+                    4,
+                    layer="bn",
+                    before={"moving_mean": [0.0]},
+                    after={"moving_mean": [0.0]},
+                    changed=False,
+                ),
+            ),
+            evidence="does not depend on the 1 update op(s)",
+            data={"call_line": 10, "end_line": 10},
+        )
+    ]
+    REFUTES = [
+        Traced(
+            (
+                event(
+                    "update_ops",
+                    10,
+                    train_op="Adam",
+                    update_ops=["bn/AssignMovingAvg"],
+                    ancestors=True,
+                    fetched_together=False,
+                    fetched=True,
+                    api="minimize",
+                ),
+            ),
+            evidence="are ancestors of it",
+            data={"call_line": 10, "end_line": 10},
+        )
+    ]
+    INCONCLUSIVE = [
+        Traced(  # not wired, but the statistics move: something else runs them
+            (
+                event(
+                    "update_ops",
+                    10,
+                    train_op="Adam",
+                    update_ops=["bn/AssignMovingAvg"],
+                    ancestors=False,
+                    fetched_together=False,
+                    fetched=True,
+                    api="minimize",
+                ),
+                event(
+                    "moving_stats",
+                    4,
+                    layer="bn",
+                    before={"moving_mean": [0.0]},
+                    after={"moving_mean": [0.2]},
+                    changed=True,
+                ),
+            ),
+            evidence="something else runs the updates",
+            data={"call_line": 10, "end_line": 10},
+        ),
+        Traced(  # not wired, but the statistics could not be read: the consequence is unseen
+            (
+                event(
+                    "update_ops",
+                    10,
+                    train_op="Adam",
+                    update_ops=["bn/AssignMovingAvg"],
+                    ancestors=False,
+                    fetched_together=False,
+                    fetched=True,
+                    api="minimize",
+                ),
+            ),
+            evidence="could not be read",
+            data={"call_line": 10, "end_line": 10},
+        ),
+    ]
+
     @classmethod
     def confirm(cls, finding, trace) -> Outcome | None:
         line = finding.data.get("call_line", finding.line)
         end = finding.data.get("end_line", line)
         events = trace.events_at("update_ops", line, end)
         if not events:
-            return None
+            return inconclusive(f"no train op built at line {line} was fetched during the trace")
         bad = [e for e in events if not e.get("ancestors") and not e.get("fetched_together")]
         if not bad:
             e = events[0]
             how = "fetched together with it" if e.get("fetched_together") else "ancestors of it"
-            return Outcome("refuted", f"the update ops of train op `{e.get('train_op')}` are {how}")
+            return refuted(f"the update ops of train op `{e.get('train_op')}` are {how}")
         e = bad[0]
         ops = e.get("update_ops") or []
         if not ops:
-            return None
+            return inconclusive(f"train op `{e.get('train_op')}` had no update ops to run")
         stats = trace.events_of("moving_stats")
-        moves = []
-        for s in stats[:6]:
-            before = (s.get("before") or {}).get("moving_mean")
-            after = (s.get("after") or {}).get("moving_mean")
-            moves.append(
-                f"`{s.get('layer')}` moving_mean {before} -> {after} ({'changed' if s.get('changed') else 'unchanged'})"
-            )
         evidence = (
             f"train op `{e.get('train_op')}` (line {e.get('line')}) does not depend on the {len(ops)} update op(s) "
             f"{', '.join(map(str, ops[:6]))} and they are not fetched with it"
         )
-        if moves:
-            evidence += f"; after {trace.steps} step(s): " + "; ".join(moves)
-        if stats and all(s.get("changed") for s in stats):
-            return Outcome(
-                "inconclusive", evidence + " (yet the moving statistics changed: something else runs the updates)"
-            )
-        return Outcome("confirmed", evidence)
+        if stats:
+            evidence += f"; after {trace.steps} step(s): " + "; ".join(moving_text(s) for s in stats[:6])
+        if not stats:
+            return inconclusive(evidence + " (the moving statistics could not be read: their staying put is unseen)")
+        if all(s.get("changed") for s in stats):
+            return inconclusive(evidence + " (yet the moving statistics changed: something else runs the updates)")
+        return confirmed(evidence)

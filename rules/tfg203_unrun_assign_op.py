@@ -7,7 +7,8 @@ import libcst as cst
 from tflint_grad import tfapi
 from tflint_grad.analysis import dotted
 from tflint_grad.analysis.modes import mode_at
-from tflint_grad.rule import Invalid, Outcome, Rule, Valid
+from tflint_grad.rule import Invalid, Outcome, Rule, Traced, Valid, confirmed, inconclusive, refuted
+from tflint_grad.tracer.events import event
 
 _STATS = re.compile(r"mean|var|moving|pop|running|avg|average|ema|stat", re.IGNORECASE)
 _CONTAINERS = (
@@ -366,19 +367,56 @@ class UnrunAssignOp(Rule):
         self._name_loads, self._attr_loads = names, attrs
 
     # -- confirmation -------------------------------------------------------------------
+    OBSERVES = ("assign_op",)
+    CONFIRMS = [
+        Traced(
+            (
+                event(
+                    "assign_op",
+                    10,
+                    op="Assign",
+                    op_type="AssignVariableOp",
+                    target="pop_mean",
+                    ran=False,
+                    moving=True,
+                    before=[0.0],
+                    after=[0.0],
+                ),
+            ),
+            evidence="`self.pop_mean` stays [0.0] after 5 step(s)",
+            data={"call_line": 10, "end_line": 10, "target": "self.pop_mean"},
+        )
+    ]
+    REFUTES = [
+        Traced(
+            (event("assign_op", 10, op="Assign", op_type="AssignVariableOp", target="pop_mean", ran=True),),
+            evidence="ran (it is an ancestor of a fetched op)",
+            data={"call_line": 10, "end_line": 10},
+        )
+    ]
+    INCONCLUSIVE = [
+        Traced((), evidence="no assign op created at line 10 was recorded", data={"call_line": 10, "end_line": 10}),
+        Traced(  # the script never ran its session: nothing was fetched, so "never ran" shows nothing
+            (event("assign_op", 10, op="Assign", op_type="AssignVariableOp", target="pop_mean", ran=False),),
+            evidence="no train step",
+            steps=0,
+            data={"call_line": 10, "end_line": 10},
+        ),
+    ]
+
     @classmethod
     def confirm(cls, finding, trace) -> Outcome | None:
         line = finding.data.get("call_line", finding.line)
         end = finding.data.get("end_line", line)
         events = trace.events_at("assign_op", line, end)
         if not events:
-            return None
+            return inconclusive(f"no assign op created at line {line} was recorded")
         ran = [e for e in events if e.get("ran")]
         if ran:
             e = ran[0]
-            return Outcome(
-                "refuted", f"assign op `{e.get('op')}` on `{e.get('target')}` ran (it is an ancestor of a fetched op)"
-            )
+            return refuted(f"assign op `{e.get('op')}` on `{e.get('target')}` ran (it is an ancestor of a fetched op)")
+        if not trace.steps:
+            return inconclusive(f"the assign op at line {line} never ran, but no train step ran either (no train step)")
         desc = ", ".join(f"`{e.get('op')}` (target `{e.get('target')}`)" for e in events[:4])
         values = []
         for e in events[:4]:
@@ -392,10 +430,9 @@ class UnrunAssignOp(Rule):
                 text = f"`{name}` went from {_values(before)} to {_values(after)} (other ops update it)"
             if text not in values:
                 values.append(text)
-        return Outcome(
-            "confirmed",
+        return confirmed(
             f"assign op(s) {desc} created at line {line} never ran: none is an ancestor of anything the script fetched"
-            + (f"; {'; '.join(values)}" if values else f" in {trace.steps} step(s)"),
+            + (f"; {'; '.join(values)}" if values else f" in {trace.steps} step(s)")
         )
 
 

@@ -4,7 +4,9 @@ import libcst as cst
 
 from tflint_grad import tfapi
 from tflint_grad.analysis import dotted, get_arg, model_attribute_owners
-from tflint_grad.rule import Invalid, Outcome, Rule, Valid
+from tflint_grad.evidence import inference_mode, layer_calls
+from tflint_grad.rule import Invalid, Outcome, Rule, Traced, Valid, confirmed, inconclusive, refuted
+from tflint_grad.tracer.events import event
 
 
 class MisspelledTrainingKwarg(Rule):
@@ -47,7 +49,8 @@ class MisspelledTrainingKwarg(Rule):
 
     ## Confirmation
     The call at the flagged line raises, or the BatchNormalization/Dropout layers it
-    runs see `training` unset/false; `refuted` when they run in training mode.
+    runs see `training` unset/false with a consequence (moving statistics unchanged, or the
+    layers off while the tape recorded); `refuted` when they run in training mode.
     """
 
     code = "TFG204"
@@ -294,23 +297,61 @@ class MisspelledTrainingKwarg(Rule):
         return name in owners
 
     # -- confirmation -------------------------------------------------------------------
+    OBSERVES = ("layer_call", "moving_stats")
+    CONFIRMS = [
+        Traced(
+            (),
+            evidence="raised: TypeError",
+            data={"call_line": 10, "end_line": 10, "keyword": "trainig"},
+            status="error",
+            error_line=10,
+            reason="TypeError: call() got an unexpected keyword argument 'trainig'",
+        ),
+        Traced(
+            (event("layer_call", 10, layer="drop", training=None, in_tape=True, **{"class": "Dropout"}),),
+            evidence="`trainig=` was ignored at line 10: Dropout `drop` ran with training=None",
+            data={"call_line": 10, "end_line": 10, "keyword": "trainig"},
+        ),
+    ]
+    REFUTES = [
+        Traced(
+            (event("layer_call", 10, layer="bn", training=True, in_tape=True, **{"class": "BatchNormalization"}),),
+            evidence="ran in training mode",
+            data={"call_line": 10, "end_line": 10, "keyword": "trainig"},
+        )
+    ]
+    INCONCLUSIVE = [
+        Traced((), evidence="no BatchNormalization/Dropout call", data={"call_line": 10, "end_line": 10}),
+        Traced(
+            (event("layer_call", 10, layer="drop", training=None, in_tape=False, **{"class": "Dropout"}),),
+            evidence="no consequence",
+            data={"call_line": 10, "end_line": 10, "keyword": "trainig"},
+        ),
+    ]
+
     @classmethod
     def confirm(cls, finding, trace) -> Outcome | None:
         line = finding.data.get("call_line", finding.line)
         end = finding.data.get("end_line", line)
         kw = finding.data.get("keyword", "?")
         if trace.error_line is not None and line <= trace.error_line <= end:
-            return Outcome(
-                "confirmed",
-                f"the call at line {trace.error_line} raised: {trace.reason or 'an error'} (`{kw}=` is not a call argument)",
+            return confirmed(
+                f"the call at line {trace.error_line} raised: {trace.reason or 'an error'} (`{kw}=` is not a call argument)"
             )
-        calls = trace.events_at("layer_call", line, end)
+        calls = layer_calls(trace, line, end)
         if not calls:
-            return None
+            return inconclusive(f"no BatchNormalization/Dropout call was observed at line {line}")
         unset = [e for e in calls if not e.get("training")]
-        if unset:
-            desc = "; ".join(
-                f"{e.get('class', 'layer')} `{e.get('layer')}` ran with training={e.get('training')}" for e in unset[:6]
+        if not unset:
+            return refuted(f"the layers called at line {line} ran in training mode")
+        mode = inference_mode(trace, unset)
+        evidence = f"`{kw}=` was ignored at line {line}: " + "; ".join(mode.parts)
+        if mode.moves:
+            evidence += "; " + "; ".join(mode.moves)
+        if mode.updated_elsewhere:
+            return inconclusive(evidence + " (the statistics are updated by another call in training mode)")
+        if not mode.harmful:
+            return inconclusive(
+                evidence + " (no consequence observed: frozen layers, or outside a tape with no moving statistics read)"
             )
-            return Outcome("confirmed", f"`{kw}=` was ignored at line {line}: {desc}")
-        return Outcome("refuted", f"the layers called at line {line} ran in training mode")
+        return confirmed(evidence)

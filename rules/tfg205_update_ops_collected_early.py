@@ -3,7 +3,8 @@ from __future__ import annotations
 import libcst as cst
 
 from tflint_grad.analysis import is_update_ops_collection, tf1_batch_norm_training
-from tflint_grad.rule import Invalid, Outcome, Rule, Valid
+from tflint_grad.rule import Invalid, Outcome, Rule, Traced, Valid, confirmed, inconclusive, refuted
+from tflint_grad.tracer.events import event
 
 
 class UpdateOpsCollectedEarly(Rule):
@@ -253,24 +254,49 @@ class UpdateOpsCollectedEarly(Rule):
         return result
 
     # -- confirmation -------------------------------------------------------------------
+    OBSERVES = ("update_ops_collected",)
+    CONFIRMS = [
+        Traced(
+            (event("update_ops_collected", 10, size=0, size_at_first_step=2),),
+            evidence="returned 0 ops; UPDATE_OPS held 2 op(s) at the first train step",
+            data={"call_line": 10, "end_line": 10},
+        )
+    ]
+    REFUTES = [
+        Traced(
+            (event("update_ops_collected", 10, size=2, size_at_first_step=2),),
+            evidence="returned 2 op(s)",
+            data={"call_line": 10, "end_line": 10},
+        ),
+        Traced(
+            (event("update_ops_collected", 10, size=0, size_at_first_step=0),),
+            evidence="there were no update ops to miss",
+            data={"call_line": 10, "end_line": 10},
+        ),
+    ]
+    INCONCLUSIVE = [
+        Traced(  # no train step ran: the later size is unknown
+            (event("update_ops_collected", 10, size=0, size_at_first_step=None),),
+            evidence="no train step",
+            data={"call_line": 10, "end_line": 10},
+        )
+    ]
+
     @classmethod
     def confirm(cls, finding, trace) -> Outcome | None:
         line = finding.data.get("call_line", finding.line)
         end = finding.data.get("end_line", line)
         events = trace.events_at("update_ops_collected", line, end)
         if not events:
-            return None
+            return inconclusive(f"no get_collection(UPDATE_OPS) call was recorded at line {line}")
         e = events[0]
         size, later = e.get("size"), e.get("size_at_first_step")
         if size is None or later is None:
-            return None
+            return inconclusive("UPDATE_OPS could not be measured at the first train step (no train step ran)")
         if size == 0 and later > 0:
-            return Outcome(
-                "confirmed",
-                f"get_collection(UPDATE_OPS) at line {e.get('line')} returned 0 ops; UPDATE_OPS held {later} op(s) at the first train step",
+            return confirmed(
+                f"get_collection(UPDATE_OPS) at line {e.get('line')} returned 0 ops; UPDATE_OPS held {later} op(s) at the first train step"
             )
         if size > 0:
-            return Outcome("refuted", f"get_collection(UPDATE_OPS) at line {e.get('line')} returned {size} op(s)")
-        return Outcome(
-            "refuted", "UPDATE_OPS was still empty at the first train step: there were no update ops to miss"
-        )
+            return refuted(f"get_collection(UPDATE_OPS) at line {e.get('line')} returned {size} op(s)")
+        return refuted("UPDATE_OPS was still empty at the first train step: there were no update ops to miss")

@@ -11,7 +11,8 @@ from tflint_grad.analysis.weights import (
     uses_relu,
     weight_index,
 )
-from tflint_grad.rule import Invalid, Outcome, Rule, Valid
+from tflint_grad.rule import Invalid, Outcome, Rule, Traced, Valid, confirmed, inconclusive, refuted
+from tflint_grad.tracer.events import event
 
 _CONFIRM_RATIO = 100.0  # RULES.md: the counterfactual first-layer gradient grows at least 100x
 
@@ -503,23 +504,80 @@ class TinyWeightInit(Rule):
         return src.scale_node, new
 
     # -- confirmation -------------------------------------------------------------------------
+    OBSERVES = ("layer_grad_norms", "initializer")
+    CONFIRMS = [
+        Traced(
+            (
+                event("initializer", 12, variable="W", shape=[784, 100], std=0.001),
+                event(
+                    "layer_grad_norms",
+                    30,
+                    norms=[{"variable": "W", "norm": 1e-6}],
+                    counterfactual=[{"variable": "W", "norm": 1e-3}],
+                    first_ratio=1000.0,
+                    flagged=[],
+                ),
+            ),
+            evidence="the first-layer gradient norm grows 1e+03x",
+            line=12,
+            data={"use_lines": [12]},
+        )
+    ]
+    REFUTES = [
+        Traced(
+            (
+                event("initializer", 12, variable="W", shape=[784, 100], std=0.05),
+                event(
+                    "layer_grad_norms",
+                    30,
+                    norms=[{"variable": "W", "norm": 0.1}],
+                    counterfactual=[{"variable": "W", "norm": 0.2}],
+                    first_ratio=2.0,
+                    flagged=[],
+                ),
+            ),
+            evidence="changes only 2x",
+            line=12,
+            data={"use_lines": [12]},
+        )
+    ]
+    INCONCLUSIVE = [
+        Traced(  # the only measured gradient call does not involve the flagged weights
+            (
+                event("initializer", 12, variable="W", shape=[784, 100], std=0.001),
+                event(
+                    "layer_grad_norms",
+                    30,
+                    norms=[{"variable": "other", "norm": 0.1}],
+                    counterfactual=[{"variable": "other", "norm": 0.1}],
+                    first_ratio=1.0,
+                    flagged=[],
+                ),
+            ),
+            evidence="none of the measured gradient calls involves",
+            line=12,
+            data={"use_lines": [12]},
+        ),
+        Traced((), evidence="no gradient norms were measured", line=12, data={"use_lines": [12]}),
+    ]
+
     @classmethod
     def confirm(cls, finding, trace) -> Outcome | None:
         events = trace.events_of("layer_grad_norms")
         if not events:
-            return None
+            return inconclusive("no gradient norms were measured at initialization")
         lines = set(finding.data.get("use_lines") or [])
         ours = {e.get("variable") for e in trace.events_of("initializer") if e.get("line") in lines}
         ours.discard(None)
-        chosen = None
-        for e in events:
-            if ours and any(n.get("variable") in ours for n in e.get("norms") or []):
-                chosen = e
-                break
-        chosen = chosen or events[0]
+        chosen = next((e for e in events if any(n.get("variable") in ours for n in e.get("norms") or [])), None)
+        if chosen is None:
+            if ours or len(events) != 1:
+                names = ", ".join(sorted(map(str, ours))[:6]) or "the flagged weights"
+                return inconclusive(f"none of the measured gradient calls involves {names}")
+            chosen = events[0]  # one gradient call and the flagged weights unnamed: the one measured
         ratio = chosen.get("first_ratio")
         if not isinstance(ratio, (int, float)):
-            return None
+            return inconclusive("the counterfactual with fan-in-scaled weights could not be evaluated")
 
         def fmt(norms) -> str:
             return ", ".join(
@@ -531,13 +589,11 @@ class TinyWeightInit(Rule):
 
         per_layer = f"per-layer gradient norms at init: {fmt(chosen.get('norms'))}; fan-in scaled: {fmt(chosen.get('counterfactual'))}"
         if ratio >= _CONFIRM_RATIO:
-            return Outcome(
-                "confirmed",
+            return confirmed(
                 f"with fan-in-scaled weights the first-layer gradient norm grows {ratio:.3g}x "
-                f"(gradient call at line {chosen.get('line')}); {per_layer}",
+                f"(gradient call at line {chosen.get('line')}); {per_layer}"
             )
-        return Outcome(
-            "refuted",
+        return refuted(
             f"the first-layer gradient changes only {ratio:.3g}x with fan-in-scaled weights: "
-            f"it reaches the first layer at a healthy scale; {per_layer}",
+            f"it reaches the first layer at a healthy scale; {per_layer}"
         )

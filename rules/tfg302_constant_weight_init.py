@@ -11,7 +11,8 @@ from tflint_grad.analysis.weights import (
     uses_relu,
     weight_index,
 )
-from tflint_grad.rule import Invalid, Outcome, Rule, Valid
+from tflint_grad.rule import Invalid, Outcome, Rule, Traced, Valid, confirmed, inconclusive, refuted
+from tflint_grad.tracer.events import event
 
 
 class ConstantWeightInit(Rule):
@@ -71,9 +72,10 @@ class ConstantWeightInit(Rule):
 
     ## Confirmation
     The traced `initializer` events of the flagged variables show a measured standard
-    deviation of 0 at initialization (every unit starts identical, so their gradients are
-    identical): `confirmed`, with the variable names and shapes; `refuted` when the traced
-    weights are not constant.
+    deviation of 0 at initialization, and the traced gradient of such a variable has identical
+    columns (every unit gets the same gradient): `confirmed`, with the variable names and shapes.
+    `refuted` when the traced weights are not constant, or when the units' gradients differ
+    (an output layer: symmetry is broken downstream); no gradient measured: `inconclusive`.
     """
 
     code = "TFG302"
@@ -364,6 +366,45 @@ class ConstantWeightInit(Rule):
         return f"{alias}.random.truncated_normal({self.ctx.code(shape)}, stddev={std})"
 
     # -- confirmation ---------------------------------------------------------------------------
+    OBSERVES = ("initializer", "gradient_call")
+    CONFIRMS = [
+        Traced(
+            (
+                event("initializer", 12, variable="h/kernel", shape=[4, 8], std=0.0, init="Zeros"),
+                event("gradient_call", 30, variables=[{"name": "h/kernel", "grad": "ok", "units_identical": True}]),
+            ),
+            evidence="every unit of the layer gets the same gradient",
+            line=12,
+            data={"use_lines": [12]},
+        )
+    ]
+    REFUTES = [
+        Traced(
+            (event("initializer", 12, variable="h/kernel", shape=[4, 8], std=0.05),),
+            evidence="not constant at initialization: h/kernel std 0.05",
+            line=12,
+            data={"use_lines": [12]},
+        ),
+        Traced(  # constant, but the gradients differ per unit (an output layer): symmetry does not bind
+            (
+                event("initializer", 12, variable="out/kernel", shape=[4, 3], std=0.0, init="Zeros"),
+                event("gradient_call", 30, variables=[{"name": "out/kernel", "grad": "ok", "units_identical": False}]),
+            ),
+            evidence="the units' gradients differ",
+            line=12,
+            data={"use_lines": [12]},
+        ),
+    ]
+    INCONCLUSIVE = [
+        Traced(  # constant, but no gradient of it was measured: the consequence is unseen
+            (event("initializer", 12, variable="h/kernel", shape=[4, 8], std=0.0, init="Zeros"),),
+            evidence="no gradient of",
+            line=12,
+            data={"use_lines": [12]},
+        ),
+        Traced((), evidence="no initial value was measured", line=12, data={"use_lines": [12]}),
+    ]
+
     @classmethod
     def confirm(cls, finding, trace) -> Outcome | None:
         lines = set(finding.data.get("use_lines") or [])
@@ -373,14 +414,27 @@ class ConstantWeightInit(Rule):
             if e.get("line") in lines and isinstance(e.get("std"), (int, float))
         ]
         if not events:
-            return None
+            return inconclusive("no initial value was measured for the flagged weights")
         constant = [e for e in events if e["std"] <= 1e-12]
-        if constant:
-            names = ", ".join(f"{e.get('variable')} {e.get('shape')}" for e in constant[:6])
-            return Outcome(
-                "confirmed",
-                f"measured at initialization: {names} start with standard deviation 0 "
-                f"(init {constant[0].get('init')}); every unit of the layer is identical, so their gradients are identical",
+        if not constant:
+            names = ", ".join(f"{e.get('variable')} std {e['std']:.3g}" for e in events[:6])
+            return refuted(f"the traced weights are not constant at initialization: {names}")
+        names = ", ".join(f"{e.get('variable')} {e.get('shape')}" for e in constant[:6])
+        shape = f"measured at initialization: {names} start with standard deviation 0 (init {constant[0].get('init')})"
+        wanted = {str(e.get("variable")) for e in constant}
+        seen: dict[str, bool] = {}
+        for call in trace.events_of("gradient_call"):
+            for v in call.get("variables") or []:
+                name = str(v.get("name"))
+                if name in wanted and isinstance(v.get("units_identical"), bool) and name not in seen:
+                    seen[name] = v["units_identical"]
+        same = [n for n, identical in seen.items() if identical]
+        if same:
+            return confirmed(f"{shape}; every unit of the layer gets the same gradient ({', '.join(same[:6])})")
+        if seen:
+            return refuted(
+                f"{shape}, but the units' gradients differ ({', '.join(list(seen)[:6])}): symmetry is broken downstream"
             )
-        names = ", ".join(f"{e.get('variable')} std {e['std']:.3g}" for e in events[:6])
-        return Outcome("refuted", f"the traced weights are not constant at initialization: {names}")
+        return inconclusive(
+            f"{shape}; no gradient of {', '.join(sorted(wanted)[:6])} was measured, so identical units are unseen"
+        )

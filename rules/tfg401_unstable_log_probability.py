@@ -7,7 +7,8 @@ from tflint_grad.analysis import get_arg, number
 from tflint_grad.analysis.facts import tf_alias
 from tflint_grad.analysis.producers import Source, flow, origin, short
 from tflint_grad.analysis.targets import gradient_targets
-from tflint_grad.rule import Invalid, Outcome, Rule, Valid
+from tflint_grad.rule import Invalid, Outcome, Rule, Traced, Valid, confirmed, inconclusive, refuted
+from tflint_grad.tracer.events import event
 
 
 class UnstableLogProbability(Rule):
@@ -68,10 +69,13 @@ class UnstableLogProbability(Rule):
 
     ## Confirmation
     `--confirm` looks for the `Log` op created at the flagged line (`log_input` event):
-    `confirmed` when its input comes from a `Softmax`/`Sigmoid` op with no clipping in
-    between (evidence: "Log ← Softmax (line 12), no clipping"); a NaN/Inf seen in the loss
-    or the gradients during the traced steps is added to the evidence ("loss became NaN at
-    step 37"). `refuted` when the traced `Log` input is clipped or is not a probability.
+    `confirmed` when its input comes from a `Softmax`/`Sigmoid` op (or `1 -` one) with no
+    clipping in between and the `Log` lies on the path of a gradient the script took, or a
+    NaN/Inf appears at that line (evidence: "Log ← Softmax (line 12), no clipping, on the
+    differentiated path"; a NaN/Inf in the loss or gradients is added). Several logs on one
+    line are judged each by its own kind (`log(h)`, `log(1 - h)`). `refuted` when every traced
+    `Log` at the line is clipped, or when the script ran to its end without differentiating it
+    (a printed cost); a `Log` fed by an op the trace cannot classify is `inconclusive`.
     """
 
     code = "TFG401"
@@ -426,7 +430,11 @@ class UnstableLogProbability(Rule):
             + ("loss (or `tf.nn.log_softmax`)" if src.kind == "softmax" else "loss")
             + ", or clip first (`tf.clip_by_value(p, 1e-10, 1.0)`)",
             fix=self._fix(node, src),
-            data={"producer": producer, "producer_line": ctx.line(src.node) if src.node is not None else None},
+            data={
+                "producer": producer,
+                "producer_line": ctx.line(src.node) if src.node is not None else None,
+                "complement": bool(src.complement),
+            },
             confidence=confidence,
         )
 
@@ -502,27 +510,116 @@ class UnstableLogProbability(Rule):
         return self.replace(neg, new, "Compute the cross-entropy from the logits with the fused loss", "unsafe")
 
     # -- confirmation -------------------------------------------------------------------
+    OBSERVES = ("log_input", "nonfinite")
+    CONFIRMS = [
+        Traced(
+            (event("log_input", 10, op="Log", input_op_type="Softmax", clipped=False, differentiated=True),),
+            evidence="Log ← Softmax (line 9), no clipping, on the differentiated path",
+            data={"producer_line": 9},
+        ),
+        Traced(  # issue 10: `log(h)` and `log(1 - h)` on one line: each finding is judged by its own Log
+            (
+                event("log_input", 10, op="Log", input_op_type="Sigmoid", clipped=True, differentiated=True),
+                event(
+                    "log_input",
+                    10,
+                    op="Log_1",
+                    input_op_type="Sigmoid",
+                    clipped=False,
+                    differentiated=True,
+                    complement=True,
+                ),
+            ),
+            evidence="Log ← 1 - Sigmoid",
+            data={"complement": True},
+        ),
+        Traced(  # an older trace without `complement`: a Sub-fed Log does not hide the Sigmoid-fed one
+            (
+                event("log_input", 10, op="Log", input_op_type="Sub", clipped=False, differentiated=True),
+                event("log_input", 10, op="Log_1", input_op_type="Sigmoid", clipped=False, differentiated=True),
+            ),
+            evidence="Log ← Sigmoid",
+        ),
+        Traced(
+            (event("nonfinite", 10, op="Log", op_type="Log", where="forward", value="Inf"),),
+            evidence="forward became Inf",
+        ),
+        Traced(  # the log of an unbounded linear output (x @ w + b), differentiated
+            (event("log_input", 10, op="Log", input_op_type="BiasAdd", clipped=False, differentiated=True),),
+            evidence="Log ← BiasAdd (line 9), no clipping, on the differentiated path",
+            data={"producer": "MatMul", "producer_line": 9},
+        ),
+    ]
+    REFUTES = [
+        Traced(
+            (event("log_input", 10, op="Log", input_op_type="Softmax", clipped=True, differentiated=True),),
+            evidence="the traced Log at line 10 is clipped",
+        ),
+        Traced(  # issue 10: a cost printed but never differentiated, and the script ran to its end
+            (event("log_input", 10, op="Log", input_op_type="Sigmoid", clipped=False, differentiated=False),),
+            evidence="the instability cannot reach training",
+            status="finished",
+        ),
+    ]
+    INCONCLUSIVE = [
+        Traced(  # issue 10: a cost printed but never differentiated, in a run stopped at the step limit
+            (event("log_input", 10, op="Log", input_op_type="Sigmoid", clipped=False, differentiated=False),),
+            evidence="not on the path of any gradient",
+            status="stopped",
+        ),
+        Traced(  # a Log fed by an op the trace cannot classify: not proof of safety
+            (event("log_input", 10, op="Log", input_op_type="Sub", clipped=False, differentiated=True),),
+            evidence="fed by Sub",
+        ),
+        Traced((), evidence="no Log op was traced at line 10"),
+    ]
+
     @classmethod
     def confirm(cls, finding, trace) -> Outcome | None:
         probs = set(tfapi.names("losses", "probability_op_types"))
+        if finding.data.get("producer") == "MatMul":  # the log of an unbounded linear output
+            probs = set(tfapi.names("losses", "linear_op_types"))
         logs = trace.events_at("log_input", finding.line, finding.end_line)
-        nan = _nonfinite_note(trace)
-        bad = [e for e in logs if e.get("input_op_type") in probs and not e.get("clipped")]
-        if bad:
-            e = bad[0]
-            where = finding.data.get("producer_line")
-            at = f" (line {where})" if where else ""
-            return Outcome(
-                "confirmed", f"Log ← {e.get('input_op_type')}{at}, no clipping" + (f"; {nan}" if nan else "")
-            )
+        # several logs on one line (`log(h)` and `log(1 - h)`): judge the ones of this finding's kind
+        want = bool(finding.data.get("complement"))
+        logs = [e for e in logs if bool(e.get("complement")) == want] or logs
         hits = trace.events_at("nonfinite", finding.line, finding.end_line)
+        nan = _nonfinite_text(hits[0]) if hits else _nonfinite_note(trace)
+        risky = [e for e in logs if e.get("input_op_type") in probs and not e.get("clipped")]
+        where = finding.data.get("producer_line")
+        at = f" (line {where})" if where else ""
+        for e in risky:  # the consequence: on the differentiated path, or a NaN/Inf at this line
+            if e.get("differentiated") is True or hits:
+                of = "1 - " if e.get("complement") else ""
+                path = ", on the differentiated path" if e.get("differentiated") is True else ""
+                return confirmed(
+                    f"Log ← {of}{e.get('input_op_type')}{at}, no clipping{path}" + (f"; {nan}" if nan else "")
+                )
         if hits:
-            return Outcome("confirmed", _nonfinite_text(hits[0]))
-        if logs:
-            e = logs[0]
-            why = "clipped" if e.get("clipped") else f"fed by {e.get('input_op_type')}, not a probability"
-            return Outcome("refuted", f"the traced Log at line {e.get('line')} is {why}")
-        return None
+            return confirmed(_nonfinite_text(hits[0]))
+        if risky:
+            e = risky[0]
+            if e.get("differentiated") is False:
+                text = (
+                    f"Log ← {e.get('input_op_type')} at line {e.get('line')}, no clipping, but it is not on the path "
+                    "of any gradient the script took: the instability cannot reach training"
+                )
+                # the whole script ran: every gradient it takes was seen (else a later one might)
+                return refuted(text) if trace.status == "finished" else inconclusive(text)
+            return inconclusive(
+                f"Log ← {e.get('input_op_type')} at line {e.get('line')}, no clipping; "
+                "whether a gradient flows through it was not observed"
+            )
+        if logs and all(e.get("clipped") for e in logs):
+            return refuted(f"the traced Log at line {logs[0].get('line')} is clipped")
+        unknown = [e for e in logs if not e.get("clipped")]
+        if unknown:
+            kinds = ", ".join(sorted({str(e.get("input_op_type")) for e in unknown}))
+            return inconclusive(
+                f"the Log at line {unknown[0].get('line')} is fed by {kinds}, which the trace cannot classify as "
+                "a probability or a guarded value"
+            )
+        return inconclusive(f"no Log op was traced at line {finding.line}")
 
 
 def _nonfinite_text(e: dict) -> str:

@@ -14,7 +14,8 @@ from tflint_grad.analysis.producers import (
     set_keyword,
     short,
 )
-from tflint_grad.rule import Invalid, Outcome, Rule, Valid
+from tflint_grad.rule import Invalid, Outcome, Rule, Traced, Valid, confirmed, inconclusive, refuted
+from tflint_grad.tracer.events import event
 
 
 class SoftmaxLogitsMismatch(Rule):
@@ -468,6 +469,30 @@ class SoftmaxLogitsMismatch(Rule):
         return None
 
     # -- confirmation -------------------------------------------------------------------
+    OBSERVES = ("logits_input", "log_input")
+    CONFIRMS = [
+        Traced(
+            (event("logits_input", 10, function="softmax_cross_entropy_with_logits", input_op_type="Softmax"),),
+            evidence="comes from Softmax (line 8): the activation is applied twice",
+            data={"mode": "probs_as_logits", "producer_line": 8, "event_lines": [10]},
+        )
+    ]
+    REFUTES = [
+        Traced(
+            (event("logits_input", 10, function="softmax_cross_entropy_with_logits", input_op_type="BiasAdd"),),
+            evidence="comes from BiasAdd, not from a softmax/sigmoid",
+            data={"mode": "probs_as_logits", "event_lines": [10]},
+        )
+    ]
+    INCONCLUSIVE = [
+        Traced(  # two losses on the line: one fed by a softmax, one not classified: the bad one is not hidden
+            (event("logits_input", 10, function="sigmoid_cross_entropy_with_logits", input_op_type="Concat"),),
+            evidence="cannot classify",
+            data={"mode": "probs_as_logits", "event_lines": [10]},
+        ),
+        Traced((), evidence="no loss input was traced", data={"mode": "logits_as_probs", "event_lines": [10]}),
+    ]
+
     @classmethod
     def confirm(cls, finding, trace) -> Outcome | None:
         probs = tfapi.names("losses", "probability_op_types")
@@ -476,27 +501,31 @@ class SoftmaxLogitsMismatch(Rule):
         mode = finding.data.get("mode")
         kinds = ("logits_input", "log_input") if mode == "logits_as_probs" else ("logits_input",)
         events = [e for e in trace.events if e.get("kind") in kinds and e.get("line") in lines]
+        if not events:
+            return inconclusive(f"no loss input was traced at line {finding.line}")
+        # every traced input on the line is judged: one wrong input confirms, all right ones refute
+        bad_types, good_types = (probs, linear) if mode == "probs_as_logits" else (linear, probs)
         for e in events:
             t = e.get("input_op_type")
-            if mode == "probs_as_logits":
-                if t in probs:
+            if t in bad_types:
+                if mode == "probs_as_logits":
                     where = finding.data.get("producer_line")
                     at = f" (line {where})" if where else ""
-                    return Outcome(
-                        "confirmed",
-                        f"the logits input of the loss at line {e.get('line')} comes from {t}{at}: the activation is applied twice",
+                    return confirmed(
+                        f"the logits input of the loss at line {e.get('line')} comes from {t}{at}: the activation is applied twice"
                     )
-                if t in linear:
-                    return Outcome(
-                        "refuted",
-                        f"the logits input of the loss at line {e.get('line')} comes from {t}, not from a softmax/sigmoid",
-                    )
-            else:
-                if t in linear:
-                    return Outcome(
-                        "confirmed",
-                        f"the loss at line {e.get('line')} receives raw logits from {t} and treats them as probabilities",
-                    )
-                if t in probs:
-                    return Outcome("refuted", f"the loss at line {e.get('line')} receives probabilities from {t}")
-        return None
+                return confirmed(
+                    f"the loss at line {e.get('line')} receives raw logits from {t} and treats them as probabilities"
+                )
+        if all(e.get("input_op_type") in good_types for e in events):
+            e = events[0]
+            t = e.get("input_op_type")
+            if mode == "probs_as_logits":
+                return refuted(
+                    f"the logits input of the loss at line {e.get('line')} comes from {t}, not from a softmax/sigmoid"
+                )
+            return refuted(f"the loss at line {e.get('line')} receives probabilities from {t}")
+        kinds_seen = ", ".join(sorted({str(e.get("input_op_type")) for e in events}))
+        return inconclusive(
+            f"the loss input at line {finding.line} comes from {kinds_seen}: the trace cannot classify it"
+        )

@@ -6,7 +6,8 @@ from tflint_grad import tfapi
 from tflint_grad.analysis import get_arg, number, string_value
 from tflint_grad.analysis.producers import first_input, flow, short
 from tflint_grad.analysis.targets import gradient_targets
-from tflint_grad.rule import Invalid, Outcome, Rule, Valid
+from tflint_grad.rule import Invalid, Outcome, Rule, Traced, Valid, confirmed, inconclusive, refuted
+from tflint_grad.tracer.events import event
 
 _MAX = 5
 
@@ -59,9 +60,10 @@ class SqrtAtZero(Rule):
     sum or mean of squares with no `maximum`/epsilon in between (evidence: "Sqrt ← Sum ← Square
     ← Sub at line 42, no epsilon"), with, in eager code, how many values of the radicand were
     exactly 0 in the first traced step, and the first NaN/Inf produced at that line. Identical
-    pairs may not occur in the few traced steps: the structure alone confirms. A NaN/Inf at the
-    flagged line with no recorded `Sqrt` also confirms; `refuted` when the traced `Sqrt` input is
-    guarded.
+    pairs may not occur in the few traced steps: the unguarded root on the path of a gradient the
+    script took confirms (one never differentiated: `refuted` when the script ran to its end, else
+    `inconclusive`). A NaN/Inf at the flagged
+    line with no recorded `Sqrt` also confirms; `refuted` when the traced `Sqrt` input is guarded.
     """
 
     code = "TFG403"
@@ -411,6 +413,83 @@ class SqrtAtZero(Rule):
         )
 
     # -- confirmation -------------------------------------------------------------------
+    OBSERVES = ("sqrt_input", "nonfinite")
+    CONFIRMS = [
+        Traced(
+            (
+                event(
+                    "sqrt_input",
+                    10,
+                    op="Sqrt",
+                    chain=["Sum", "Square", "Sub"],
+                    input_op_type="Sum",
+                    squares=True,
+                    clipped=False,
+                    zeros=4,
+                    size=16,
+                    zero_step=1,
+                    differentiated=True,
+                ),
+            ),
+            evidence="its input was exactly 0 for 4 of 16 values at step 1",
+        ),
+        Traced(  # a TF1 graph: no values, but the unguarded root is on the differentiated path
+            (
+                event(
+                    "sqrt_input",
+                    10,
+                    op="Sqrt",
+                    chain=["Sum", "Square", "Sub"],
+                    input_op_type="Sum",
+                    squares=True,
+                    clipped=False,
+                    differentiated=True,
+                ),
+            ),
+            evidence="Sqrt ← Sum ← Square ← Sub at line 10, no epsilon",
+        ),
+        Traced(
+            (event("nonfinite", 10, op="Sqrt", op_type="Sqrt", where="gradient", value="NaN"),),
+            evidence="gradient became NaN",
+        ),
+    ]
+    REFUTES = [
+        Traced(
+            (
+                event(
+                    "sqrt_input",
+                    10,
+                    op="Sqrt",
+                    chain=["Maximum", "Sum", "Square"],
+                    input_op_type="Maximum",
+                    squares=True,
+                    clipped=True,
+                    differentiated=True,
+                ),
+            ),
+            evidence="is guarded",
+        )
+    ]
+    INCONCLUSIVE = [
+        Traced(  # a distance only printed: never differentiated
+            (
+                event(
+                    "sqrt_input",
+                    10,
+                    op="Sqrt",
+                    chain=["Sum", "Square", "Sub"],
+                    input_op_type="Sum",
+                    squares=True,
+                    clipped=False,
+                    differentiated=False,
+                ),
+            ),
+            evidence="not on the path of any gradient",
+            status="stopped",
+        ),
+        Traced((), evidence="no Sqrt op was traced at line 10"),
+    ]
+
     @classmethod
     def confirm(cls, finding, trace) -> Outcome | None:
         lo, hi = finding.line, finding.end_line
@@ -418,8 +497,9 @@ class SqrtAtZero(Rule):
         nans = trace.events_at("nonfinite", lo, hi)
         nan = nans[0] if nans else None
         bad = [e for e in roots if e.get("squares") and not e.get("clipped")]
-        if bad:
-            e = next((x for x in bad if x.get("zeros")), bad[0])
+        live = [e for e in bad if e.get("differentiated") is True or e.get("zeros")]
+        if live and (nan is not None or any(e.get("differentiated") is True for e in live)):
+            e = next((x for x in live if x.get("zeros")), live[0])
             text = f"Sqrt ← {' ← '.join(e.get('chain') or ())} at line {e.get('line')}, no epsilon"
             if e.get("zeros"):
                 text += (
@@ -428,26 +508,35 @@ class SqrtAtZero(Rule):
                 )
             elif e.get("size"):
                 text += (
-                    f": the derivative of sqrt is infinite wherever the radicand reaches 0 (no exact 0 among "
-                    f"the {e['size']} values traced at step {e.get('step')})"
+                    f", on the differentiated path: the derivative of sqrt is infinite wherever the radicand "
+                    f"reaches 0 (no exact 0 among the {e['size']} values traced at step {e.get('step')})"
                 )
+            else:
+                text += ", on the differentiated path: the derivative of sqrt is infinite where the radicand reaches 0"
             if nan is not None:
                 text += f"; the {nan.get('where') or 'tensor'} became {nan.get('value') or 'NaN/Inf'} at step {nan.get('step')}"
-            return Outcome("confirmed", text)
+            return confirmed(text)
         if nan is not None:
             cause = (
                 ": the square root received 0" if nan.get("op_type") in tfapi.names("numerics", "sqrt_op_types") else ""
             )
-            return Outcome(
-                "confirmed",
+            return confirmed(
                 f"{nan.get('where') or 'a tensor'} became {nan.get('value') or 'NaN/Inf'} at step {nan.get('step')} "
-                f"({nan.get('op_type') or nan.get('op')}, line {nan.get('line')}){cause}",
+                f"({nan.get('op_type') or nan.get('op')}, line {nan.get('line')}){cause}"
             )
-        guarded = [e for e in roots if e.get("clipped")]
-        if guarded and len(guarded) == len(roots):
-            e = guarded[0]
-            return Outcome(
-                "refuted",
-                f"the traced Sqrt at line {e.get('line')} is guarded: Sqrt ← {' ← '.join(e.get('chain') or ())}",
+        if bad:
+            e = bad[0]
+            text = f"Sqrt ← {' ← '.join(e.get('chain') or ())} at line {e.get('line')}, no epsilon, but "
+            if e.get("differentiated") is False:
+                text += "it is not on the path of any gradient the script took"
+                # the whole script ran: every gradient it takes was seen (else a later one might)
+                return refuted(text) if trace.status == "finished" else inconclusive(text)
+            return inconclusive(text + "whether a gradient flows through it was not observed")
+        if roots and all(e.get("clipped") for e in roots):
+            e = roots[0]
+            return refuted(
+                f"the traced Sqrt at line {e.get('line')} is guarded: Sqrt ← {' ← '.join(e.get('chain') or ())}"
             )
-        return None
+        if roots:
+            return inconclusive(f"the Sqrt at line {lo} does not take a sum of squares the trace can recognise")
+        return inconclusive(f"no Sqrt op was traced at line {lo}")

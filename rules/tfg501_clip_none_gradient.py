@@ -7,7 +7,8 @@ import libcst as cst
 from tflint_grad import tfapi
 from tflint_grad.analysis import dependency_names, dotted, get_arg
 from tflint_grad.analysis.targets import gradient_targets
-from tflint_grad.rule import Invalid, Outcome, Rule, Valid
+from tflint_grad.rule import Invalid, Outcome, Rule, Traced, Valid, confirmed, inconclusive, refuted
+from tflint_grad.tracer.events import event
 
 _GRADISH = re.compile(r"grad|(^|_)gvs?($|_)|(^|_)gv\d*($|_)", re.IGNORECASE)
 _PASS_THROUGH = ("zip", "enumerate", "list", "tuple", "reversed", "sorted", "iter")
@@ -88,9 +89,9 @@ class ClipNoneGradient(Rule):
 
     ## Confirmation
     `confirmed` when a `None` gradient reaches the clip call during the traced steps (a
-    `clip_none` event at its line, or a None gradient at the gradient call it iterates);
-    `refuted` when the clip line ran and every gradient of that call was non-None over the
-    traced steps.
+    `clip_none` event at its line, or a None gradient at the gradient call it iterates and the
+    clip line raised); `refuted` when the clip line ran and every gradient of that call was
+    non-None over the traced steps.
     """
 
     code = "TFG501"
@@ -565,6 +566,47 @@ class ClipNoneGradient(Rule):
         return self.replace(call, text, f"Clip only non-None gradients (`if {gname} is not None else None`)", "unsafe")
 
     # -- confirmation -----------------------------------------------------------------------------
+    OBSERVES = ("clip_none", "gradient_call")
+    CONFIRMS = [
+        Traced(
+            (event("clip_none", 12, function="clip_by_norm"),),
+            evidence="a None gradient reached `clip_by_norm` at line 12",
+            line=12,
+            data={"call_line": 12, "grad_line": 10, "function": "tf.clip_by_norm"},
+        ),
+        Traced(
+            (event("gradient_call", 10, variables=[{"name": "w", "grad": "none"}]),),
+            evidence="returns None for w; clipping it raised",
+            line=12,
+            data={"call_line": 12, "grad_line": 10},
+            status="error",
+            error_line=12,
+            reason="ValueError: None values not supported.",
+        ),
+    ]
+    REFUTES = [
+        Traced(
+            (event("gradient_call", 10, variables=[{"name": "w", "grad": "ok"}], count=5),),
+            evidence="all 1 gradients of the call at line 10 were non-None over the 5 traced call(s)",
+            line=12,
+            data={"call_line": 12, "grad_line": 10},
+        )
+    ]
+    INCONCLUSIVE = [
+        Traced(  # the clip ran and nothing was recorded: the probe may not cover this clip function
+            (),
+            evidence="no gradient call",
+            line=12,
+            data={"call_line": 12},
+        ),
+        Traced(  # None gradients, but no clip call was seen receiving them
+            (event("gradient_call", 10, variables=[{"name": "w", "grad": "none"}]),),
+            evidence="no clip call was seen receiving",
+            line=12,
+            data={"call_line": 12, "grad_line": 10},
+        ),
+    ]
+
     @classmethod
     def confirm(cls, finding, trace) -> Outcome | None:
         line = finding.data.get("call_line", finding.line)
@@ -572,28 +614,29 @@ class ClipNoneGradient(Rule):
         hits = trace.events_at("clip_none", line, end)
         if hits:
             fn = hits[0].get("function") or finding.data.get("function", "the clip function")
-            return Outcome(
-                "confirmed",
-                f"a None gradient reached `{fn}` at line {hits[0].get('line')} (step {hits[0].get('step')}), which raises",
+            return confirmed(
+                f"a None gradient reached `{fn}` at line {hits[0].get('line')} (step {hits[0].get('step')}), which raises"
             )
         grad_line = finding.data.get("grad_line")
         calls = trace.events_at("gradient_call", grad_line) if grad_line else []
-        if calls:
-            variables = calls[0].get("variables") or []
-            none = [v.get("name") for v in variables if v.get("grad") == "none"]
-            if none:
-                return Outcome(
-                    "confirmed",
-                    f"the gradient call at line {grad_line} returns None for {', '.join(map(str, none[:8]))}; "
-                    "clipping it raises",
+        if not calls:
+            return inconclusive(
+                "no gradient call feeding the clip was recorded, and no None reached a clip function the tracer watches"
+            )
+        variables = calls[0].get("variables") or []
+        none = [v.get("name") for v in variables if v.get("grad") == "none"]
+        if none:
+            shown = ", ".join(map(str, none[:8]))
+            if trace.error_line is not None and line <= trace.error_line <= end:
+                return confirmed(
+                    f"the gradient call at line {grad_line} returns None for {shown}; clipping it raised: {trace.reason}"
                 )
-            if variables and trace.executed(line):
-                return Outcome(
-                    "refuted",
-                    f"all {len(variables)} gradients of the call at line {grad_line} were non-None "
-                    f"over the {calls[0].get('count', 1)} traced call(s)",
-                )
-            return None
-        if trace.ran and trace.executed(line) and trace.error_line != line:
-            return Outcome("refuted", "the clip call ran during the traced steps and never received None")
-        return None
+            return inconclusive(
+                f"the gradient call at line {grad_line} returns None for {shown}, but no clip call was seen receiving it"
+            )
+        if variables and trace.executed(line):
+            return refuted(
+                f"all {len(variables)} gradients of the call at line {grad_line} were non-None "
+                f"over the {calls[0].get('count', 1)} traced call(s)"
+            )
+        return inconclusive(f"the gradient call at line {grad_line} recorded no variables")

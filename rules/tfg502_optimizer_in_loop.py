@@ -6,7 +6,8 @@ from tflint_grad import tfapi
 from tflint_grad.analysis import get_arg, string_value
 from tflint_grad.analysis.producers import flow, loop_ancestors, short
 from tflint_grad.analysis.targets import gradient_targets
-from tflint_grad.rule import Invalid, Outcome, Rule, Valid
+from tflint_grad.rule import Invalid, Outcome, Rule, Traced, Valid, confirmed, inconclusive, refuted
+from tflint_grad.tracer.events import event
 
 _DEFS = (cst.FunctionDef, cst.Lambda, cst.ClassDef)
 
@@ -68,9 +69,11 @@ class OptimizerInLoop(Rule):
     in a nested loop (one optimizer per run, e.g. a learning-rate sweep).
 
     ## Confirmation
-    `--confirm` counts the `optimizer_created` events at the flagged line: `confirmed` when
-    more than one optimizer instance was created during the traced steps ("3 Adam instances
-    created in 3 steps: slot variables reset each step"), `refuted` when exactly one was.
+    `--confirm` counts the `optimizer_created` events at the flagged line per training step:
+    `confirmed` when instances were created in more than one training step ("3 Adam instances
+    created in 3 training steps: slot variables reset each step"); `refuted` when, over at least
+    two training steps, one instance was created, or all were created within one step (one per
+    GPU tower while the graph is built).
     """
 
     code = "TFG502"
@@ -462,18 +465,58 @@ class OptimizerInLoop(Rule):
         return False
 
     # -- confirmation -------------------------------------------------------------------
+    OBSERVES = ("optimizer_created",)
+    CONFIRMS = [
+        Traced(
+            tuple(event("optimizer_created", 10, step=k, count=1, **{"class": "Adam"}) for k in range(5)),
+            evidence="5 Adam instances created in 5 steps (a new one in 5 different training steps)",
+            data={"class": "Adam", "stmt_line": 10, "stmt_end_line": 10},
+        )
+    ]
+    REFUTES = [
+        Traced(
+            (event("optimizer_created", 10, count=1, **{"class": "Adam"}),),
+            evidence="a single Adam instance was created during the 5 traced steps",
+            data={"class": "Adam", "stmt_line": 10, "stmt_end_line": 10},
+        ),
+        Traced(  # one per GPU tower while the graph is built: all before the first step, none per step
+            (event("optimizer_created", 10, step=0, count=2, **{"class": "AdamOptimizer"}),),
+            evidence="all 2 AdamOptimizer instances were created within step 0",
+            data={"class": "AdamOptimizer", "stmt_line": 10, "stmt_end_line": 10},
+        ),
+    ]
+    INCONCLUSIVE = [
+        Traced(  # one step only: one instance is what the bug would also give
+            (event("optimizer_created", 10, count=1, **{"class": "Adam"}),),
+            evidence="only 1 training step ran",
+            steps=1,
+            data={"class": "Adam", "stmt_line": 10, "stmt_end_line": 10},
+        ),
+        Traced((), evidence="no optimizer creation was recorded", data={"stmt_line": 10, "stmt_end_line": 10}),
+    ]
+
     @classmethod
     def confirm(cls, finding, trace) -> Outcome | None:
         lo = finding.data.get("stmt_line", finding.line)
         hi = max(finding.data.get("stmt_end_line", finding.end_line), finding.end_line)
         events = trace.events_at("optimizer_created", lo, hi)
         if not events:
-            return None
+            return inconclusive(f"no optimizer creation was recorded at line {lo}")
         n = sum(int(e.get("count") or 1) for e in events)
         name = events[0].get("class") or finding.data.get("class") or "optimizer"
-        steps = trace.steps or len({e.get("step") for e in events})
-        if n > 1:
-            return Outcome(
-                "confirmed", f"{n} {name} instances created in {steps} steps: slot variables reset each step"
+        steps = sorted({int(e.get("step") or 0) for e in events})
+        if len(steps) > 1:  # the consequence: a fresh optimizer (fresh slots) in several training steps
+            return confirmed(
+                f"{n} {name} instances created in {trace.steps or len(steps)} steps (a new one in {len(steps)} "
+                "different training steps): slot variables reset each step"
             )
-        return Outcome("refuted", f"a single {name} instance was created during the {steps} traced steps")
+        if trace.steps < 2:
+            return inconclusive(
+                f"only {trace.steps} training step ran: one {name} instance per step is what the loop would also create"
+            )
+        if n > 1:
+            return refuted(
+                f"all {n} {name} instances were created within step {steps[0]} (e.g. one per tower while the "
+                f"graph is built), none in the {trace.steps} later training steps: no slot variables are reset"
+            )
+        return refuted(f"a single {name} instance was created during the {trace.steps} traced steps")

@@ -4,7 +4,8 @@ import libcst as cst
 
 from tflint_grad import tfapi
 from tflint_grad.analysis.producers import fit_lines, flow, loss_site, origin, set_keyword, short
-from tflint_grad.rule import Invalid, Outcome, Rule, Valid
+from tflint_grad.rule import Invalid, Outcome, Rule, Traced, Valid, confirmed, inconclusive, refuted
+from tflint_grad.tracer.events import event
 
 _ATOMS = (cst.Name, cst.Attribute, cst.Call, cst.Subscript)
 
@@ -237,22 +238,48 @@ class ActivationOnLogits(Rule):
         return None
 
     # -- confirmation -------------------------------------------------------------------
+    OBSERVES = ("logits_input",)
+    CONFIRMS = [
+        Traced(
+            (event("logits_input", 10, function="softmax_cross_entropy_with_logits", input_op_type="Relu"),),
+            evidence="comes from Relu (line 8)",
+            data={"activation": "relu", "producer_line": 8, "event_lines": [10]},
+        )
+    ]
+    REFUTES = [
+        Traced(
+            (event("logits_input", 10, function="softmax_cross_entropy_with_logits", input_op_type="MatMul"),),
+            evidence="comes from MatMul, not from an activation",
+            data={"activation": "relu", "event_lines": [10]},
+        )
+    ]
+    INCONCLUSIVE = [
+        Traced(
+            (event("logits_input", 10, function="softmax_cross_entropy_with_logits", input_op_type="Concat"),),
+            evidence="cannot classify",
+            data={"activation": "relu", "event_lines": [10]},
+        ),
+        Traced((), evidence="no loss input was traced", data={"activation": "relu", "event_lines": [10]}),
+    ]
+
     @classmethod
     def confirm(cls, finding, trace) -> Outcome | None:
         acts = tfapi.names("losses", "activation_op_types")
         linear = tfapi.names("losses", "linear_op_types")
         lines = set(range(finding.line, finding.end_line + 1)) | set(finding.data.get("event_lines") or ())
-        for e in trace.events_of("logits_input"):
-            if e.get("line") not in lines:
-                continue
+        events = [e for e in trace.events_of("logits_input") if e.get("line") in lines]
+        if not events:
+            return inconclusive(f"no loss input was traced at line {finding.line}")
+        for e in events:  # every loss input on the line is judged
             t = e.get("input_op_type")
             if t in acts:
                 where = finding.data.get("producer_line")
                 at = f" (line {where})" if where else ""
-                return Outcome("confirmed", f"the logits input of the loss at line {e.get('line')} comes from {t}{at}")
-            if t in linear:
-                return Outcome(
-                    "refuted",
-                    f"the logits input of the loss at line {e.get('line')} comes from {t}, not from an activation",
-                )
-        return None
+                return confirmed(f"the logits input of the loss at line {e.get('line')} comes from {t}{at}")
+        if all(e.get("input_op_type") in linear for e in events):
+            e = events[0]
+            return refuted(
+                f"the logits input of the loss at line {e.get('line')} comes from {e.get('input_op_type')}, not from an activation"
+            )
+        kinds = ", ".join(sorted({str(e.get("input_op_type")) for e in events}))
+        return inconclusive(f"the logits input at line {finding.line} comes from {kinds}: the trace cannot classify it")

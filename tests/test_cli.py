@@ -670,6 +670,25 @@ def test_confirm_without_tensorflow_exits_2(tmp_path):
         assert r.stdout == b""
 
 
+def test_trace_settings_come_from_config_then_flags(tmp_path):
+    from tflint_grad.config import parse
+    from tflint_grad.settings import TraceSettings
+
+    cfg = parse(
+        {"trace": {"steps": 3, "timeout": 30, "memory": 1024, "args": "--epochs 1 --name 'a b'"}},
+        tmp_path / "pyproject.toml",
+    )
+    assert (cfg.trace.steps, cfg.trace.timeout, cfg.trace.memory_mb) == (3, 30.0, 1024)
+    ns = cli.build_parser().parse_args(["check", "--trace-memory", "512", "--trace-steps", "7", "--no-cache"])
+    got = cli._trace_settings(ns, cfg, 2)
+    assert isinstance(got, TraceSettings)
+    assert (got.steps, got.timeout, got.memory_mb, got.jobs, got.cache) == (7, 30.0, 512, 2, False)
+    assert got.args == ("--epochs", "1", "--name", "a b")
+    ns = cli.build_parser().parse_args(["check", "--trace-args", "--lr 0.1", "--confirm-all"])
+    got = cli._trace_settings(ns, cfg, 1)
+    assert got.args == ("--lr", "0.1") and got.confirm_all and got.steps == 3
+
+
 @pytest.mark.parametrize(
     "args",
     [
@@ -805,11 +824,10 @@ def test_confirm_end_to_end_with_tensorflow(tmp_path):
 
 def test_trace_allow_read_from_flags_and_config(tmp_path):
     from tflint_grad.config import parse
-    from tflint_grad.tracer.runner import TraceOptions
 
     cfg = parse({"trace": {"allow-read": ["../datasets", "/srv/data"]}}, tmp_path / "pyproject.toml")
     ns = cli.build_parser().parse_args(["check", "--trace-allow-read", "/mnt/a", "--trace-allow-read", "rel"])
-    opts = cli._trace_options(TraceOptions, ns, cfg, 1)
+    opts = cli._trace_settings(ns, cfg, 1)
     assert opts.allow_read == (
         "/mnt/a",
         os.path.abspath("rel"),

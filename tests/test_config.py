@@ -12,6 +12,7 @@ from tflint_grad.config import Config, ConfigError, Selection, find_config, load
 from tflint_grad.discovery import MissingPathError, discover
 from tflint_grad.engine import lint_source
 from tflint_grad.rule import Rule
+from tflint_grad.settings import TraceSettings
 
 BAD = (
     "import tensorflow as tf; model = tf.keras.Sequential([tf.keras.layers.BatchNormalization()])\n"
@@ -51,7 +52,7 @@ def test_defaults_without_a_config(tmp_path, monkeypatch):
     cfg = load()
     assert cfg.path is None and cfg.root == tmp_path
     assert "build" in cfg.exclude and cfg.respect_gitignore
-    assert cfg.trace == C.TraceConfig(5, 120.0, 4096, [])
+    assert cfg.trace == TraceSettings()
     assert "TFG101" in cfg.settings().enabled
 
 
@@ -155,8 +156,8 @@ def test_trace_table(tmp_path):
     cfg = parse(
         {"trace": {"steps": 2, "timeout": 10, "memory": 512, "args": ["--x", "1"]}}, tmp_path / "pyproject.toml"
     )
-    assert cfg.trace == C.TraceConfig(2, 10.0, 512, ["--x", "1"])
-    assert parse({"trace": {"args": "--lr 0.1 --name 'a b'"}}).trace.args == ["--lr", "0.1", "--name", "a b"]
+    assert cfg.trace == TraceSettings(steps=2, timeout=10.0, memory_mb=512, args=("--x", "1"))
+    assert parse({"trace": {"args": "--lr 0.1 --name 'a b'"}}).trace.args == ("--lr", "0.1", "--name", "a b")
 
 
 def test_selection_layers(tmp_path):

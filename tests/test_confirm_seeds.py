@@ -1,6 +1,6 @@
 """``--confirm`` end to end with real TensorFlow: the five seeds, their fixed versions, a refuted case.
 
-ONE ``runner.confirm()`` call traces everything (``jobs=2``; each child costs ~5 s of
+ONE ``verdicts.confirm()`` call traces everything (``jobs=2``; each child costs ~5 s of
 ``import tensorflow``): the seeds and their fixed versions with ``confirm_all`` (so the
 trace-only TFG105 is discovered), a Dense-only model that TFG101 flags statically but that
 the trace refutes, and two probe exercises (an eager tape and a TF1 graph, each with one
@@ -115,7 +115,8 @@ def _line(text: str, needle: str) -> int:
 
 def _trace_all(tmp: Path) -> dict:
     """lint + ONE confirm() over every case; returns JSON-able findings and traces per case."""
-    from tflint_grad.tracer.runner import TraceOptions, confirm
+    from tflint_grad.settings import TraceSettings
+    from tflint_grad.verdicts import confirm
 
     cases = {}
     for name in NAMES:
@@ -134,7 +135,9 @@ def _trace_all(tmp: Path) -> dict:
         assert not r.errors, (key, r.errors)
     traces: dict = {}
     warnings = confirm(
-        list(results.values()), TraceOptions(steps=5, jobs=2, cache=False, confirm_all=True, timeout=300), traces=traces
+        list(results.values()),
+        TraceSettings(steps=5, jobs=2, cache=False, confirm_all=True, timeout=300),
+        traces=traces,
     )
     out = {"warnings": warnings, "cases": {}}
     for key, path in cases.items():
@@ -339,3 +342,15 @@ def test_graph_update_ops_logs_logits_clip(traced):
     # whatever the static rules flagged here, the trace decided it
     for f in findings:
         assert f.verdict in ("confirmed", "refuted"), _describe(findings)
+
+
+def test_every_recorded_event_follows_the_contract(traced):
+    """The real probes emit exactly the kinds and fields tracer/events.py declares."""
+    from tflint_grad.tracer.events import problems
+
+    _, traces, _ = traced
+    for key, trace in traces.items():
+        if trace is None:
+            continue
+        for ev in trace.events:
+            assert not problems(ev), (key, problems(ev), ev.get("kind"))

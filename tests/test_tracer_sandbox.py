@@ -26,7 +26,9 @@ from pathlib import Path
 import pytest
 from conftest import requires_tf
 
+from tflint_grad import verdicts
 from tflint_grad.engine import lint_bytes
+from tflint_grad.settings import TraceSettings
 from tflint_grad.tracer import runner, sandbox
 from tflint_grad.tracer.confine import seccomp_program
 from tflint_grad.tracer.report import TraceResult
@@ -68,7 +70,7 @@ def _py(code: str) -> list[str]:
 
 
 def test_runner_does_not_import_tensorflow():
-    code = "import sys, tflint_grad.tracer.runner as r; r.TraceOptions(); r.tensorflow_info(sys.executable); print('tensorflow' in sys.modules)"
+    code = "import sys, tflint_grad.tracer.runner as r; r.TraceSettings(); r.tensorflow_info(sys.executable); print('tensorflow' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
@@ -435,7 +437,7 @@ def test_segfault_is_reported_with_the_script_line(tmp_path):
     assert sandbox.crash_line(out.stderr, str(script)) == 4
     job = runner.TraceJob(str(script), "crash.py", script.read_bytes(), None)
     warnings: list[str] = []
-    trace = runner._interpret(job, str(script), runner.TraceOptions(), sandbox.Limits(), out, None, None, warnings)
+    trace = runner._interpret(job, str(script), TraceSettings(), sandbox.Limits(), out, None, None, warnings)
     assert trace.status == "crashed" and trace.reason == "the traced process crashed (SIGSEGV) at line 4"
     assert warnings
 
@@ -448,9 +450,9 @@ def test_garbled_or_missing_result_file(tmp_path):
     assert runner._load_result(str(tmp_path / "absent.json")) == (None, None)
     job = runner.TraceJob("x.py", "x.py", b"", None)
     out = sandbox.Outcome(returncode=0, stderr="Traceback ...\nValueError: boom\n")
-    trace = runner._interpret(job, "x.py", runner.TraceOptions(), sandbox.Limits(), out, None, "JSONDecodeError: x", [])
+    trace = runner._interpret(job, "x.py", TraceSettings(), sandbox.Limits(), out, None, "JSONDecodeError: x", [])
     assert trace.status == "crashed" and "unreadable" in trace.reason
-    trace = runner._interpret(job, "x.py", runner.TraceOptions(), sandbox.Limits(), out, None, None, [])
+    trace = runner._interpret(job, "x.py", TraceSettings(), sandbox.Limits(), out, None, None, [])
     assert trace.status == "crashed" and "exit code 0" in trace.reason and "ValueError: boom" in trace.reason
 
 
@@ -462,7 +464,7 @@ def test_tensorflow_missing_makes_findings_inconclusive(tmp_path):
     fake_python = tmp_path / "python3"
     fake_python.write_text("#!/bin/sh\necho '{\"tensorflow\": null}'\n")
     fake_python.chmod(0o755)
-    warnings = runner.confirm([result], runner.TraceOptions(python=str(fake_python), cache=False))
+    warnings = verdicts.confirm([result], TraceSettings(python=str(fake_python), cache=False))
     assert [f.verdict for f in result.findings] == ["inconclusive"] * len(result.findings)
     assert result.findings[0].evidence == "TensorFlow not installed"
     assert warnings and "TensorFlow not installed" in warnings[0]
@@ -600,14 +602,20 @@ def test_hostile_scripts_in_one_confirm_run(tmp_path, monkeypatch, how):
         str(project),
         "signals" if signals else "no-signals",
     )
-    options = runner.TraceOptions(
-        steps=STEPS, timeout=TIMEOUT, memory_mb=MEMORY_MB, args=args, jobs=2, cache=False, confirm_all=True
+    options = TraceSettings(
+        steps=STEPS,
+        timeout=TIMEOUT,
+        memory_mb=MEMORY_MB,
+        args=args,
+        jobs=2,
+        cache=False,
+        confirm_all=True,
+        warm=how == "warm",
     )
-    options.warm = how == "warm"
     pool = warm.WarmPool(sys.executable, threads=1) if options.warm else None
     t0 = time.monotonic()
     try:
-        warnings = runner.confirm([results[name] for name in batch], options, traces=traces, pool=pool)
+        warnings = verdicts.confirm([results[name] for name in batch], options, traces=traces, pool=pool)
     finally:
         if pool is not None:
             pool.close()  # the worker, its folder (under the trace folders) go; none of them may survive
@@ -917,7 +925,7 @@ def test_the_lint_run_survives_a_native_kill_of_its_process_with_complete_output
 def test_cache_reuses_a_trace(tmp_path):
     """A cached trace is returned without running anything (the entry is planted)."""
     script = HOSTILE / "eager_loop.py"
-    options = runner.TraceOptions(steps=STEPS, cache_dir=str(tmp_path / "cache"))
+    options = TraceSettings(steps=STEPS, cache_dir=str(tmp_path / "cache"))
     job = runner.TraceJob(str(script), "eager_loop.py", script.read_bytes(), str(HOSTILE))
     key = runner.cache_key(job, options, runner.tensorflow_info(sys.executable))
     planted = TraceResult("finished", executed_lines={1, 2, 3}, steps=1, step_limit=STEPS)
@@ -925,6 +933,6 @@ def test_cache_reuses_a_trace(tmp_path):
     assert json.loads(Path(runner._cache_path(options, key)).read_text())["trace"]["status"] == "finished"
     result = lint_bytes(script.read_bytes(), str(script))
     traces: dict[str, TraceResult] = {}
-    runner.confirm([result], options, traces=traces)
+    verdicts.confirm([result], options, traces=traces)
     assert traces[str(script)].executed_lines == {1, 2, 3}
     assert result.findings[0].evidence.startswith("flagged line 11 never ran")

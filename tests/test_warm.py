@@ -15,19 +15,24 @@ from pathlib import Path
 import pytest
 from conftest import EXAMPLES, requires_tf
 
+from tflint_grad import verdicts
 from tflint_grad.engine import lint_bytes
-from tflint_grad.tracer import runner, warm
+from tflint_grad.settings import Settings, TraceSettings
+from tflint_grad.tracer import warm
 from tflint_grad.tracer.report import TraceResult
 
 pytestmark = [pytest.mark.tf, requires_tf]
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "warm"
+# Low-confidence candidates are linted as findings here, so that their verdicts are compared too
+# (the TF1 fixture's `global_variables()` list creates no visible non-trainable variable).
+LINT = Settings(Settings.default().enabled, min_confidence="low")
 
 
-def _confirm(paths: list[Path], options: runner.TraceOptions, pool: warm.WarmPool | None = None):
-    results = [lint_bytes(p.read_bytes(), str(p)) for p in paths]
+def _confirm(paths: list[Path], options: TraceSettings, pool: warm.WarmPool | None = None):
+    results = [lint_bytes(p.read_bytes(), str(p), LINT) for p in paths]
     traces: dict[str, TraceResult] = {}
-    warnings = runner.confirm(results, options, traces=traces, pool=pool)
+    warnings = verdicts.confirm(results, options, traces=traces, pool=pool)
     return results, traces, warnings
 
 
@@ -42,7 +47,7 @@ def test_tf1_and_keras3_scripts_from_one_worker(tmp_path):
     for name in ("keras3.py", "tf1_legacy_keras.py"):
         shutil.copy(FIXTURES / name, tmp_path / name)
     shutil.copy(FIXTURES / "keras3.py", tmp_path / "keras3_again.py")
-    options = runner.TraceOptions(steps=3, jobs=1, cache=False)
+    options = TraceSettings(steps=3, jobs=1, cache=False)
     with warm.WarmPool(sys.executable, threads=1) as pool:
         seen = []
         for name in ("keras3.py", "tf1_legacy_keras.py", "keras3_again.py"):
@@ -66,11 +71,12 @@ def test_tf1_and_keras3_scripts_from_one_worker(tmp_path):
 
 @pytest.mark.slow
 def test_warm_and_cold_verdicts_are_identical_on_the_examples():
-    paths = [p for p in sorted(EXAMPLES.rglob("*.py")) if lint_bytes(p.read_bytes(), str(p)).findings]
+    paths = [p for p in sorted(EXAMPLES.rglob("*.py")) if lint_bytes(p.read_bytes(), str(p), LINT).findings]
+    paths.append(FIXTURES / "tf1_legacy_keras.py")  # a TF1 script whose finding is refuted
     assert len(paths) >= 10
     runs = {}
     for mode in ("warm", "cold"):
-        options = runner.TraceOptions(jobs=2, cache=False, warm=mode == "warm")
+        options = TraceSettings(jobs=2, cache=False, warm=mode == "warm")
         results, traces, warnings = _confirm(paths, options)
         assert not [w for w in warnings if "warm tracer" in w], warnings
         runs[mode] = {
@@ -90,7 +96,7 @@ def test_cold_fallback_when_the_worker_cannot_start(tmp_path):
     same verdicts, and the run says the warm tracer was unavailable."""
     script = tmp_path / "keras3.py"
     shutil.copy(FIXTURES / "keras3.py", script)
-    options = runner.TraceOptions(steps=3, jobs=1, cache=False)
+    options = TraceSettings(steps=3, jobs=1, cache=False)
     with warm.WarmPool(sys.executable, threads=1, startup_timeout=0.05) as pool:
         (result,), traces, warnings = _confirm([script], options, pool)
         assert pool.served == 0 and "did not finish importing" in (pool.unavailable or "")

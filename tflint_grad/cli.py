@@ -28,7 +28,6 @@ import dataclasses
 import difflib
 import gc
 import importlib.util
-import inspect
 import io
 import json
 import os
@@ -46,6 +45,7 @@ from typing import Any, TextIO
 from tflint_grad import __version__
 from tflint_grad.config import FORMATS, Config, ConfigError, Resolver, Selection, load
 from tflint_grad.discovery import MissingPathError, discover, is_excluded
+from tflint_grad.settings import TraceSettings
 
 PROG = "tflint-grad"
 SUBCOMMANDS = ("check", "rules", "rule", "config", "server")
@@ -845,15 +845,15 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     traced = False
     if trace is not None:
-        TraceOptions, confirm = trace
-        options = _trace_options(TraceOptions, args, config, n)
+        confirm = trace
+        options = _trace_settings(args, config, n)
         # the runner picks the files to trace: those with findings (every TF script with --confirm-all)
         to_trace = results
         if to_trace:
             try:
                 # settings: trace-only rules (TFG105) obey --select/--ignore/per-file-ignores too
                 traces: dict = {}
-                warnings = confirm(to_trace, options, settings=settings, traces=traces) or []
+                warnings = confirm(to_trace, options, lint_settings=settings, traces=traces) or []
                 if args.verbose:
                     from tflint_grad.tracer.runner import sandbox_summary
 
@@ -1203,59 +1203,32 @@ def _tracer():
     if importlib.util.find_spec("tensorflow") is None:
         raise UsageError(CONFIRM_NEEDS_TF)
     try:
-        from tflint_grad.tracer.runner import TraceOptions, confirm
+        from tflint_grad.verdicts import confirm
     except ImportError:
         raise UsageError(CONFIRM_NEEDS_TF) from None
-    return TraceOptions, confirm
+    return confirm
 
 
-def _parameters(func) -> set[str]:
-    try:
-        return set(inspect.signature(func).parameters)
-    except (TypeError, ValueError):
-        return set()
-
-
-def _trace_options(TraceOptions, args: argparse.Namespace, config: Config, jobs: int):
-    tc = config.trace
+def _trace_settings(args: argparse.Namespace, config: Config, jobs: int) -> TraceSettings:
+    """The configuration's TraceSettings, overridden by the command line's flags."""
+    base = config.trace
+    script_args = base.args
     if args.trace_args is not None:
         try:
-            script_args = shlex.split(args.trace_args)
+            script_args = tuple(shlex.split(args.trace_args))
         except ValueError as e:
             raise UsageError(f"--trace-args: cannot split {args.trace_args!r}: {e}") from None
-    else:
-        script_args = list(tc.args)
-    values = {
-        "steps": args.trace_steps or tc.steps,
-        "timeout": args.trace_timeout or tc.timeout,
-        "memory": args.trace_memory or tc.memory,
-        "args": tuple(script_args),
-        "allow_read": tuple([os.path.abspath(p) for p in args.trace_allow_read or ()] + list(tc.allow_read)),
-        "jobs": jobs,
-        "all": bool(args.confirm_all),
-        "cache": not args.no_cache,
-    }
-    aliases = {
-        "steps": ("steps", "trace_steps", "max_steps", "step_limit"),
-        "timeout": ("timeout", "trace_timeout", "timeout_s", "timeout_seconds"),
-        "memory": ("memory", "memory_mb", "trace_memory", "memory_limit_mb", "max_memory_mb"),
-        "args": ("args", "script_args", "argv", "trace_args"),
-        "allow_read": ("allow_read",),
-        "jobs": ("jobs", "workers", "processes", "parallel"),
-        "all": ("all", "confirm_all", "trace_all", "all_files"),
-        "cache": ("cache", "use_cache"),
-    }
-    if dataclasses.is_dataclass(TraceOptions):
-        accepted = {f.name for f in dataclasses.fields(TraceOptions)}
-    else:
-        accepted = _parameters(TraceOptions)
-    kwargs = {}
-    for key, names in aliases.items():
-        for name in names:
-            if name in accepted:
-                kwargs[name] = values[key]
-                break
-    return TraceOptions(**kwargs)
+    return dataclasses.replace(
+        base,
+        steps=args.trace_steps or base.steps,
+        timeout=args.trace_timeout or base.timeout,
+        memory_mb=args.trace_memory or base.memory_mb,
+        args=script_args,
+        allow_read=tuple([os.path.abspath(p) for p in args.trace_allow_read or ()] + list(base.allow_read)),
+        jobs=jobs,
+        confirm_all=bool(args.confirm_all),
+        cache=not args.no_cache,
+    )
 
 
 # -- other subcommands -----------------------------------------------------------------------
@@ -1324,7 +1297,13 @@ def cmd_config(args: argparse.Namespace) -> int:
         "respect-gitignore": config.respect_gitignore,
         "output-format": config.output_format or "text",
         "min-confidence": settings.min_confidence,
-        "trace": dataclasses.asdict(config.trace),
+        "trace": {  # the [tool.tflint-grad.trace] keys
+            "steps": config.trace.steps,
+            "timeout": config.trace.timeout,
+            "memory": config.trace.memory_mb,
+            "args": list(config.trace.args),
+            "allow_read": list(config.trace.allow_read),
+        },
         "rules": options,
         "path": rel,
         "excluded": excluded_by_config(path, config)

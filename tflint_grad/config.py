@@ -36,6 +36,7 @@ Layout::
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import shlex
@@ -47,7 +48,7 @@ from typing import Any
 
 import pathspec
 
-from tflint_grad.settings import SelectionError, Settings, expand
+from tflint_grad.settings import SelectionError, Settings, TraceSettings, expand
 
 SECTION = "tool.tflint-grad"
 CONFIG_FILES = (".tflint-grad.toml", "tflint-grad.toml", "pyproject.toml")
@@ -105,15 +106,6 @@ _TRACE_KEYS = ("steps", "timeout", "memory", "args", "allow-read")
 
 class ConfigError(Exception):
     """Invalid configuration (exit 2)."""
-
-
-@dataclass
-class TraceConfig:
-    steps: int = 5
-    timeout: float = 120.0
-    memory: int = 4096  # MB
-    args: list[str] = field(default_factory=list)
-    allow_read: list[str] = field(default_factory=list)  # absolute (relative ones: to the config's folder)
 
 
 @dataclass
@@ -216,7 +208,7 @@ class Config:
     respect_gitignore: bool = True
     output_format: str | None = None
     rule_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    trace: TraceConfig = field(default_factory=TraceConfig)
+    trace: TraceSettings = field(default_factory=TraceSettings)
 
     @property
     def display_name(self) -> str:
@@ -413,7 +405,10 @@ def parse(table: dict[str, Any], path: Path | None = None, root: Path | None = N
             cfg.rule_options = _parse_rules(value, prefix, fname)
         elif key == "trace":
             cfg.trace = _parse_trace(value, prefix, fname, key_error)
-            cfg.trace.allow_read = [os.path.join(str(cfg.root), os.path.expanduser(p)) for p in cfg.trace.allow_read]
+            cfg.trace = dataclasses.replace(
+                cfg.trace,
+                allow_read=tuple(os.path.join(str(cfg.root), os.path.expanduser(p)) for p in cfg.trace.allow_read),
+            )
     # Validate selectors now so a typo is reported even if the CLI overrides it.
     checks = [
         ("select", cfg.selection.select or []),
@@ -517,10 +512,10 @@ def _check_option(value: Any, default: Any, where: str) -> Any:
 
 def _parse_trace(
     value: Any, prefix: str, fname: str, key_error: Callable[[str, Iterable[str], str], ConfigError]
-) -> TraceConfig:
+) -> TraceSettings:
     if not isinstance(value, dict):
         raise ConfigError(f"'{prefix}trace' in {fname} must be a table")
-    tc = TraceConfig()
+    tc = TraceSettings()
     for key, v in value.items():
         where = f"'{prefix}trace.{key}' in {fname}"
         if key not in _TRACE_KEYS:
@@ -528,25 +523,25 @@ def _parse_trace(
         if key in ("steps", "memory"):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ConfigError(f"{where} must be a positive integer, got {_tname(v)}")
-            setattr(tc, key, v)
+            tc = dataclasses.replace(tc, memory_mb=v) if key == "memory" else dataclasses.replace(tc, steps=v)
         elif key == "timeout":
             if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
                 raise ConfigError(f"{where} must be a positive number of seconds, got {_tname(v)}")
-            tc.timeout = float(v)
+            tc = dataclasses.replace(tc, timeout=float(v))
         elif key == "allow-read":
             if isinstance(v, str):
                 v = [v]
             if not isinstance(v, list) or not all(isinstance(a, str) and a for a in v):
                 raise ConfigError(f"{where} must be a path or a list of paths, got {_tname(v)}")
-            tc.allow_read = list(v)
+            tc = dataclasses.replace(tc, allow_read=tuple(v))
         elif key == "args":
             if isinstance(v, str):
                 try:
-                    tc.args = shlex.split(v)
+                    tc = dataclasses.replace(tc, args=tuple(shlex.split(v)))
                 except ValueError as e:
                     raise ConfigError(f"{where}: cannot split {v!r}: {e}") from None
             elif isinstance(v, list) and all(isinstance(a, str) for a in v):
-                tc.args = list(v)
+                tc = dataclasses.replace(tc, args=tuple(v))
             else:
                 raise ConfigError(f"{where} must be a string or a list of strings, got {_tname(v)}")
     return tc

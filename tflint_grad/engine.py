@@ -215,6 +215,26 @@ def _to_finding(src: SourceFile, ctx: FileContext, rule: Rule, rep: Report) -> F
     )
 
 
+def make_finding(rule: type[Rule], path: str, src: SourceFile | None, line: int, message: str) -> Finding:
+    """A finding spanning line ``line`` of the parsed text (trace-only rules: no node to point at)."""
+    lines = src.text.splitlines() if src is not None else []
+    cell, cell_line = src.locate(line) if src is not None else (None, line)
+    text_line = lines[line - 1] if 0 < line <= len(lines) else ""
+    return Finding(
+        code=rule.code,
+        name=rule.name,
+        path=path,
+        line=max(cell_line, 1),
+        column=1,
+        end_line=max(cell_line, 1),
+        end_column=max(len(text_line), 1) + 1,
+        message=message,
+        severity=rule.severity,
+        cell=cell,
+        data={"source_line": line},
+    )
+
+
 _LINE_REF = re.compile(r"\bline (\d+)\b")
 
 

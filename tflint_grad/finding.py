@@ -4,10 +4,26 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Literal
 
 Severity = Literal["error", "warning", "info"]
-Verdict = Literal["unconfirmed", "confirmed", "refuted", "inconclusive"]
+
+
+class Verdict(StrEnum):
+    """What ``--confirm`` concluded about a finding (a ``str``: JSON and text output print the value).
+
+    ``refuted`` only when the flagged code ran and the observation that would show the defect
+    was made and came out clean; ``confirmed`` only when the trace showed the consequence;
+    anything else is ``inconclusive`` with the reason (``../shared/RULES.md``, evidence policy).
+    """
+
+    UNCONFIRMED = "unconfirmed"
+    CONFIRMED = "confirmed"
+    REFUTED = "refuted"
+    INCONCLUSIVE = "inconclusive"
+
+
 Applicability = Literal["safe", "unsafe"]
 # high: the code shows the finding's premise; low: the premise was assumed (a model whose
 # layers cannot be seen, an unknown callable). Low findings are hidden by default.
@@ -71,7 +87,7 @@ class Finding:
     end_column: int
     message: str
     severity: Severity = "warning"
-    verdict: Verdict = "unconfirmed"
+    verdict: Verdict = Verdict.UNCONFIRMED
     evidence: str | None = None
     fix: Fix | None = None
     cell: int | None = None
@@ -130,7 +146,7 @@ class Finding:
             end_column=d["end_column"],
             message=d["message"],
             severity=d.get("severity", "warning"),
-            verdict=d.get("verdict", "unconfirmed"),
+            verdict=Verdict(d.get("verdict") or Verdict.UNCONFIRMED),
             evidence=d.get("evidence"),
             fix=fix,
             cell=d.get("cell"),

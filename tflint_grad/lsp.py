@@ -868,21 +868,16 @@ def run_confirm(
     tracer, when there is one); this process never imports TensorFlow. Returns the findings
     with verdicts and the tracer's warnings.
     """
-    from tflint_grad.tracer.runner import TraceOptions, confirm
+    import dataclasses
+
+    from tflint_grad.settings import TraceSettings
+    from tflint_grad.verdicts import confirm
 
     newline = "\r\n" if "\r\n" in text[:10000] else "\n"
     result = lint_file(SourceFile(path, text, newline=newline, raw=text.encode("utf-8")), settings)
-    options = TraceOptions(jobs=1)
-    if trace is not None:  # [tool.tflint-grad.trace] of the file's config
-        options = TraceOptions(
-            steps=trace.steps,
-            timeout=trace.timeout,
-            memory_mb=trace.memory,
-            args=tuple(trace.args),
-            jobs=1,
-            allow_read=tuple(getattr(trace, "allow_read", ())),
-        )
-    warnings = confirm([result], options, settings=settings, pool=pool)
+    # [tool.tflint-grad.trace] of the file's config, as is (one trace at a time)
+    options = dataclasses.replace(trace if isinstance(trace, TraceSettings) else TraceSettings(), jobs=1)
+    warnings = confirm([result], options, lint_settings=settings, pool=pool)
     return result.findings, list(warnings or [])
 
 

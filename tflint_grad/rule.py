@@ -20,7 +20,7 @@ from tflint_grad.finding import Applicability, Confidence, Edit, Finding, Fix, S
 
 if TYPE_CHECKING:
     from tflint_grad.analysis import FileContext
-    from tflint_grad.tracer.report import TraceResult
+    from tflint_grad.tracer.events import TraceResult
 
 
 @dataclass(frozen=True)
@@ -51,11 +51,68 @@ class Invalid:
 
 
 @dataclass(frozen=True)
+class Traced:
+    """An oracle example: a finding at ``line`` (with the rule's ``data``), a synthetic trace, and a
+    substring of the evidence the verdict must carry. ``tests/test_rule_examples.py`` runs the
+    rule's ``CONFIRMS``, ``REFUTES`` and ``INCONCLUSIVE`` lists through :mod:`tflint_grad.verdicts`
+    without TensorFlow. ``executed``: the lines that ran (default: the finding's lines and every
+    event's line)."""
+
+    events: tuple[dict[str, Any], ...]
+    evidence: str = ""
+    line: int = 10
+    end_line: int | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    status: str = "finished"
+    steps: int = 5
+    executed: tuple[int, ...] | None = None
+    error_line: int | None = None
+    reason: str | None = None
+
+    def trace(self) -> TraceResult:
+        from tflint_grad.tracer.events import TraceResult
+
+        lines = set(self.executed) if self.executed is not None else self._default_lines()
+        return TraceResult(
+            status=self.status,
+            reason=self.reason,
+            error_line=self.error_line,
+            steps=self.steps,
+            step_limit=self.steps,
+            executed_lines=lines,
+            events=[dict(e) for e in self.events],
+        )
+
+    def _default_lines(self) -> set[int]:
+        lines = set(range(self.line, (self.end_line or self.line) + 1))
+        lines |= {e["line"] for e in self.events if isinstance(e.get("line"), int)}
+        return lines
+
+
+@dataclass(frozen=True)
 class Outcome:
-    """What an oracle concluded from a trace."""
+    """What an oracle concluded from a trace: confirmed, refuted or inconclusive, and why."""
 
     verdict: Verdict
     evidence: str
+
+    def __post_init__(self) -> None:
+        verdict = Verdict(self.verdict)
+        if verdict is Verdict.UNCONFIRMED:
+            raise ValueError("an oracle concludes confirmed, refuted or inconclusive")
+        object.__setattr__(self, "verdict", verdict)
+
+
+def confirmed(evidence: str) -> Outcome:
+    return Outcome(Verdict.CONFIRMED, evidence)
+
+
+def refuted(evidence: str) -> Outcome:
+    return Outcome(Verdict.REFUTED, evidence)
+
+
+def inconclusive(evidence: str) -> Outcome:
+    return Outcome(Verdict.INCONCLUSIVE, evidence)
 
 
 @dataclass
@@ -80,6 +137,13 @@ class Rule:
     trace_only: ClassVar[bool] = False
     VALID: ClassVar[list[Valid | str]] = []
     INVALID: ClassVar[list[Invalid]] = []
+    # The event kinds the oracle reads: a failed probe of one of them makes a refutation
+    # inconclusive (empty: any failed probe does).
+    OBSERVES: ClassVar[tuple[str, ...]] = ()
+    # Oracle examples over synthetic traces (see Traced): the verdict each must get.
+    CONFIRMS: ClassVar[list[Traced]] = []
+    REFUTES: ClassVar[list[Traced]] = []
+    INCONCLUSIVE: ClassVar[list[Traced]] = []
 
     def __init__(self, ctx: FileContext, options: dict[str, Any] | None = None) -> None:
         self.ctx = ctx

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -61,3 +63,34 @@ class Settings:
             if spec.match_file(path):
                 enabled = enabled - codes
         return enabled
+
+
+def default_cache_dir() -> str:
+    env = os.environ.get("TFLINT_GRAD_CACHE_DIR")
+    if env:
+        return env
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "tflint-grad")
+
+
+@dataclass(frozen=True)
+class TraceSettings:
+    """How ``--confirm`` traces: one value for the CLI, the language server and the runner.
+
+    The configuration (``[tool.tflint-grad.trace]``: steps, timeout, memory, args) produces it; the
+    CLI overrides fields with ``dataclasses.replace``; the runner and the verdicts use it as is.
+    """
+
+    steps: int = 5
+    timeout: float = 120.0
+    memory_mb: int = 4096
+    args: tuple[str, ...] = ()
+    allow_read: tuple[
+        str, ...
+    ] = ()  # read roots granted on top of the project ([trace] allow-read, --trace-allow-read)
+    jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
+    cache: bool = True
+    cache_dir: str = field(default_factory=default_cache_dir)
+    confirm_all: bool = False
+    python: str = sys.executable
+    warm: bool = True  # trace from a process that imported TensorFlow once (``tracer.warm``), else cold

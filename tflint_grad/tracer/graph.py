@@ -411,6 +411,20 @@ def feeding_type(view: Any, node: Any, skip: frozenset = PASS_THROUGH, depth: in
     return None, clipped
 
 
+def complement_source(view: Any, sub: Any) -> tuple[Any, bool] | None:
+    """``1 - p`` (a Sub whose first input is a constant): the producer of ``p`` through pass-through
+    and clipping ops, and whether a clip was crossed; None when ``sub`` is not such a complement."""
+    edges = list(view.in_edges(sub))
+    if len(edges) != 2 or edges[1][0] is None or not _is_constant_input(view, sub, 0, edges[0][0]):
+        return None
+    b = edges[1][0]
+    t = _type(view, b)
+    if t in PASS_THROUGH or t in ("ClipByValue", "Maximum", "Minimum"):
+        prod, clipped = feeding_type(view, b)
+        return prod, clipped or t in ("ClipByValue", "Maximum", "Minimum")
+    return b, False
+
+
 def near_activation(view: Any, start: Iterable[Any], depth: int = 4) -> str | None:
     """The first activation-like op within ``depth`` data hops downstream of ``start``."""
     frontier = list(start)

@@ -175,7 +175,7 @@ def kill_descendants() -> int:
 
 
 def _kill_descendants_from_table(me: int) -> int:
-    from tflint_grad.tracer.sandbox import proc_table
+    from tflint_grad.tracer.protocol import proc_table
 
     total = 0
     for _ in range(5):
@@ -963,6 +963,7 @@ class Harness:
         self.recorder: Any = None
         self.counter: StepCounter | None = None
         self.probes: Any = None
+        self.standins: Any = None
         self.written = False
         self.confinement: Confinement | None = None
         self.user_code_running = False
@@ -984,6 +985,8 @@ class Harness:
             r["notes"] = [*r["notes"], *dict.fromkeys(self.counter.notes)]
         if self.guard.refused:
             r["refused"] = self.guard.refused
+        if self.standins is not None and self.standins.used:
+            r["stand_ins"] = list(self.standins.used)
         r["duration"] = round(time.monotonic() - self.t0, 3)
         tmp = self.args.out + ".tmp"
         with self.guard.allowed():
@@ -1043,6 +1046,14 @@ class Harness:
         notes, warnings = __import__("tflint_grad.tracer.shims", fromlist=["apply_all"]).apply_all(
             tf, v1, tf1=self.args.alias_v1, check_write=self.guard.check_write
         )
+        self.result["notes"].extend(notes)
+        for w in warnings:
+            self.warn(w)
+        from tflint_grad.tracer import standins
+
+        self.standins = standins
+        notes, warnings = [], []
+        standins.install(self.args.origin_dir, notes, warnings)
         self.result["notes"].extend(notes)
         for w in warnings:
             self.warn(w)
@@ -1149,7 +1160,7 @@ class Harness:
             status, reason = "timeout", "timed out" + (f" at line {line}" if line is not None else "")
         except ScriptSignal as e:
             line = _script_line_of(e.__traceback__, self.script, self.line_maps)
-            from tflint_grad.tracer.sandbox import signal_name
+            from tflint_grad.tracer.protocol import signal_name
 
             status = "error"
             reason = f"script terminated by {signal_name(e.args[0])}" + (f" at line {line}" if line is not None else "")
@@ -1204,7 +1215,7 @@ class Harness:
         self.result.update(status=status, reason=reason, error_line=line if status in ("error", "memory") else None)
 
     def _signal_ready(self) -> None:
-        from tflint_grad.tracer.sandbox import READY_ENV
+        from tflint_grad.tracer.protocol import READY_ENV
 
         fd = os.environ.pop(READY_ENV, None)
         if fd is None:
@@ -1221,7 +1232,7 @@ class Harness:
         self._last = now
 
     def main(self) -> int:
-        from tflint_grad.tracer.sandbox import FILE_SIZE_LIMIT_MB
+        from tflint_grad.tracer.protocol import FILE_SIZE_LIMIT_MB
 
         _die_with_parent()
         # before TensorFlow starts any thread: the kernel confines every later one

@@ -40,7 +40,9 @@ Kinds:
   ``class``, ``training``: true | false | null (the value the layer resolved),
   ``in_tape``: bool (a GradientTape was recording), ``keras``: which Keras ("keras3" or
   "tf_keras"), ``trainable``: bool (BN only), ``training_kind: "tensor"`` (a symbolic flag:
-  ``training`` is then null).
+  ``training`` is then null), ``stack``: the script lines of every script frame on the call stack,
+  innermost first (a layer inside a subclassed ``call`` or a ``tf.function`` is attributed to the
+  ``model(x)`` line through it).
 - ``moving_stats``: one per BatchNormalization layer at the end of the run; ``layer``,
   ``line`` (where the layer was created), ``before``/``after``: {"moving_mean": [first values],
   "moving_variance": [...]}, ``changed``: bool, ``keras: true`` for Keras layers read in eager
@@ -56,8 +58,8 @@ Kinds:
   order; ``counterfactual``: the same with those weights re-drawn fan-in scaled (He for
   ReLU, Glorot otherwise); ``first_ratio``: counterfactual first-layer norm / actual;
   ``flagged``: [{"variable", "redraw": "he"|"glorot"}] the weights found tiny and re-drawn.
-- ``optimizer_created``: ``class``; one event per (line, class), ``count`` = instances
-  created there.
+- ``optimizer_created``: ``class``; one event per (line, class, step), ``count`` = instances
+  created there during that step.
 - ``clip_none``: a per-tensor clip call received None (it raises); ``function``.
 - ``assign_op``: TF1 graph: an assign op created by the script; ``op``, ``op_type``,
   ``target``, ``ran``: bool (an ancestor of anything the script fetched), ``moving``: bool,
@@ -75,7 +77,9 @@ Kinds:
   fetched loss or gradient tensor (``line`` where the loss op was created, or the
   gradient call).
 - ``log_input``: a Log op at ``line`` whose input comes from ``input_op_type`` (Softmax,
-  Sigmoid...), ``clipped``: bool; ``op``.
+  Sigmoid...), ``clipped``: bool; ``op``; ``complement: true`` for ``log(1 - p)`` (``input_op_type``
+  is then ``p``'s producer); ``differentiated``: bool, the Log lies on the path of a
+  gradient the script took (absent when no gradient target was known for its graph/tape).
 - ``logits_input``: a loss with logits at ``line`` whose logits come from ``input_op_type``;
   ``function`` (the loss function called).
 - ``sqrt_input``: a Sqrt op at ``line`` (TFG403): ``op``, ``chain``: [op types feeding it,
@@ -84,75 +88,19 @@ Kinds:
   radicand is a Sum/Mean of Square/SquaredDifference/Pow/x*x, a sum of such terms, or a
   square), ``clipped``: bool (a ClipByValue/Maximum or ``+ constant`` guards it). Eager
   (ops recorded by the first tapes) also: ``zeros``/``size`` (exact zeros among the
-  radicand's values) and ``zero_step`` (the step they were seen, when ``zeros`` > 0).
+  radicand's values) and ``zero_step`` (the step they were seen, when ``zeros`` > 0);
+  ``differentiated`` as for ``log_input``.
+- ``model_layers``: a model called by the script at ``line`` (outermost script frame), first call:
+  ``model`` (its name), ``layers``/``classes``: the BatchNormalization/Dropout layers found in
+  it, recursively through nested models and layers (empty: it holds none).
+- ``probe_failed``: a probe raised; ``probe`` (its name), ``error``. The observations it owns
+  are incomplete, so the oracles that rely on them say inconclusive, never refuted.
+
+The TypedDict of every kind is in :mod:`tflint_grad.tracer.events` (TF-free).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from tflint_grad.tracer.events import OK_STATUSES, TraceResult
 
-OK_STATUSES = ("finished", "stopped")
-
-
-@dataclass
-class TraceResult:
-    status: str
-    reason: str | None = None
-    error_line: int | None = None
-    steps: int = 0
-    step_limit: int = 0
-    executed_lines: set[int] = field(default_factory=set)
-    events: list[dict[str, Any]] = field(default_factory=list)
-    tf_version: str | None = None
-    keras: str | None = None
-    duration: float = 0.0
-    sandbox: list[str] = field(default_factory=list)  # the kernel protections that were active
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TraceResult:
-        return cls(
-            status=d.get("status", "crashed"),
-            reason=d.get("reason"),
-            error_line=d.get("error_line"),
-            steps=int(d.get("steps") or 0),
-            step_limit=int(d.get("step_limit") or 0),
-            executed_lines=set(d.get("executed_lines") or ()),
-            events=list(d.get("events") or ()),
-            tf_version=d.get("tf_version"),
-            keras=d.get("keras"),
-            duration=float(d.get("duration") or 0.0),
-            sandbox=[str(p) for p in d.get("sandbox") or () if isinstance(p, str)],
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "status": self.status,
-            "reason": self.reason,
-            "error_line": self.error_line,
-            "steps": self.steps,
-            "step_limit": self.step_limit,
-            "executed_lines": sorted(self.executed_lines),
-            "events": self.events,
-            "tf_version": self.tf_version,
-            "keras": self.keras,
-            "duration": self.duration,
-            "sandbox": self.sandbox,
-        }
-
-    @property
-    def ran(self) -> bool:
-        return self.status in OK_STATUSES
-
-    def executed(self, line: int) -> bool:
-        return line in self.executed_lines
-
-    def events_of(self, kind: str) -> list[dict[str, Any]]:
-        return [e for e in self.events if e.get("kind") == kind]
-
-    def events_at(self, kind: str, line: int | None, end_line: int | None = None) -> list[dict[str, Any]]:
-        """Events of ``kind`` recorded at ``line`` (or within [line, end_line])."""
-        if line is None:
-            return self.events_of(kind)
-        hi = end_line if end_line is not None else line
-        return [e for e in self.events if e.get("kind") == kind and line <= (e.get("line") or -1) <= hi]
+__all__ = ["OK_STATUSES", "TraceResult"]

@@ -2,27 +2,13 @@
 
 Parent side: this module never imports TensorFlow (``tests/test_tracer_sandbox.py`` checks).
 
-``confirm(results, options)`` picks the files to trace (those with findings other than TFG000;
-with ``confirm_all`` every TensorFlow script that parsed), traces each in its own child
-(``sandbox.run`` + ``harness``), ``options.jobs`` at a time (with ``options.warm``, the default,
-each child is forked from one process that imported TensorFlow once, ``warm.WarmPool``; when the
-warm path cannot take a script, it runs cold, in a new Python), and then, per finding:
-
-- its line (``finding.data["source_line"]``, the line in the traced text) never ran, or the trace
-  failed before it → ``inconclusive`` with the reason ("script stopped at line 12:
-  FileNotFoundError: data.csv (No such file or directory)", "flagged line 57 not reached within 5
-  training steps", "timed out after 120 s at line 60 (2 training steps done)", "memory limit of
-  4096 MB exceeded", "TensorFlow not installed");
-- the trace was cut short by a limit or died (``CUT_SHORT``: timeout, memory, killed, crashed),
-  even after the line ran → ``inconclusive`` with that reason;
-- otherwise the rule's oracle ``confirm(finding, trace)`` decides; ``None`` → ``inconclusive``
-  ("the trace recorded no evidence for this rule").
-
-Low-confidence candidates (``result.candidates``: findings whose premise the code does not show)
-make a file traced too and get verdicts the same way; one is reported (moved to
-``result.findings``) only when its oracle confirms it.
-
-Trace-only rules (``rule.trace_only``) add ``confirmed`` findings from ``rule.discover(trace)``.
+``trace(jobs, settings)`` traces each script in its own child (``sandbox.run`` + ``harness``),
+``settings.jobs`` at a time (with ``settings.warm``, the default, each child is forked from one
+process that imported TensorFlow once, ``warm.WarmPool``; when the warm path cannot take a script,
+it runs cold, in a new Python), and returns one :class:`TraceResult` per script ("script stopped at
+line 12: FileNotFoundError: data.csv", "timed out after 120 s at line 60 (2 training steps done)",
+"memory limit of 4096 MB exceeded", "TensorFlow not installed"...). It gives no verdicts: that is
+:mod:`tflint_grad.verdicts`, which imports this module, never the reverse.
 
 Traces are cached under ``options.cache_dir`` keyed by the traced bytes, the names/sizes/mtimes
 of the files next to the script, the options that change a trace (steps, args), the
@@ -32,7 +18,6 @@ Only deterministic outcomes are cached (finished, stopped, error), never timeout
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import json
@@ -45,27 +30,20 @@ import tempfile
 import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
-from tflint_grad.finding import Finding
 from tflint_grad.scripttext import clean, quote
+from tflint_grad.settings import TraceSettings
 from tflint_grad.tracer import sandbox, warm
-from tflint_grad.tracer.report import TraceResult
-
-if TYPE_CHECKING:
-    from tflint_grad.engine import Result
-    from tflint_grad.settings import Settings
-    from tflint_grad.sourcefile import SourceFile
+from tflint_grad.tracer.events import TraceResult
+from tflint_grad.tracer.protocol import signal_name
 
 CACHE_VERSION = 1
 MAX_RESULT_BYTES = 64 * 1024 * 1024
 MAX_SIBLINGS = 2000
 CACHEABLE = ("finished", "stopped", "error")
 RESULT_TEXT_LIMIT = 600  # characters of a reason or warning read from a result file
-# Ended by a limit of the tracer (or died): the run was cut short, so even a flagged line that ran
-# gets no verdict (an oracle judges the steps it asked for, not a fragment of the first one).
-CUT_SHORT = ("timeout", "memory", "killed", "crashed")
 TF_DISTRIBUTIONS = (
     "tensorflow",
     "tensorflow-cpu",
@@ -78,27 +56,7 @@ TF_DISTRIBUTIONS = (
 )
 
 
-def default_cache_dir() -> str:
-    env = os.environ.get("TFLINT_GRAD_CACHE_DIR")
-    if env:
-        return env
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "tflint-grad")
-
-
-@dataclass
-class TraceOptions:
-    steps: int = 5
-    timeout: float = 120.0
-    memory_mb: int = 4096
-    args: tuple[str, ...] = ()
-    jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
-    cache: bool = True
-    cache_dir: str = field(default_factory=default_cache_dir)
-    confirm_all: bool = False
-    python: str = sys.executable
-    allow_read: tuple[str, ...] = ()  # read roots granted on top of the project (--trace-allow-read)
-    warm: bool = True  # trace from a process that imported TensorFlow once (``warm``), else cold
+TraceOptions = TraceSettings  # the old name, kept for scripts that import it
 
 
 # -- the TensorFlow the child will import -----------------------------------------------------------
@@ -171,14 +129,18 @@ def tracer_fingerprint() -> str:
     """Hash of the tracer's own source (harness, shims, probes...): edits invalidate the cache."""
     h = hashlib.sha256(f"cache-v{CACHE_VERSION}".encode())
     folder = os.path.dirname(os.path.abspath(__file__))
-    paths = [os.path.join(folder, name) for name in sorted(os.listdir(folder)) if name.endswith(".py")]
-    paths.append(os.path.join(os.path.dirname(folder), "scripttext.py"))  # how reasons quote the script
-    for path in paths:
-        try:
-            with open(path, "rb") as fh:
-                h.update(os.path.basename(path).encode() + b"\0" + fh.read())
-        except OSError:
-            pass
+    for sub, dirs, files in os.walk(folder):  # the tracer's subpackages (probes/) too
+        dirs[:] = sorted(d for d in dirs if not d.startswith((".", "__")))
+        for name in sorted(files):
+            if name.endswith(".py"):
+                rel = os.path.relpath(os.path.join(sub, name), folder)
+                try:
+                    with open(os.path.join(sub, name), "rb") as fh:
+                        h.update(rel.encode() + b"\0" + fh.read())
+                except OSError:
+                    pass
+    with open(os.path.join(os.path.dirname(folder), "scripttext.py"), "rb") as fh:  # how reasons quote the script
+        h.update(b"scripttext.py\0" + fh.read())
     return h.hexdigest()
 
 
@@ -215,7 +177,7 @@ def _siblings_fingerprint(origin_dir: str | None, skip: str) -> list[list[str | 
     return out
 
 
-def cache_key(job: TraceJob, options: TraceOptions, info: dict[str, Any]) -> str:
+def cache_key(job: TraceJob, options: TraceSettings, info: dict[str, Any]) -> str:
     payload = {
         "data": hashlib.sha256(job.data).hexdigest(),
         "name": job.name,
@@ -230,11 +192,11 @@ def cache_key(job: TraceJob, options: TraceOptions, info: dict[str, Any]) -> str
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _cache_path(options: TraceOptions, key: str) -> str:
+def _cache_path(options: TraceSettings, key: str) -> str:
     return os.path.join(options.cache_dir, "traces", key[:2], key + ".json")
 
 
-def _cache_load(options: TraceOptions, key: str) -> tuple[TraceResult, list[str]] | None:
+def _cache_load(options: TraceSettings, key: str) -> tuple[TraceResult, list[str]] | None:
     try:
         with open(_cache_path(options, key), encoding="utf-8") as fh:
             d = json.load(fh)
@@ -243,7 +205,7 @@ def _cache_load(options: TraceOptions, key: str) -> tuple[TraceResult, list[str]
         return None
 
 
-def _cache_store(options: TraceOptions, key: str, trace: TraceResult, warnings: list[str]) -> None:
+def _cache_store(options: TraceSettings, key: str, trace: TraceResult, warnings: list[str]) -> None:
     path = _cache_path(options, key)
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -255,7 +217,7 @@ def _cache_store(options: TraceOptions, key: str, trace: TraceResult, warnings: 
         pass
 
 
-def _safe_name(name: str, notebook: bool) -> str:
+def safe_name(name: str, notebook: bool) -> str:
     base = os.path.basename(name) or "script.py"
     if notebook:
         base = os.path.splitext(base)[0] + ".py"
@@ -312,7 +274,7 @@ def _package_root() -> str:
 
 
 def run_trace(
-    job: TraceJob, options: TraceOptions, *, jobs: int = 1, pool: warm.WarmPool | None = None
+    job: TraceJob, options: TraceSettings, *, jobs: int = 1, pool: warm.WarmPool | None = None
 ) -> tuple[TraceResult, list[str]]:
     """Trace one script in a fresh sandbox (forked from ``pool``'s zygote if it can). Never raises."""
     try:
@@ -333,7 +295,7 @@ def _launch(
 
 
 def _run_trace(
-    job: TraceJob, options: TraceOptions, jobs: int, pool: warm.WarmPool | None = None
+    job: TraceJob, options: TraceSettings, jobs: int, pool: warm.WarmPool | None = None
 ) -> tuple[TraceResult, list[str]]:
     warnings: list[str] = []
     text = job.data.decode("utf-8", "replace")
@@ -404,7 +366,7 @@ def _run_trace(
 def _interpret(
     job: TraceJob,
     script: str,
-    options: TraceOptions,
+    options: TraceSettings,
     limits: sandbox.Limits,
     outcome: sandbox.Outcome,
     data: dict[str, Any] | None,
@@ -461,7 +423,7 @@ def _interpret(
     rc = outcome.returncode
     if rc is not None and rc < 0:
         sig = -rc
-        name = sandbox.signal_name(sig)
+        name = signal_name(sig)
         if name == "SIGKILL":
             return failed("killed", "the traced process was killed (SIGKILL; out of memory?)")
         line = sandbox.crash_line(outcome.stderr, script)
@@ -480,177 +442,7 @@ def _interpret(
     return failed("crashed", reason)
 
 
-# -- confirm ---------------------------------------------------------------------------------------
-
-
-def _source_of(result: Result) -> SourceFile | None:
-    if result.source is not None:
-        return result.source
-    try:
-        from tflint_grad.sourcefile import load
-
-        with open(result.path, "rb") as fh:
-            return load(result.path, fh.read())
-    except OSError:
-        return None
-
-
-def _job_for(result: Result, src: SourceFile | None) -> TraceJob | None:
-    if src is None or src.problem is not None:
-        return None
-    path = result.path
-    notebook = bool(src.is_notebook)
-    if notebook:
-        data = src.text.encode("utf-8")
-    else:
-        data = src.raw or src.text.encode("utf-8")
-    origin = os.path.dirname(os.path.abspath(path)) if os.path.exists(path) else None
-    return TraceJob(path=path, name=_safe_name(path, notebook), data=data, origin_dir=origin, notebook=notebook)
-
-
-def _wants_trace(result: Result, src: SourceFile | None, options: TraceOptions) -> bool:
-    if any(f.code == "TFG000" for f in result.findings):
-        return False  # not analyzable (Python 2, bad encoding...): it cannot run either
-    if any(f.code != "TFG000" for f in [*result.findings, *getattr(result, "candidates", ())]):
-        return True
-    if options.confirm_all and src is not None and src.problem is None:
-        from tflint_grad.engine import is_tf_source
-
-        return is_tf_source(src.text)
-    return False
-
-
-def _display_line(src: SourceFile | None, line: int) -> str:
-    if src is not None and src.is_notebook:
-        cell, cell_line = src.locate(line)
-        if cell is not None:
-            return f"cell {cell + 1}, line {cell_line}"
-    return f"line {line}"
-
-
-_LINE_REF = re.compile(r"\bline (\d+)\b")
-
-
-def _map_reason(src: SourceFile | None, reason: str | None) -> str | None:
-    if reason is None or src is None or not src.is_notebook:
-        return reason
-    return _LINE_REF.sub(lambda m: _display_line(src, int(m.group(1))), reason)
-
-
-def _not_reached(trace: TraceResult, src: SourceFile | None, line: int) -> str:
-    where = _display_line(src, line)
-    if trace.status == "stopped":
-        return f"flagged {where} not reached within {trace.steps} training steps"
-    if trace.status == "finished":
-        if trace.reason:  # "script called sys.exit(0) at line 12"
-            return f"flagged {where} never ran: {_map_reason(src, trace.reason)}"
-        ran = f" after {trace.steps} training steps" if trace.steps else ""
-        return f"flagged {where} never ran (the script finished{ran} without reaching it)"
-    return _map_reason(src, trace.reason) or f"the trace ended ({trace.status}) before flagged {where} ran"
-
-
-def _give_verdicts(result: Result, src: SourceFile | None, trace: TraceResult, warnings: list[str]) -> None:
-    from tflint_grad.registry import by_code
-
-    rules = by_code()
-    for f in [*result.findings, *getattr(result, "candidates", ())]:
-        if f.code == "TFG000" or f.verdict != "unconfirmed":
-            continue
-        line = f.data.get("source_line", f.line) if isinstance(f.data, dict) else f.line
-        if not trace.executed(line):
-            f.verdict, f.evidence = "inconclusive", _not_reached(trace, src, line)
-            continue
-        if trace.status in CUT_SHORT:  # the line ran, but the run was cut short: no verdict on part of it
-            f.verdict, f.evidence = (
-                "inconclusive",
-                _map_reason(src, trace.reason) or f"the trace ended ({trace.status})",
-            )
-            continue
-        rule = rules.get(f.code)
-        outcome = None
-        if rule is not None:
-            try:
-                outcome = rule.confirm(f, trace)
-            except Exception as e:
-                warnings.append(f"{f.code} oracle failed on {result.path}: {type(e).__name__}: {e}")
-                f.verdict, f.evidence = "inconclusive", f"the {f.code} oracle failed: {type(e).__name__}: {e}"
-                continue
-        if outcome is None or getattr(outcome, "verdict", None) not in ("confirmed", "refuted", "inconclusive"):
-            evidence = "the trace recorded no evidence for this rule"
-            if not trace.ran and trace.reason:
-                evidence += f" ({_map_reason(src, trace.reason)})"
-            f.verdict, f.evidence = "inconclusive", evidence
-        else:
-            f.verdict, f.evidence = outcome.verdict, _map_reason(src, outcome.evidence)
-
-
-def _promote_candidates(result: Any) -> None:
-    """A low-confidence candidate is reported only when the trace confirms it."""
-    candidates = getattr(result, "candidates", None)
-    if not candidates:
-        return
-    confirmed = [f for f in candidates if f.verdict == "confirmed"]
-    if confirmed:
-        result.findings.extend(confirmed)
-        result.findings.sort(key=Finding.sort_key)
-        result.candidates = [f for f in candidates if f.verdict != "confirmed"]
-
-
-def _discover(
-    result: Result, src: SourceFile | None, trace: TraceResult, settings: Settings | None, warnings: list[str]
-) -> None:
-    from tflint_grad import suppressions
-    from tflint_grad.registry import all_rules
-
-    rules = [r for r in all_rules() if r.trace_only]
-    if not rules or not trace.events:
-        return
-    enabled = settings.enabled_for(result.path) if settings is not None else None
-    text = src.text if src is not None else ""
-    lines = text.splitlines()
-    noqa = suppressions.parse(text)  # the same noqa rules as the static findings
-    existing = {
-        (f.code, f.data.get("source_line", f.line) if isinstance(f.data, dict) else f.line) for f in result.findings
-    }
-    for rule in rules:
-        if enabled is not None and rule.code not in enabled:
-            continue
-        if noqa.file is not None and (not noqa.file or rule.code in noqa.file):
-            continue
-        try:
-            found = rule.discover(trace) or []
-        except Exception as e:
-            warnings.append(f"{rule.code} discovery failed on {result.path}: {type(e).__name__}: {e}")
-            continue
-        for item in found:
-            try:
-                line, message, evidence = item
-                line = int(line)
-            except (TypeError, ValueError):
-                continue
-            if (rule.code, line) in existing or noqa.suppresses(rule.code, line):
-                continue
-            existing.add((rule.code, line))
-            cell, cell_line = src.locate(line) if src is not None else (None, line)
-            text_line = lines[line - 1] if 0 < line <= len(lines) else ""
-            result.findings.append(
-                Finding(
-                    code=rule.code,
-                    name=rule.name,
-                    path=result.path,
-                    line=max(cell_line, 1),
-                    column=1,
-                    end_line=max(cell_line, 1),
-                    end_column=max(len(text_line), 1) + 1,
-                    message=message,
-                    severity=rule.severity,
-                    verdict="confirmed",
-                    evidence=evidence,
-                    cell=cell,
-                    data={"source_line": line},
-                )
-            )
-    result.findings.sort(key=Finding.sort_key)
+# -- many traces ----------------------------------------------------------------------------------
 
 
 def sandbox_summary(traces: dict[str, TraceResult]) -> str | None:
@@ -675,78 +467,57 @@ def _unavailable_reason(info: dict[str, Any]) -> str:
     return "TensorFlow not installed"
 
 
-def confirm(
-    results: list[Result],
-    options: TraceOptions | None = None,
-    *,
-    settings: Settings | None = None,
-    traces: dict[str, TraceResult] | None = None,
-    pool: warm.WarmPool | None = None,
-) -> list[str]:
-    """Trace the files of ``results`` and set each finding's verdict; returns warnings.
+def trace(
+    jobs: list[TraceJob], options: TraceSettings, *, pool: warm.WarmPool | None = None
+) -> tuple[list[tuple[TraceResult, list[str]]], list[str]]:
+    """Trace every job (``options.jobs`` at a time, through the trace cache).
 
-    ``settings`` (optional) filters trace-only rules per file; ``traces``, when a dict is
-    given, receives the TraceResult of every traced path. ``pool``: a warm tracer to use (the
-    language server keeps one); by default, with ``options.warm``, one is started on the first
-    trace that is not cached and closed before returning.
+    Returns one (TraceResult, warnings) per job, in order, and the run's own warnings. Without
+    TensorFlow every job gets an ``unavailable`` result whose reason says so. ``pool``: a warm
+    tracer to use (the language server keeps one); by default, with ``options.warm``, one is
+    started on the first trace that is not cached and closed before returning.
     """
-    options = options or TraceOptions()
-    if not isinstance(options.args, tuple):
-        options = dataclasses.replace(options, args=tuple(options.args or ()))
-    warnings: list[str] = []
-    selected: list[tuple[Result, SourceFile | None, TraceJob]] = []
-    for result in results:
-        src = _source_of(result)
-        if not _wants_trace(result, src, options):
-            continue
-        job = _job_for(result, src)
-        if job is not None:
-            selected.append((result, src, job))
-    if not selected:
-        return warnings
+    if not jobs:
+        return [], []
     info = tensorflow_info(options.python or sys.executable)
     if not info.get("tensorflow"):
         reason = _unavailable_reason(info)
-        for result, _src, _ in selected:
-            for f in result.findings:
-                if f.code != "TFG000" and f.verdict == "unconfirmed":
-                    f.verdict, f.evidence = "inconclusive", reason
-        return [f"--confirm: {reason}; findings left inconclusive"]
+        return [(TraceResult("unavailable", reason=reason, step_limit=options.steps), []) for _ in jobs], [
+            f"--confirm: {reason}; findings left inconclusive"
+        ]
 
     sandbox.netns_prefix()  # probe once, before the workers start
-    jobs = max(1, min(int(options.jobs or 1), len(selected)))
+    workers = max(1, min(int(options.jobs or 1), len(jobs)))
     lock = threading.Lock()
+    warnings: list[str] = []
     own_pool = None
     if not options.warm:
         pool = None
     elif pool is None and warm.available() is None:
-        threads = max(1, (os.cpu_count() or 1) // jobs)
+        threads = max(1, (os.cpu_count() or 1) // workers)
         pool = own_pool = warm.WarmPool(options.python or sys.executable, threads=threads)
     errors_before = len(pool.errors) if pool is not None else 0
-    if pool is not None and any(
-        sandbox.detect_tf_mode(job.data.decode("utf-8", "replace")).legacy_keras for _, _, job in selected
-    ):
+    if pool is not None and any(sandbox.detect_tf_mode(j.data.decode("utf-8", "replace")).legacy_keras for j in jobs):
         pool.expect(legacy=True)
 
-    def work(item: tuple[Result, SourceFile | None, TraceJob]) -> tuple[TraceResult, list[str]]:
-        _, _, job = item
+    def work(job: TraceJob) -> tuple[TraceResult, list[str]]:
         key = cache_key(job, options, info) if options.cache else None
         if key is not None:
             hit = _cache_load(options, key)
             if hit is not None:
                 return hit
-        trace, warns = run_trace(job, options, jobs=jobs, pool=pool)
-        if key is not None and trace.status in CACHEABLE:
+        result, warns = run_trace(job, options, jobs=workers, pool=pool)
+        if key is not None and result.status in CACHEABLE:
             with lock:
-                _cache_store(options, key, trace, warns)
-        return trace, warns
+                _cache_store(options, key, result, warns)
+        return result, warns
 
     try:
-        if jobs == 1:
-            outcomes = [work(item) for item in selected]
+        if workers == 1:
+            outcomes = [work(job) for job in jobs]
         else:
-            with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="tflint-grad-trace") as executor:
-                futures = [executor.submit(work, item) for item in selected]
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tflint-grad-trace") as executor:
+                futures = [executor.submit(work, job) for job in jobs]
                 try:
                     outcomes = [f.result() for f in futures]
                 except BaseException:
@@ -768,18 +539,4 @@ def confirm(
         warnings.append(
             f"--confirm: the warm tracer failed {len(failed)} time(s) ({failed[-1]}); those scripts were traced cold"
         )
-
-    for (result, src, job), (trace, warns) in zip(selected, outcomes):
-        warnings.extend(warns)
-        if traces is not None:
-            traces[result.path] = trace
-        if job.notebook and trace.status == "error" and trace.reason:  # which cell stopped "Run all"
-            reason = _map_reason(src, trace.reason) or trace.reason
-            warnings.append(f"{result.path}: the notebook {reason.removeprefix('script ')}")
-        try:
-            _give_verdicts(result, src, trace, warnings)
-            _promote_candidates(result)
-            _discover(result, src, trace, settings, warnings)
-        except Exception as e:
-            warnings.append(f"{result.path}: could not apply the trace: {type(e).__name__}: {e}")
-    return list(dict.fromkeys(warnings))
+    return outcomes, warnings

@@ -79,13 +79,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from tflint_grad.tracer.protocol import (  # shared with the traced child; re-exported here
+    FILE_SIZE_LIMIT_MB,  # noqa: F401
+    MAX_PROCESSES,
+    READY_ENV,
+    ProcInfo,
+    proc_table,
+    signal_name,  # noqa: F401
+)
+
 POLL = 0.2  # seconds between watchdog checks
 GRACE = 5.0  # seconds between SIGUSR2 (write what you have) and SIGKILL
 STARTUP_TIMEOUT = 300.0  # python start + import tensorflow + harness setup, before the script runs
 OUTPUT_KEEP = 32 * 1024  # bytes kept from the start and from the end of stdout and of stderr
-FILE_SIZE_LIMIT_MB = 1024  # RLIMIT_FSIZE for the traced process (one file)
-MAX_PROCESSES = 32  # processes in a trace's tree (the harness refuses to start any; ctypes can)
-READY_ENV = "TFLINT_GRAD_READY_FD"
 TIMEOUT_SIGNAL = signal.SIGUSR2
 
 # -- TF1 detection (shared with the harness; text only) -----------------------------------------
@@ -253,50 +259,6 @@ def child_env(workdir: str, *, legacy_keras: bool, threads: int, extra_pythonpat
 
 
 # -- /proc -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ProcInfo:
-    pid: int
-    ppid: int
-    pgrp: int
-    sid: int
-    state: str
-    start: int  # start time in clock ticks (guards against pid reuse)
-    rss: int  # bytes
-
-
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-
-def proc_table() -> dict[int, ProcInfo]:
-    out: dict[int, ProcInfo] = {}
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return out
-    for name in names:
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as fh:
-                data = fh.read()
-        except OSError:
-            continue
-        try:
-            rest = data[data.rindex(b")") + 2 :].split()
-            out[int(name)] = ProcInfo(
-                int(name),
-                int(rest[1]),
-                int(rest[2]),
-                int(rest[3]),
-                rest[0].decode(),
-                int(rest[19]),
-                int(rest[21]) * _PAGE,
-            )
-        except (ValueError, IndexError):
-            continue
-    return out
 
 
 def _tree(table: dict[int, ProcInfo], root: int) -> list[ProcInfo]:
@@ -604,13 +566,6 @@ def _exited(pid: int) -> bool:
         return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
     except ChildProcessError:
         return True
-
-
-def signal_name(code: int) -> str:
-    try:
-        return signal.Signals(code).name
-    except ValueError:
-        return f"signal {code}"
 
 
 _FAULT_FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+)')
