@@ -147,6 +147,22 @@ def lint_in_process(text: str, runs: int) -> tuple[list[float], list[float]]:
     return wall, cpu
 
 
+def relint_in_process(text: str, runs: int) -> tuple[list[float], list[float]]:
+    """The language server worker's lint after a one-line edit (``api.lint_text``: only the
+    changed top-level statements are re-parsed, the others' positions re-used)."""
+    from tflint_grad import api
+
+    api.lint_text("big.py", text)
+    wall, cpu = [], []
+    for i in range(runs):
+        text = f"x{i} = {i}\n" + text
+        t0, c0 = time.perf_counter(), time.process_time()
+        api.lint_text("big.py", text)
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return wall, cpu
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
@@ -157,12 +173,14 @@ def main() -> None:
     load = os.getloadavg()[0]
     cli = time_cli(text, args.runs)
     engine, engine_cpu = lint_in_process(text, args.runs)
+    relint, relint_cpu = relint_in_process(text, args.runs)
     lsp = asyncio.run(time_lsp(text, args.runs))
     med = lambda xs: f"{statistics.median(xs):.2f} s" if xs else "-"  # noqa: E731
     rows = [
         ("`tflint-grad check --no-cache` (console script)", med(cli["check"]), med(cli["check-cpu"])),
         ("`tflint-grad check --fix --no-cache` (fixes every safe finding)", med(cli["fix"]), med(cli["fix-cpu"])),
         ("one lint in process (`lint_source`, no start-up)", med(engine), med(engine_cpu)),
+        ("re-lint after a one-line edit in process (`api.lint_text`, the LSP worker)", med(relint), med(relint_cpu)),
         ("LSP open -> diagnostics", med(lsp["open"]), "-"),
         ("LSP code action, no `only` (quick fixes + lazy fix-all)", med(lsp["action"]), "-"),
         ("LSP `codeAction/resolve` of fix-all (the fix loop)", med(lsp["resolve"]), "-"),

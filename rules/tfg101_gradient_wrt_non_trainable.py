@@ -255,31 +255,39 @@ class GradientWrtNonTrainable(Rule):
         quick fix, a SARIF consumer), the fix must leave the code consistent, not a new
         TFG101 and a TFG102 on the ``apply_gradients`` line."""
         fix = self.replace(fix_node, fix_text, f"Use `{fix_text}`")
-        apply_calls = getattr(self, "_apply_calls", None)
-        if apply_calls is None:
-            apply_calls = self._apply_calls = [
-                n
-                for n in self.ctx.nodes
-                if type(n) is cst.Call and isinstance(n.func, cst.Attribute) and n.func.attr.value == "apply_gradients"
-            ]
         old = self.ctx.code(fix_node)
         edits = list(fix.edits)
-        for apply in apply_calls:
-            zipped = apply.args[0].value if apply.args else None
-            if not (
-                isinstance(zipped, cst.Call)
-                and isinstance(zipped.func, cst.Name)
-                and zipped.func.value == "zip"
-                and len(zipped.args) == 2
-            ):
-                continue
-            grads, var_list = zipped.args[0].value, zipped.args[1].value
-            if self.ctx.code(var_list) != old:
-                continue
+        for apply, grads, var_list in self._zip_applies().get(old, ()):
             b = self.ctx.binding(grads, apply)
             if b is not None and b.value is call:
                 edits.extend(self.replace(var_list, fix_text, fix.message).edits)
         return Fix(fix.message, tuple(edits), fix.applicability)
+
+    def _zip_applies(self) -> dict[str, list[tuple[cst.Call, cst.BaseExpression, cst.BaseExpression]]]:
+        """Every ``apply_gradients(zip(grads, X))`` of the file as (call, grads, X), by the
+        code of ``X``, in document order (computed once per file: the code of each ``X`` is
+        generated once, not once per finding)."""
+        found = getattr(self, "_zip_apply_calls", None)
+        if found is None:
+            found = self._zip_apply_calls = {}
+            for n in self.ctx.nodes:
+                if not (
+                    type(n) is cst.Call
+                    and isinstance(n.func, cst.Attribute)
+                    and n.func.attr.value == "apply_gradients"
+                    and n.args
+                ):
+                    continue
+                zipped = n.args[0].value
+                if (
+                    isinstance(zipped, cst.Call)
+                    and isinstance(zipped.func, cst.Name)
+                    and zipped.func.value == "zip"
+                    and len(zipped.args) == 2
+                ):
+                    grads, var_list = zipped.args[0].value, zipped.args[1].value
+                    found.setdefault(self.ctx.code(var_list), []).append((n, grads, var_list))
+        return found
 
     def _premise(self, owner: cst.BaseExpression | None, at: cst.CSTNode) -> tuple[str, str] | None:
         """(why, confidence): the non-trainable variables the code shows in the list, or what

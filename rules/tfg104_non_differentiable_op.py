@@ -430,6 +430,7 @@ class NonDifferentiableOp(Rule):
         self._callee_cache: dict[tuple, str] = {}
         self._returns: dict[int, list[cst.Return]] = {}
         self._blocks: dict[tuple[int, str], list[cst.CSTNode]] | None = None
+        self._watched_in: dict[cst.CSTNode, frozenset[str]] = {}  # tape body -> its tape.watch(...) names
 
     # -- roots ------------------------------------------------------------------------
     def visit_Call(self, node: cst.Call) -> None:
@@ -524,7 +525,12 @@ class NonDifferentiableOp(Rule):
                     out.add(d)
         return out
 
-    def _watched(self, body: cst.CSTNode) -> set[str]:
+    def _watched(self, body: cst.CSTNode) -> frozenset[str]:
+        """The names a tape body watches (once per body: a file with many tapes of one name
+        asks for each body once per gradient call)."""
+        known = self._watched_in.get(body)
+        if known is not None:
+            return known
         out: set[str] = set()
         for c in self.ctx.calls_in(body):
             f = c.func
@@ -532,7 +538,8 @@ class NonDifferentiableOp(Rule):
                 d = dotted(c.args[0].value)
                 if d:
                     out.add(d)
-        return out
+        known = self._watched_in[body] = frozenset(out)
+        return known
 
     @staticmethod
     def _op_types(block: Block) -> list[str]:

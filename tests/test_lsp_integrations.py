@@ -4,9 +4,10 @@ for these bounds as tests):
 a real client (pytest-lsp) over stdio, a client that resolves code actions as VS Code and
 Neovim do. Code actions must answer within 0.3 s, also while the server lints an edit;
 fix-all is computed only when resolved; the diagnostics of a burst of edits arrive after
-one lint of the final text plus the debounce and 0.5 s (the lint's time is measured in the
-test, in this process: it is the engine's cost, not the server's; on an idle machine it is
-about 1.5 s for this file, so the issue's 0.5 s + debounce is not met: see bench/RESULTS.md)."""
+one re-lint of the final text plus the debounce and 0.5 s (the re-lint's time is measured in
+the test, in this process, as the server's worker does it: only the changed statements are
+re-parsed. It is the engine's cost, not the server's: about 0.5 s of CPU for this file, against
+1.5 s for a full lint; on a loaded machine the wall clock is higher: see bench/RESULTS.md)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ pytest_lsp = pytest.importorskip("pytest_lsp")
 from lsprotocol import types  # noqa: E402
 from pytest_lsp import ClientServerConfig, LanguageClient  # noqa: E402
 
-from tflint_grad.engine import lint_source  # noqa: E402
+from tflint_grad import api  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = (ROOT / "examples" / "seeds" / "004_bn_gradient_tape.py").read_text()
@@ -150,9 +151,16 @@ async def test_diagnostics_after_edits_on_a_5000_line_file(client: LanguageClien
     text = big_file()
     uri = (tmp_path / "big.py").as_uri()
     await _diagnostics(client, uri, lambda: _open(client, uri, text))
-    t0 = time.perf_counter()
-    lint_source(text, str(tmp_path / "big.py"))
-    one_lint = time.perf_counter() - t0
+    path = str(tmp_path / "big.py")
+
+    def relint(edit: int) -> float:
+        """An edit's lint as the server's worker does it (the previous text's parse is cached)."""
+        api.lint_text(path, text)
+        t0 = time.perf_counter()
+        api.lint_text(path, f"x{edit} = {edit}\n" + text)
+        return time.perf_counter() - t0
+
+    one_lint = relint(0)
 
     # a burst of 10 edits 20 ms apart: one lint of the final text, published once
     async def burst() -> None:
@@ -169,13 +177,12 @@ async def test_diagnostics_after_edits_on_a_5000_line_file(client: LanguageClien
     first = next(i for i, line in enumerate(text.splitlines()) if "model0.variables" in line)
     tfg101 = [d for d in params.diagnostics if d.code == "TFG101"]
     assert tfg101[0].range.start.line == first + 10  # moved down by the 10 inserted lines
-    t0 = time.perf_counter()
-    lint_source(text, str(tmp_path / "big.py"))
-    one_lint = max(one_lint, time.perf_counter() - t0)  # measured before and after: the load varies
-    # one lint of the final text, not one per edit (10 edits): the bound allows for the load of
-    # a shared machine changing between the measurements (x2), not for queued stale runs
+    one_lint = max(one_lint, relint(1))  # measured before and after: the load varies
+    # one re-lint of the final text, not one per edit (10 edits), not a full lint: the bound
+    # allows for the load of a shared machine changing between the measurements (x2), not for
+    # queued stale runs
     bound = 2 * one_lint + DEBOUNCE + 0.5
-    assert latency <= bound, f"{latency:.2f}s after the last edit; one lint takes {one_lint:.2f}s"
+    assert latency <= bound, f"{latency:.2f}s after the last edit; one re-lint takes {one_lint:.2f}s"
 
 
 # -- the same configuration and noqa rules as the CLI ------------------------------------------

@@ -10,14 +10,18 @@ from __future__ import annotations
 from tflint_grad.engine import InternalError, lint_file
 from tflint_grad.finding import Finding
 from tflint_grad.fixes import FixResult, fix_text
+from tflint_grad.incremental import ParseCache
 from tflint_grad.settings import Settings
 from tflint_grad.sourcefile import SourceFile
+
+# This process's parses of the buffers it linted last: an edit re-parses only the changed statements.
+_PARSES = ParseCache()
 
 
 def lint_text(path: str, text: str, settings: Settings | None = None) -> tuple[list[Finding], list[InternalError]]:
     """Lint an editor buffer: its findings and the internal errors of the rules."""
     newline = "\r\n" if "\r\n" in text[:10000] else "\n"
-    result = lint_file(SourceFile(path, text, newline=newline), settings)
+    result = lint_file(SourceFile(path, text, newline=newline), settings, parse=_PARSES.parser(path))
     return result.findings, result.errors
 
 

@@ -66,7 +66,11 @@ def lint_source(text: str, path: str = "<string>", settings: Settings | None = N
     return lint_file(SourceFile(path, text), settings).findings
 
 
-def lint_file(src: SourceFile, settings: Settings | None = None) -> Result:
+def lint_file(
+    src: SourceFile, settings: Settings | None = None, parse: Callable[[str], cst.Module] | None = None
+) -> Result:
+    """Lint one source file. ``parse`` stands in for ``cst.parse_module`` (it must return
+    the same tree: the language server's :class:`~tflint_grad.incremental.ParseCache`)."""
     # The cyclic GC is paused while one file is linted: a parse allocates hundreds of
     # thousands of nodes that all survive, so the collector would traverse the growing
     # tree again and again for nothing (~10-25% of the time on big files). The tree and
@@ -76,13 +80,13 @@ def lint_file(src: SourceFile, settings: Settings | None = None) -> Result:
     if paused:
         gc.disable()
     try:
-        return _lint_file(src, settings)
+        return _lint_file(src, settings, parse or cst.parse_module)
     finally:
         if paused:
             gc.enable()
 
 
-def _lint_file(src: SourceFile, settings: Settings | None) -> Result:
+def _lint_file(src: SourceFile, settings: Settings | None, parse: Callable[[str], cst.Module]) -> Result:
     settings = settings or Settings.default()
     enabled = settings.enabled_for(src.path)
     result = Result(src.path, source=src)
@@ -110,14 +114,16 @@ def _lint_file(src: SourceFile, settings: Settings | None) -> Result:
     if not rules:
         _cheap_syntax_check(src, result)
         return result
-    module, parsed, problems = _parse(src)
+    if src.is_notebook:
+        parse = cst.parse_module  # cells may be left out and re-parsed: no incremental parse
+    module, parsed, problems = _parse(src, parse)
     result.findings.extend(_tfg000(src, p) for p in problems)  # always reported (see above)
     if module is None:
         return result
     text = parsed.text
     result.parsed = True
     try:
-        ctx = FileContext(module, text, src.path)
+        ctx = FileContext(module, text, src.path, getattr(parse, "statement_positions", None))
     except RecursionError:
         result.findings.append(_tfg000(src, Problem(1, 1, "cannot analyze: the file is too deeply nested")))
         return result
@@ -275,7 +281,9 @@ def _cell_fix(src: SourceFile, fix: Fix) -> Fix | None:
     return Fix(fix.message, tuple(edits), fix.applicability)
 
 
-def _parse(src: SourceFile) -> tuple[cst.Module | None, SourceFile, list[Problem]]:
+def _parse(
+    src: SourceFile, parse: Callable[[str], cst.Module] = cst.parse_module
+) -> tuple[cst.Module | None, SourceFile, list[Problem]]:
     """One libcst parse. In a notebook a cell that does not parse gets its own problem and
     is left out (blank lines: the other cells keep their lines); the rest is analysed."""
     current = src
@@ -283,7 +291,7 @@ def _parse(src: SourceFile) -> tuple[cst.Module | None, SourceFile, list[Problem
     first = True
     for _ in range(8):
         try:
-            return cst.parse_module(current.text), current, list(problems.values())
+            return parse(current.text), current, list(problems.values())
         except cst.ParserSyntaxError as e:
             span = src.span(e.raw_line) if src.is_notebook else None
             if span is None:

@@ -98,6 +98,49 @@ class _FastPositions(PositionProvider):
         return self._computed
 
 
+# One top-level statement's positions as if it began the file (lines from 1), and its line count.
+StatementPositions = tuple[dict, int]
+
+
+def positions_by_statement(module: cst.Module, known: dict[cst.CSTNode, StatementPositions]) -> dict:
+    """``_FastPositions().compute(module)``, re-using the positions of the top-level
+    statements in ``known`` (shifted to their line) and adding the others to it: a statement
+    generates the same code wherever it starts at column 0, so only its first line moves."""
+    provider = _FastPositions()
+    computed: dict = {}
+    provider._computed = computed
+    state = _PositionState(
+        default_indent=module.default_indent, default_newline=module.default_newline, provider=provider
+    )
+    state.before_codegen(module)
+    for h in module.header:
+        h._codegen(state)
+    for stmt in module.body:
+        rel = known.get(stmt)
+        if rel is None:
+            alone = _FastPositions()
+            alone._computed = {}
+            sub = _PositionState(
+                default_indent=module.default_indent, default_newline=module.default_newline, provider=alone
+            )
+            stmt._codegen(sub)
+            rel = known[stmt] = (alone._computed, sub.line - 1)
+        shift = state.line - 1
+        if shift:
+            for node, ((line, col), (end_line, end_col)) in rel[0].items():
+                computed[node] = ((line + shift, col), (end_line + shift, end_col))
+        else:
+            computed.update(rel[0])
+        state.line += rel[1]
+        state.tokens.append("")  # the statement's code is not needed, only that there is some
+    for f in module.footer:
+        f._codegen(state)
+    if module.has_trailing_newline and not state.tokens:
+        state.add_token(state.default_newline)
+    state.after_codegen(module)
+    return computed
+
+
 class _PositionState(PositionProvidingCodegenState):
     """``PositionProvidingCodegenState`` with a fast path for tokens without a newline,
     tuples instead of ``CodePosition``/``CodeRange`` objects and a slotted context manager
@@ -453,8 +496,17 @@ _TF1_TEXT = re.compile(
 class FileContext:
     """Everything the rules may ask about one parsed file."""
 
-    def __init__(self, module: cst.Module, source: str, path: str) -> None:
+    def __init__(
+        self,
+        module: cst.Module,
+        source: str,
+        path: str,
+        statement_positions: dict[cst.CSTNode, StatementPositions] | None = None,
+    ) -> None:
+        """``statement_positions``: known positions of top-level statements, kept across
+        lints of one buffer (the language server's incremental parse re-uses statements)."""
         self.module = module
+        self._statement_positions = statement_positions
         self.source = source
         self.path = path
         self.nodes: list[cst.CSTNode] = []
@@ -521,7 +573,10 @@ class FileContext:
         """1-based (line, column, end_line, end_column) of a node; end is exclusive."""
         if self._positions is None:
             try:
-                self._positions = _FastPositions().compute(self.module)
+                if self._statement_positions is not None:
+                    self._positions = positions_by_statement(self.module, self._statement_positions)
+                else:
+                    self._positions = _FastPositions().compute(self.module)
             except (AttributeError, TypeError):  # libcst internals changed: the public way
                 self._positions = MetadataWrapper(self.module, unsafe_skip_copy=True).resolve(PositionProvider)
         r = self._positions[node]
@@ -602,11 +657,14 @@ class FileContext:
         while scope is not None:
             found = self.bindings.get((scope, name))
             if found and not (isinstance(scope, cst.ClassDef) and not first):
-                before = [b for b in found if b.index < pos or b.kind == "param"]
-                # bindings inside the statement that uses the name do not count (x = f(x))
-                before = [b for b in before if not self.contains(b.node, at) or b.kind in ("for", "with", "param")]
-                if before:
-                    return before[-1]
+                # the last binding before the use; bindings inside the statement that uses the
+                # name do not count (x = f(x)). Scanned from the end: files with many bindings
+                # of one name (a long script's `loss`, `grads`) would be quadratic otherwise.
+                for b in reversed(found):
+                    if (b.index < pos or b.kind == "param") and (
+                        b.kind in ("for", "with", "param") or not self.contains(b.node, at)
+                    ):
+                        return b
                 if not first or isinstance(scope, cst.Module):
                     return found[-1]
             if name in self.imports and isinstance(scope, cst.Module):
