@@ -9,10 +9,10 @@ from tflint_grad.analysis import (
     GradientCall,
     ModelInfo,
     dotted,
+    gradient_targets,
     has_keyword,
     model_attribute_owners,
     modelish_name,
-    reaches_gradient,
 )
 from tflint_grad.analysis.modes import mode_at
 from tflint_grad.evidence import inference_mode, layer_calls, model_layers
@@ -630,7 +630,7 @@ class MissingTrainingFlag(Rule):
             return None
         if "set_learning_phase" in ctx.source or mode_at(ctx, node) != "graph":
             return None
-        gc = reaches_gradient(ctx, node)
+        gc = gradient_targets(ctx).reaching(ctx, node)
         if gc is None or gc.kind not in ("minimize", "compute_gradients", "tf_gradients"):
             return None
         return gc

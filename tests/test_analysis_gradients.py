@@ -1,4 +1,4 @@
-"""The program model's gradient facts: ``ctx.gradient_calls`` and ``reaches_gradient``."""
+"""The program model's gradient facts: ``ctx.gradient_calls`` and which one an expression reaches."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import textwrap
 
 import libcst as cst
 
-from tflint_grad.analysis import FileContext, reaches_gradient
+from tflint_grad.analysis import FileContext, gradient_targets
 
 SOURCE = textwrap.dedent("""\
     import tensorflow as tf
@@ -52,8 +52,9 @@ def test_reachability_follows_assignments_into_loss_helpers():
     ctx = _ctx(SOURCE)
     logs = [n for n in ctx.nodes if type(n) is cst.Call and ctx.code(n.func) == "tf.math.log"]
     assert [ctx.line(n) for n in logs] == [3, 4]
-    assert reaches_gradient(ctx, logs[0]) is ctx.gradient_calls[0]  # through `loss = my_loss(...)`
-    assert reaches_gradient(ctx, logs[1]) is None  # a TensorBoard summary is never differentiated
+    targets = gradient_targets(ctx)
+    assert targets.reaching(ctx, logs[0]) is ctx.gradient_calls[0]  # through `loss = my_loss(...)`
+    assert targets.reaching(ctx, logs[1]) is None  # a TensorBoard summary is never differentiated
 
 
 def test_activation_produced_in_the_tape_is_an_input():

@@ -88,3 +88,31 @@ def test_the_cache_notices_a_changed_sibling(project: Path, capsys):
     backbone = project / "nets" / "backbone.py"
     backbone.write_text(BACKBONE.replace("tf.keras.layers.BatchNormalization()", "tf.keras.layers.Dense(8)"))
     assert run() == []  # the Backbone no longer holds non-trainable variables
+
+
+def test_sequential_layers_are_listed_once_for_models_and_producers():
+    import libcst as cst
+
+    from tflint_grad.analysis.context import FileContext
+    from tflint_grad.analysis.models import sequential_layers
+    from tflint_grad.rule import dedent
+
+    src = dedent("""
+        import tensorflow as tf
+        hidden = tf.keras.layers.Dense(8)
+        model = tf.keras.Sequential([hidden, tf.keras.layers.Dropout(0.5)])
+        model.add(tf.keras.layers.Dense(1))
+        model = tf.keras.Sequential(layer_list)
+        model.add(tf.keras.layers.BatchNormalization())
+    """)
+    ctx = FileContext(cst.parse_module(src), src, "example.py")
+    first, second = [n for n in ctx.nodes if type(n) is cst.Call and ctx.code(n.func) == "tf.keras.Sequential"]
+
+    def names(listing) -> list[str]:
+        return [ctx.code(v.func) if isinstance(v, cst.Call) else "?" for v in listing.layers]
+
+    mine = sequential_layers(ctx, first, this_binding=True)
+    assert mine.literal and names(mine) == ["tf.keras.layers.Dense", "tf.keras.layers.Dropout", "tf.keras.layers.Dense"]
+    every = sequential_layers(ctx, first)  # every `.add` on the name `model`
+    assert names(every)[-1] == "tf.keras.layers.BatchNormalization"
+    assert not sequential_layers(ctx, second).literal  # `Sequential(layer_list)`: the list is not shown

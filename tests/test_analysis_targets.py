@@ -78,3 +78,44 @@ def test_a_loop_variable_does_not_put_the_loop_body_on_the_path():
             print(loss)
     """)
     assert got == {"tf.log(p)": True, "tf.sqrt(tf.reduce_sum(tf.square(net(x) - y)))": False}
+
+
+def _requests_reached(code: str) -> dict[str, str | None]:
+    """For each ``tf.log``/``tf.sqrt`` call: the kind and line of the request it reaches."""
+    src = dedent(code)
+    ctx = FileContext(cst.parse_module(src), src, "example.py")
+    targets = gradient_targets(ctx)
+    out: dict[str, str | None] = {}
+    for n in ctx.nodes:
+        if type(n) is cst.Call and ctx.code(n).startswith(("tf.log", "tf.sqrt")):
+            r = targets.reaching(ctx, n)
+            out[ctx.code(n)] = f"{r.kind}@{ctx.line(r.node)}" if r is not None else None
+    return out
+
+
+def test_reaching_names_the_request_through_a_self_method():
+    got = _requests_reached("""
+        import tensorflow as tf
+        class Trainer:
+            def loss_fn(self, p):
+                return -tf.reduce_mean(tf.log(p))
+            def build(self, p, q):
+                self.opt = tf.train.AdamOptimizer()
+                step = self.opt.minimize(self.loss_fn(p))
+                grads = tf.gradients(tf.reduce_sum(tf.sqrt(q)), [q])
+                return step, grads
+    """)
+    assert got == {"tf.log(p)": "minimize@7", "tf.sqrt(q)": "tf_gradients@8"}
+
+
+def test_a_name_a_helper_assigns_is_not_a_read():
+    got = _requests_reached("""
+        import tensorflow as tf
+        def step(x):
+            loss = tf.reduce_mean(tf.square(model(x) - y))
+            return loss
+        train = tf.train.AdamOptimizer().minimize(step(x))
+        loss = -tf.reduce_mean(tf.log(p))
+        tf.summary.scalar("entropy", loss)
+    """)
+    assert got == {"tf.log(p)": None}

@@ -5,8 +5,9 @@
 - ``calls``: a call's arguments bound to a function's parameters;
 - ``models``: which layers a model holds (through call sites, ``self`` attributes and sibling
   modules of the project: ``siblings``);
-- ``gradients``: every gradient request (``ctx.gradient_calls``) and whether an expression
-  reaches a gradient target (``reaches_gradient``);
+- ``gradients``: every gradient request (``ctx.gradient_calls``);
+- ``targets``: whether an expression reaches a gradient target, and which one
+  (``gradient_targets(ctx).reaches`` / ``.reaching``): the one reachability query;
 - ``modes``: the execution mode (eager/graph) per scope;
 - ``dataflow``: branches a helper never runs under the constants it is called with;
 - ``producers``: where a value comes from (softmax, sigmoid, logits...);
@@ -33,14 +34,16 @@ from tflint_grad.analysis.context import (
     tf1_batch_norm_training,
 )
 from tflint_grad.analysis.dataflow import is_identity_activation, never_runs
-from tflint_grad.analysis.gradients import GradientCall, reaches_gradient
+from tflint_grad.analysis.gradients import GradientCall
 from tflint_grad.analysis.models import ModelInfo, loss_like_name, model_attribute_owners, modelish_name
 from tflint_grad.analysis.modes import mode_at
+from tflint_grad.analysis.targets import GradientTargets, gradient_targets
 
 __all__ = [
     "Binding",
     "FileContext",
     "GradientCall",
+    "GradientTargets",
     "ModelInfo",
     "ScopeNode",
     "TapeBlock",
@@ -49,6 +52,7 @@ __all__ = [
     "dependency_names",
     "dotted",
     "get_arg",
+    "gradient_targets",
     "has_keyword",
     "is_identity_activation",
     "is_update_ops_collection",
@@ -59,7 +63,6 @@ __all__ = [
     "modelish_name",
     "never_runs",
     "number",
-    "reaches_gradient",
     "string_value",
     "tf1_batch_norm_training",
 ]

@@ -20,11 +20,23 @@ class Binding:
     args: dict[str, list[cst.BaseExpression]] = field(default_factory=dict)
     exact: bool = True  # False: the call unpacks *seq/**mapping, any argument may reach any parameter
     defaulted: set[str] = field(default_factory=set)  # parameters that got their default value
+    # when not exact: the parameters the call still binds for sure (a keyword, a leading positional)
+    sure: dict[str, cst.BaseExpression] = field(default_factory=dict)
 
     def one(self, name: str) -> cst.BaseExpression | None:
         """The single expression bound to ``name`` (None when absent or ambiguous)."""
         values = self.args.get(name, [])
         return values[0] if self.exact and len(values) == 1 else None
+
+    def passed(self, name: str) -> cst.BaseExpression | bool | None:
+        """The expression the call passes for parameter ``name``; ``None`` when it passes none
+        (the default applies); ``False`` when it cannot be told (the call unpacks ``*seq``/``**mapping``)."""
+        if not self.exact:
+            return self.sure.get(name, False)
+        if name in self.defaulted:
+            return None
+        values = self.args.get(name, [])
+        return values[0] if len(values) == 1 else None
 
 
 def parameters(fn: cst.FunctionDef | cst.Lambda, *, skip_self: bool = False) -> list[cst.Param]:
@@ -46,6 +58,11 @@ def bind_arguments(fn: cst.FunctionDef | cst.Lambda, call: cst.Call, *, skip_sel
             if isinstance(star, cst.Param):
                 out.args[star.name.value] = values
         out.exact = False
+        for p, a in zip(params, [a for a in args if a.keyword is None]):
+            if a.star:
+                break
+            out.sure[p.name.value] = a.value
+        out.sure.update((a.keyword.value, a.value) for a in args if a.keyword is not None)
         return out
     positional = [a for a in args if a.keyword is None]
     keywords = {a.keyword.value: a for a in args if a.keyword is not None}

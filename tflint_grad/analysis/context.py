@@ -947,10 +947,12 @@ def dependencies(ctx: FileContext, expr: cst.CSTNode, budget: int = 4000) -> tup
                 p = ctx.parents.get(n)
                 if (isinstance(p, cst.Attribute) and p.attr is n) or (isinstance(p, cst.Arg) and p.keyword is n):
                     continue
+                if ctx.is_store(n):
+                    continue  # `loss = f(x)` in a helper binds `loss`: no read of a `loss` bound elsewhere
                 out.add(n.value)
             elif t is cst.Attribute:
                 d = dotted(n)
-                if not d or not d.startswith("self.") or d.count(".") != 1:
+                if not d or not d.startswith("self.") or d.count(".") != 1 or ctx.is_store(n):
                     continue
                 out.add(d)
             else:

@@ -1,5 +1,5 @@
 """Small per-file facts shared by the rules: analyses memoised on the :class:`FileContext`
-(``memo``), the file's TensorFlow/Keras aliases for fixes, and argument binding.
+(``memo``), and the file's TensorFlow/Keras aliases for fixes (argument binding: :mod:`~tflint_grad.analysis.calls`).
 
 ``memo(ctx, key, factory)`` builds an analysis once per file and keeps it on the context
 (``FileContext.release`` drops it with the tree): the numerics rules share one
@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TypeVar
-
-import libcst as cst
 
 from tflint_grad import tfapi
 from tflint_grad.analysis.context import FileContext
@@ -46,29 +44,3 @@ def keras_alias(ctx: FileContext) -> str | None:
             return local
     tf = tf_alias(ctx)
     return f"{tf}.keras" if tf else None
-
-
-def bind_argument(
-    fn: cst.FunctionDef | cst.Lambda, call: cst.Call, param: str, *, skip_self: bool
-) -> cst.BaseExpression | bool | None:
-    """The argument ``call`` passes for parameter ``param`` of ``fn``; ``None`` when not passed
-    (the default applies); ``False`` when it cannot be told (``*args``/``**kwargs``).
-    (The same contract as ``analysis.models.bind_argument``, which replaces it once merged.)"""
-    for a in call.args:
-        if a.keyword is not None and a.keyword.value == param:
-            return a.value
-    positional = [*fn.params.posonly_params, *fn.params.params]
-    if skip_self and positional:
-        positional = positional[1:]
-    names = [p.name.value for p in positional]
-    if param in names:
-        i = names.index(param)
-        args = [a for a in call.args if a.keyword is None]
-        for j, a in enumerate(args):
-            if a.star:
-                return False
-            if j == i:
-                return a.value
-    if any(a.star for a in call.args):
-        return False
-    return None

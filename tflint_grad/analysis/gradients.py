@@ -1,4 +1,4 @@
-"""Gradient calls as one fact, and "does this expression reach a gradient target".
+"""Gradient calls as one fact.
 
 Every way a script asks for gradients is recognised here, once per file
 (:func:`gradient_calls`, exposed as ``ctx.gradient_calls``):
@@ -14,15 +14,13 @@ Each :class:`GradientCall` says what is differentiated (``target``), with respec
 (``sources``; ``wrt``: the trainable variables of a model, a watched input such as an image
 in saliency/Grad-CAM/style transfer/adversarial code, or unknown) and under which tape.
 
-:func:`reaches_gradient` answers whether an expression flows into the target of one of
-those calls (through the file's assignments and into the bodies of local functions that the
-target calls). It over-approximates the data flow, so "does not reach" is the strong answer:
-an op that reaches no target is never differentiated.
+Whether an expression flows into the target of one of those calls is asked of
+:func:`~tflint_grad.analysis.targets.gradient_targets` (``reaches``, ``reaching``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import libcst as cst
@@ -67,8 +65,6 @@ class GradientCall:
     tape: TapeBlock | None = None  # the tape block recorded for ``tape.gradient``
     wrt: Wrt = "unknown"
     sources_keyword: str | None = None  # the keyword of the sources argument (`var_list`, `sources`...)
-    # ``id()`` of the binding statements and function bodies the target depends on (lazy)
-    _reached: set[int] | None = field(default=None, repr=False)
 
     @property
     def wrt_input(self) -> bool:
@@ -193,38 +189,3 @@ def _fed_or_produced_in(ctx: FileContext, name: str, block: cst.With) -> bool:
                 if isinstance(stmt, cst.Assign) and isinstance(stmt.value, cst.Call):
                     return True
     return False
-
-
-# -- reachability ---------------------------------------------------------------------------
-def _reached(ctx: FileContext, gc: GradientCall) -> set[int]:
-    if gc._reached is None:
-        from tflint_grad.analysis.context import dependencies
-
-        reached: set[int] = set()
-        if gc.target is not None:
-            _, reached = dependencies(ctx, gc.target)
-            reached.add(id(gc.target))
-        gc._reached = reached
-    return gc._reached
-
-
-def reaches_gradient(ctx: FileContext, expr: cst.CSTNode) -> GradientCall | None:
-    """The first gradient call whose target ``expr`` flows into, else None.
-
-    ``expr`` reaches a target when it lies inside the target expression, inside a binding
-    statement the target depends on, or inside a local function (or class) whose body the
-    target reads (a loss helper called from the tape).
-    """
-    calls = ctx.gradient_calls
-    if not calls:
-        return None
-    chain: list[int] = [id(expr)]
-    for a in ctx.ancestors(expr):
-        chain.append(id(a))
-    for gc in calls:
-        reached = _reached(ctx, gc)
-        if any(i in reached for i in chain):
-            return gc
-        if gc.target is not None and ctx.contains(gc.target, expr):
-            return gc
-    return None

@@ -401,24 +401,9 @@ class ModelResolver:
 
     def sequential(self, call: cst.Call, depth: int) -> ModelInfo:
         info = ModelInfo("model", description="a `Sequential` model")
-        arg = get_arg(call, "layers", 0)
-        calls: list[cst.Call] = []
-        if arg is not None and isinstance(arg.value, (cst.List, cst.Tuple)):
-            for el in arg.value.elements:
-                v = self.ctx.value_of(el.value, call)
-                if isinstance(v, cst.Call):
-                    calls.append(v)
         # model.add(...) on the bound name, before the model is used (notebook cells run in order)
-        stmt = self.ctx.statement_of(call)
-        if isinstance(stmt, cst.Assign) and len(stmt.targets) == 1:
-            name = dotted(stmt.targets[0].target)
-            if name:
-                for n in self.ctx._add_calls.get(name, ()):
-                    if n.args:
-                        v = self.ctx.value_of(n.args[0].value, n)
-                        if isinstance(v, cst.Call):
-                            calls.append(v)
-        self._merge(info, calls, depth)
+        listing = sequential_layers(self.ctx, call)
+        self._merge(info, [v for v in listing.layers if isinstance(v, cst.Call)], depth)
         return info
 
     def functional(self, call: cst.Call, depth: int) -> ModelInfo:
@@ -499,3 +484,51 @@ class ModelResolver:
                         info.description += f" built by `{fn.name.value}()`"
                         return info
         return ModelInfo("other", description=f"function `{fn.name.value}`")
+
+
+@dataclass
+class SequentialLayers:
+    """The layers of a ``Sequential(...)`` model as the code writes them."""
+
+    layers: list[cst.BaseExpression | None]  # resolved through assignments: the listed ones, then `.add`ed
+    literal: bool  # the `layers` argument, when passed, is a list/tuple without `*` unpacking
+
+
+def sequential_layers(ctx: FileContext, call: cst.Call, *, this_binding: bool = False) -> SequentialLayers:
+    """The layers of the ``Sequential`` model built by ``call``: its ``layers`` list, then the
+    ``X.add(layer)`` calls on the name ``X`` it is assigned to. ``this_binding``: only the
+    ``.add`` calls after ``call`` on this binding of ``X`` (in its scope, or on ``self.X``),
+    not those on a later ``X = Sequential()``."""
+    out = SequentialLayers([], True)
+    arg = get_arg(call, "layers", 0)
+    if arg is not None:
+        if isinstance(arg.value, (cst.List, cst.Tuple)):
+            for el in arg.value.elements:
+                out.literal = out.literal and not isinstance(el, cst.StarredElement)
+                out.layers.append(ctx.value_of(el.value, call))
+        else:
+            out.literal = False
+    stmt = ctx.statement_of(call)
+    if isinstance(stmt, cst.Assign) and len(stmt.targets) == 1:
+        name = dotted(stmt.targets[0].target)
+        if name:
+            start = ctx.index.get(call, 0)
+            for n in ctx._add_calls.get(name, ()):
+                if not n.args:
+                    continue
+                if this_binding and not _adds_to(ctx, n, call, stmt, name, start):
+                    continue
+                out.layers.append(ctx.value_of(n.args[0].value, n))
+    return out
+
+
+def _adds_to(ctx: FileContext, add: cst.Call, call: cst.Call, stmt: cst.Assign, name: str, start: int) -> bool:
+    """``name.add(...)`` comes after ``call`` and adds to the model that ``stmt`` binds."""
+    if ctx.index.get(add, 0) <= start:
+        return False
+    if name.startswith("self."):
+        return True
+    if ctx.scope_of(add) is not ctx.scope_of(call):
+        return False
+    rb = ctx.binding(add.func.value, add)  # type: ignore[attr-defined]
+    return rb is None or rb.node is stmt

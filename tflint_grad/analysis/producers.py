@@ -29,8 +29,10 @@ from typing import Literal, cast
 import libcst as cst
 
 from tflint_grad import tfapi
+from tflint_grad.analysis.calls import bind_arguments
 from tflint_grad.analysis.context import Binding, FileContext, dotted, get_arg, number, string_value
-from tflint_grad.analysis.facts import bind_argument, memo
+from tflint_grad.analysis.facts import memo
+from tflint_grad.analysis.models import sequential_layers
 from tflint_grad.analysis.targets import gradient_targets
 
 PROB = ("softmax", "sigmoid")
@@ -547,30 +549,10 @@ class Flow:
 
     def _sequential(self, ctor: cst.Call, depth: int, hops: int) -> Source:
         ctx = self.ctx
-        layers: list[cst.BaseExpression | None] = []
-        arg = get_arg(ctor, "layers", 0)
-        if arg is not None:
-            if not isinstance(arg.value, (cst.List, cst.Tuple)):
-                return UNKNOWN
-            for el in arg.value.elements:
-                if isinstance(el, cst.StarredElement):
-                    return UNKNOWN
-                layers.append(ctx.value_of(el.value, ctor))
-        stmt = ctx.statement_of(ctor)
-        if isinstance(stmt, cst.Assign) and len(stmt.targets) == 1:
-            name = dotted(stmt.targets[0].target)
-            if name:
-                start = ctx.index.get(ctor, 0)
-                for c in self.calls_named("add"):
-                    if not isinstance(c.func, cst.Attribute) or not c.args:
-                        continue
-                    if ctx.index.get(c, 0) > start and dotted(c.func.value) == name:
-                        if ctx.scope_of(c) is ctx.scope_of(ctor) or name.startswith("self."):
-                            # only the `.add` calls on this model (not on a later `model = Sequential()`)
-                            rb = ctx.binding(c.func.value, c)
-                            if rb is not None and rb.node is not stmt and not name.startswith("self."):
-                                continue
-                            layers.append(ctx.value_of(c.args[0].value, c))
+        listing = sequential_layers(ctx, ctor, this_binding=True)
+        if not listing.literal:
+            return UNKNOWN
+        layers = listing.layers
         for layer in reversed(layers):
             if not isinstance(layer, cst.Call):
                 return UNKNOWN
@@ -727,7 +709,7 @@ class Flow:
                     continue
             elif not (is_method and isinstance(func, cst.Attribute)):
                 continue
-            value = bind_argument(fn, site, b.name, skip_self=is_method)
+            value = bind_arguments(fn, site, skip_self=is_method).passed(b.name)
             if not isinstance(value, cst.BaseExpression):
                 continue
             if use is None:
@@ -789,8 +771,9 @@ def _literal_params(fn: cst.FunctionDef, use: cst.Call | None, skip_self: bool) 
                 out[p.name.value] = v
     if use is None:
         return out
+    bound = bind_arguments(fn, use, skip_self=skip_self)
     for p in every:
-        value = bind_argument(fn, use, p.name.value, skip_self=skip_self)
+        value = bound.passed(p.name.value)
         if value is None:
             continue  # the default applies
         out.pop(p.name.value, None)

@@ -1,14 +1,14 @@
-"""Gradient requests and "does this op reach a gradient target?" (TFG401-403, TFG501-503).
+"""Gradient requests and "does this op reach a gradient target?": the one reachability query
+(TFG201, TFG401-403, TFG501-503, producers, weights).
 
-:func:`gradient_targets` lists, once per file, the gradient requests (``tape.gradient``,
-``tf.gradients``, ``minimize``, ``compute_gradients``, ``get_gradients``, ``add_loss``, the
-loss of ``compile`` and the compiled model, ``create_train_op``) and the binding statements
-whose values flow into their targets; an op visibly lies on the path to a gradient target when
-one of its enclosing statements is among them (or the body of a function or ``self.method``
-the target reads). It over-approximates the data flow: "does not reach" is the strong answer.
-
-The requests themselves come from ``ctx.gradient_calls`` (``analysis.gradients``, the one
-recognizer); this module adds the file-wide reachability the numerics rules ask for.
+:func:`gradient_targets` lists, once per file, the gradient requests (``ctx.gradient_calls``
+from ``analysis.gradients``, the one recognizer: ``tape.gradient``, ``tf.gradients``,
+``minimize``, ``compute_gradients``, ``get_gradients``, ``add_loss``, the loss of ``compile``
+and the compiled model, ``create_train_op``) and the binding statements whose values flow into
+their targets; an op visibly lies on the path to a gradient target when one of its enclosing
+statements is among them (or the body of a function or ``self.method`` the target reads).
+It over-approximates the data flow: "does not reach" is the strong answer.
+``reaches`` asks about any request; ``reaching`` says which request (the first, in document order).
 """
 
 from __future__ import annotations
@@ -18,32 +18,21 @@ from typing import cast
 
 import libcst as cst
 
-from tflint_grad.analysis.context import FileContext, dotted
+from tflint_grad.analysis.context import FileContext, dependencies
 from tflint_grad.analysis.facts import memo
-
-
-@dataclass
-class GradientRequest:
-    """One request for gradients (the shape of ``analysis.gradients.GradientCall``)."""
-
-    node: cst.Call
-    kind: (
-        str  # tape | tf_gradients | compute_gradients | get_gradients | minimize | compile | add_loss | create_train_op
-    )
-    target: cst.BaseExpression  # what is differentiated (the loss)
-    sources: cst.BaseExpression | None = None  # with respect to what (the variable list), as written
-    sources_keyword: str | None = None  # its keyword (`var_list`, `sources`...)
+from tflint_grad.analysis.gradients import GradientCall
 
 
 @dataclass
 class GradientTargets:
     """The gradient requests of one file and what flows into their targets."""
 
-    requests: list[GradientRequest] = field(default_factory=list)
+    requests: list[GradientCall] = field(default_factory=list)  # those with a target
     targets: list[tuple[cst.Call, cst.CSTNode]] = field(default_factory=list)  # (call, target expression)
     reached: set[int] = field(default_factory=set)  # id() of target expressions and binding statements
+    _per_request: dict[int, set[int]] = field(default_factory=dict, repr=False)  # built on demand
 
-    def request(self, call: cst.CSTNode) -> GradientRequest | None:
+    def request(self, call: cst.CSTNode) -> GradientCall | None:
         """The gradient request made by ``call``, if it is one."""
         return next((r for r in self.requests if r.node is call), None)
 
@@ -54,10 +43,25 @@ class GradientTargets:
     def reaches(self, ctx: FileContext, node: cst.CSTNode) -> bool:
         """Whether ``node`` visibly lies on the path to a gradient target: it is inside a
         target expression, or inside a statement (or function) whose value flows into one."""
-        reached = self.reached
-        if id(node) in reached:
-            return True
-        return any(id(a) in reached for a in ctx.ancestors(node))
+        return _within(ctx, node, self.reached)
+
+    def reaching(self, ctx: FileContext, node: cst.CSTNode) -> GradientCall | None:
+        """The first request (in document order) whose target ``node`` visibly flows into."""
+        if not self.reaches(ctx, node):
+            return None
+        for r in self.requests:
+            reached = self._per_request.get(id(r))
+            if reached is None:
+                reached = self._per_request[id(r)] = _reach(ctx, [t for c, t in self.targets if c is r.node])
+            if _within(ctx, node, reached):
+                return r
+        return None
+
+
+def _within(ctx: FileContext, node: cst.CSTNode, reached: set[int]) -> bool:
+    if id(node) in reached:
+        return True
+    return any(id(a) in reached for a in ctx.ancestors(node))
 
 
 def _build(ctx: FileContext) -> GradientTargets:
@@ -65,70 +69,29 @@ def _build(ctx: FileContext) -> GradientTargets:
     for gc in ctx.gradient_calls:  # the one recognizer of gradient requests (analysis.gradients)
         if gc.target is None:
             continue
-        out.requests.append(GradientRequest(gc.node, gc.kind, gc.target, gc.sources, gc.sources_keyword))
+        out.requests.append(gc)
         out.targets.append((gc.node, gc.target))
         if gc.kind == "compile" and isinstance(gc.node.func, cst.Attribute):
             out.targets.append((gc.node, gc.node.func.value))  # the compiled model's layers feed its loss
-    for _, expr in out.targets:
-        out.reached.add(id(expr))
-        out.reached |= _flow_ids(ctx, expr, budget=6000)
-    if out.targets:
-        _narrow_compound(ctx, out)
-        _follow_methods(ctx, out)
+    out.reached = _reach(ctx, [expr for _, expr in out.targets])
     return out
 
 
-def _flow_ids(ctx: FileContext, expr: cst.CSTNode, budget: int) -> set[int]:
-    """``id()`` of the binding statements (and function/class bodies) whose values flow into
-    ``expr``: :func:`dependencies`, except that a name a function body *assigns* is not a read
-    (``loss = f(x)`` in a helper does not depend on a module-level ``loss`` bound later)."""
+def _reach(ctx: FileContext, exprs: list[cst.CSTNode]) -> set[int]:
+    """``id()`` of ``exprs`` and of what flows into them (statements, function and method bodies)."""
     reached: set[int] = set()
-    seen: set[int] = set()
-    todo: list[cst.CSTNode] = [expr]
-    while todo and budget > 0:
-        node = todo.pop()
-        if id(node) in seen or node not in ctx.index:
-            continue
-        seen.add(id(node))
-        for n in ctx.descendants(node):
-            budget -= 1
-            if budget <= 0:
-                break
-            t = type(n)
-            if t is cst.Name:
-                p = ctx.parents.get(n)
-                if (isinstance(p, cst.Attribute) and p.attr is n) or (isinstance(p, cst.Arg) and p.keyword is n):
-                    continue
-            elif t is cst.Attribute:
-                d = dotted(cast(cst.Attribute, n))
-                if not d or not d.startswith("self.") or d.count(".") != 1:
-                    continue
-            else:
-                continue
-            if ctx.is_store(n):
-                continue
-            b = ctx.binding(cast(cst.BaseExpression, n))  # a Name or self.attr (above)
-            if b is None or (b.kind in ("import", "param") and b.value is None):
-                continue
-            reached.add(id(b.node))
-            if b.kind in ("def", "class"):
-                todo.append(b.node)
-                continue
-            if b.value is not None:
-                todo.append(b.value)
-            if b.kind == "augassign":
-                todo.append(b.node.value)  # type: ignore[attr-defined]
-                for earlier in ctx.bindings_of(b.name, b.scope):
-                    if earlier.index < b.index and earlier.value is not None:
-                        reached.add(id(earlier.node))
-                        todo.append(earlier.value)
+    for expr in exprs:
+        reached.add(id(expr))
+        reached |= dependencies(ctx, expr, budget=6000)[1]
+    if exprs:
+        _narrow_compound(ctx, reached)
+        _follow_methods(ctx, reached)
     return reached
 
 
-def _narrow_compound(ctx: FileContext, out: GradientTargets) -> None:
+def _narrow_compound(ctx: FileContext, reached: set[int]) -> None:
     """A name bound by ``for x in it`` / ``with c as x`` reaches the target through ``it`` /
     ``c`` only, not through the whole body of the statement."""
-    reached = out.reached
     for n in ctx.nodes:
         t = type(n)
         if (t is cst.For or t is cst.With) and id(n) in reached:
@@ -142,7 +105,7 @@ def _narrow_compound(ctx: FileContext, out: GradientTargets) -> None:
                     reached.add(id(item))
 
 
-def _follow_methods(ctx: FileContext, out: GradientTargets) -> None:
+def _follow_methods(ctx: FileContext, reached: set[int]) -> None:
     """``self.loss_fn(...)`` read on the path: the method's body is on the path too."""
     calls = [
         n
@@ -156,7 +119,7 @@ def _follow_methods(ctx: FileContext, out: GradientTargets) -> None:
     for _ in range(4):
         new = False
         for c in calls:
-            if id(c) in done or not out.reaches(ctx, c):
+            if id(c) in done or not _within(ctx, c, reached):
                 continue
             done.add(id(c))
             cls = next((a for a in ctx.ancestors(c) if isinstance(a, cst.ClassDef)), None)
@@ -164,9 +127,9 @@ def _follow_methods(ctx: FileContext, out: GradientTargets) -> None:
                 continue
             name = c.func.attr.value  # type: ignore[attr-defined]
             for stmt in cls.body.body:
-                if isinstance(stmt, cst.FunctionDef) and stmt.name.value == name and id(stmt) not in out.reached:
-                    out.reached.add(id(stmt))
-                    out.reached |= _flow_ids(ctx, stmt, budget=3000)
+                if isinstance(stmt, cst.FunctionDef) and stmt.name.value == name and id(stmt) not in reached:
+                    reached.add(id(stmt))
+                    reached |= dependencies(ctx, stmt, budget=3000)[1]
                     new = True
         if not new:
             break

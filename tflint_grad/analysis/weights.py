@@ -27,6 +27,7 @@ from typing import Any, cast
 import libcst as cst
 
 from tflint_grad import tfapi
+from tflint_grad.analysis.calls import bind_arguments
 from tflint_grad.analysis.context import (
     FileContext,
     dependencies,
@@ -35,7 +36,7 @@ from tflint_grad.analysis.context import (
     number,
     string_value,
 )
-from tflint_grad.analysis.facts import bind_argument, memo, tf_alias
+from tflint_grad.analysis.facts import memo, tf_alias
 from tflint_grad.analysis.targets import gradient_targets
 
 _LOOPS = (cst.For, cst.While, cst.CompFor, cst.ListComp, cst.GeneratorExp, cst.SetComp, cst.DictComp)
@@ -598,8 +599,9 @@ class WeightIndex:
     @staticmethod
     def _bind(fn: cst.FunctionDef, site: cst.Call, skip_self: bool) -> list[tuple[str, cst.BaseExpression]]:
         out: list[tuple[str, cst.BaseExpression]] = []
+        bound = bind_arguments(fn, site, skip_self=skip_self)
         for p in [*fn.params.posonly_params, *fn.params.params, *fn.params.kwonly_params]:
-            value = bind_argument(fn, site, p.name.value, skip_self=skip_self)
+            value = bound.passed(p.name.value)
             if isinstance(value, cst.BaseExpression):
                 out.append((p.name.value, value))
         return out
