@@ -163,8 +163,10 @@ def cli_section(files: list[str], reps: int) -> tuple[str, dict]:
 
 def marginal_section(files: list[str]) -> tuple[str, dict]:
     sys.path.insert(0, REPO)
+    from tflint_grad import verdicts
     from tflint_grad.engine import lint_bytes
-    from tflint_grad.tracer import runner, sandbox, warm
+    from tflint_grad.settings import TraceSettings
+    from tflint_grad.tracer import sandbox, warm
 
     captured: list = []
 
@@ -196,10 +198,10 @@ def marginal_section(files: list[str]) -> tuple[str, dict]:
                 with open(os.path.join(REPO, path), "rb") as fh:
                     source = fh.read()
                 result = lint_bytes(source, os.path.join(REPO, path))
-                options = runner.TraceOptions(jobs=1, cache=False, warm=how == "warm")
+                options = TraceSettings(jobs=1, cache=False, warm=how == "warm")
                 captured.clear()
                 t0 = time.monotonic()
-                runner.confirm([result], options, pool=pool if how == "warm" else None)
+                verdicts.confirm([result], options, pool=pool if how == "warm" else None)
                 wall = time.monotonic() - t0
                 own = sum(o.run_duration for o in captured)
                 over[how].append(wall - own)
