@@ -24,12 +24,19 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from typing import Any
+from typing import TYPE_CHECKING
 
 from tflint_grad.finding import Finding, Verdict
 from tflint_grad.rule import Outcome, Rule
 from tflint_grad.settings import TraceSettings
 from tflint_grad.tracer.events import TraceResult
+
+if TYPE_CHECKING:
+    from tflint_grad.engine import Result
+    from tflint_grad.settings import Settings
+    from tflint_grad.sourcefile import SourceFile
+    from tflint_grad.tracer.runner import TraceJob
+    from tflint_grad.tracer.warm import WarmPool
 
 # Ended by a limit of the tracer (or died): the run was cut short, so even a flagged line that ran
 # gets no verdict (an oracle judges the steps it asked for, not a fragment of the first one).
@@ -38,7 +45,7 @@ CUT_SHORT = ("timeout", "memory", "killed", "crashed")
 _LINE_REF = re.compile(r"\bline (\d+)\b")
 
 
-def _display_line(src: Any, line: int) -> str:
+def _display_line(src: SourceFile | None, line: int) -> str:
     if src is not None and src.is_notebook:
         cell, cell_line = src.locate(line)
         if cell is not None:
@@ -46,13 +53,13 @@ def _display_line(src: Any, line: int) -> str:
     return f"line {line}"
 
 
-def _map_reason(src: Any, reason: str | None) -> str | None:
+def _map_reason(src: SourceFile | None, reason: str | None) -> str | None:
     if reason is None or src is None or not src.is_notebook:
         return reason
     return _LINE_REF.sub(lambda m: _display_line(src, int(m.group(1))), reason)
 
 
-def _not_reached(trace: TraceResult, src: Any, line: int) -> str:
+def _not_reached(trace: TraceResult, src: SourceFile | None, line: int) -> str:
     where = _display_line(src, line)
     if trace.status == "stopped":
         return f"flagged {where} not reached within {trace.steps} training steps"
@@ -71,7 +78,7 @@ def _with_stand_ins(outcome: Outcome, trace: TraceResult) -> Outcome:
     return Outcome(outcome.verdict, f"{outcome.evidence} (traced with {'; '.join(trace.stand_ins)})")
 
 
-def judge(finding: Finding, rule: type[Rule] | None, trace: TraceResult, src: Any = None) -> Outcome:
+def judge(finding: Finding, rule: type[Rule] | None, trace: TraceResult, src: SourceFile | None = None) -> Outcome:
     """The verdict for one finding from one trace. Never raises."""
     line = finding.data.get("source_line", finding.line) if isinstance(finding.data, dict) else finding.line
     if not trace.executed(line):
@@ -102,7 +109,7 @@ def judge(finding: Finding, rule: type[Rule] | None, trace: TraceResult, src: An
     return _with_stand_ins(Outcome(outcome.verdict, evidence), trace)
 
 
-def give_verdicts(findings: list[Finding], trace: TraceResult, src: Any = None) -> list[Finding]:
+def give_verdicts(findings: list[Finding], trace: TraceResult, src: SourceFile | None = None) -> list[Finding]:
     """New findings with verdicts (TFG000 and already judged findings are kept as they are)."""
     from tflint_grad.registry import by_code
 
@@ -117,7 +124,9 @@ def give_verdicts(findings: list[Finding], trace: TraceResult, src: Any = None) 
     return out
 
 
-def discovered(result: Any, src: Any, trace: TraceResult, settings: Any, warnings: list[str]) -> list[Finding]:
+def discovered(
+    result: Result, src: SourceFile | None, trace: TraceResult, settings: Settings | None, warnings: list[str]
+) -> list[Finding]:
     """Findings of trace-only rules (``rule.discover``), noqa-filtered, not already in ``result``."""
     from tflint_grad import suppressions
     from tflint_grad.engine import make_finding
@@ -158,10 +167,9 @@ def discovered(result: Any, src: Any, trace: TraceResult, settings: Any, warning
 # -- choosing the files ----------------------------------------------------------------------------
 
 
-def _source_of(result: Any) -> Any:
-    src = getattr(result, "source", None)
-    if src is not None:
-        return src
+def _source_of(result: Result) -> SourceFile | None:
+    if result.source is not None:
+        return result.source
     try:
         from tflint_grad.sourcefile import load
 
@@ -171,10 +179,10 @@ def _source_of(result: Any) -> Any:
         return None
 
 
-def _wants_trace(result: Any, src: Any, settings: TraceSettings) -> bool:
+def _wants_trace(result: Result, src: SourceFile | None, settings: TraceSettings) -> bool:
     if any(f.code == "TFG000" for f in result.findings):
         return False  # not analyzable (Python 2, bad encoding...): it cannot run either
-    if result.findings or getattr(result, "candidates", None):
+    if result.findings or result.candidates:
         return True
     if settings.confirm_all and src is not None and src.problem is None:
         from tflint_grad.engine import is_tf_source
@@ -183,7 +191,7 @@ def _wants_trace(result: Any, src: Any, settings: TraceSettings) -> bool:
     return False
 
 
-def _job_for(result: Any, src: Any) -> Any:
+def _job_for(result: Result, src: SourceFile | None) -> TraceJob | None:
     from tflint_grad.tracer.runner import TraceJob, safe_name
 
     if src is None or src.problem is not None:
@@ -196,12 +204,12 @@ def _job_for(result: Any, src: Any) -> Any:
 
 
 def confirm(
-    results: list[Any],
+    results: list[Result],
     settings: TraceSettings | None = None,
     *,
-    lint_settings: Any = None,
+    lint_settings: Settings | None = None,
     traces: dict[str, TraceResult] | None = None,
-    pool: Any = None,
+    pool: WarmPool | None = None,
 ) -> list[str]:
     """Trace the files of ``results`` and give each finding its verdict; returns warnings.
 
@@ -236,7 +244,7 @@ def confirm(
             findings = give_verdicts(result.findings, trace, src)
             findings += discovered(result, src, trace, lint_settings, warnings)
             result.findings = sorted(findings, key=Finding.sort_key)
-            if getattr(result, "candidates", None):  # low-confidence findings kept aside: judged too
+            if result.candidates:  # low-confidence findings kept aside: judged too
                 judged = give_verdicts(result.candidates, trace, src)
                 # a candidate is reported only when the trace confirms it
                 promoted = [f for f in judged if f.verdict == Verdict.CONFIRMED]
