@@ -3,15 +3,16 @@
 ``python bench/check_traversal.py [--positions] [--findings] FILE_OR_DIR...`` (default: the
 installed keras, tf_keras and tensorflow packages). For every file that libcst parses:
 
-- it builds the ``FileContext`` twice, once with the collector's own walk (whitespace nodes
-  kept, ``analysis._SKIP_WHITESPACE = False``) and once with ``module.visit`` (what the
+- it builds the ``FileContext`` twice, once with the collector's own walk (trivia nodes
+  kept, ``analysis._SKIP_TRIVIA = False``) and once with ``module.visit`` (what the
   collector used before), and compares the node order, parents, scopes, subtree ends,
   bindings, imports and the other indexes by node identity;
-- ``--positions``: every node's range from the fast position computation against
+- ``--positions``: every node's range from the fast position computation, and from the lazy
+  one (per top-level statement, first lines from CPython's ``ast``), against
   ``MetadataWrapper.resolve(PositionProvider)``;
 - ``--findings``: the findings (codes, positions, messages, fixes, data) and internal errors
-  of ``lint_bytes`` with whitespace nodes left out of the ``FileContext`` (the default)
-  against those with them in.
+  of ``lint_bytes`` with trivia nodes (whitespace, comments, punctuation) left out of the
+  ``FileContext`` (the default) against those with them in.
 
 Prints the mismatches; exit 1 if any.
 """
@@ -26,7 +27,8 @@ import sys
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 
-from tflint_grad import analysis
+from tflint_grad.analysis import context as analysis
+from tflint_grad.analysis.positions import Positions, _FastPositions
 
 
 def _package_files() -> list[str]:
@@ -59,11 +61,11 @@ def _findings(raw: bytes, path: str, skip: bool):
 
     from tflint_grad.engine import lint_bytes
 
-    analysis._SKIP_WHITESPACE = skip
+    analysis._SKIP_TRIVIA = skip
     try:
         r = lint_bytes(raw, path)
     finally:
-        analysis._SKIP_WHITESPACE = True
+        analysis._SKIP_TRIVIA = True
     out = []
     for f in r.findings:
         d = f.to_dict()
@@ -126,12 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("paths", nargs="*")
     ap.add_argument("--positions", action="store_true", help="also compare every node's position")
-    ap.add_argument(
-        "--findings", action="store_true", help="also compare the findings with and without whitespace nodes"
-    )
+    ap.add_argument("--findings", action="store_true", help="also compare the findings with and without trivia nodes")
     args = ap.parse_args(argv)
     files = _files(args.paths)
-    checked = skipped = bad = 0
+    checked = skipped = bad = lazy_fallbacks = 0
     for path in files:
         if args.findings:
             with open(path, "rb") as f:
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             a, b = _findings(raw, path, True), _findings(raw, path, False)
             if a != b:
                 bad += 1
-                print(f"{path}: findings differ without whitespace nodes:")
+                print(f"{path}: findings differ without trivia nodes:")
                 for line in sorted(set(a[0]) ^ set(b[0])):
                     print("    " + line[:300])
                 if a[1] != b[1]:
@@ -151,13 +151,13 @@ def main(argv: list[str] | None = None) -> int:
         except Exception:
             skipped += 1
             continue
-        analysis._SKIP_WHITESPACE = False
+        analysis._SKIP_TRIVIA = False
         try:
             new = analysis.FileContext(module, text, path)
         except RecursionError:
             new = None
         finally:
-            analysis._SKIP_WHITESPACE = True
+            analysis._SKIP_TRIVIA = True
         try:
             old = _old_context(module, text, path)
         except RecursionError:
@@ -173,10 +173,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.positions and not problems:
             try:
                 slow = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
-                fast = analysis._FastPositions().compute(module)
                 slow_t = {id(k): ((v.start.line, v.start.column), (v.end.line, v.end.column)) for k, v in slow.items()}
+                fast = _FastPositions().compute(module)
                 if {id(k): v for k, v in fast.items()} != slow_t:
                     problems.append("positions differ")
+                lazy = Positions(module, text, new._top_statement)
+                body = set(module.body)  # the module's header and footer lines have no statement
+                if any(lazy[n] != slow_t[id(n)] for n in new.nodes if new._top_statement(n) in body):
+                    problems.append("lazy positions differ")
+                if lazy._whole:
+                    lazy_fallbacks += 1
+                    print(f"{path}: lazy positions fell back to the whole module")
             except RecursionError:
                 pass
         checked += 1
@@ -184,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
             bad += 1
             print(f"{path}: " + "; ".join(problems))
     print(f"checked {checked} files ({skipped} skipped: unparseable or too deep for both), {bad} with differences")
+    if args.positions:
+        print(f"lazy positions fell back to the whole module in {lazy_fallbacks} files")
     return 1 if bad else 0
 
 

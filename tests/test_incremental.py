@@ -10,7 +10,7 @@ import libcst as cst
 import pytest
 
 from tflint_grad import api
-from tflint_grad.analysis.context import _FastPositions, positions_by_statement
+from tflint_grad.analysis.positions import Positions, _FastPositions
 from tflint_grad.engine import lint_file
 from tflint_grad.incremental import ParseCache
 from tflint_grad.sourcefile import SourceFile
@@ -48,15 +48,21 @@ def _edit(text: str, r: random.Random) -> str:
 
 
 def _assert_same_positions(mine: cst.Module, full: cst.Module, known) -> None:
-    """Every node of the incremental tree has the position of its twin in the full parse."""
+    """Every node of the incremental tree's statements has the position of its twin in the
+    full parse: from the positions kept across lints (the server's way) and from the lazy
+    per-statement ones with ``ast`` first lines (the command line's way)."""
     assert known is not None
-    ours = positions_by_statement(mine, known)
     theirs = _FastPositions().compute(full)
-    stack = [(mine, full)]
-    while stack:
-        a, b = stack.pop()
-        assert ours.get(a) == theirs.get(b), (type(a).__name__, ours.get(a), theirs.get(b))
-        stack.extend(zip(a.children, b.children))
+    kept = Positions(mine, mine.code, lambda node: None, known)
+    lazy = Positions(full, full.code, lambda node: None)
+    for a_stmt, b_stmt in zip(mine.body, full.body, strict=True):
+        ours, cli = kept.statement(a_stmt), lazy.statement(b_stmt)
+        stack = [(a_stmt, b_stmt)]
+        while stack:
+            a, b = stack.pop()
+            assert ours.get(a) == theirs.get(b) == cli.get(b), (type(a).__name__, ours.get(a), theirs.get(b))
+            stack.extend(zip(a.children, b.children))
+    assert not lazy._whole  # no statement needed the whole module's positions
 
 
 def _full(text: str):

@@ -44,11 +44,12 @@ import tomllib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import pathspec
+from typing import TYPE_CHECKING, Any
 
 from tflint_grad.settings import SelectionError, Settings, TraceSettings, expand
+
+if TYPE_CHECKING:
+    import pathspec
 
 SECTION = "tool.tflint-grad"
 CONFIG_FILES = (".tflint-grad.toml", "tflint-grad.toml", "pyproject.toml")
@@ -140,7 +141,17 @@ class RootedSpec:
     def __init__(self, patterns: Iterable[str], root: Path | str) -> None:
         self.patterns = list(patterns)
         self.root = os.path.abspath(root)
-        self.spec = pathspec.GitIgnoreSpec.from_lines(self.patterns)
+        self._spec: pathspec.GitIgnoreSpec | None = None
+
+    @property
+    def spec(self) -> pathspec.GitIgnoreSpec:
+        """Compiled on first use: a run on explicit files never needs the excludes
+        (``pathspec`` costs ~20 ms of start-up)."""
+        if self._spec is None:
+            import pathspec
+
+            self._spec = pathspec.GitIgnoreSpec.from_lines(self.patterns)
+        return self._spec
 
     def relative(self, path: str) -> str:
         absolute = os.path.abspath(path)

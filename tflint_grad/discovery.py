@@ -21,10 +21,12 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import pathspec
+from typing import TYPE_CHECKING
 
 from tflint_grad.config import ALWAYS_SKIP_DIRS, Config, Resolver
+
+if TYPE_CHECKING:
+    import pathspec
 
 EXTENSIONS = (".py", ".ipynb")
 
@@ -68,6 +70,8 @@ class _Ignores:
                 lines = f.read().splitlines()
         except OSError:
             return False
+        import pathspec  # only when walking folders (start-up of a run on explicit files)
+
         spec = pathspec.GitIgnoreSpec.from_lines(lines)
         self.specs.append((base, spec))
         return True

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import libcst as cst
 
-from tflint_grad import suppressions
+from tflint_grad import parsing, suppressions
 from tflint_grad.analysis import FileContext
 from tflint_grad.finding import Edit, Finding, Fix
 from tflint_grad.registry import all_rules, by_code
@@ -80,7 +80,7 @@ def lint_file(
     if paused:
         gc.disable()
     try:
-        return _lint_file(src, settings, parse or cst.parse_module)
+        return _lint_file(src, settings, parse or parsing.parse_module)
     finally:
         if paused:
             gc.enable()
@@ -115,7 +115,7 @@ def _lint_file(src: SourceFile, settings: Settings | None, parse: Callable[[str]
         _cheap_syntax_check(src, result)
         return result
     if src.is_notebook:
-        parse = cst.parse_module  # cells may be left out and re-parsed: no incremental parse
+        parse = parsing.parse_module  # cells may be left out and re-parsed: no incremental parse
     module, parsed, problems = _parse(src, parse)
     result.findings.extend(_tfg000(src, p) for p in problems)  # always reported (see above)
     if module is None:
@@ -282,7 +282,7 @@ def _cell_fix(src: SourceFile, fix: Fix) -> Fix | None:
 
 
 def _parse(
-    src: SourceFile, parse: Callable[[str], cst.Module] = cst.parse_module
+    src: SourceFile, parse: Callable[[str], cst.Module] = parsing.parse_module
 ) -> tuple[cst.Module | None, SourceFile, list[Problem]]:
     """One libcst parse. In a notebook a cell that does not parse gets its own problem and
     is left out (blank lines: the other cells keep their lines); the rest is analysed."""

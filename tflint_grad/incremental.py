@@ -24,7 +24,8 @@ from itertools import pairwise
 
 import libcst as cst
 
-from tflint_grad.analysis.context import StatementPositions
+from tflint_grad import parsing
+from tflint_grad.analysis.positions import StatementPositions
 
 _COOKIE = re.compile(r"^[ \t\f]*#.*coding[:=]", re.MULTILINE)
 _MAX_PATHS = 8
@@ -60,7 +61,7 @@ class ParseCache:
             self._positions.pop(gone, None)
         if module is None:
             self._positions[path] = {}
-            return cst.parse_module(text)
+            return parsing.parse_module(text)
         known = self._positions.get(path, {})
         self._positions[path] = {s: known[s] for s in module.body if s in known}
         return module
@@ -157,7 +158,7 @@ def _trivia(line: str) -> bool:
 
 def _parse_chunk(text: str, first: bool) -> _Chunk | None:
     try:
-        module = cst.parse_module(text)
+        module = parsing.parse_module(text)
     except Exception:
         return None
     if not module.body or module.code != text:

@@ -3,9 +3,10 @@
 No libcst metadata providers are used on the hot path (they cost ~7x a parse):
 parents, document order, import aliases and name bindings are recorded by a
 single walk (not ``module.visit``, which rebuilds the tree), and positions are
-computed lazily, only for files that have findings. Whitespace and comment nodes
-(``SimpleWhitespace``, ``Newline``, ``EmptyLine``, ``Comment``...) are not recorded:
-they are not in ``nodes``, ``index``, ``parents``...
+computed lazily, only for files that have findings. Whitespace, comments and punctuation
+(``SimpleWhitespace``, ``Newline``, ``Comment``, ``Comma``, ``Dot``, ``LeftParen``, operator
+tokens such as ``Add``...) are not recorded: they are not in ``nodes``, ``index``,
+``parents``... (rules read an operator as a field: ``type(binop.operator)``).
 
 Vocabulary:
 - *scope*: the nearest enclosing ``Module``, ``FunctionDef``, ``Lambda`` or ``ClassDef``.
@@ -24,10 +25,9 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 import libcst as cst
-from libcst.metadata import MetadataWrapper, PositionProvider
-from libcst.metadata.position_provider import PositionProvidingCodegenState
 
 from tflint_grad import tfapi
+from tflint_grad.analysis.positions import Positions, StatementPositions
 
 if TYPE_CHECKING:
     from tflint_grad.analysis.gradients import GradientCall
@@ -41,19 +41,36 @@ _SCOPE_TYPES = frozenset(_SCOPES)
 # (and re-validates) every node on the way back up, even for a read-only CSTVisitor, which
 # cost more than the parse. The walk visits the same nodes in the same order (libcst's:
 # the order of the ``visit_*(self, "field", ...)`` calls in each node's
-# ``_visit_and_replace_children``), minus whitespace (below). Trees deeper than libcst's
+# ``_visit_and_replace_children``), minus trivia (below). Trees deeper than libcst's
 # own visit could handle (~280-330 levels at the default recursion limit) still raise
 # RecursionError, which the engine turns into TFG000 as before.
 _MAX_DEPTH = 290
 _CHILD_FIELDS: dict[type, tuple[str, ...] | None] = {}
-# Whitespace and comment nodes (half of all nodes) are not recorded: no rule looks at them,
-# and every loop over ``nodes``/``descendants()`` is shorter. ``False`` records them too (the
-# exact ``module.visit`` order; bench/check_traversal.py compares both ways).
-_SKIP_WHITESPACE = True
-_WHITESPACE = frozenset(
-    {cst.SimpleWhitespace, cst.ParenthesizedWhitespace, cst.Newline, cst.EmptyLine, cst.TrailingWhitespace, cst.Comment}
+# Trivia are not recorded: whitespace and comments (half of all nodes), punctuation and
+# operator tokens (a fifth of the rest). No rule looks at them as nodes (an operator is read
+# as a field: ``type(binop.operator)``), and every loop over ``nodes``/``descendants()`` is
+# shorter. ``False`` records them too (the exact ``module.visit`` order;
+# bench/check_traversal.py compares both ways).
+_SKIP_TRIVIA = True
+_WHITESPACE = (cst.SimpleWhitespace, cst.ParenthesizedWhitespace, cst.Newline, cst.EmptyLine, cst.TrailingWhitespace)
+_PUNCTUATION = (cst.Comma, cst.Dot, cst.Colon, cst.Semicolon, cst.AssignEqual, cst.ImportStar)
+_BRACKETS = (
+    cst.LeftParen,
+    cst.RightParen,
+    cst.LeftSquareBracket,
+    cst.RightSquareBracket,
+    cst.LeftCurlyBrace,
+    cst.RightCurlyBrace,
 )
-_IS_NODE: dict[type, bool] = {}  # isinstance(x, CSTNode) by type (CSTNode is an ABC: isinstance is slow)
+_OPERATORS = tuple(
+    t
+    for base in (cst.BaseBinaryOp, cst.BaseBooleanOp, cst.BaseCompOp, cst.BaseUnaryOp, cst.BaseAugOp)
+    for t in vars(cst).values()
+    if isinstance(t, type) and issubclass(t, base) and t is not base and not t.__name__.startswith("Base")
+)
+_TRIVIA = frozenset({*_WHITESPACE, cst.Comment, *_PUNCTUATION, *_BRACKETS, *_OPERATORS})
+# Per type: whether a field value is a node the walk records (CSTNode is an ABC: isinstance is slow).
+_RECORDED: dict[type, bool] = {}
 
 
 def _child_fields(t: type) -> tuple[str, ...] | None:
@@ -80,115 +97,6 @@ def _child_fields(t: type) -> tuple[str, ...] | None:
         fields = None
     _CHILD_FIELDS[t] = fields
     return fields
-
-
-class _FastPositions(PositionProvider):
-    """``PositionProvider``'s positions without ``MetadataWrapper`` (whose ``resolve`` also
-    runs an empty batched visit of the whole tree, as costly as the codegen itself) and with
-    cheaper bookkeeping (:class:`_PositionState`). Values: ``((line, col), (end_line,
-    end_col))``, 1-based lines, 0-based columns, the same numbers as ``CodeRange``
-    (bench/check_traversal.py --positions compares them on every node)."""
-
-    def compute(self, module: cst.Module) -> dict:
-        self._computed = {}
-        state = _PositionState(
-            default_indent=module.default_indent, default_newline=module.default_newline, provider=self
-        )
-        module._codegen(state)
-        return self._computed
-
-
-# One top-level statement's positions as if it began the file (lines from 1), and its line count.
-StatementPositions = tuple[dict, int]
-
-
-def positions_by_statement(module: cst.Module, known: dict[cst.CSTNode, StatementPositions]) -> dict:
-    """``_FastPositions().compute(module)``, re-using the positions of the top-level
-    statements in ``known`` (shifted to their line) and adding the others to it: a statement
-    generates the same code wherever it starts at column 0, so only its first line moves."""
-    provider = _FastPositions()
-    computed: dict = {}
-    provider._computed = computed
-    state = _PositionState(
-        default_indent=module.default_indent, default_newline=module.default_newline, provider=provider
-    )
-    state.before_codegen(module)
-    for h in module.header:
-        h._codegen(state)
-    for stmt in module.body:
-        rel = known.get(stmt)
-        if rel is None:
-            alone = _FastPositions()
-            alone._computed = {}
-            sub = _PositionState(
-                default_indent=module.default_indent, default_newline=module.default_newline, provider=alone
-            )
-            stmt._codegen(sub)
-            rel = known[stmt] = (alone._computed, sub.line - 1)
-        shift = state.line - 1
-        if shift:
-            for node, ((line, col), (end_line, end_col)) in rel[0].items():
-                computed[node] = ((line + shift, col), (end_line + shift, end_col))
-        else:
-            computed.update(rel[0])
-        state.line += rel[1]
-        state.tokens.append("")  # the statement's code is not needed, only that there is some
-    for f in module.footer:
-        f._codegen(state)
-    if module.has_trailing_newline and not state.tokens:
-        state.add_token(state.default_newline)
-    state.after_codegen(module)
-    return computed
-
-
-class _PositionState(PositionProvidingCodegenState):
-    """``PositionProvidingCodegenState`` with a fast path for tokens without a newline,
-    tuples instead of ``CodePosition``/``CodeRange`` objects and a slotted context manager
-    instead of a generator-based one (same positions)."""
-
-    def add_token(self, value: str) -> None:
-        self.tokens.append(value)
-        if "\n" in value or "\r" in value:
-            self._update_position(value)
-        else:
-            self.column += len(value)
-
-    def add_indent_tokens(self) -> None:
-        for token in self.indent_tokens:
-            self.add_token(token)
-
-    def before_codegen(self, node: cst.CSTNode) -> None:
-        self._stack.append((self.line, self.column))
-
-    def after_codegen(self, node: cst.CSTNode) -> None:
-        start = self._stack.pop()
-        computed = self.provider._computed
-        if node not in computed:
-            computed[node] = (start, (self.line, self.column))
-
-    def record_syntactic_position(self, node, *, start_node=None, end_node=None):  # type: ignore[override]
-        return _SyntacticPosition(self, node, start_node, end_node)
-
-
-class _SyntacticPosition:
-    __slots__ = ("end_node", "node", "start", "start_node", "state")
-
-    def __init__(self, state: _PositionState, node, start_node, end_node) -> None:
-        self.state = state
-        self.node = node
-        self.start_node = start_node
-        self.end_node = end_node
-
-    def __enter__(self) -> None:
-        self.start = (self.state.line, self.state.column)
-
-    def __exit__(self, *exc) -> bool:
-        state = self.state
-        computed = state.provider._computed
-        start = computed[self.start_node][0] if self.start_node is not None else self.start
-        end = computed[self.end_node][1] if self.end_node is not None else (state.line, state.column)
-        computed[self.node] = (start, end)
-        return False
 
 
 @dataclass
@@ -273,7 +181,7 @@ class _Collector(cst.CSTVisitor):
 
     def walk(self, root: cst.CSTNode) -> None:
         """``root.visit(self)`` without libcst's node rebuilding: the same nodes in the same
-        order (whitespace and comments left out unless ``_SKIP_WHITESPACE`` is off), the same
+        order (trivia left out unless ``_SKIP_TRIVIA`` is off), the same
         facts as ``on_visit``/``on_leave`` (kept as the reference, see
         bench/check_traversal.py), with the bookkeeping inlined."""
         ctx = self.ctx
@@ -282,10 +190,14 @@ class _Collector(cst.CSTVisitor):
         special = self._handlers()
         scope_types = _SCOPE_TYPES
         fields_of = _child_fields
-        skip = _WHITESPACE if _SKIP_WHITESPACE else frozenset()
-        is_node = _IS_NODE if _SKIP_WHITESPACE else {}
+        skip = _TRIVIA if _SKIP_TRIVIA else frozenset()
+        recorded = _RECORDED if _SKIP_TRIVIA else {}
         node_type = cst.CSTNode
         sequence_types = (tuple, list)
+
+        def is_recorded(vt: type) -> bool:
+            ok = recorded[vt] = issubclass(vt, node_type) and vt not in skip
+            return ok
 
         def visit(node: cst.CSTNode, parent: cst.CSTNode | None, depth: int) -> None:
             if depth > _MAX_DEPTH:
@@ -314,12 +226,16 @@ class _Collector(cst.CSTVisitor):
                     vt = type(value)
                     if vt in sequence_types:
                         for child in value:
-                            if type(child) not in skip and isinstance(child, node_type):
+                            ct = type(child)
+                            ok = recorded.get(ct)
+                            if ok is None:
+                                ok = is_recorded(ct)
+                            if ok:
                                 visit(child, node, depth + 1)
                         continue
-                    ok = is_node.get(vt)
+                    ok = recorded.get(vt)
                     if ok is None:
-                        ok = is_node[vt] = isinstance(value, node_type) and vt not in skip
+                        ok = is_recorded(vt)
                     if ok:
                         visit(value, node, depth + 1)
             end[node] = len(nodes)
@@ -521,7 +437,7 @@ class FileContext:
         self.classes: dict[str, cst.ClassDef] = {}
         self._with_nodes: list[cst.With] = []
         self._qualname_cache: dict[cst.CSTNode, str | None] = {}
-        self._positions = None
+        self._positions: Positions | None = None
         _Collector(self).walk(module)
 
     def release(self) -> None:
@@ -572,18 +488,17 @@ class FileContext:
     def range(self, node: cst.CSTNode) -> tuple[int, int, int, int]:
         """1-based (line, column, end_line, end_column) of a node; end is exclusive."""
         if self._positions is None:
-            try:
-                if self._statement_positions is not None:
-                    self._positions = positions_by_statement(self.module, self._statement_positions)
-                else:
-                    self._positions = _FastPositions().compute(self.module)
-            except (AttributeError, TypeError):  # libcst internals changed: the public way
-                self._positions = MetadataWrapper(self.module, unsafe_skip_copy=True).resolve(PositionProvider)
-        r = self._positions[node]
-        if type(r) is tuple:
-            (line, col), (end_line, end_col) = r
-            return line, col + 1, end_line, end_col + 1
-        return r.start.line, r.start.column + 1, r.end.line, r.end.column + 1
+            self._positions = Positions(self.module, self.source, self._top_statement, self._statement_positions)
+        (line, col), (end_line, end_col) = self._positions[node]
+        return line, col + 1, end_line, end_col + 1
+
+    def _top_statement(self, node: cst.CSTNode) -> cst.CSTNode | None:
+        """The top-level statement that holds ``node`` (None: the module, or not in the tree)."""
+        module, parents = self.module, self.parents
+        parent = parents.get(node)
+        while parent is not None and parent is not module:
+            node, parent = parent, parents.get(parent)
+        return node if parent is module else None
 
     def line(self, node: cst.CSTNode) -> int:
         return self.range(node)[0]

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import libcst as cst
 
-from tflint_grad import tfapi
+from tflint_grad import parsing, tfapi
 
 if TYPE_CHECKING:
     from tflint_grad.analysis.context import FileContext
@@ -81,7 +81,7 @@ def load(path: str) -> FileContext | None:
         try:
             with open(path, encoding="utf-8") as f:
                 text = f.read()
-            ctx = FileContext(cst.parse_module(text), text, path)
+            ctx = FileContext(parsing.parse_module(text), text, path)
         except (OSError, UnicodeDecodeError, cst.ParserSyntaxError, RecursionError, ValueError):
             ctx = None
     _CACHE[path] = (st.st_mtime, ctx)
