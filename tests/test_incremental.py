@@ -53,15 +53,19 @@ def _assert_same_positions(mine: cst.Module, full: cst.Module, known) -> None:
     per-statement ones with ``ast`` first lines (the command line's way)."""
     assert known is not None
     theirs = _FastPositions().compute(full)
+    tops: dict[cst.CSTNode, cst.CSTNode] = {}
     kept = Positions(mine, mine.code, lambda node: None, known)
+    one_by_one = Positions(mine, mine.code, tops.get, known)  # a node at a time, as a finding asks
     lazy = Positions(full, full.code, lambda node: None)
     for a_stmt, b_stmt in zip(mine.body, full.body, strict=True):
         ours, cli = kept.statement(a_stmt), lazy.statement(b_stmt)
         stack = [(a_stmt, b_stmt)]
         while stack:
             a, b = stack.pop()
-            assert ours.get(a) == theirs.get(b) == cli.get(b), (type(a).__name__, ours.get(a), theirs.get(b))
+            tops[a] = a_stmt
+            assert ours.get(a) == theirs.get(b) == cli.get(b) == one_by_one[a], (type(a).__name__, a, b)
             stack.extend(zip(a.children, b.children))
+    assert not one_by_one._whole
     assert not lazy._whole  # no statement needed the whole module's positions
 
 
@@ -109,6 +113,43 @@ def test_an_edit_reparses_only_the_changed_statements():
     assert cache.reused == 50  # every statement but the edited one
     assert module.deep_equals(cst.parse_module(edited)) and module.code == edited
     _assert_same_positions(module, cst.parse_module(edited), cache.statement_positions("a.py"))
+
+
+BLOCKS = "#!/usr/bin/env python\n# a header\nimport tensorflow as tf\n\n" + "".join(
+    f"# step {i}\ndef f{i}(x):\n    return tf.nn.relu(x)\n\n" for i in range(20)
+)
+# edits at the seams between unchanged chunks: what is typed there may belong to the chunk
+# before (an indented comment closes a block) or after (blank lines and comments lead it)
+SEAM_EDITS = {
+    "a comment before a statement": lambda t: t.replace("# step 7\n", "# step 7\n# more\n"),
+    "a blank line before a comment": lambda t: t.replace("\n# step 7\n", "\n\n# step 7\n"),
+    "an indented comment after a block": lambda t: t.replace("\n\n# step 7\n", "\n    # end of f6\n\n# step 7\n"),
+    "a statement typed at the end of a block": lambda t: t.replace("\n\n# step 7\n", "\n    y = 1\n\n# step 7\n"),
+    "a copy of a statement": lambda t: t.replace("# step 7\n", "def f3(x):\n    return tf.nn.relu(x)\n# step 7\n"),
+    "everything before a statement deleted": lambda t: t[t.index("# step 7\n") :],
+    "the last statement without its newline": lambda t: t.rstrip("\n"),
+    "a new first statement": lambda t: "import numpy as np\n" + t,
+    "two statements joined": lambda t: t.replace("\n\n# step 7\n", "\n# step 7\n"),
+}
+
+
+@pytest.mark.parametrize("edit", SEAM_EDITS.values(), ids=SEAM_EDITS.keys())
+def test_edits_at_the_seams_between_chunks_give_the_full_parse(edit):
+    cache = ParseCache()
+    cache.parse("a.py", BLOCKS)
+    edited = edit(BLOCKS)
+    module = cache.parse("a.py", edited)
+    full = cst.parse_module(edited)
+    assert module.deep_equals(full) and module.code == edited
+    seen: set[int] = set()  # a node appears once in a tree (the positions are keyed by node)
+    stack: list[cst.CSTNode] = [module]
+    while stack:
+        node = stack.pop()
+        assert id(node) not in seen, type(node).__name__
+        seen.add(id(node))
+        stack.extend(node.children)
+    _assert_same_positions(module, full, cache.statement_positions("a.py"))
+    assert cache.reused >= len(module.body) - 3  # only the chunks near the edit were parsed again
 
 
 @pytest.mark.parametrize(

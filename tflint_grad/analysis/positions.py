@@ -147,9 +147,25 @@ class Positions:
             return r
         if not self._whole:
             stmt = self.top(node)
-            if stmt is None or stmt in self._generated or not self._statement(stmt):
+            if stmt is not None and self.known is not None:
+                r = self._shifted(stmt, node)
+                if r is not None:
+                    return r
+                self._whole_module()
+            elif stmt is None or stmt in self._generated or not self._statement(stmt):
                 self._whole_module()
         return self._ranges[node]
+
+    def _shifted(self, stmt: cst.CSTNode, node: cst.CSTNode) -> Range | None:
+        """The server's way: the kept position of ``node`` in ``stmt``, moved to its line."""
+        starts = self._first_lines()
+        line = starts.get(stmt) if starts is not None else None
+        rel = self._relative(stmt)[0].get(node) if line is not None else None
+        if line is None or rel is None:
+            return None
+        (a, b), (c, d) = rel
+        r = self._ranges[node] = ((a + line - 1, b), (c + line - 1, d))
+        return r
 
     def statement(self, stmt: cst.CSTNode) -> dict[cst.CSTNode, Range]:
         """Every position inside one top-level statement (for tests and tools)."""
