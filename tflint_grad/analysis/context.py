@@ -62,11 +62,15 @@ _BRACKETS = (
     cst.LeftCurlyBrace,
     cst.RightCurlyBrace,
 )
-_OPERATORS = tuple(
-    t
-    for base in (cst.BaseBinaryOp, cst.BaseBooleanOp, cst.BaseCompOp, cst.BaseUnaryOp, cst.BaseAugOp)
-    for t in vars(cst).values()
-    if isinstance(t, type) and issubclass(t, base) and t is not base and not t.__name__.startswith("Base")
+_OPERATORS = (
+    *(cst.Add, cst.Subtract, cst.Multiply, cst.Divide, cst.FloorDivide, cst.Modulo, cst.Power, cst.MatrixMultiply),
+    *(cst.LeftShift, cst.RightShift, cst.BitAnd, cst.BitOr, cst.BitXor, cst.And, cst.Or),
+    *(cst.Plus, cst.Minus, cst.BitInvert, cst.Not),
+    *(cst.Equal, cst.NotEqual, cst.LessThan, cst.LessThanEqual, cst.GreaterThan, cst.GreaterThanEqual),
+    *(cst.In, cst.NotIn, cst.Is, cst.IsNot),
+    *(cst.AddAssign, cst.SubtractAssign, cst.MultiplyAssign, cst.DivideAssign, cst.FloorDivideAssign),
+    *(cst.ModuloAssign, cst.PowerAssign, cst.MatrixMultiplyAssign, cst.LeftShiftAssign, cst.RightShiftAssign),
+    *(cst.BitAndAssign, cst.BitOrAssign, cst.BitXorAssign),
 )
 _TRIVIA = frozenset({*_WHITESPACE, cst.Comment, *_PUNCTUATION, *_BRACKETS, *_OPERATORS})
 # Per type: whether a field value is a node the walk records (CSTNode is an ABC: isinstance is slow).
