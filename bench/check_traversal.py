@@ -6,7 +6,9 @@ installed keras, tf_keras and tensorflow packages). For every file that libcst p
 - it builds the ``FileContext`` twice, once with the collector's own walk (trivia nodes
   kept, ``analysis._SKIP_TRIVIA = False``) and once with ``module.visit`` (what the
   collector used before), and compares the node order, parents, scopes, subtree ends,
-  bindings, imports and the other indexes by node identity;
+  bindings, imports and the other indexes by node identity; and once more as the engine
+  builds it (trivia left out, fields that can only hold trivia not read): the same nodes
+  as the full walk minus trivia;
 - ``--positions``: every node's range from the fast position computation, and from the lazy
   one (per top-level statement, first lines from CPython's ``ast``), against
   ``MetadataWrapper.resolve(PositionProvider)``;
@@ -170,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
                 skipped += 1
             continue
         problems = compare(new, old)
+        lean = analysis.FileContext(module, text, path)  # trivia left out (the default)
+        if lean.nodes != [n for n in new.nodes if type(n) not in analysis._TRIVIA]:
+            problems.append("the walk without trivia records other nodes than the full walk minus trivia")
         if args.positions and not problems:
             try:
                 slow = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import typing
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -101,6 +102,39 @@ def _child_fields(t: type) -> tuple[str, ...] | None:
         fields = None
     _CHILD_FIELDS[t] = fields
     return fields
+
+
+_RECORDED_FIELDS: dict[type, tuple[str, ...] | None] = {}
+_TRIVIA_TYPES = (cst.BaseParenthesizableWhitespace, *_TRIVIA, cst.MaybeSentinel, type(None))
+
+
+def _recorded_fields(t: type) -> tuple[str, ...] | None:
+    """:func:`_child_fields` without the fields that can only hold trivia, read from the
+    dataclass annotations (``whitespace_after_func: BaseParenthesizableWhitespace``,
+    ``comma: Union[Comma, MaybeSentinel]``, ``lpar: Sequence[LeftParen]``): two thirds of
+    libcst's child fields, not read at all by the walk."""
+    try:
+        return _RECORDED_FIELDS[t]
+    except KeyError:
+        pass
+    fields = _child_fields(t)
+    if fields is not None:
+        try:
+            annotations = {f.name: f.type for f in dataclasses.fields(t)}
+            fields = tuple(f for f in fields if not _only_trivia(annotations[f]))
+        except Exception:
+            pass  # an annotation this cannot read: every child field
+    _RECORDED_FIELDS[t] = fields
+    return fields
+
+
+def _only_trivia(annotation: object) -> bool:
+    """Whether a field annotated so can only hold trivia (or nothing)."""
+    args = typing.get_args(annotation)
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or origin is Sequence or origin in (list, tuple):
+        return bool(args) and all(a is Ellipsis or _only_trivia(a) for a in args)
+    return isinstance(annotation, type) and issubclass(annotation, _TRIVIA_TYPES)
 
 
 @dataclass
@@ -193,7 +227,7 @@ class _Collector(cst.CSTVisitor):
         scopes = self.scopes
         special = self._handlers()
         scope_types = _SCOPE_TYPES
-        fields_of = _child_fields
+        fields_of = _recorded_fields if _SKIP_TRIVIA else _child_fields
         skip = _TRIVIA if _SKIP_TRIVIA else frozenset()
         recorded = _RECORDED if _SKIP_TRIVIA else {}
         node_type = cst.CSTNode
