@@ -85,6 +85,7 @@ def test_runnable_cells_are_analysed(backend, case):
     "cell",
     [
         "    import tensorflow as tf\n    x = 1\n    if x:\n        y = 2\n",  # indented as a whole
+        " import tensorflow as tf\n x = (1,\n      2)\nprint(x)\n",  # only the first line's indent (IPython 8's reading)
         "%%time\nimport tensorflow as tf\n!ls\n",  # %%time runs its body as Python
         "%%capture out\n%pip install foo\nimport tensorflow as tf\n",
         "%%writefile train.py\nimport tensorflow as tf\nprint tf.__version__\n",  # not Python: not parsed
@@ -105,6 +106,7 @@ def test_fallback_makes_the_same_python_as_ipython(monkeypatch):
     if not HAVE_IPYTHON:
         pytest.skip("IPython is not installed")
     sources = [*RUNNABLE.values(), "    a = 1\n    b = 2\n", "%%time\n!ls\nx = 1\n", "ls ./data", "x = 1 % 2\n"]
+    sources += [" a = (1,\n      2)\nprint(a)\n"]
     sources += ["!pip install a \\\n  b\nif x:\n    !echo hi\n", "obj?\n", "%%writefile a.py\nx\n"]
     monkeypatch.delenv(cells.ENV_SWITCH, raising=False)
     with_ipython = [cells.to_python(s) for s in sources]

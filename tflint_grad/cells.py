@@ -243,8 +243,15 @@ def _manager() -> Any:
 @lru_cache(maxsize=2)
 def _make_manager(mod: ModuleType) -> Any:
     manager = mod.TransformerManager()
-    # Leading blank lines and cell magics are handled before; the rest as IPython does.
-    manager.cleanup_transforms = [t for t in manager.cleanup_transforms if t is not mod.leading_empty_lines]
+    # Leading blank lines and cell magics are handled before; the rest as IPython does, but a
+    # cell whose first line is indented loses that indentation on every line that has it
+    # (IPython 8; IPython 9 removes only the indentation common to all lines, so such a cell
+    # fails there): the lenient reading, whatever the IPython version, as the fallback does.
+    manager.cleanup_transforms = [
+        _dedent if t is getattr(mod, "leading_indent", None) else t
+        for t in manager.cleanup_transforms
+        if t is not mod.leading_empty_lines
+    ]
     manager.line_transforms = []
     manager.token_transformers = [_keep_lines(cls) for cls in manager.token_transformers]
     return manager
