@@ -3,11 +3,10 @@ settings errors attributed to the editor, and latency on a 5,000-line file (the 
 for these bounds as tests):
 a real client (pytest-lsp) over stdio, a client that resolves code actions as VS Code and
 Neovim do. Code actions must answer within 0.3 s, also while the server lints an edit;
-fix-all is computed only when resolved; the diagnostics of a burst of edits arrive after
-one re-lint of the final text plus the debounce and 0.5 s (the re-lint's time is measured in
-the test, in this process, as the server's worker does it: only the changed statements are
-re-parsed. It is the engine's cost, not the server's: about 0.5 s of CPU for this file, against
-1.5 s for a full lint; on a loaded machine the wall clock is higher: see bench/RESULTS.md)."""
+fix-all is computed only when resolved; the diagnostics of a burst of edits arrive within
+the debounce and 0.5 s of the last edit (the issue's bound; on a loaded machine stretched by
+the slow-down measured in the test), and one re-lint of the file, as the server's worker does
+it (only the changed statements re-parsed), costs at most 0.35 s of CPU (see bench/RESULTS.md)."""
 
 from __future__ import annotations
 
@@ -153,14 +152,15 @@ async def test_diagnostics_after_edits_on_a_5000_line_file(client: LanguageClien
     await _diagnostics(client, uri, lambda: _open(client, uri, text))
     path = str(tmp_path / "big.py")
 
-    def relint(edit: int) -> float:
-        """An edit's lint as the server's worker does it (the previous text's parse is cached)."""
+    def relint(edit: int) -> tuple[float, float]:
+        """An edit's lint as the server's worker does it (the previous text's parse is cached):
+        (wall-clock, CPU) seconds."""
         api.lint_text(path, text)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         api.lint_text(path, f"x{edit} = {edit}\n" + text)
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, time.process_time() - c0
 
-    one_lint = relint(0)
+    before = relint(0)
 
     # a burst of 10 edits 20 ms apart: one lint of the final text, published once
     async def burst() -> None:
@@ -177,12 +177,17 @@ async def test_diagnostics_after_edits_on_a_5000_line_file(client: LanguageClien
     first = next(i for i, line in enumerate(text.splitlines()) if "model0.variables" in line)
     tfg101 = [d for d in params.diagnostics if d.code == "TFG101"]
     assert tfg101[0].range.start.line == first + 10  # moved down by the 10 inserted lines
-    one_lint = max(one_lint, relint(1))  # measured before and after: the load varies
-    # one re-lint of the final text, not one per edit (10 edits), not a full lint: the bound
-    # allows for the load of a shared machine changing between the measurements (x2), not for
-    # queued stale runs
-    bound = 2 * one_lint + DEBOUNCE + 0.5
-    assert latency <= bound, f"{latency:.2f}s after the last edit; one re-lint takes {one_lint:.2f}s"
+    after = relint(1)
+    # The issue's bound: diagnostics within the debounce + 0.5 s of the last edit. The engine's
+    # part is checked in CPU seconds, which the load of a shared machine barely changes: one
+    # re-lint of this file fits well inside 0.5 s. The wall clock is then held to the same
+    # bound, stretched only by the slow-down measured here (wall / CPU of the same re-lint,
+    # before and after: 1 on an idle machine, 2 when another job holds the other core).
+    cpu = min(before[1], after[1])
+    assert cpu <= 0.35, f"one re-lint of the 5,000-line file takes {cpu:.2f}s of CPU"
+    slowdown = max(1.0, before[0] / before[1], after[0] / after[1])
+    bound = DEBOUNCE + 0.5 * slowdown
+    assert latency <= bound, f"{latency:.2f}s after the last edit (slow-down {slowdown:.1f}: bound {bound:.2f}s)"
 
 
 # -- the same configuration and noqa rules as the CLI ------------------------------------------
