@@ -354,11 +354,7 @@ class GradientWrtNonTrainable(Rule):
     def _var_list(self, call: cst.Call) -> cst.BaseExpression | None:
         """The variable list of a gradient request (``ctx.gradient_calls``) or of
         ``apply_gradients(zip(grads, X))``."""
-        by_node = self.__dict__.get("_by_node")
-        if by_node is None:
-            by_node = {id(gc.node): gc for gc in self.ctx.gradient_calls}
-            self.__dict__["_by_node"] = by_node
-        gc = by_node.get(id(call))
+        gc = self.ctx.gradient_call(call)
         if gc is not None:
             return gc.sources if gc.kind != "compile" else None
         func = call.func

@@ -598,7 +598,7 @@ class MissingTrainingFlag(Rule):
     def _inference_intended(self, tape) -> bool:
         """Every gradient taken from this tape is w.r.t. a watched input or an activation
         (saliency, Grad-CAM, style transfer, adversarial examples): inference mode is intended."""
-        calls = [gc for gc in self.ctx.gradient_calls if gc.tape is tape]
+        calls = self.ctx.gradient_calls_of(tape)
         return bool(calls) and all(gc.wrt_input for gc in calls)
 
     def _model_info(self, callee: cst.BaseExpression, at: cst.CSTNode) -> ModelInfo | None:
@@ -697,7 +697,7 @@ class MissingTrainingFlag(Rule):
         return Fix("Pass `training=True`", (edit,), "unsafe")
 
     def _source_between(self, l0: int, c0: int, l1: int, c1: int) -> str | None:
-        lines = self.ctx.source.splitlines(keepends=True)
+        lines = self.ctx.source_lines
         if not (1 <= l0 <= l1 <= len(lines)):
             return None
         if l0 == l1:

@@ -450,7 +450,7 @@ class UpdateOpsNotRun(Rule):
         if prefix is None:
             return None
         l0, c0, l1, c1 = ctx.range(stmt)
-        lines = ctx.source.splitlines(keepends=True)
+        lines = ctx.source_lines
         if not (1 <= l0 <= l1 <= len(lines)):
             return None
         indent = lines[l0 - 1][: c0 - 1]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -206,6 +207,10 @@ class TapeBlock:
     with_node: cst.With
     name: str | None
     persistent: bool
+
+
+def _binding_index(b: Binding) -> int:
+    return b.index
 
 
 def dotted(expr: cst.BaseExpression | None) -> str | None:
@@ -591,6 +596,11 @@ class FileContext:
     def code(self, node: cst.CSTNode) -> str:
         return self.module.code_for_node(node)
 
+    @cached_property
+    def source_lines(self) -> list[str]:
+        """``source.splitlines(keepends=True)``, split once per file (fixes slice it)."""
+        return self.source.splitlines(keepends=True)
+
     # -- names --------------------------------------------------------------------
     def qualname(self, expr: cst.CSTNode | None) -> str | None:
         """Canonical dotted name of a Name/Attribute chain rooted in an import."""
@@ -659,11 +669,12 @@ class FileContext:
             if found and not (isinstance(scope, cst.ClassDef) and not first):
                 # the last binding before the use; bindings inside the statement that uses the
                 # name do not count (x = f(x)). Scanned from the end: files with many bindings
-                # of one name (a long script's `loss`, `grads`) would be quadratic otherwise.
-                for b in reversed(found):
-                    if (b.index < pos or b.kind == "param") and (
-                        b.kind in ("for", "with", "param") or not self.contains(b.node, at)
-                    ):
+                # of one name (a long script's `loss`, `grads`) would be quadratic otherwise, and
+                # the bindings after the use are skipped by bisection (each list is in document
+                # order; a parameter's index, its function's, is always before a use it binds).
+                for i in range(bisect_left(found, pos, key=_binding_index) - 1, -1, -1):
+                    b = found[i]
+                    if b.kind in ("for", "with", "param") or not self.contains(b.node, at):
                         return b
                 if not first or isinstance(scope, cst.Module):
                     return found[-1]
@@ -792,9 +803,76 @@ class FileContext:
 
         return gradient_calls(self)
 
+    @cached_property
+    def _gradient_call_by_node(self) -> dict[int, GradientCall]:
+        return {id(gc.node): gc for gc in self.gradient_calls}
+
+    def gradient_call(self, call: cst.CSTNode) -> GradientCall | None:
+        """The gradient request that ``call`` makes (one of ``gradient_calls``), if any."""
+        return self._gradient_call_by_node.get(id(call))
+
+    @cached_property
+    def _gradient_calls_by_tape(self) -> dict[int, list[GradientCall]]:
+        out: dict[int, list[GradientCall]] = {}
+        for gc in self.gradient_calls:
+            if gc.tape is not None:
+                out.setdefault(id(gc.tape), []).append(gc)
+        return out
+
+    def gradient_calls_of(self, tape: TapeBlock) -> list[GradientCall]:
+        """The ``tape.gradient`` requests recorded by ``tape``, in document order."""
+        return self._gradient_calls_by_tape.get(id(tape), [])
+
+    @cached_property
+    def _tape_by_with(self) -> dict[int, TapeBlock]:
+        """The tape of each ``with`` node (the last item's, for ``with tape1, tape2:``)."""
+        return {id(t.with_node): t for t in self.tapes}
+
+    @cached_property
+    def _tapes_named(self) -> dict[tuple[int, str | None], list[TapeBlock]]:
+        """The tapes by (``id`` of the scope of their ``with``, name), in document order."""
+        out: dict[tuple[int, str | None], list[TapeBlock]] = {}
+        for t in self.tapes:
+            out.setdefault((id(self.scope_of(t.with_node)), t.name), []).append(t)
+        return out
+
+    def tapes_named(self, name: str | None, scope: ScopeNode) -> list[TapeBlock]:
+        """The ``with ... as <name>:`` tape blocks directly in ``scope``, in document order
+        (``name`` None: the tapes not bound to a name)."""
+        return self._tapes_named.get((id(scope), name), [])
+
+    def tape_before(self, name: str | None, scope: ScopeNode, node: cst.CSTNode) -> TapeBlock | None:
+        """The last tape block named ``name`` in ``scope`` whose ``with`` starts before ``node``."""
+        blocks = self.tapes_named(name, scope)
+        if not blocks:
+            return None
+        index = self.index
+        i = bisect_left(blocks, index.get(node, 0), key=lambda t: index[t.with_node])
+        return blocks[i - 1] if i else None
+
+    def in_tape_body(self, node: cst.CSTNode, name: str, scope: ScopeNode) -> bool:
+        """Whether ``node`` is (in) the body of a tape block named ``name`` in ``scope``."""
+        blocks = self.tapes_named(name, scope)
+        if not blocks or node not in self.index:
+            return False
+        bodies = self._tape_bodies.get((id(scope), name))
+        if bodies is None:
+            bodies = self._tape_bodies[(id(scope), name)] = {id(t.with_node.body) for t in blocks}
+        parents = self.parents
+        cur: cst.CSTNode | None = node
+        while cur is not None:
+            if id(cur) in bodies:
+                return True
+            cur = parents.get(cur)
+        return False
+
+    @cached_property
+    def _tape_bodies(self) -> dict[tuple[int, str], set[int]]:
+        return {}
+
     def enclosing_tape(self, node: cst.CSTNode) -> TapeBlock | None:
         """The GradientTape ``with`` block whose body runs ``node`` (not via a nested def)."""
-        by_node = {id(t.with_node): t for t in self.tapes}
+        by_node = self._tape_by_with
         if not by_node:
             return None
         for a in self.ancestors(node):

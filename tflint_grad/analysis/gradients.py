@@ -115,12 +115,7 @@ def _tape_of(ctx: FileContext, receiver: cst.BaseExpression, at: cst.CSTNode) ->
     """The ``with tf.GradientTape() as <receiver>`` block that recorded this tape (the last one
     before ``at`` with that name, in the same scope)."""
     name = receiver.value if isinstance(receiver, cst.Name) else None
-    pos = ctx.index.get(at, 0)
-    best = None
-    for t in ctx.tapes:
-        if t.name == name and ctx.index[t.with_node] < pos and ctx.scope_of(t.with_node) is ctx.scope_of(at):
-            best = t
-    return best
+    return ctx.tape_before(name, ctx.scope_of(at), at)
 
 
 def _names_in(expr: cst.BaseExpression) -> list[cst.BaseExpression]:

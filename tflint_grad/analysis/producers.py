@@ -138,6 +138,7 @@ class Flow:
         # literal arguments a helper is read under: id(FunctionDef) -> {parameter: value}
         self._env: dict[int, dict[str, object]] = {}
         self._env_key: tuple = ()
+        self._sites: dict[int, LossSite | None] = {}  # id(call) -> loss_site(self, call)
 
     # -- public ---------------------------------------------------------------------------
     def source(self, expr: cst.BaseExpression | None, at: cst.CSTNode | None = None) -> Source:
@@ -875,7 +876,16 @@ def _from_logits(call: cst.Call, position: int) -> tuple[cst.Arg | None, bool | 
 
 
 def loss_site(flow: Flow, call: cst.Call) -> LossSite | None:
-    """Describe ``call`` if it computes a cross-entropy whose prediction kind is checkable."""
+    """Describe ``call`` if it computes a cross-entropy whose prediction kind is checkable
+    (once per call and file: TFG402 and TFG503 both ask, the one ``Flow`` keeps the answer)."""
+    sites = flow._sites
+    key = id(call)
+    if key not in sites:
+        sites[key] = _loss_site(flow, call)
+    return sites[key]
+
+
+def _loss_site(flow: Flow, call: cst.Call) -> LossSite | None:
     ctx = flow.ctx
     qn = ctx.call_name(call)
     if qn is not None:
