@@ -270,13 +270,8 @@ class GradientWrtNonTrainable(Rule):
         found = getattr(self, "_zip_apply_calls", None)
         if found is None:
             found = self._zip_apply_calls = {}
-            for n in self.ctx.nodes:
-                if not (
-                    type(n) is cst.Call
-                    and isinstance(n.func, cst.Attribute)
-                    and n.func.attr.value == "apply_gradients"
-                    and n.args
-                ):
+            for n in self.ctx.calls_named("apply_gradients"):
+                if not (isinstance(n.func, cst.Attribute) and n.func.attr.value == "apply_gradients" and n.args):
                     continue
                 zipped = n.args[0].value
                 if (
@@ -333,9 +328,7 @@ class GradientWrtNonTrainable(Rule):
         found = None
         bn = tfapi.names("layers", "batch_norm_classes")
         tf1_bn = {row[0] for row in tfapi.table("layers", "tf1_batch_norm")}
-        for n in ctx.nodes:
-            if type(n) is not cst.Call:
-                continue
+        for n in ctx.nodes_of(cst.Call):
             qn = ctx.call_name(n) or ""
             last = qn.rsplit(".", 1)[-1]
             if qn in tf1_bn or last in bn:

@@ -262,7 +262,6 @@ class UpdateOpsNotRun(Rule):
         self._bns: list[cst.Call] | None = None
         self._consumers: list[tuple[cst.CSTNode, cst.CSTNode, bool]] | None = None
         self._methods = tfapi.names("graph", "train_methods")
-        self._calls_by_name: dict[str, list[cst.Call]] | None = None
         self._bn_lines: list[int] | None = None
 
     # -- static ---------------------------------------------------------------------
@@ -270,8 +269,10 @@ class UpdateOpsNotRun(Rule):
         func = node.func
         if not isinstance(func, cst.Attribute) or func.attr.value not in self._methods:
             return
+        if not self._tf1_optimizer(func.value, node):
+            return
         bns = self._training_bns()
-        if not bns or not self._tf1_optimizer(func.value, node):
+        if not bns:
             return
         if self._protected(node):
             return
@@ -316,7 +317,7 @@ class UpdateOpsNotRun(Rule):
     def _training_bns(self) -> list[cst.Call]:
         if self._bns is None:
             ctx = self.ctx
-            self._bns = [n for n in ctx.nodes if type(n) is cst.Call and tf1_batch_norm_training(ctx, n)]
+            self._bns = [n for n in ctx.nodes_of(cst.Call) if tf1_batch_norm_training(ctx, n)]
         return self._bns
 
     def _tf1_optimizer(self, receiver: cst.BaseExpression, at: cst.CSTNode) -> bool:
@@ -352,16 +353,7 @@ class UpdateOpsNotRun(Rule):
         if id(fn) in seen or len(seen) > 4:
             return False
         seen.add(id(fn))
-        if self._calls_by_name is None:
-            index: dict[str, list[cst.Call]] = {}
-            for n in self.ctx.nodes:
-                if type(n) is cst.Call:
-                    f = n.func
-                    key = f.value if isinstance(f, cst.Name) else f.attr.value if isinstance(f, cst.Attribute) else None
-                    if key is not None:
-                        index.setdefault(key, []).append(n)
-            self._calls_by_name = index
-        for n in self._calls_by_name.get(fn.name.value, ()):
+        for n in self.ctx.calls_named(fn.name.value):
             if self._under_update_deps(n):
                 return True
             outer = next((a for a in self.ctx.ancestors(n) if isinstance(a, cst.FunctionDef)), None)

@@ -22,7 +22,7 @@ from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from tflint_grad.analysis.models import ModelInfo
 
 ScopeNode = cst.CSTNode  # Module | FunctionDef | Lambda | ClassDef
+_N = TypeVar("_N", bound=cst.CSTNode)
 _SCOPES = (cst.Module, cst.FunctionDef, cst.Lambda, cst.ClassDef)
 _SCOPE_TYPES = frozenset(_SCOPES)
 
@@ -568,6 +569,36 @@ class FileContext:
         """All nodes under ``node`` (inclusive), in document order."""
         return self.nodes[self.index[node] : self.end[node]]
 
+    @cached_property
+    def _nodes_by_type(self) -> dict[type, list[cst.CSTNode]]:
+        out: dict[type, list[cst.CSTNode]] = {}
+        for n in self.nodes:
+            found = out.get(type(n))
+            if found is None:
+                out[type(n)] = [n]
+            else:
+                found.append(n)
+        return out
+
+    def nodes_of(self, node_type: type[_N]) -> list[_N]:
+        """Every node of exactly type ``node_type`` (``cst.Call``...), in document order
+        (indexed once per file: a query over the calls does not scan every node)."""
+        return self._nodes_by_type.get(node_type, [])  # type: ignore[return-value]
+
+    @cached_property
+    def _calls_by_name(self) -> dict[str, list[cst.Call]]:
+        out: dict[str, list[cst.Call]] = {}
+        for n in self.nodes_of(cst.Call):
+            f = n.func
+            key = f.value if isinstance(f, cst.Name) else f.attr.value if isinstance(f, cst.Attribute) else None
+            if key is not None:
+                out.setdefault(key, []).append(n)
+        return out
+
+    def calls_named(self, name: str) -> list[cst.Call]:
+        """Calls ``name(...)`` or ``obj.name(...)`` anywhere in the file, in document order."""
+        return self._calls_by_name.get(name, [])
+
     def calls_in(self, node: cst.CSTNode) -> Iterator[cst.Call]:
         for n in self.descendants(node):
             if type(n) is cst.Call:
@@ -711,17 +742,12 @@ class FileContext:
         out: list[cst.CSTNode] = []
         if name.startswith("self."):
             attr = name[5:]
-            for n in self.nodes:
-                if (
-                    type(n) is cst.Attribute
-                    and n.attr.value == attr
-                    and isinstance(n.value, cst.Name)
-                    and n.value.value == "self"
-                ):
+            for n in self.nodes_of(cst.Attribute):
+                if n.attr.value == attr and isinstance(n.value, cst.Name) and n.value.value == "self":
                     out.append(n)
             return out
-        for n in self.nodes:
-            if type(n) is cst.Name and n.value == name:
+        for n in self.nodes_of(cst.Name):
+            if n.value == name:
                 p = self.parents.get(n)
                 if isinstance(p, cst.Attribute) and p.attr is n:
                     continue
@@ -749,8 +775,8 @@ class FileContext:
     def _false_assigned(self) -> set[str]:
         """Dotted targets assigned the literal ``False`` (``base.trainable = False``)."""
         out: set[str] = set()
-        for n in self.nodes:
-            if type(n) is cst.Assign and isinstance(n.value, cst.Name) and n.value.value == "False":
+        for n in self.nodes_of(cst.Assign):
+            if isinstance(n.value, cst.Name) and n.value.value == "False":
                 for t in n.targets:
                     d = dotted(t.target)
                     if d:
@@ -761,8 +787,8 @@ class FileContext:
     def _add_calls(self) -> dict[str, list[cst.Call]]:
         """``X.add(...)`` calls by the dotted receiver ``X`` (Sequential.add)."""
         out: dict[str, list[cst.Call]] = {}
-        for n in self.nodes:
-            if type(n) is cst.Call and isinstance(n.func, cst.Attribute) and n.func.attr.value == "add":
+        for n in self.calls_named("add"):
+            if isinstance(n.func, cst.Attribute):
                 d = dotted(n.func.value)
                 if d:
                     out.setdefault(d, []).append(n)
@@ -898,9 +924,9 @@ class FileContext:
     def model_info(self, callee: cst.BaseExpression, at: cst.CSTNode, _depth: int = 0) -> ModelInfo:
         """Classify the object that ``callee(...)`` calls: a Keras model, a layer, unknown, other
         (``analysis.models``)."""
-        from tflint_grad.analysis.models import ModelResolver
+        from tflint_grad.analysis.models import resolver
 
-        return ModelResolver(self).info(callee, at, _depth)
+        return resolver(self).info(callee, at, _depth)
 
 
 def tf1_batch_norm_training(ctx: FileContext, call: cst.CSTNode) -> bool | None:

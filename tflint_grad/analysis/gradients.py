@@ -80,9 +80,7 @@ def gradient_calls(ctx: FileContext) -> list[GradientCall]:
     table = _target_calls()
     compile_method, compile_kw, compile_pos = tfapi.table("losses", "compile_method")
     out: list[GradientCall] = []
-    for n in ctx.nodes:
-        if type(n) is not cst.Call:
-            continue
+    for n in ctx.nodes_of(cst.Call):
         qn = ctx.call_name(n)
         spec = table.get(qn) if qn is not None else None
         func = n.func

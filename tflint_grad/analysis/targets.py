@@ -109,11 +109,8 @@ def _follow_methods(ctx: FileContext, reached: set[int]) -> None:
     """``self.loss_fn(...)`` read on the path: the method's body is on the path too."""
     calls = [
         n
-        for n in ctx.nodes
-        if type(n) is cst.Call
-        and isinstance(n.func, cst.Attribute)
-        and isinstance(n.func.value, cst.Name)
-        and n.func.value.value == "self"
+        for n in ctx.nodes_of(cst.Call)
+        if isinstance(n.func, cst.Attribute) and isinstance(n.func.value, cst.Name) and n.func.value.value == "self"
     ]
     done: set[int] = set()
     for _ in range(4):
