@@ -878,12 +878,9 @@ class FileContext:
 
     def in_tape_body(self, node: cst.CSTNode, name: str, scope: ScopeNode) -> bool:
         """Whether ``node`` is (in) the body of a tape block named ``name`` in ``scope``."""
-        blocks = self.tapes_named(name, scope)
-        if not blocks or node not in self.index:
-            return False
         bodies = self._tape_bodies.get((id(scope), name))
-        if bodies is None:
-            bodies = self._tape_bodies[(id(scope), name)] = {id(t.with_node.body) for t in blocks}
+        if not bodies or node not in self.index:
+            return False
         parents = self.parents
         cur: cst.CSTNode | None = node
         while cur is not None:
@@ -893,8 +890,9 @@ class FileContext:
         return False
 
     @cached_property
-    def _tape_bodies(self) -> dict[tuple[int, str], set[int]]:
-        return {}
+    def _tape_bodies(self) -> dict[tuple[int, str | None], set[int]]:
+        """The ``id`` of the bodies of the tapes of ``_tapes_named``, by the same key."""
+        return {key: {id(t.with_node.body) for t in blocks} for key, blocks in self._tapes_named.items()}
 
     def enclosing_tape(self, node: cst.CSTNode) -> TapeBlock | None:
         """The GradientTape ``with`` block whose body runs ``node`` (not via a nested def)."""
