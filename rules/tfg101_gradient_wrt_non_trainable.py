@@ -229,15 +229,14 @@ class GradientWrtNonTrainable(Rule):
         is_apply = isinstance(node.func, cst.Attribute) and node.func.attr.value == "apply_gradients"
         if is_apply and self._grads_already_flagged(node):
             return
-        problem = self._non_trainable(var_list, node)
+        problem, premise = self._verdict(node, var_list)
         if problem is None:
             return
-        what, fix_node, fix_text, bound_at, owner = problem
+        what, fix_node, fix_text, bound_at, _ = problem
         where = f" (bound at line {self.ctx.line(bound_at)})" if bound_at is not None else ""
         fix = None
         if fix_node is not None:
             fix = self._consistent_fix(node, fix_node, fix_text)
-        premise = self._premise(owner, node)
         if premise is None:
             return
         why, confidence = premise
@@ -372,8 +371,19 @@ class GradientWrtNonTrainable(Rule):
         var_list = self._var_list(b.value)
         if var_list is None:
             return False
-        problem = self._non_trainable(var_list, b.value)
-        return problem is not None and self._premise(problem[4], b.value) is not None
+        problem, premise = self._verdict(b.value, var_list)
+        return problem is not None and premise is not None
+
+    def _verdict(self, call: cst.Call, var_list: cst.BaseExpression):
+        """(``_non_trainable``, ``_premise``) of the variable list of ``call``, once per call
+        (its ``apply_gradients(zip(grads, X))`` asks again)."""
+        verdicts = self.__dict__.setdefault("_verdicts", {})
+        got = verdicts.get(id(call))
+        if got is None:
+            problem = self._non_trainable(var_list, call)
+            premise = self._premise(problem[4], call) if problem is not None else None
+            got = verdicts[id(call)] = (problem, premise)
+        return got
 
     def _non_trainable(self, expr: cst.BaseExpression, at: cst.CSTNode):
         """(description, node to fix, replacement, binding node, owner) if ``expr`` holds all

@@ -650,7 +650,8 @@ class FileContext:
             return tfapi.canonical(f"{base}.{expr.attr.value}") if base else None
         if isinstance(expr, cst.Name):
             name = expr.value
-            b = self.binding(expr)
+            # a name the file never binds (`tf`, `np`, `range`) is its import or nothing, wherever it is read
+            b = self.binding(expr) if name in self._bound_names else None
             if b is not None and b.kind in ("assign", "annassign") and b.value is not None:
                 # `K = tf.keras.backend`, `Dense = tf.keras.layers.Dense`
                 if isinstance(b.value, (cst.Name, cst.Attribute)):
@@ -665,6 +666,11 @@ class FileContext:
                 return None
             return tfapi.canonical(full)
         return None
+
+    @cached_property
+    def _bound_names(self) -> frozenset[str]:
+        """The names bound (assigned, defined, a parameter...) somewhere in the file."""
+        return frozenset(name for _, name in self.bindings)
 
     def call_name(self, call: cst.CSTNode) -> str | None:
         return self.qualname(call.func) if isinstance(call, cst.Call) else None
