@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from bisect import bisect_left
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -571,14 +572,10 @@ class FileContext:
 
     @cached_property
     def _nodes_by_type(self) -> dict[type, list[cst.CSTNode]]:
-        out: dict[type, list[cst.CSTNode]] = {}
+        out: defaultdict[type, list[cst.CSTNode]] = defaultdict(list)
         for n in self.nodes:
-            found = out.get(type(n))
-            if found is None:
-                out[type(n)] = [n]
-            else:
-                found.append(n)
-        return out
+            out[type(n)].append(n)
+        return dict(out)
 
     def nodes_of(self, node_type: type[_N]) -> list[_N]:
         """Every node of exactly type ``node_type`` (``cst.Call``...), in document order
@@ -650,8 +647,7 @@ class FileContext:
             return tfapi.canonical(f"{base}.{expr.attr.value}") if base else None
         if isinstance(expr, cst.Name):
             name = expr.value
-            # a name the file never binds (`tf`, `np`, `range`) is its import or nothing, wherever it is read
-            b = self.binding(expr) if name in self._bound_names else None
+            b = self.binding(expr)
             if b is not None and b.kind in ("assign", "annassign") and b.value is not None:
                 # `K = tf.keras.backend`, `Dense = tf.keras.layers.Dense`
                 if isinstance(b.value, (cst.Name, cst.Attribute)):
@@ -699,6 +695,8 @@ class FileContext:
         if not isinstance(expr, cst.Name):
             return None
         name = expr.value
+        if name not in self._bound_names:  # `tf`, `np`, `range`: its import or nothing, wherever it is read
+            return Binding(name, -1, self.module, None, "import", self.module) if name in self.imports else None
         scope: cst.CSTNode | None = self.scope_of(at)
         first = True
         while scope is not None:
