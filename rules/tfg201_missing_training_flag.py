@@ -622,13 +622,17 @@ class MissingTrainingFlag(Rule):
     def _graph_steps(self) -> bool:
         return any(gc.kind in ("minimize", "compute_gradients", "tf_gradients") for gc in self.ctx.gradient_calls)
 
+    @cached_property
+    def _sets_learning_phase(self) -> bool:
+        return "set_learning_phase" in self.ctx.source
+
     def _graph_training_step(self, node: cst.Call) -> GradientCall | None:
         """The ``minimize``/``compute_gradients``/``tf.gradients`` whose loss this call's output
         reaches, in graph mode (where Keras's learning phase defaults to inference)."""
         ctx = self.ctx
         if not self._graph_steps:
             return None
-        if "set_learning_phase" in ctx.source or mode_at(ctx, node) != "graph":
+        if self._sets_learning_phase or mode_at(ctx, node) != "graph":
             return None
         gc = gradient_targets(ctx).reaching(ctx, node)
         if gc is None or gc.kind not in ("minimize", "compute_gradients", "tf_gradients"):

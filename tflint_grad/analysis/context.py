@@ -528,6 +528,7 @@ class FileContext:
         self.classes: dict[str, cst.ClassDef] = {}
         self._with_nodes: list[cst.With] = []
         self._qualname_cache: dict[cst.CSTNode, str | None] = {}
+        self._reads: dict[int, tuple[str, Binding | None] | None] = {}  # read_of, by id() of the node
         self._positions = None
         _Collector(self).walk(module)
 
@@ -761,6 +762,30 @@ class FileContext:
                     continue
                 out.append(n)
         return out
+
+    def read_of(self, node: cst.Name | cst.Attribute) -> tuple[str, Binding | None] | None:
+        """What a Name (or ``self.attr``) node reads: its name and the binding visible there.
+        None: not a read (an assignment target, an attribute's or keyword's name, a def's
+        name, another attribute). Memoised per node: every dependency walk of a file asks
+        about the same names."""
+        key = id(node)
+        if key in self._reads:
+            return self._reads[key]
+        read: tuple[str, Binding | None] | None = None
+        if type(node) is cst.Name:
+            p = self.parents.get(node)
+            if not (
+                (isinstance(p, cst.Attribute) and p.attr is node)
+                or (isinstance(p, cst.Arg) and p.keyword is node)
+                or self.is_store(node)  # `loss = f(x)` in a helper binds `loss`: no read of a `loss` bound elsewhere
+            ):
+                read = (node.value, self.binding(node))
+        else:
+            d = dotted(node)
+            if d and d.startswith("self.") and d.count(".") == 1 and not self.is_store(node):
+                read = (d, self.binding(node))
+        self._reads[key] = read
+        return read
 
     def is_store(self, node: cst.CSTNode) -> bool:
         """Whether a Name/Attribute is an assignment target."""
@@ -1049,21 +1074,13 @@ def dependencies(ctx: FileContext, expr: cst.CSTNode, budget: int = 4000) -> tup
             if budget <= 0:
                 break
             t = type(n)
-            if t is cst.Name:
-                p = ctx.parents.get(n)
-                if (isinstance(p, cst.Attribute) and p.attr is n) or (isinstance(p, cst.Arg) and p.keyword is n):
-                    continue
-                if ctx.is_store(n):
-                    continue  # `loss = f(x)` in a helper binds `loss`: no read of a `loss` bound elsewhere
-                out.add(n.value)
-            elif t is cst.Attribute:
-                d = dotted(n)
-                if not d or not d.startswith("self.") or d.count(".") != 1 or ctx.is_store(n):
-                    continue
-                out.add(d)
-            else:
+            if t is not cst.Name and t is not cst.Attribute:
                 continue
-            b = ctx.binding(n)
+            read = ctx.read_of(n)  # type: ignore[arg-type]
+            if read is None:
+                continue
+            name, b = read
+            out.add(name)
             if b is None or (b.kind in ("import", "param") and b.value is None):
                 continue
             reached.add(id(b.node))
