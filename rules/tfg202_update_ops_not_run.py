@@ -263,6 +263,7 @@ class UpdateOpsNotRun(Rule):
         self._consumers: list[tuple[cst.CSTNode, cst.CSTNode, bool]] | None = None
         self._methods = tfapi.names("graph", "train_methods")
         self._bn_lines: list[int] | None = None
+        self._mentions: dict[tuple[int, str, int], bool] = {}
 
     # -- static ---------------------------------------------------------------------
     def visit_Call(self, node: cst.Call) -> None:
@@ -406,6 +407,14 @@ class UpdateOpsNotRun(Rule):
         return False
 
     def _references(self, node: cst.CSTNode, key: str, depth: int = 2) -> bool:
+        """Whether ``node`` mentions ``key`` (a name, or ``.attr``), directly or through the
+        names it reads (once per node: every train op asks about every consumer)."""
+        known = self._mentions.get((id(node), key, depth))
+        if known is None:
+            known = self._mentions[(id(node), key, depth)] = self._find_reference(node, key, depth)
+        return known
+
+    def _find_reference(self, node: cst.CSTNode, key: str, depth: int) -> bool:
         ctx = self.ctx
         for n in ctx.descendants(node):
             t = type(n)

@@ -529,6 +529,7 @@ class FileContext:
         self._with_nodes: list[cst.With] = []
         self._qualname_cache: dict[cst.CSTNode, str | None] = {}
         self._reads: dict[int, tuple[str, Binding | None] | None] = {}  # read_of, by id() of the node
+        self._update_ops_mentions: dict[tuple[int, int], bool] = {}  # mentions_update_ops, by (id(), depth)
         self._positions = None
         _Collector(self).walk(module)
 
@@ -1020,7 +1021,16 @@ def is_update_ops_collection(ctx: FileContext, call: cst.CSTNode) -> bool:
 
 def mentions_update_ops(ctx: FileContext, node: cst.CSTNode, depth: int = 3) -> bool:
     """Whether ``node`` contains the UPDATE_OPS collection, directly or through a name (or
-    ``self.attr``) bound to it (``update_ops = tf.get_collection(tf.GraphKeys.UPDATE_OPS)``)."""
+    ``self.attr``) bound to it (``update_ops = tf.get_collection(tf.GraphKeys.UPDATE_OPS)``).
+    Memoised per node and depth: every train op of a script asks about every ``sess.run``."""
+    key = (id(node), depth)
+    known = ctx._update_ops_mentions.get(key)
+    if known is None:
+        known = ctx._update_ops_mentions[key] = _mentions_update_ops(ctx, node, depth)
+    return known
+
+
+def _mentions_update_ops(ctx: FileContext, node: cst.CSTNode, depth: int) -> bool:
     for n in ctx.descendants(node):
         t = type(n)
         if t is cst.Call:
