@@ -51,11 +51,12 @@ class GradientTargets:
         """The first request (in document order) whose target ``node`` visibly flows into."""
         if not self.reaches(ctx, node):
             return None
+        chain = [id(node), *map(id, ctx.ancestors(node))]  # _within, as one set test per request
         for r in self.requests:
             reached = self._per_request.get(id(r))
             if reached is None:
                 reached = self._per_request[id(r)] = _reach(ctx, [t for c, t in self.targets if c is r.node])
-            if _within(ctx, node, reached):
+            if not reached.isdisjoint(chain):
                 return r
         return None
 
