@@ -229,15 +229,14 @@ class GradientWrtNonTrainable(Rule):
         is_apply = isinstance(node.func, cst.Attribute) and node.func.attr.value == "apply_gradients"
         if is_apply and self._grads_already_flagged(node):
             return
-        problem = self._non_trainable(var_list, node)
+        problem, premise = self._verdict(node, var_list)
         if problem is None:
             return
-        what, fix_node, fix_text, bound_at, owner = problem
+        what, fix_node, fix_text, bound_at, _ = problem
         where = f" (bound at line {self.ctx.line(bound_at)})" if bound_at is not None else ""
         fix = None
         if fix_node is not None:
             fix = self._consistent_fix(node, fix_node, fix_text)
-        premise = self._premise(owner, node)
         if premise is None:
             return
         why, confidence = premise
@@ -270,13 +269,8 @@ class GradientWrtNonTrainable(Rule):
         found = getattr(self, "_zip_apply_calls", None)
         if found is None:
             found = self._zip_apply_calls = {}
-            for n in self.ctx.nodes:
-                if not (
-                    type(n) is cst.Call
-                    and isinstance(n.func, cst.Attribute)
-                    and n.func.attr.value == "apply_gradients"
-                    and n.args
-                ):
+            for n in self.ctx.calls_named("apply_gradients"):
+                if not (isinstance(n.func, cst.Attribute) and n.func.attr.value == "apply_gradients" and n.args):
                     continue
                 zipped = n.args[0].value
                 if (
@@ -333,9 +327,7 @@ class GradientWrtNonTrainable(Rule):
         found = None
         bn = tfapi.names("layers", "batch_norm_classes")
         tf1_bn = {row[0] for row in tfapi.table("layers", "tf1_batch_norm")}
-        for n in ctx.nodes:
-            if type(n) is not cst.Call:
-                continue
+        for n in ctx.nodes_of(cst.Call):
             qn = ctx.call_name(n) or ""
             last = qn.rsplit(".", 1)[-1]
             if qn in tf1_bn or last in bn:
@@ -354,11 +346,7 @@ class GradientWrtNonTrainable(Rule):
     def _var_list(self, call: cst.Call) -> cst.BaseExpression | None:
         """The variable list of a gradient request (``ctx.gradient_calls``) or of
         ``apply_gradients(zip(grads, X))``."""
-        by_node = self.__dict__.get("_by_node")
-        if by_node is None:
-            by_node = {id(gc.node): gc for gc in self.ctx.gradient_calls}
-            self.__dict__["_by_node"] = by_node
-        gc = by_node.get(id(call))
+        gc = self.ctx.gradient_call(call)
         if gc is not None:
             return gc.sources if gc.kind != "compile" else None
         func = call.func
@@ -383,8 +371,19 @@ class GradientWrtNonTrainable(Rule):
         var_list = self._var_list(b.value)
         if var_list is None:
             return False
-        problem = self._non_trainable(var_list, b.value)
-        return problem is not None and self._premise(problem[4], b.value) is not None
+        problem, premise = self._verdict(b.value, var_list)
+        return problem is not None and premise is not None
+
+    def _verdict(self, call: cst.Call, var_list: cst.BaseExpression):
+        """(``_non_trainable``, ``_premise``) of the variable list of ``call``, once per call
+        (its ``apply_gradients(zip(grads, X))`` asks again)."""
+        verdicts = self.__dict__.setdefault("_verdicts", {})
+        got = verdicts.get(id(call))
+        if got is None:
+            problem = self._non_trainable(var_list, call)
+            premise = self._premise(problem[4], call) if problem is not None else None
+            got = verdicts[id(call)] = (problem, premise)
+        return got
 
     def _non_trainable(self, expr: cst.BaseExpression, at: cst.CSTNode):
         """(description, node to fix, replacement, binding node, owner) if ``expr`` holds all

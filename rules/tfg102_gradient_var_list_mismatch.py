@@ -340,10 +340,7 @@ class GradientVarListMismatch(Rule):
 
     def _gradient_list(self, call: cst.Call) -> cst.BaseExpression | None:
         """The variable list of a ``tape.gradient`` / ``tf.gradients`` call (``ctx.gradient_calls``)."""
-        by_node = self.__dict__.get("_by_node")
-        if by_node is None:
-            by_node = self.__dict__["_by_node"] = {id(gc.node): gc for gc in self.ctx.gradient_calls}
-        gc = by_node.get(id(call))
+        gc = self.ctx.gradient_call(call)
         if gc is None or gc.kind not in ("tape", "tf_gradients"):
             return None
         return gc.sources

@@ -212,54 +212,36 @@ class LossOutsideTape(Rule):
 
     def __init__(self, ctx, options=None) -> None:
         super().__init__(ctx, options)
-        self._blocks: dict[tuple[int, str], list[TapeBlock]] | None = None
         self._seen: set[int] = set()
 
     # -- static ---------------------------------------------------------------------
-    def _blocks_for(self, scope: cst.CSTNode, name: str) -> list[TapeBlock]:
-        if self._blocks is None:
-            self._blocks = {}
-            for t in self.ctx.tapes:
-                if t.name is None:
-                    continue
-                key = (id(self.ctx.scope_of(t.with_node)), t.name)
-                self._blocks.setdefault(key, []).append(t)
-        return self._blocks.get((id(scope), name), [])
-
-    def _in_body(self, block: TapeBlock, node: cst.CSTNode) -> bool:
-        ctx = self.ctx
-        body = block.with_node.body
-        i = ctx.index.get(node)
-        return i is not None and body in ctx.index and ctx.index[body] <= i < ctx.end[body]
-
     def visit_Call(self, node: cst.Call) -> None:
         func = node.func
         if not (isinstance(func, cst.Attribute) and func.attr.value == "gradient" and isinstance(func.value, cst.Name)):
             return
         ctx = self.ctx
-        gc = next((g for g in ctx.gradient_calls if g.node is node and g.kind == "tape"), None)
-        if gc is None or gc.target is None:
+        gc = ctx.gradient_call(node)
+        if gc is None or gc.kind != "tape" or gc.target is None:
             return
         scope = ctx.scope_of(node)
-        blocks = self._blocks_for(scope, func.value.value)
-        if not blocks:
+        tape_name = func.value.value
+        if not ctx.tapes_named(tape_name, scope):
             return
         target = gc.target
-        tape_name = func.value.value
         if _computes(target):
-            if any(self._in_body(b, node) for b in blocks):
+            if ctx.in_tape_body(node, tape_name, scope):
                 return
-            block = self._nearest(blocks, node)
+            block = self._nearest(tape_name, scope, node)
             self._flag(target, None, block, tape_name, node, inline=True)
             return
-        found = self._outside_computation(target, node, scope, blocks, 0)
+        found = self._outside_computation(target, node, scope, tape_name, 0)
         if found is None:
             return
         binding, value = found
-        block = self._nearest(blocks, binding.node)
+        block = self._nearest(tape_name, scope, binding.node)
         self._flag(value, binding, block, tape_name, node, inline=False)
 
-    def _outside_computation(self, expr, at, scope, blocks, depth) -> tuple[Binding, cst.CSTNode] | None:
+    def _outside_computation(self, expr, at, scope, tape_name, depth) -> tuple[Binding, cst.CSTNode] | None:
         """The binding (and the value it computes) of ``expr`` when it runs outside every block."""
         if depth > 5 or not isinstance(expr, (cst.Name, cst.Attribute)):
             return None
@@ -272,22 +254,20 @@ class LossOutsideTape(Rule):
         stmt = b.node
         if ctx.scope_of(stmt) is not scope:
             return None
-        if any(self._in_body(blk, stmt) for blk in blocks):
+        if ctx.in_tape_body(stmt, tape_name, scope):
             return None
         if b.kind == "augassign":
             return (b, stmt) if isinstance(stmt, cst.AugAssign) else None
         value = b.value
         if isinstance(value, (cst.Name, cst.Attribute)):
-            return self._outside_computation(value, stmt, scope, blocks, depth + 1)
+            return self._outside_computation(value, stmt, scope, tape_name, depth + 1)
         if value is not None and _computes(value):
             return b, value
         return None
 
-    def _nearest(self, blocks: list[TapeBlock], node: cst.CSTNode) -> TapeBlock:
-        """The last block that starts before ``node``, else the first one."""
-        i = self.ctx.index.get(node, 0)
-        before = [b for b in blocks if self.ctx.index.get(b.with_node, 0) < i]
-        return before[-1] if before else blocks[0]
+    def _nearest(self, tape_name: str, scope: cst.CSTNode, node: cst.CSTNode) -> TapeBlock:
+        """The last block of the tape that starts before ``node``, else the first one."""
+        return self.ctx.tape_before(tape_name, scope, node) or self.ctx.tapes_named(tape_name, scope)[0]
 
     def _flag(self, node, binding, block: TapeBlock, tape_name: str, call: cst.Call, inline: bool) -> None:
         if id(node) in self._seen:

@@ -429,22 +429,20 @@ class NonDifferentiableOp(Rule):
         self._seen: set[int] = set()
         self._callee_cache: dict[tuple, str] = {}
         self._returns: dict[int, list[cst.Return]] = {}
-        self._blocks: dict[tuple[int, str], list[cst.CSTNode]] | None = None
-        self._watched_in: dict[cst.CSTNode, frozenset[str]] = {}  # tape body -> its tape.watch(...) names
+        self._watched_in: dict[tuple[int, str], frozenset[str]] = {}  # tape -> its tape.watch(...) names
 
     # -- roots ------------------------------------------------------------------------
     def visit_Call(self, node: cst.Call) -> None:
         root = self._root(node)
         if root is None:
             return
-        api, target, var_list, bodies = root
+        api, target, var_list, tape = root
         sources = self._source_names(var_list, node)
         tape_scope = None
-        if bodies:
+        if tape is not None and self.ctx.tapes_named(tape, self.ctx.scope_of(node)):
             tape_scope = self.ctx.scope_of(node)
-            for body in bodies:
-                sources |= self._watched(body)
-        analyzer = _Analyzer(self, sources, tape_scope, bodies)
+            sources |= self._watched(tape, tape_scope)
+        analyzer = _Analyzer(self, sources, tape_scope, tape)
         flow = analyzer.flow(target, ())
         if flow.kind != BLOCKED:
             return
@@ -480,32 +478,20 @@ class NonDifferentiableOp(Rule):
             )
 
     def _root(self, call: cst.Call):
-        """(api, loss expression, var list expression, tape bodies) of a gradient call
+        """(api, loss expression, var list expression, tape name) of a gradient call
         (``ctx.gradient_calls``: tape.gradient, tf.gradients, minimize, compute_gradients)."""
         ctx = self.ctx
-        by_node = self.__dict__.get("_by_node")
-        if by_node is None:
-            by_node = self.__dict__["_by_node"] = {id(gc.node): gc for gc in ctx.gradient_calls}
-        gc = by_node.get(id(call))
+        gc = ctx.gradient_call(call)
         if gc is None or gc.target is None or gc.kind not in _ROOT_KINDS:
             return None
         func = call.func
         if gc.kind == "tape":
-            bodies = []
+            tape = None
             if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name):
-                bodies = self._tape_bodies(ctx.scope_of(call), func.value.value)
-            return (f"{ctx.code(func.value)}.gradient", gc.target, gc.sources, bodies)  # type: ignore[attr-defined]
+                tape = func.value.value
+            return (f"{ctx.code(func.value)}.gradient", gc.target, gc.sources, tape)  # type: ignore[attr-defined]
         api = "tf.gradients" if gc.kind == "tf_gradients" else gc.kind
-        return (api, gc.target, gc.sources, [])
-
-    def _tape_bodies(self, scope: cst.CSTNode, name: str) -> list[cst.CSTNode]:
-        if self._blocks is None:
-            self._blocks = {}
-            for t in self.ctx.tapes:
-                if t.name is not None:
-                    key = (id(self.ctx.scope_of(t.with_node)), t.name)
-                    self._blocks.setdefault(key, []).append(t.with_node.body)
-        return self._blocks.get((id(scope), name), [])
+        return (api, gc.target, gc.sources, None)
 
     def _source_names(self, var_list, at) -> set[str]:
         """Dotted names listed in the gradient call's variable list (``[W, b]``)."""
@@ -525,20 +511,21 @@ class NonDifferentiableOp(Rule):
                     out.add(d)
         return out
 
-    def _watched(self, body: cst.CSTNode) -> frozenset[str]:
-        """The names a tape body watches (once per body: a file with many tapes of one name
-        asks for each body once per gradient call)."""
-        known = self._watched_in.get(body)
+    def _watched(self, tape: str, scope: cst.CSTNode) -> frozenset[str]:
+        """The names the blocks of tape ``tape`` in ``scope`` watch (once per tape: a file with
+        many tapes of one name asks for them once per gradient call)."""
+        known = self._watched_in.get((id(scope), tape))
         if known is not None:
             return known
         out: set[str] = set()
-        for c in self.ctx.calls_in(body):
-            f = c.func
-            if isinstance(f, cst.Attribute) and f.attr.value == "watch" and c.args:
-                d = dotted(c.args[0].value)
-                if d:
-                    out.add(d)
-        known = self._watched_in[body] = frozenset(out)
+        for block in self.ctx.tapes_named(tape, scope):
+            for c in self.ctx.calls_in(block.with_node.body):
+                f = c.func
+                if isinstance(f, cst.Attribute) and f.attr.value == "watch" and c.args:
+                    d = dotted(c.args[0].value)
+                    if d:
+                        out.add(d)
+        known = self._watched_in[(id(scope), tape)] = frozenset(out)
         return known
 
     @staticmethod
@@ -680,12 +667,12 @@ class NonDifferentiableOp(Rule):
 class _Analyzer:
     """Data flow from trainable sources to one loss expression (see the rule's docs)."""
 
-    def __init__(self, rule: NonDifferentiableOp, sources: set[str], tape_scope, bodies: list[cst.CSTNode]) -> None:
+    def __init__(self, rule: NonDifferentiableOp, sources: set[str], tape_scope, tape: str | None) -> None:
         self.rule = rule
         self.ctx = rule.ctx
         self.sources = sources
         self.tape_scope = tape_scope
-        self.bodies = bodies
+        self.tape = tape
         self.memo: dict[int, Flow] = {}
         self.budget = _BUDGET
         self.depth = 0
@@ -842,15 +829,14 @@ class _Analyzer:
 
     def _outside_tape(self, stmt: cst.CSTNode, env: tuple) -> bool:
         """A binding in the tape's own scope that runs outside every block of the tape."""
-        if self.tape_scope is None or any(f[0] == "call" for f in env):
+        if self.tape_scope is None or self.tape is None or any(f[0] == "call" for f in env):
             return False
         ctx = self.ctx
         if ctx.scope_of(stmt) is not self.tape_scope:
             return False
-        i = ctx.index.get(stmt)
-        if i is None:
+        if stmt not in ctx.index:
             return False
-        return not any(body in ctx.index and ctx.index[body] <= i < ctx.end[body] for body in self.bodies)
+        return not ctx.in_tape_body(stmt, self.tape, self.tape_scope)
 
     def _holds_variables(self, value) -> bool:
         """A value that is (or holds) trainable variables wherever it is created."""

@@ -598,7 +598,7 @@ class MissingTrainingFlag(Rule):
     def _inference_intended(self, tape) -> bool:
         """Every gradient taken from this tape is w.r.t. a watched input or an activation
         (saliency, Grad-CAM, style transfer, adversarial examples): inference mode is intended."""
-        calls = [gc for gc in self.ctx.gradient_calls if gc.tape is tape]
+        calls = self.ctx.gradient_calls_of(tape)
         return bool(calls) and all(gc.wrt_input for gc in calls)
 
     def _model_info(self, callee: cst.BaseExpression, at: cst.CSTNode) -> ModelInfo | None:
@@ -622,13 +622,17 @@ class MissingTrainingFlag(Rule):
     def _graph_steps(self) -> bool:
         return any(gc.kind in ("minimize", "compute_gradients", "tf_gradients") for gc in self.ctx.gradient_calls)
 
+    @cached_property
+    def _sets_learning_phase(self) -> bool:
+        return "set_learning_phase" in self.ctx.source
+
     def _graph_training_step(self, node: cst.Call) -> GradientCall | None:
         """The ``minimize``/``compute_gradients``/``tf.gradients`` whose loss this call's output
         reaches, in graph mode (where Keras's learning phase defaults to inference)."""
         ctx = self.ctx
         if not self._graph_steps:
             return None
-        if "set_learning_phase" in ctx.source or mode_at(ctx, node) != "graph":
+        if self._sets_learning_phase or mode_at(ctx, node) != "graph":
             return None
         gc = gradient_targets(ctx).reaching(ctx, node)
         if gc is None or gc.kind not in ("minimize", "compute_gradients", "tf_gradients"):
@@ -697,7 +701,7 @@ class MissingTrainingFlag(Rule):
         return Fix("Pass `training=True`", (edit,), "unsafe")
 
     def _source_between(self, l0: int, c0: int, l1: int, c1: int) -> str | None:
-        lines = self.ctx.source.splitlines(keepends=True)
+        lines = self.ctx.source_lines
         if not (1 <= l0 <= l1 <= len(lines)):
             return None
         if l0 == l1:

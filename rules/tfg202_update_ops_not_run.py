@@ -262,16 +262,18 @@ class UpdateOpsNotRun(Rule):
         self._bns: list[cst.Call] | None = None
         self._consumers: list[tuple[cst.CSTNode, cst.CSTNode, bool]] | None = None
         self._methods = tfapi.names("graph", "train_methods")
-        self._calls_by_name: dict[str, list[cst.Call]] | None = None
         self._bn_lines: list[int] | None = None
+        self._mentions: dict[tuple[int, str, int], bool] = {}
 
     # -- static ---------------------------------------------------------------------
     def visit_Call(self, node: cst.Call) -> None:
         func = node.func
         if not isinstance(func, cst.Attribute) or func.attr.value not in self._methods:
             return
+        if not self._tf1_optimizer(func.value, node):
+            return
         bns = self._training_bns()
-        if not bns or not self._tf1_optimizer(func.value, node):
+        if not bns:
             return
         if self._protected(node):
             return
@@ -316,7 +318,7 @@ class UpdateOpsNotRun(Rule):
     def _training_bns(self) -> list[cst.Call]:
         if self._bns is None:
             ctx = self.ctx
-            self._bns = [n for n in ctx.nodes if type(n) is cst.Call and tf1_batch_norm_training(ctx, n)]
+            self._bns = [n for n in ctx.nodes_of(cst.Call) if tf1_batch_norm_training(ctx, n)]
         return self._bns
 
     def _tf1_optimizer(self, receiver: cst.BaseExpression, at: cst.CSTNode) -> bool:
@@ -352,16 +354,7 @@ class UpdateOpsNotRun(Rule):
         if id(fn) in seen or len(seen) > 4:
             return False
         seen.add(id(fn))
-        if self._calls_by_name is None:
-            index: dict[str, list[cst.Call]] = {}
-            for n in self.ctx.nodes:
-                if type(n) is cst.Call:
-                    f = n.func
-                    key = f.value if isinstance(f, cst.Name) else f.attr.value if isinstance(f, cst.Attribute) else None
-                    if key is not None:
-                        index.setdefault(key, []).append(n)
-            self._calls_by_name = index
-        for n in self._calls_by_name.get(fn.name.value, ()):
+        for n in self.ctx.calls_named(fn.name.value):
             if self._under_update_deps(n):
                 return True
             outer = next((a for a in self.ctx.ancestors(n) if isinstance(a, cst.FunctionDef)), None)
@@ -414,6 +407,14 @@ class UpdateOpsNotRun(Rule):
         return False
 
     def _references(self, node: cst.CSTNode, key: str, depth: int = 2) -> bool:
+        """Whether ``node`` mentions ``key`` (a name, or ``.attr``), directly or through the
+        names it reads (once per node: every train op asks about every consumer)."""
+        known = self._mentions.get((id(node), key, depth))
+        if known is None:
+            known = self._mentions[(id(node), key, depth)] = self._find_reference(node, key, depth)
+        return known
+
+    def _find_reference(self, node: cst.CSTNode, key: str, depth: int) -> bool:
         ctx = self.ctx
         for n in ctx.descendants(node):
             t = type(n)
@@ -450,7 +451,7 @@ class UpdateOpsNotRun(Rule):
         if prefix is None:
             return None
         l0, c0, l1, c1 = ctx.range(stmt)
-        lines = ctx.source.splitlines(keepends=True)
+        lines = ctx.source_lines
         if not (1 <= l0 <= l1 <= len(lines)):
             return None
         indent = lines[l0 - 1][: c0 - 1]

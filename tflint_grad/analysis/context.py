@@ -20,10 +20,12 @@ from __future__ import annotations
 import dataclasses
 import re
 import typing
+from bisect import bisect_left
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import libcst as cst
 
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     from tflint_grad.analysis.models import ModelInfo
 
 ScopeNode = cst.CSTNode  # Module | FunctionDef | Lambda | ClassDef
+_N = TypeVar("_N", bound=cst.CSTNode)
 _SCOPES = (cst.Module, cst.FunctionDef, cst.Lambda, cst.ClassDef)
 _SCOPE_TYPES = frozenset(_SCOPES)
 
@@ -152,6 +155,10 @@ class TapeBlock:
     with_node: cst.With
     name: str | None
     persistent: bool
+
+
+def _binding_index(b: Binding) -> int:
+    return b.index
 
 
 def dotted(expr: cst.BaseExpression | None) -> str | None:
@@ -479,6 +486,8 @@ class FileContext:
         self.classes: dict[str, cst.ClassDef] = {}
         self._with_nodes: list[cst.With] = []
         self._qualname_cache: dict[cst.CSTNode, str | None] = {}
+        self._reads: dict[int, tuple[str, Binding | None] | None] = {}  # read_of, by id() of the node
+        self._update_ops_mentions: dict[tuple[int, int], bool] = {}  # mentions_update_ops, by (id(), depth)
         self._positions: Positions | None = None
         _Collector(self).walk(module)
 
@@ -521,6 +530,32 @@ class FileContext:
         """All nodes under ``node`` (inclusive), in document order."""
         return self.nodes[self.index[node] : self.end[node]]
 
+    @cached_property
+    def _nodes_by_type(self) -> dict[type, list[cst.CSTNode]]:
+        out: defaultdict[type, list[cst.CSTNode]] = defaultdict(list)
+        for n in self.nodes:
+            out[type(n)].append(n)
+        return dict(out)
+
+    def nodes_of(self, node_type: type[_N]) -> list[_N]:
+        """Every node of exactly type ``node_type`` (``cst.Call``...), in document order
+        (indexed once per file: a query over the calls does not scan every node)."""
+        return self._nodes_by_type.get(node_type, [])  # type: ignore[return-value]
+
+    @cached_property
+    def _calls_by_name(self) -> dict[str, list[cst.Call]]:
+        out: dict[str, list[cst.Call]] = {}
+        for n in self.nodes_of(cst.Call):
+            f = n.func
+            key = f.value if isinstance(f, cst.Name) else f.attr.value if isinstance(f, cst.Attribute) else None
+            if key is not None:
+                out.setdefault(key, []).append(n)
+        return out
+
+    def calls_named(self, name: str) -> list[cst.Call]:
+        """Calls ``name(...)`` or ``obj.name(...)`` anywhere in the file, in document order."""
+        return self._calls_by_name.get(name, [])
+
     def calls_in(self, node: cst.CSTNode) -> Iterator[cst.Call]:
         for n in self.descendants(node):
             if type(n) is cst.Call:
@@ -547,6 +582,11 @@ class FileContext:
 
     def code(self, node: cst.CSTNode) -> str:
         return self.module.code_for_node(node)
+
+    @cached_property
+    def source_lines(self) -> list[str]:
+        """``source.splitlines(keepends=True)``, split once per file (fixes slice it)."""
+        return self.source.splitlines(keepends=True)
 
     # -- names --------------------------------------------------------------------
     def qualname(self, expr: cst.CSTNode | None) -> str | None:
@@ -582,6 +622,11 @@ class FileContext:
             return tfapi.canonical(full)
         return None
 
+    @cached_property
+    def _bound_names(self) -> frozenset[str]:
+        """The names bound (assigned, defined, a parameter...) somewhere in the file."""
+        return frozenset(name for _, name in self.bindings)
+
     def call_name(self, call: cst.CSTNode) -> str | None:
         return self.qualname(call.func) if isinstance(call, cst.Call) else None
 
@@ -609,6 +654,8 @@ class FileContext:
         if not isinstance(expr, cst.Name):
             return None
         name = expr.value
+        if name not in self._bound_names:  # `tf`, `np`, `range`: its import or nothing, wherever it is read
+            return Binding(name, -1, self.module, None, "import", self.module) if name in self.imports else None
         scope: cst.CSTNode | None = self.scope_of(at)
         first = True
         while scope is not None:
@@ -616,11 +663,12 @@ class FileContext:
             if found and not (isinstance(scope, cst.ClassDef) and not first):
                 # the last binding before the use; bindings inside the statement that uses the
                 # name do not count (x = f(x)). Scanned from the end: files with many bindings
-                # of one name (a long script's `loss`, `grads`) would be quadratic otherwise.
-                for b in reversed(found):
-                    if (b.index < pos or b.kind == "param") and (
-                        b.kind in ("for", "with", "param") or not self.contains(b.node, at)
-                    ):
+                # of one name (a long script's `loss`, `grads`) would be quadratic otherwise, and
+                # the bindings after the use are skipped by bisection (each list is in document
+                # order; a parameter's index, its function's, is always before a use it binds).
+                for i in range(bisect_left(found, pos, key=_binding_index) - 1, -1, -1):
+                    b = found[i]
+                    if b.kind in ("for", "with", "param") or not self.contains(b.node, at):
                         return b
                 if not first or isinstance(scope, cst.Module):
                     return found[-1]
@@ -657,17 +705,12 @@ class FileContext:
         out: list[cst.CSTNode] = []
         if name.startswith("self."):
             attr = name[5:]
-            for n in self.nodes:
-                if (
-                    type(n) is cst.Attribute
-                    and n.attr.value == attr
-                    and isinstance(n.value, cst.Name)
-                    and n.value.value == "self"
-                ):
+            for n in self.nodes_of(cst.Attribute):
+                if n.attr.value == attr and isinstance(n.value, cst.Name) and n.value.value == "self":
                     out.append(n)
             return out
-        for n in self.nodes:
-            if type(n) is cst.Name and n.value == name:
+        for n in self.nodes_of(cst.Name):
+            if n.value == name:
                 p = self.parents.get(n)
                 if isinstance(p, cst.Attribute) and p.attr is n:
                     continue
@@ -677,6 +720,30 @@ class FileContext:
                     continue
                 out.append(n)
         return out
+
+    def read_of(self, node: cst.Name | cst.Attribute) -> tuple[str, Binding | None] | None:
+        """What a Name (or ``self.attr``) node reads: its name and the binding visible there.
+        None: not a read (an assignment target, an attribute's or keyword's name, a def's
+        name, another attribute). Memoised per node: every dependency walk of a file asks
+        about the same names."""
+        key = id(node)
+        if key in self._reads:
+            return self._reads[key]
+        read: tuple[str, Binding | None] | None = None
+        if type(node) is cst.Name:
+            p = self.parents.get(node)
+            if not (
+                (isinstance(p, cst.Attribute) and p.attr is node)
+                or (isinstance(p, cst.Arg) and p.keyword is node)
+                or self.is_store(node)  # `loss = f(x)` in a helper binds `loss`: no read of a `loss` bound elsewhere
+            ):
+                read = (node.value, self.binding(node))
+        else:
+            d = dotted(node)
+            if d and d.startswith("self.") and d.count(".") == 1 and not self.is_store(node):
+                read = (d, self.binding(node))
+        self._reads[key] = read
+        return read
 
     def is_store(self, node: cst.CSTNode) -> bool:
         """Whether a Name/Attribute is an assignment target."""
@@ -695,8 +762,8 @@ class FileContext:
     def _false_assigned(self) -> set[str]:
         """Dotted targets assigned the literal ``False`` (``base.trainable = False``)."""
         out: set[str] = set()
-        for n in self.nodes:
-            if type(n) is cst.Assign and isinstance(n.value, cst.Name) and n.value.value == "False":
+        for n in self.nodes_of(cst.Assign):
+            if isinstance(n.value, cst.Name) and n.value.value == "False":
                 for t in n.targets:
                     d = dotted(t.target)
                     if d:
@@ -707,8 +774,8 @@ class FileContext:
     def _add_calls(self) -> dict[str, list[cst.Call]]:
         """``X.add(...)`` calls by the dotted receiver ``X`` (Sequential.add)."""
         out: dict[str, list[cst.Call]] = {}
-        for n in self.nodes:
-            if type(n) is cst.Call and isinstance(n.func, cst.Attribute) and n.func.attr.value == "add":
+        for n in self.calls_named("add"):
+            if isinstance(n.func, cst.Attribute):
                 d = dotted(n.func.value)
                 if d:
                     out.setdefault(d, []).append(n)
@@ -749,9 +816,74 @@ class FileContext:
 
         return gradient_calls(self)
 
+    @cached_property
+    def _gradient_call_by_node(self) -> dict[int, GradientCall]:
+        return {id(gc.node): gc for gc in self.gradient_calls}
+
+    def gradient_call(self, call: cst.CSTNode) -> GradientCall | None:
+        """The gradient request that ``call`` makes (one of ``gradient_calls``), if any."""
+        return self._gradient_call_by_node.get(id(call))
+
+    @cached_property
+    def _gradient_calls_by_tape(self) -> dict[int, list[GradientCall]]:
+        out: dict[int, list[GradientCall]] = {}
+        for gc in self.gradient_calls:
+            if gc.tape is not None:
+                out.setdefault(id(gc.tape), []).append(gc)
+        return out
+
+    def gradient_calls_of(self, tape: TapeBlock) -> list[GradientCall]:
+        """The ``tape.gradient`` requests recorded by ``tape``, in document order."""
+        return self._gradient_calls_by_tape.get(id(tape), [])
+
+    @cached_property
+    def _tape_by_with(self) -> dict[int, TapeBlock]:
+        """The tape of each ``with`` node (the last item's, for ``with tape1, tape2:``)."""
+        return {id(t.with_node): t for t in self.tapes}
+
+    @cached_property
+    def _tapes_named(self) -> dict[tuple[int, str | None], list[TapeBlock]]:
+        """The tapes by (``id`` of the scope of their ``with``, name), in document order."""
+        out: dict[tuple[int, str | None], list[TapeBlock]] = {}
+        for t in self.tapes:
+            out.setdefault((id(self.scope_of(t.with_node)), t.name), []).append(t)
+        return out
+
+    def tapes_named(self, name: str | None, scope: ScopeNode) -> list[TapeBlock]:
+        """The ``with ... as <name>:`` tape blocks directly in ``scope``, in document order
+        (``name`` None: the tapes not bound to a name)."""
+        return self._tapes_named.get((id(scope), name), [])
+
+    def tape_before(self, name: str | None, scope: ScopeNode, node: cst.CSTNode) -> TapeBlock | None:
+        """The last tape block named ``name`` in ``scope`` whose ``with`` starts before ``node``."""
+        blocks = self.tapes_named(name, scope)
+        if not blocks:
+            return None
+        index = self.index
+        i = bisect_left(blocks, index.get(node, 0), key=lambda t: index[t.with_node])
+        return blocks[i - 1] if i else None
+
+    def in_tape_body(self, node: cst.CSTNode, name: str, scope: ScopeNode) -> bool:
+        """Whether ``node`` is (in) the body of a tape block named ``name`` in ``scope``."""
+        bodies = self._tape_bodies.get((id(scope), name))
+        if not bodies or node not in self.index:
+            return False
+        parents = self.parents
+        cur: cst.CSTNode | None = node
+        while cur is not None:
+            if id(cur) in bodies:
+                return True
+            cur = parents.get(cur)
+        return False
+
+    @cached_property
+    def _tape_bodies(self) -> dict[tuple[int, str | None], set[int]]:
+        """The ``id`` of the bodies of the tapes of ``_tapes_named``, by the same key."""
+        return {key: {id(t.with_node.body) for t in blocks} for key, blocks in self._tapes_named.items()}
+
     def enclosing_tape(self, node: cst.CSTNode) -> TapeBlock | None:
         """The GradientTape ``with`` block whose body runs ``node`` (not via a nested def)."""
-        by_node = {id(t.with_node): t for t in self.tapes}
+        by_node = self._tape_by_with
         if not by_node:
             return None
         for a in self.ancestors(node):
@@ -777,9 +909,9 @@ class FileContext:
     def model_info(self, callee: cst.BaseExpression, at: cst.CSTNode, _depth: int = 0) -> ModelInfo:
         """Classify the object that ``callee(...)`` calls: a Keras model, a layer, unknown, other
         (``analysis.models``)."""
-        from tflint_grad.analysis.models import ModelResolver
+        from tflint_grad.analysis.models import resolver
 
-        return ModelResolver(self).info(callee, at, _depth)
+        return resolver(self).info(callee, at, _depth)
 
 
 def tf1_batch_norm_training(ctx: FileContext, call: cst.CSTNode) -> bool | None:
@@ -846,7 +978,16 @@ def is_update_ops_collection(ctx: FileContext, call: cst.CSTNode) -> bool:
 
 def mentions_update_ops(ctx: FileContext, node: cst.CSTNode, depth: int = 3) -> bool:
     """Whether ``node`` contains the UPDATE_OPS collection, directly or through a name (or
-    ``self.attr``) bound to it (``update_ops = tf.get_collection(tf.GraphKeys.UPDATE_OPS)``)."""
+    ``self.attr``) bound to it (``update_ops = tf.get_collection(tf.GraphKeys.UPDATE_OPS)``).
+    Memoised per node and depth: every train op of a script asks about every ``sess.run``."""
+    key = (id(node), depth)
+    known = ctx._update_ops_mentions.get(key)
+    if known is None:
+        known = ctx._update_ops_mentions[key] = _mentions_update_ops(ctx, node, depth)
+    return known
+
+
+def _mentions_update_ops(ctx: FileContext, node: cst.CSTNode, depth: int) -> bool:
     for n in ctx.descendants(node):
         t = type(n)
         if t is cst.Call:
@@ -900,21 +1041,13 @@ def dependencies(ctx: FileContext, expr: cst.CSTNode, budget: int = 4000) -> tup
             if budget <= 0:
                 break
             t = type(n)
-            if t is cst.Name:
-                p = ctx.parents.get(n)
-                if (isinstance(p, cst.Attribute) and p.attr is n) or (isinstance(p, cst.Arg) and p.keyword is n):
-                    continue
-                if ctx.is_store(n):
-                    continue  # `loss = f(x)` in a helper binds `loss`: no read of a `loss` bound elsewhere
-                out.add(n.value)
-            elif t is cst.Attribute:
-                d = dotted(n)
-                if not d or not d.startswith("self.") or d.count(".") != 1 or ctx.is_store(n):
-                    continue
-                out.add(d)
-            else:
+            if t is not cst.Name and t is not cst.Attribute:
                 continue
-            b = ctx.binding(n)
+            read = ctx.read_of(n)  # type: ignore[arg-type]
+            if read is None:
+                continue
+            name, b = read
+            out.add(name)
             if b is None or (b.kind in ("import", "param") and b.value is None):
                 continue
             reached.add(id(b.node))

@@ -66,9 +66,7 @@ def _call_sites(ctx: FileContext, fn: cst.FunctionDef) -> tuple[list[cst.Call], 
     if isinstance(owner, cst.ClassDef) and fn.name.value == "call":
         # a Keras `call` runs through `model(x, flag=...)`: the instances' call sites
         sites = [
-            c
-            for c in ctx.nodes
-            if type(c) is cst.Call and isinstance(c.func, cst.Name) and _instance_of(ctx, c.func, c, owner)
+            c for c in ctx.nodes_of(cst.Call) if isinstance(c.func, cst.Name) and _instance_of(ctx, c.func, c, owner)
         ]
         skip_self = True
     return (sites, skip_self) if sites else None

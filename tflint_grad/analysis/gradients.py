@@ -80,9 +80,7 @@ def gradient_calls(ctx: FileContext) -> list[GradientCall]:
     table = _target_calls()
     compile_method, compile_kw, compile_pos = tfapi.table("losses", "compile_method")
     out: list[GradientCall] = []
-    for n in ctx.nodes:
-        if type(n) is not cst.Call:
-            continue
+    for n in ctx.nodes_of(cst.Call):
         qn = ctx.call_name(n)
         spec = table.get(qn) if qn is not None else None
         func = n.func
@@ -115,12 +113,7 @@ def _tape_of(ctx: FileContext, receiver: cst.BaseExpression, at: cst.CSTNode) ->
     """The ``with tf.GradientTape() as <receiver>`` block that recorded this tape (the last one
     before ``at`` with that name, in the same scope)."""
     name = receiver.value if isinstance(receiver, cst.Name) else None
-    pos = ctx.index.get(at, 0)
-    best = None
-    for t in ctx.tapes:
-        if t.name == name and ctx.index[t.with_node] < pos and ctx.scope_of(t.with_node) is ctx.scope_of(at):
-            best = t
-    return best
+    return ctx.tape_before(name, ctx.scope_of(at), at)
 
 
 def _names_in(expr: cst.BaseExpression) -> list[cst.BaseExpression]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import libcst as cst
@@ -30,6 +30,7 @@ import libcst as cst
 from tflint_grad import tfapi
 from tflint_grad.analysis.calls import bind_arguments
 from tflint_grad.analysis.context import Binding, ScopeNode, dependencies, dotted, get_arg
+from tflint_grad.analysis.facts import memo
 
 if TYPE_CHECKING:
     from tflint_grad.analysis.context import FileContext
@@ -106,24 +107,18 @@ def _is_false(expr: cst.BaseExpression | None) -> bool:
     return isinstance(expr, cst.Name) and expr.value == "False"
 
 
-def _calls_by_name(ctx: FileContext) -> dict[str, list[cst.Call]]:
-    """Calls indexed by the last name of their callee (``f(...)``, ``self.f(...)``, ``C(...)``)."""
-    cache = ctx.__dict__.get("_calls_by_name")
-    if cache is None:
-        cache = {}
-        for n in ctx.nodes:
-            if type(n) is cst.Call:
-                f = n.func
-                key = f.value if isinstance(f, cst.Name) else f.attr.value if isinstance(f, cst.Attribute) else None
-                if key is not None:
-                    cache.setdefault(key, []).append(n)
-        ctx.__dict__["_calls_by_name"] = cache
-    return cache
+def resolver(ctx: FileContext) -> ModelResolver:
+    """The file's :class:`ModelResolver` (``ctx.model_info`` asks it): one per file, so each
+    constructor is classified once however many rules ask about the model it builds."""
+    return memo(ctx, "model_resolver", ModelResolver)
 
 
 class ModelResolver:
     def __init__(self, ctx: FileContext) -> None:
         self.ctx = ctx
+        # (id(call), depth) -> from_constructor(call, depth); callers get copies (they adjust
+        # ``frozen``/``description`` of what they are given)
+        self._constructed: dict[tuple[int, int], ModelInfo] = {}
 
     # -- entry --------------------------------------------------------------------------
     def info(self, callee: cst.BaseExpression, at: cst.CSTNode, depth: int = 0) -> ModelInfo:
@@ -238,19 +233,19 @@ class ModelResolver:
         out: list[cst.Call] = []
         if isinstance(owner, cst.ClassDef):
             if name == "__init__":
-                for c in _calls_by_name(ctx).get(owner.name.value, ()):
+                for c in ctx.calls_named(owner.name.value):
                     if isinstance(c.func, cst.Name):
                         b = ctx.binding(c.func, c)
                         if b is not None and b.node is owner:
                             out.append(c)
                 return out, True
-            for c in _calls_by_name(ctx).get(name, ()):
+            for c in ctx.calls_named(name):
                 f = c.func
                 is_self = isinstance(f, cst.Attribute) and isinstance(f.value, cst.Name) and f.value.value == "self"
                 if is_self and ctx.contains(owner, c):
                     out.append(c)
             return out, True
-        for c in _calls_by_name(ctx).get(name, ()):
+        for c in ctx.calls_named(name):
             if isinstance(c.func, cst.Name):
                 b = ctx.binding(c.func, c)
                 if b is not None and b.node is fn:
@@ -290,6 +285,13 @@ class ModelResolver:
 
     # -- constructors -------------------------------------------------------------------
     def from_constructor(self, call: cst.Call, depth: int) -> ModelInfo:
+        key = (id(call), depth)
+        info = self._constructed.get(key)
+        if info is None:
+            info = self._constructed[key] = self._from_constructor(call, depth)
+        return replace(info, layers=list(info.layers), unseen=list(info.unseen))
+
+    def _from_constructor(self, call: cst.Call, depth: int) -> ModelInfo:
         ctx = self.ctx
         qn = ctx.call_name(call)
         if qn is not None:

@@ -133,11 +133,11 @@ def flow(ctx: FileContext) -> Flow:
 class Flow:
     def __init__(self, ctx: FileContext) -> None:
         self.ctx = ctx
-        self._calls_by_name: dict[str, list[cst.Call]] | None = None
         self._memo: dict[tuple, Source] = {}
         # literal arguments a helper is read under: id(FunctionDef) -> {parameter: value}
         self._env: dict[int, dict[str, object]] = {}
         self._env_key: tuple = ()
+        self._sites: dict[int, LossSite | None] = {}  # id(call) -> loss_site(self, call)
 
     # -- public ---------------------------------------------------------------------------
     def source(self, expr: cst.BaseExpression | None, at: cst.CSTNode | None = None) -> Source:
@@ -179,16 +179,7 @@ class Flow:
 
     def calls_named(self, name: str) -> list[cst.Call]:
         """Calls ``name(...)`` or ``obj.name(...)`` anywhere in the file (built once)."""
-        if self._calls_by_name is None:
-            table: dict[str, list[cst.Call]] = {}
-            for n in self.ctx.nodes:
-                if type(n) is cst.Call:
-                    f = n.func
-                    key = f.value if isinstance(f, cst.Name) else f.attr.value if isinstance(f, cst.Attribute) else None
-                    if key is not None:
-                        table.setdefault(key, []).append(n)
-            self._calls_by_name = table
-        return self._calls_by_name.get(name, [])
+        return self.ctx.calls_named(name)
 
     def portable(self, expr: cst.BaseExpression, src_at: cst.CSTNode, dst_at: cst.CSTNode) -> bool:
         """Whether ``expr`` (evaluated at ``src_at``) may be copied to ``dst_at`` unchanged:
@@ -875,7 +866,16 @@ def _from_logits(call: cst.Call, position: int) -> tuple[cst.Arg | None, bool | 
 
 
 def loss_site(flow: Flow, call: cst.Call) -> LossSite | None:
-    """Describe ``call`` if it computes a cross-entropy whose prediction kind is checkable."""
+    """Describe ``call`` if it computes a cross-entropy whose prediction kind is checkable
+    (once per call and file: TFG402 and TFG503 both ask, the one ``Flow`` keeps the answer)."""
+    sites = flow._sites
+    key = id(call)
+    if key not in sites:
+        sites[key] = _loss_site(flow, call)
+    return sites[key]
+
+
+def _loss_site(flow: Flow, call: cst.Call) -> LossSite | None:
     ctx = flow.ctx
     qn = ctx.call_name(call)
     if qn is not None:
@@ -1008,13 +1008,8 @@ def fit_lines(ctx: FileContext, site: LossSite) -> list[int]:
         return []
     methods = names("losses", "fit_methods")
     out = []
-    for n in ctx.nodes:
-        if (
-            type(n) is cst.Call
-            and isinstance(n.func, cst.Attribute)
-            and n.func.attr.value in methods
-            and dotted(n.func.value) == name
-        ):
+    for n in ctx.nodes_of(cst.Call):
+        if isinstance(n.func, cst.Attribute) and n.func.attr.value in methods and dotted(n.func.value) == name:
             out.append(ctx.line(n))
     return sorted(set(out))[:10]
 

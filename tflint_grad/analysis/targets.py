@@ -14,7 +14,6 @@ It over-approximates the data flow: "does not reach" is the strong answer.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import cast
 
 import libcst as cst
 
@@ -31,10 +30,13 @@ class GradientTargets:
     targets: list[tuple[cst.Call, cst.CSTNode]] = field(default_factory=list)  # (call, target expression)
     reached: set[int] = field(default_factory=set)  # id() of target expressions and binding statements
     _per_request: dict[int, set[int]] = field(default_factory=dict, repr=False)  # built on demand
+    _by_call: dict[int, GradientCall] | None = field(default=None, repr=False)  # id(call) -> request
 
     def request(self, call: cst.CSTNode) -> GradientCall | None:
         """The gradient request made by ``call``, if it is one."""
-        return next((r for r in self.requests if r.node is call), None)
+        if self._by_call is None:
+            self._by_call = {id(r.node): r for r in self.requests}
+        return self._by_call.get(id(call))
 
     @property
     def any(self) -> bool:
@@ -49,11 +51,12 @@ class GradientTargets:
         """The first request (in document order) whose target ``node`` visibly flows into."""
         if not self.reaches(ctx, node):
             return None
+        chain = [id(node), *map(id, ctx.ancestors(node))]  # _within, as one set test per request
         for r in self.requests:
             reached = self._per_request.get(id(r))
             if reached is None:
                 reached = self._per_request[id(r)] = _reach(ctx, [t for c, t in self.targets if c is r.node])
-            if _within(ctx, node, reached):
+            if not reached.isdisjoint(chain):
                 return r
         return None
 
@@ -92,37 +95,27 @@ def _reach(ctx: FileContext, exprs: list[cst.CSTNode]) -> set[int]:
 def _narrow_compound(ctx: FileContext, reached: set[int]) -> None:
     """A name bound by ``for x in it`` / ``with c as x`` reaches the target through ``it`` /
     ``c`` only, not through the whole body of the statement."""
-    for n in ctx.nodes:
-        t = type(n)
-        if (t is cst.For or t is cst.With) and id(n) in reached:
-            reached.discard(id(n))
-            if t is cst.For:
-                loop = cast(cst.For, n)
-                reached.add(id(loop.iter))
-                reached.add(id(loop.target))
-            else:
-                for item in cast(cst.With, n).items:
-                    reached.add(id(item))
+    for loop in ctx.nodes_of(cst.For):
+        if id(loop) in reached:
+            reached.discard(id(loop))
+            reached.add(id(loop.iter))
+            reached.add(id(loop.target))
+    for block in ctx.nodes_of(cst.With):
+        if id(block) in reached:
+            reached.discard(id(block))
+            for item in block.items:
+                reached.add(id(item))
 
 
 def _follow_methods(ctx: FileContext, reached: set[int]) -> None:
     """``self.loss_fn(...)`` read on the path: the method's body is on the path too."""
-    calls = [
-        n
-        for n in ctx.nodes
-        if type(n) is cst.Call
-        and isinstance(n.func, cst.Attribute)
-        and isinstance(n.func.value, cst.Name)
-        and n.func.value.value == "self"
-    ]
     done: set[int] = set()
     for _ in range(4):
         new = False
-        for c in calls:
-            if id(c) in done or not _within(ctx, c, reached):
+        for c, chain, cls in memo(ctx, "self_method_calls", _self_method_calls):
+            if id(c) in done or reached.isdisjoint(chain):
                 continue
             done.add(id(c))
-            cls = next((a for a in ctx.ancestors(c) if isinstance(a, cst.ClassDef)), None)
             if cls is None:
                 continue
             name = c.func.attr.value  # type: ignore[attr-defined]
@@ -133,6 +126,19 @@ def _follow_methods(ctx: FileContext, reached: set[int]) -> None:
                     new = True
         if not new:
             break
+
+
+def _self_method_calls(ctx: FileContext) -> list[tuple[cst.Call, frozenset[int], cst.ClassDef | None]]:
+    """The ``self.m(...)`` calls of the file, each with the ``id()`` of itself and its
+    ancestors (``_within`` as a set test) and its class."""
+    out: list[tuple[cst.Call, frozenset[int], cst.ClassDef | None]] = []
+    for n in ctx.nodes_of(cst.Call):
+        f = n.func
+        if isinstance(f, cst.Attribute) and isinstance(f.value, cst.Name) and f.value.value == "self":
+            ancestors = list(ctx.ancestors(n))
+            cls = next((a for a in ancestors if isinstance(a, cst.ClassDef)), None)
+            out.append((n, frozenset([id(n), *map(id, ancestors)]), cls))
+    return out
 
 
 def gradient_targets(ctx: FileContext) -> GradientTargets:

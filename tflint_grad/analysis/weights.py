@@ -645,8 +645,8 @@ class WeightIndex:
         if self._embedding_names is None:
             found: set[str] = set()
             lookups = self.t["embedding_lookups"]
-            for n in self.ctx.nodes:
-                if type(n) is cst.Call and n.args and self.ctx.call_name(n) in lookups:
+            for n in self.ctx.nodes_of(cst.Call):
+                if n.args and self.ctx.call_name(n) in lookups:
                     arg = get_arg(n, "params", 0)
                     d = dotted(arg.value) if arg is not None else None
                     if d:
@@ -756,9 +756,7 @@ class WeightIndex:
         methods = tfapi.names("graph", "assign_methods")
         functions = tfapi.names("graph", "assign_functions")
         out: set[str] = set()
-        for n in ctx.nodes:
-            if type(n) is not cst.Call:
-                continue
+        for n in ctx.nodes_of(cst.Call):
             f = n.func
             if isinstance(f, cst.Attribute) and f.attr.value in methods:
                 d = dotted(f.value)
@@ -861,9 +859,7 @@ class WeightIndex:
     def _collect(self) -> list[WeightUse]:
         ctx = self.ctx
         uses: list[WeightUse] = []
-        for node in ctx.nodes:
-            if type(node) is not cst.Call:
-                continue
+        for node in ctx.nodes_of(cst.Call):
             spec = self._spec(node)
             if spec is None:
                 continue
