@@ -2,7 +2,7 @@
 
 import sys
 
-from tflint_grad.cli import main
+from tflint_grad.cli import console
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console())

@@ -621,6 +621,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- entry point ---------------------------------------------------------------------------
+def console() -> int:
+    """The ``tflint-grad`` command and ``python -m tflint_grad``: :func:`main` in a process of
+    its own, where libcst nodes get CPython's identity hash (``tflint_grad.nodehash``) before
+    any exists; ``--help`` and ``--version`` stay instant (no libcst)."""
+    argv = sys.argv[1:]
+    if not argv or argv[0] not in ("-h", "--help", "--version", "-V"):
+        from tflint_grad.nodehash import use_identity_hash
+
+        use_identity_hash()
+    return main(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help", "--version", "-V"):

@@ -555,7 +555,11 @@ class TflintServer(LanguageServer):
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
-            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            from tflint_grad.nodehash import use_identity_hash
+
+            self._pool = ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=use_identity_hash
+            )
             self._pool.submit(api.warm_up)
         return self._pool
 
@@ -980,4 +984,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from tflint_grad.nodehash import use_identity_hash
+
+    use_identity_hash()  # a process of its own (``tflint-grad server`` does it in cli.console)
     main()

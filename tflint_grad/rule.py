@@ -202,13 +202,19 @@ class Rule:
 
     @classmethod
     def visitors(cls) -> dict[type, str]:
-        out: dict[type, str] = {}
-        for attr in dir(cls):
-            if attr.startswith("visit_"):
-                node_type = getattr(cst, attr[len("visit_") :], None)
-                if isinstance(node_type, type):
-                    out[node_type] = attr
+        """``{cst.Call: "visit_Call"}``: the node types the rule visits (read once per class)."""
+        out = _VISITORS.get(cls)
+        if out is None:
+            out = _VISITORS[cls] = {}
+            for attr in dir(cls):
+                if attr.startswith("visit_"):
+                    node_type = getattr(cst, attr[len("visit_") :], None)
+                    if isinstance(node_type, type):
+                        out[node_type] = attr
         return out
+
+
+_VISITORS: dict[type[Rule], dict[type, str]] = {}
 
 
 def dedent(code: str) -> str:
