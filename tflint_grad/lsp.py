@@ -140,14 +140,16 @@ class PositionMap:
         idx = min(max(line - 1, 0), len(self.lines) - 1)
         text = self.lines[idx]
         prefix = text[: max(column - 1, 0)]
-        return types.Position(line=idx, character=self.codec.client_num_units(prefix))
+        # ASCII is one unit per character in UTF-8, UTF-16 and UTF-32 (the codec counts in Python)
+        units = len(prefix) if prefix.isascii() else self.codec.client_num_units(prefix)
+        return types.Position(line=idx, character=units)
 
     def range(self, line: int, column: int, end_line: int, end_column: int) -> types.Range:
         return types.Range(start=self.position(line, column), end=self.position(end_line, end_column))
 
     def end(self) -> types.Position:
         last = len(self.lines) - 1
-        return types.Position(line=last, character=self.codec.client_num_units(self.lines[last]))
+        return self.position(last + 1, len(self.lines[last]) + 1)
 
 
 def _range_dict(r: types.Range) -> dict[str, Any]:
@@ -162,9 +164,6 @@ def _range_from(d: Any) -> types.Range:
         start=types.Position(line=int(d["start"]["line"]), character=int(d["start"]["character"])),
         end=types.Position(line=int(d["end"]["line"]), character=int(d["end"]["character"])),
     )
-
-
-_no_comment_lines = suppressions.no_comment_lines
 
 
 def noqa_edit(lines: Sequence[str], line: int, code: str, pmap: PositionMap) -> dict[str, Any] | None:
@@ -212,6 +211,14 @@ def text_span(f: Finding) -> tuple[int, int, int, int]:
 
 def edit_dict(e: Edit, pmap: PositionMap) -> dict[str, Any]:
     return {"range": _range_dict(pmap.range(e.line, e.column, e.end_line, e.end_column)), "newText": e.content}
+
+
+def _no_comment_for(findings: Sequence[Finding], text: str, source_lines: bool = True) -> set[int]:
+    """The lines a ``# noqa`` cannot end (``suppressions.no_comment_lines``), as far as the
+    findings that span several lines need it (only they can move their noqa to their last
+    line): nothing to tokenize in the usual case of one-line findings."""
+    last = max((text_span(f)[2] if source_lines else f.end_line for f in findings if f.end_line != f.line), default=0)
+    return suppressions.no_comment_lines(text, upto=last) if last else set()
 
 
 def to_diagnostic(
@@ -484,7 +491,7 @@ class TflintServer(LanguageServer):
             findings = conf[1]
         lines = split_lines(text)
         pmap = PositionMap(lines, codec)
-        no_comment = _no_comment_lines(text) if findings else set()
+        no_comment = _no_comment_for(findings, text)
         diagnostics = [to_diagnostic(f, lines, pmap, version, no_comment) for f in findings]
         return Linted(version, text, findings, diagnostics, list(errors))
 

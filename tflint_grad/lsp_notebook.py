@@ -57,7 +57,7 @@ def code_cells(server: TflintServer, nb: types.NotebookDocument) -> list[tuple[i
 
 def lint_notebook(server: TflintServer, nb_uri: str) -> dict[str, Linted]:
     """Lint the notebook; the result per cell URI (also stored in ``server.cache``)."""
-    from tflint_grad.lsp import Linted, PositionMap, _no_comment_lines, split_lines, to_diagnostic
+    from tflint_grad.lsp import Linted, PositionMap, _no_comment_for, split_lines, to_diagnostic
 
     nb = server.workspace.get_notebook_document(notebook_uri=nb_uri)
     if nb is None:
@@ -79,7 +79,7 @@ def lint_notebook(server: TflintServer, nb_uri: str) -> dict[str, Linted]:
         mine = [f for f in findings if f.cell == index]
         lines = split_lines(doc.source)
         pmap = PositionMap(lines, doc.position_codec)
-        no_comment = _no_comment_lines(doc.source) if mine else set()
+        no_comment = _no_comment_for(mine, doc.source, source_lines=False)
         diagnostics = []
         for f in mine:
             local = dataclasses.replace(f, data={**f.data, "source_line": f.line})  # ranges inside the cell

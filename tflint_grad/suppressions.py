@@ -90,14 +90,17 @@ def parse(text: str) -> Suppressions:
     return out
 
 
-def no_comment_lines(text: str) -> set[int]:
+def no_comment_lines(text: str, upto: int | None = None) -> set[int]:
     """1-based lines whose end a trailing comment cannot follow (inside a string, or
-    continued with a backslash)."""
+    continued with a backslash); with ``upto``, the answer is only complete up to that line
+    (the text is tokenized no further: ``tokenize`` costs ~0.2 s on 5,000 lines)."""
     bad: set[int] = set()
     comment_rows: set[int] = set()
     fstring_starts: list[int] = []
     try:
         for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+            if upto is not None and tok.start[0] > upto:
+                break
             kind = tok.type
             if kind == tokenize.COMMENT:
                 comment_rows.add(tok.start[0])
