@@ -229,10 +229,9 @@ def _load_ipython() -> ModuleType | None:
             return module
         break
     try:
-        import IPython.core.inputtransformer2 as module  # optional dependency
+        return importlib.import_module(name)  # optional dependency
     except Exception:
         return None
-    return module
 
 
 def _manager() -> Any:
