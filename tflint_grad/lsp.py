@@ -213,11 +213,11 @@ def edit_dict(e: Edit, pmap: PositionMap) -> dict[str, Any]:
     return {"range": _range_dict(pmap.range(e.line, e.column, e.end_line, e.end_column)), "newText": e.content}
 
 
-def _no_comment_for(findings: Sequence[Finding], text: str, source_lines: bool = True) -> set[int]:
-    """The lines a ``# noqa`` cannot end (``suppressions.no_comment_lines``), as far as the
-    findings that span several lines need it (only they can move their noqa to their last
-    line): nothing to tokenize in the usual case of one-line findings."""
-    last = max((text_span(f)[2] if source_lines else f.end_line for f in findings if f.end_line != f.line), default=0)
+def _no_comment_for(findings: Sequence[Finding], text: str) -> set[int]:
+    """The lines of ``text`` a ``# noqa`` cannot end (``suppressions.no_comment_lines``), as far
+    as the findings that span several lines need it (only they can move their noqa to their
+    last line): nothing to tokenize in the usual case of one-line findings."""
+    last = max((text_span(f)[2] for f in findings if f.end_line != f.line), default=0)
     return suppressions.no_comment_lines(text, upto=last) if last else set()
 
 

@@ -79,13 +79,12 @@ def lint_notebook(server: TflintServer, nb_uri: str) -> dict[str, Linted]:
         mine = [f for f in findings if f.cell == index]
         lines = split_lines(doc.source)
         pmap = PositionMap(lines, doc.position_codec)
-        no_comment = _no_comment_for(mine, doc.source, source_lines=False)
-        diagnostics = []
-        for f in mine:
-            local = dataclasses.replace(f, data={**f.data, "source_line": f.line})  # ranges inside the cell
+        local = [dataclasses.replace(f, data={**f.data, "source_line": f.line}) for f in mine]  # ranges in the cell
+        for f in local:
             if f.fix is not None and any(e.cell != index for e in f.fix.edits):
-                local.fix = None
-            diagnostics.append(to_diagnostic(local, lines, pmap, doc.version, no_comment))
+                f.fix = None
+        no_comment = _no_comment_for(local, doc.source)
+        diagnostics = [to_diagnostic(f, lines, pmap, doc.version, no_comment) for f in local]
         out[uri] = Linted(doc.version, doc.source, mine, diagnostics)
     server.cache.update(out)
     return out

@@ -235,8 +235,6 @@ class _Collector(cst.CSTVisitor):
         special = self._handlers()
         scope_types = _SCOPE_TYPES
         fields_of = _recorded_fields if _SKIP_TRIVIA else _child_fields
-        known_fields = _RECORDED_FIELDS if _SKIP_TRIVIA else _CHILD_FIELDS  # fields_of's cache
-        unknown = object()
         skip = _TRIVIA if _SKIP_TRIVIA else frozenset()
         recorded = _RECORDED if _SKIP_TRIVIA else {}
         node_type = cst.CSTNode
@@ -262,9 +260,7 @@ class _Collector(cst.CSTVisitor):
             is_scope = t in scope_types
             if is_scope:
                 self._enter_scope(node, t)
-            names = known_fields.get(t, unknown)
-            if names is unknown:
-                names = fields_of(t)
+            names = fields_of(t)
             if names is None:
                 for child in node.children:
                     if type(child) not in skip:
